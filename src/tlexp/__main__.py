@@ -1,0 +1,5 @@
+import sys
+
+from tlexp.cli import main
+
+sys.exit(main())

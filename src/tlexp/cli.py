@@ -1,0 +1,127 @@
+"""The ``tlexp`` command: thin subcommands over the library API.
+
+User mistakes (``UserError``) print one clear message and exit with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from tlexp import __version__
+from tlexp.errors import UserError
+
+log = logging.getLogger("tlexp")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"tlexp: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tlexp: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tlexp",
+        description="Transfer-learning experiments: freeze part of a pretrained backbone, fine-tune a "
+        "dense head, compare it with a Random Forest on the same features.",
+    )
+    p.add_argument("--version", action="version", version=f"tlexp {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("config", help="YAML config file (holds overrides of the defaults; see 'tlexp config')")
+        sp.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="override config values, e.g. model.freeze=0.5 train.epochs=1")
+        return sp
+
+    with_config("run", "Run one experiment and write its run folder.").set_defaults(func=_cmd_run)
+    with_config("plan", "Show what 'run' would do (data found, freeze plan, parameter counts) without training.")\
+        .set_defaults(func=_cmd_plan)
+    sp = sub.add_parser("config", help="Print every config key with its default, type and description.")
+    sp.set_defaults(func=_cmd_config)
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tlexp.config import load_config
+    from tlexp.experiment import run_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = run_experiment(cfg)
+    print(run_dir)
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tlexp.config import load_config
+    from tlexp.experiment import plan_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    plan = plan_experiment(cfg)
+    print(format_plan(plan, yaml.safe_dump(plan["config"], sort_keys=False)))
+    return 0
+
+
+def format_plan(plan: dict, config_yaml: str) -> str:
+    """Human-readable text of :func:`tlexp.experiment.plan_experiment`'s result."""
+    d, f, m = plan["data"], plan["freeze"], plan["model"]
+    lines = ["# resolved config", config_yaml.rstrip(), "", "# data",
+             f"root: {d['root']}", f"layout: {d['layout']}", f"classes: {', '.join(d['class_names'])}"]
+    width = max(len(c) for c in d["class_names"])
+    lines.append(f"{'split':<6} " + " ".join(f"{c:>{max(width, 6)}}" for c in d["class_names"]) + f" {'total':>7}")
+    for split, per_class in d["counts"].items():
+        lines.append(f"{split:<6} " + " ".join(f"{n:>{max(width, 6)}}" for n in per_class.values())
+                     + f" {sum(per_class.values()):>7}")
+    lines += [
+        "", "# freeze plan",
+        f"backbone: {plan['config']['model']['backbone']} ({f['layers_total']} layers, {f['total_params']:,} parameters)",
+        f"requested: {f['requested']}",
+        f"frozen: {f['layers_frozen']} layers, through {f['last_frozen_layer']}",
+        f"frozen share of backbone parameters: {100 * f['frozen_share']:.2f} % ({f['frozen_params']:,})",
+        f"batchnorm in the trainable part: {f['batchnorm']}",
+        f"backbone trainable: {f['backbone_trainable']:,}   non-trainable: {f['backbone_non_trainable']:,}",
+        f"whole model trainable: {m['trainable']:,}   non-trainable: {m['non_trainable']:,}   total: {m['total']:,}",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from tlexp.config import describe
+
+    rows = describe()
+    kw = max(len(r[0]) for r in rows)
+    dw = min(max(len(r[1]) for r in rows), 24)
+    print("# Every config key: default, type, description. A config file holds only what it changes;")
+    print("# override any key on the command line with key.sub=value.")
+    for key, default, typ, desc in rows:
+        print(f"{key:<{kw}}  {default:<{dw}}  {typ}\n{'':<{kw}}  {desc}")
+    return 0
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

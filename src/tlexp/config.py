@@ -1,0 +1,419 @@
+"""The config schema: every key, its type, default, constraint and description, in one place.
+
+Merge order (rightmost wins): schema defaults < YAML file < ``key.sub=value`` overrides.
+Everything is validated here, before TensorFlow is imported, and every problem is
+reported at once. ``tlexp config`` prints this schema; it is never written twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tlexp.errors import ConfigError
+
+BACKBONES = ("vgg16", "resnet50", "densenet121")  # keep in sync with backbones.REGISTRY (tested)
+
+
+class _Section(BaseModel):
+    # strict: a YAML string "2" is not silently an int; extra="forbid": typos are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class SyntheticConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="Write tlexp's built-in two-class demo dataset (real JPEG files) into "
+        "data.root first, if it is not there yet. Never touches an existing non-demo folder.",
+    )
+    per_class: int = Field(150, ge=2, description="Demo images generated per class.")
+
+
+class DataConfig(_Section):
+    root: str = Field(
+        "data/dogs-vs-cats/train",
+        description="Dataset folder: class sub-folders (root/cat/*.jpg) or the Kaggle flat "
+        "layout (root/cat.0.jpg, label = name before the first dot).",
+    )
+    layout: Literal["auto", "folders", "flat"] = Field(
+        "auto", description="Dataset layout; 'auto' detects it and logs which was found."
+    )
+    image_size: int = Field(224, ge=32, description="Images are resized to image_size x image_size pixels.")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for validation.")
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for the final test.")
+    limit_per_class: int | None = Field(
+        None, ge=3, description="Use at most this many images per class (a seeded random subset); null = all."
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("val_fraction", "test_fraction", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
+        # YAML reads "0" and "1" as ints; let them reach the range check as floats.
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class HeadConfig(_Section):
+    pooling: Literal["flatten", "avg", "max"] = Field(
+        "flatten", description="How backbone feature maps become a vector: Flatten, or global average/max pooling."
+    )
+    dense: list[int] = Field(
+        [256, 64], description="Units of the hidden Dense layers, in order (the study's VGG16 head: [256, 64])."
+    )
+    activation: Literal["relu", "gelu", "swish", "elu", "tanh"] = Field(
+        "relu", description="Activation of the hidden Dense layers."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate after each hidden Dense layer.")
+
+    @field_validator("dense")
+    @classmethod
+    def _positive_units(cls, v: list[int]) -> list[int]:
+        bad = [u for u in v if u < 1]
+        if bad:
+            raise ValueError(f"must hold whole numbers >= 1 only (bad entries: {bad})")
+        return v
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class ModelConfig(_Section):
+    backbone: Literal["vgg16", "resnet50", "densenet121"] = Field(
+        "vgg16", description="keras.applications backbone, classification top removed."
+    )
+    weights: str = Field(
+        "imagenet",
+        description="'imagenet' (Keras download and cache), 'none' (random init), or the path "
+        "of a no-top weights file (.h5 / .weights.h5) for this backbone.",
+    )
+    download: bool = Field(
+        True,
+        description="Let Keras download ImageNet weights that are not cached yet. false = offline: "
+        "fail at once with the file name and folder to put it in.",
+    )
+    freeze: float | str = Field(
+        0.3,
+        description="Share of backbone parameters to freeze, bottom layers first, in [0, 1) "
+        "(the prefix of layers whose share is closest), or the name of the last layer to freeze.",
+    )
+    batchnorm: Literal["inference", "frozen", "train"] = Field(
+        "inference",
+        description="BatchNorm layers in the trainable part: 'inference' (moving statistics fixed, "
+        "scale/offset trained; Keras' fine-tuning advice), 'frozen' (not trained at all), "
+        "'train' (batch statistics, moving averages updated). Frozen-part BN is always inference.",
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _check_freeze(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a float in [0, 1) or a layer name")
+        if isinstance(v, int):
+            v = float(v)
+        if isinstance(v, float) and not 0.0 <= v < 1.0:
+            raise ValueError(
+                "must be a float in the range [0.0, 1.0) (a share of backbone parameters; "
+                "0.3 freezes about 30 %) or a layer name"
+            )
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must be a float in [0, 1) or a layer name, not an empty string")
+        return v
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _none_weights(cls, v: Any) -> Any:
+        return "none" if v is None else v
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(2, ge=1, description="Fine-tuning epochs (the study used 2).")
+    batch_size: int = Field(32, ge=1, description="Images per training step.")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
+    learning_rate: float = Field(1e-4, gt=0.0, description="Learning rate of the optimizer.")
+
+
+class ForestConfig(_Section):
+    enabled: bool = Field(True, description="Fit a Random Forest on the penultimate activations of the trained model.")
+    n_estimators: int = Field(100, ge=1, description="Trees in the forest.")
+    max_depth: int | None = Field(None, ge=1, description="Maximum tree depth; null = grow until leaves are pure.")
+    n_jobs: int = Field(-1, description="Parallel jobs for fitting (-1 = all cores).")
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _nonzero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be a positive number of jobs or -1 (all cores), not 0")
+        return v
+
+
+class OutputConfig(_Section):
+    dir: str = Field("results", description="Parent folder of run folders.")
+
+
+class Config(_Section):
+    name: str | None = Field(
+        None, description="Run folder name; null = '<backbone>_f<freeze %>_s<seed>'. Never overwritten: name2, name3, ..."
+    )
+    seed: int = Field(0, ge=0, description="Seed for the split, weight init, shuffling and the forest.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    forest: ForestConfig = Field(default_factory=ForestConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def run_name(self) -> str:
+        """The run folder name: ``name`` if set, else e.g. ``vgg16_f30_s0``."""
+        if self.name:
+            return self.name
+        f = self.model.freeze
+        tag = f"f{round(f * 100)}" if isinstance(f, float) else f"to-{f}"
+        return f"{self.model.backbone}_{tag}_s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in schema order, as written to the run folder's config.yaml."""
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load, merge and validate a config.
+
+    Args:
+        path: YAML file holding overrides of the defaults (``None``: defaults only).
+        overrides: ``key.sub=value`` strings; values are parsed with ``yaml.safe_load``.
+
+    Returns:
+        The validated config, with ``data.root``, ``output.dir`` and a weights path made
+        absolute (relative paths are relative to the current directory).
+
+    Raises:
+        ConfigError: listing every problem found, one line each.
+    """
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    source = str(path) if path is not None else None
+    if path is not None:
+        raw = _read_yaml(Path(path), problems)
+    for item in overrides:
+        _apply_override(raw, item, problems)
+    if problems:  # unreadable input: validating the rest would only add noise
+        raise ConfigError(problems, source)
+
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe_error(err) for err in e.errors()]
+        problems.extend(_check_paths(_lookup(raw, "data.root"), _lookup(raw, "model.weights"), _lookup(raw, "data.synthetic.enabled")))
+        raise ConfigError(problems, source) from None
+
+    problems.extend(_check_paths(cfg.data.root, cfg.model.weights, cfg.data.synthetic.enabled))
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        problems.append(
+            "data.val_fraction + data.test_fraction must be below 1.0 so the train split is not empty. "
+            f"Got {cfg.data.val_fraction} + {cfg.data.test_fraction} = "
+            f"{cfg.data.val_fraction + cfg.data.test_fraction:g} instead; lower one of them."
+        )
+    if problems:
+        raise ConfigError(problems, source)
+    return _absolutize(cfg)
+
+
+def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        problems.append(f"Config file not found: '{path}'. Check the path (configs/ holds the shipped ones).")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problems.append(f"YAML syntax error in '{path}' at {where}: {e.problem}. Fix the YAML at that line.")
+        return {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        problems.append(f"Could not read '{path}' as YAML: {e}")
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(
+            f"The config file must be a YAML mapping (key: value lines). Got a {type(data).__name__} in '{path}' instead."
+        )
+        return {}
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        problems.append(f"Override must look like key.sub=value (e.g. model.freeze=0.5). Got '{item}' instead.")
+        return
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        problems.append(f"Could not parse the value of override '{item}' as YAML. Quote strings that contain ':' or '#'.")
+        return
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            problems.append(f"Override '{item}': '{'.'.join(parts[: i + 1])}' is a value, not a section.")
+            return
+        node = child
+    node[parts[-1]] = value
+
+
+def _all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections included."""
+    keys = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            keys.extend(_all_keys(sub, dotted + "."))
+    return keys
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    """One line per pydantic error: the dotted key, what is wrong, the value, a fix."""
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "float", "str", "int"))]
+    # pydantic adds the union member tried ('float', 'str') to loc; the user never wrote those.
+    key = ".".join(loc) if loc else "(top level)"
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        return f"Unknown key '{key}'.{_suggest(key)}"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"The '{key}' parameter must be one of {allowed}. Got {value!r} instead."
+    if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
+        return f"The '{key}' parameter must be {_bound(err)}. Got {value!r} instead."
+    if kind == "model_type" or kind == "dict_type":
+        return f"'{key}' is a section and must be a mapping of keys. Got {value!r} instead."
+    if kind == "value_error":
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        return f"The '{key}' parameter {msg}. Got {value!r} instead."
+    expected = {
+        "int_type": "a whole number",
+        "float_type": "a number",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+    }.get(kind)
+    if expected:
+        return f"The '{key}' parameter must be {expected}. Got {value!r} ({type(value).__name__}) instead."
+    return f"The '{key}' parameter is invalid: {err['msg']}. Got {value!r} instead."
+
+
+def _bound(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx", {})
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{words[k]} {ctx[k]}" for k in ("ge", "gt", "le", "lt") if k in ctx)
+
+
+def _suggest(key: str) -> str:
+    """' Did you mean 'x.y'?' for the closest valid key, or '' if none is close."""
+    valid = _all_keys()
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in valid if k.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
+    if close:
+        return f" Did you mean '{close[0]}'?"
+    # A (misspelt) leaf under the wrong section, e.g. top-level 'freeze' or 'frezee'.
+    leaves = {k.rpartition(".")[2]: k for k in reversed(valid)}
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+    if close:
+        return f" Did you mean '{leaves[close[0]]}'?"
+    options = ", ".join(k.rpartition(".")[2] for k in siblings)
+    return f" Valid keys here: {options}." if options else ""
+
+
+def _lookup(raw: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of the raw (unvalidated) config, else its schema default."""
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _DEFAULTS[key]
+        node = node[part]
+    return node
+
+
+def _check_paths(root: Any, weights: Any, synthetic: Any) -> list[str]:
+    """Problems with the paths a config names (values may be unvalidated: check types)."""
+    problems = []
+    if isinstance(root, str) and synthetic is not True and not Path(root).expanduser().is_dir():
+        problems.append(
+            f"The 'data.root' folder does not exist: '{root}' (resolved to '{Path(root).expanduser().resolve()}'). "
+            "Point it at the folder that holds the images (e.g. the unzipped Kaggle 'train' folder)."
+        )
+    w = weights
+    if isinstance(w, str) and w not in ("imagenet", "none") and not Path(w).expanduser().is_file():
+        problems.append(
+            f"The 'model.weights' parameter must be 'imagenet', 'none' or an existing weights file. "
+            f"Got '{w}', which is not a file."
+        )
+    return problems
+
+
+def _absolutize(cfg: Config) -> Config:
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().resolve())
+
+    cfg.data.root = absolute(cfg.data.root)
+    cfg.output.dir = absolute(cfg.output.dir)
+    if cfg.model.weights not in ("imagenet", "none"):
+        cfg.model.weights = absolute(cfg.model.weights)
+    return cfg
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def describe(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Rows of (dotted key, default as YAML, type, description), generated from the schema."""
+    rows = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            rows.extend(describe(sub, dotted + "."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((dotted, _yaml_scalar(default), _type_name(field.annotation), field.description or ""))
+    return rows
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    if text.startswith("<class '"):
+        text = text[len("<class '") : -2]
+    return text.replace("Literal", "one of ")
+
+
+_DEFAULTS = {
+    "data.root": DataConfig.model_fields["root"].default,
+    "model.weights": ModelConfig.model_fields["weights"].default,
+    "data.synthetic.enabled": SyntheticConfig.model_fields["enabled"].default,
+}

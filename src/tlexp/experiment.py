@@ -1,0 +1,275 @@
+"""One experiment: config -> data -> backbone -> freeze -> head -> train -> forest -> metrics -> plots.
+
+``plan_experiment`` does everything that needs no decoded image and no weights (what
+``tlexp plan`` prints); ``run_experiment`` does the whole run and returns its folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from tlexp import runs
+from tlexp.config import Config
+from tlexp.data import SPLITS, Dataset, assign_splits, discover
+from tlexp.errors import DataError
+from tlexp.tfquiet import import_tensorflow
+
+log = logging.getLogger("tlexp")
+
+
+def prepare_data(cfg: Config) -> Dataset:
+    """Generate the demo data if asked, find the images, and split them. Decodes nothing."""
+    if cfg.data.synthetic.enabled:
+        from tlexp.synthetic import ensure_demo_dataset
+
+        ensure_demo_dataset(cfg.data.root, cfg.data.synthetic.per_class)
+    found = discover(cfg.data.root, cfg.data.layout)
+    ds = assign_splits(found, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, cfg.data.limit_per_class)
+    counts = ds.counts()
+    log.info(
+        "data: %s layout, %d classes (%s), %d images found; using train %d / val %d / test %d",
+        ds.layout, len(ds.class_names), ", ".join(ds.class_names), len(found.paths),
+        *(sum(counts[s].values()) for s in SPLITS),
+    )
+    return ds
+
+
+def plan_experiment(cfg: Config) -> dict[str, Any]:
+    """What a run would do, without decoding an image or loading weights.
+
+    Returns:
+        ``{"config", "data", "freeze", "model"}``: the resolved config, the dataset found
+        (layout, classes, counts per split), the freeze plan (with backbone parameter
+        counts) and the whole model's parameter counts.
+    """
+    ds = prepare_data(cfg)
+    import_tensorflow()
+    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
+    from tlexp.train import build_model, param_counts
+
+    backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, None)
+    plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+    model = build_model(backbone, cfg, len(ds.class_names))
+    return {
+        "config": cfg.to_dict(),
+        "data": _data_summary(ds),
+        "freeze": plan.to_dict(),
+        "model": param_counts(model),
+    }
+
+
+def run_experiment(cfg: Config) -> Path:
+    """Run one experiment end to end and write its run folder.
+
+    Order matters for the user: weights and data problems fail in seconds, before a run
+    folder exists; the resolved config is the first file written; ``metrics.json`` is
+    the last, so its presence means the run finished.
+
+    Returns:
+        The run folder (``<output.dir>/<name>``, never an existing one).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    with _timed(timings, "weights"):
+        from tlexp.backbones import resolve_weights
+
+        weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
+    with _timed(timings, "data"):
+        ds = prepare_data(cfg)
+
+    import_tensorflow()
+    import keras
+
+    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze, preprocess_fn
+    from tlexp.train import build_model, compile_model, param_counts
+
+    keras.utils.set_random_seed(cfg.seed)
+    n_classes = len(ds.class_names)
+    with _timed(timings, "build"):
+        backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
+        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+        model = build_model(backbone, cfg, n_classes)
+        compile_model(model, cfg, n_classes)
+    counts = param_counts(model)
+    log.info(
+        "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
+        "trainable %s, non-trainable %s",
+        cfg.model.backbone, plan.layers_frozen, plan.layers_total, plan.last_frozen_layer, 100 * plan.frozen_share,
+        plan.requested, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}",
+    )
+
+    run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
+    with _log_to(run_dir / runs.LOG_FILE):
+        log.info("run: folder %s", run_dir)
+        runs.write_yaml(run_dir / runs.CONFIG_FILE, cfg.to_dict())
+        runs.write_csv(
+            run_dir / runs.SPLIT_FILE, ["path", "label", "split"],
+            ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)),
+        )
+        try:
+            result = _train_and_evaluate(cfg, ds, model, preprocess_fn(cfg.model.backbone), run_dir, timings)
+        except BaseException:
+            log.exception("run: failed; %s holds what was written so far (no %s)", run_dir, runs.METRICS_FILE)
+            raise
+        timings["total"] = time.perf_counter() - t_start
+        metrics = {
+            "run": {"name": run_dir.name, "dir": str(run_dir), "started": started,
+                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "data": {**_data_summary(ds), **result.pop("data")},
+            "freeze": plan.to_dict(),
+            "params": counts,
+            **result,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "environment": _environment(),
+        }
+        runs.write_json(run_dir / runs.METRICS_FILE, metrics)
+        _log_summary(metrics)
+        log.info("run: done in %.1fs; results in %s", timings["total"], run_dir)
+    return run_dir
+
+
+def _train_and_evaluate(cfg: Config, ds: Dataset, model, preprocess, run_dir: Path, timings: dict) -> dict[str, Any]:
+    from tlexp import plots
+    from tlexp.metrics import classification_metrics
+    from tlexp.pipeline import Decoder, make_dataset, without_index
+    from tlexp.train import fit, predict_with_features
+
+    n_classes = len(ds.class_names)
+    decoder = Decoder(ds.root, ds.paths, cfg.data.image_size)
+
+    def stream(split: str, shuffle: bool):
+        return make_dataset(decoder, ds.indices(split), ds.labels, batch_size=cfg.train.batch_size,
+                            preprocess=preprocess, shuffle=shuffle, seed=cfg.seed,
+                            label_dtype="float32" if n_classes == 2 else "int32")
+
+    with _timed(timings, "train"):
+        log.info("train: %d epoch(s), batch %d, %s lr=%g", cfg.train.epochs, cfg.train.batch_size,
+                 cfg.train.optimizer, cfg.train.learning_rate)
+        history = fit(model, without_index(stream("train", True)), without_index(stream("val", False)),
+                      cfg.train.epochs, verbose=1 if sys.stdout.isatty() else 0)
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
+    runs.write_csv(run_dir / runs.HISTORY_FILE, ["epoch", *keys],
+                   ([e + 1, *(history[k][e] for k in keys)] for e in range(len(history[keys[0]]))))
+
+    # One pass per split gives the head's predictions and the forest's features together.
+    with _timed(timings, "predict"):
+        out = {s: predict_with_features(model, stream(s, False), n_classes) for s in SPLITS}
+    skipped = sorted(decoder.failed.items())
+    runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "label", "split", "reason"],
+                   ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped))
+    if skipped:
+        log.warning("data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runs.SKIPPED_FILE)
+    empty = [s for s in SPLITS if len(out[s]["labels"]) == 0]
+    if empty:
+        raise DataError(f"No decodable image left in split(s) {empty}; see {run_dir / runs.SKIPPED_FILE}.")
+
+    result: dict[str, Any] = {
+        "data": {"used": {s: int(len(out[s]["labels"])) for s in SPLITS}, "skipped": len(skipped)},
+        "history": history,
+        "head": {s: classification_metrics(out[s]["labels"], out[s]["proba"], ds.class_names) for s in SPLITS},
+        "forest": None,
+    }
+    log.info("head: val acc %.4f, test acc %.4f", result["head"]["val"]["accuracy"], result["head"]["test"]["accuracy"])
+
+    if cfg.forest.enabled:
+        from tlexp.forest import fit_forest, forest_proba
+
+        with _timed(timings, "forest"):
+            feats = out["train"]["features"]
+            log.info("rf: fitting %d trees on %d x %d penultimate activations", cfg.forest.n_estimators, *feats.shape)
+            forest = fit_forest(feats, out["train"]["labels"], cfg.forest, cfg.seed, n_classes)
+            probas = {s: forest_proba(forest, out[s]["features"], n_classes) for s in SPLITS}
+        result["forest"] = {
+            "n_features": int(feats.shape[1]),
+            **{s: classification_metrics(out[s]["labels"], probas[s], ds.class_names) for s in SPLITS},
+        }
+        log.info("rf: val acc %.4f, test acc %.4f", result["forest"]["val"]["accuracy"],
+                 result["forest"]["test"]["accuracy"])
+
+    with _timed(timings, "plots"):
+        plots.plot_history(history, run_dir / runs.CURVES_PLOT)
+        matrices = {"head": result["head"]["test"]["confusion"]}
+        if result["forest"]:
+            matrices["forest"] = result["forest"]["test"]["confusion"]
+        plots.plot_confusions(matrices, ds.class_names, run_dir / runs.CONFUSION_PLOT, title="Test split")
+        if n_classes == 2:
+            y = out["test"]["labels"]
+            curves = {"head": (y, out["test"]["proba"][:, 1])}
+            if result["forest"]:
+                curves["forest"] = (y, probas["test"][:, 1])
+            plots.plot_roc(curves, run_dir / runs.ROC_PLOT)
+    return result
+
+
+def _data_summary(ds: Dataset) -> dict[str, Any]:
+    return {"root": str(ds.root), "layout": ds.layout, "class_names": ds.class_names, "counts": ds.counts()}
+
+
+def _log_summary(metrics: dict[str, Any]) -> None:
+    for clf in ("head", "forest"):
+        m = metrics.get(clf)
+        if m:
+            t = m["test"]
+            auc = f"{t['roc_auc']:.4f}" if t.get("roc_auc") is not None else "n/a"
+            log.info("result: %-6s test accuracy %.4f  F1 %.4f  ROC-AUC %s  (n=%d)", clf, t["accuracy"], t["f1"], auc, t["n"])
+
+
+def _environment() -> dict[str, Any]:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for g in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except Exception:  # noqa: BLE001 - details are best effort
+            names.append(g.name)
+    return {
+        "device": ", ".join(names) if names else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Copy everything the tlexp logger says into ``path`` for the duration."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    old_level = log.level
+    if log.getEffectiveLevel() > logging.INFO:  # a notebook user who set nothing still gets run.log
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(old_level)
+        log.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,87 @@
+"""tf.data input pipeline: parallel decode, preprocess, batch, prefetch.
+
+Images are decoded by :func:`tlexp.data.load_image` (Pillow) inside the pipeline, so
+training and any later check decode a file identically. A file that cannot be decoded
+does not stop training: it is dropped from the stream and recorded in ``Decoder.failed``.
+Every element carries its index into the dataset's file list, so predictions can always
+be matched with their file and label, whatever was dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tlexp.data import load_image
+
+
+class Decoder:
+    """Decodes files by index; remembers which failed and why (thread-safe)."""
+
+    def __init__(self, root: Path, paths: Sequence[str], size: int):
+        self.root, self.paths, self.size = root, list(paths), size
+        self.failed: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, index: np.int64) -> tuple[np.ndarray, np.bool_]:
+        try:
+            return load_image(self.root / self.paths[int(index)], self.size), np.bool_(True)
+        except Exception as e:  # noqa: BLE001 - any decode failure means "skip this file"
+            with self._lock:
+                self.failed[int(index)] = f"{type(e).__name__}: {e}"[:200]
+            return np.zeros((self.size, self.size, 3), np.uint8), np.bool_(False)
+
+
+def make_dataset(
+    decoder: Decoder,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    preprocess: Callable,
+    shuffle: bool,
+    seed: int,
+    label_dtype: str,
+):
+    """A batched ``tf.data.Dataset`` of ``(images, labels, indices)``.
+
+    Args:
+        decoder: decodes file ``i`` to uint8 (size, size, 3).
+        indices: indices into ``decoder.paths`` to stream, shape (n,).
+        labels: label of every file in ``decoder.paths``, shape (n_files,).
+        batch_size: images per batch.
+        preprocess: the backbone's ``preprocess_input`` (0-255 RGB float in).
+        shuffle: reshuffle every epoch (seeded, so runs repeat exactly).
+        seed: shuffle seed.
+        label_dtype: ``"float32"`` (sigmoid output) or ``"int32"`` (softmax output).
+
+    Yields batches: images float32 (b, size, size, 3), labels (b,), indices int64 (b,).
+    """
+    import tensorflow as tf
+
+    size = decoder.size
+    idx = np.asarray(indices, dtype=np.int64)
+    lab = np.asarray(labels)[idx].astype(label_dtype)
+    ds = tf.data.Dataset.from_tensor_slices((idx, lab))
+    if shuffle:
+        ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
+
+    def decode(i, y):
+        img, ok = tf.numpy_function(decoder, [i], [tf.uint8, tf.bool], stateful=False)
+        img.set_shape((size, size, 3))
+        ok.set_shape(())
+        return img, y, i, ok
+
+    # deterministic=True keeps the element order fixed, so a seed fully fixes a run.
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.filter(lambda img, y, i, ok: ok)
+    ds = ds.map(lambda img, y, i, ok: (preprocess(tf.cast(img, tf.float32)), y, i), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def without_index(ds):
+    """``(x, y, i)`` batches -> ``(x, y)`` for ``model.fit``."""
+    return ds.map(lambda x, y, i: (x, y))

@@ -1,0 +1,44 @@
+"""Import TensorFlow without its C++ start-up chatter on the terminal.
+
+TensorFlow >= 2.20 prints oneDNN/CUDA notes through absl before any log level applies
+(``TF_CPP_MIN_LOG_LEVEL`` cannot hide them), which buries tlexp's own log. The import
+and the first device query run with file descriptor 2 pointed at a temp file; what was
+captured is logged at DEBUG (``tlexp -v`` shows it) or printed if the import fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+log = logging.getLogger("tlexp")
+
+
+def import_tensorflow():
+    """Import and return ``tensorflow`` with its start-up messages captured."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # device discovery prints here too
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace").strip()
+    if text:
+        log.debug("tensorflow start-up messages:\n%s", text)
+    return tf
