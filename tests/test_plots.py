@@ -118,7 +118,7 @@ def test_plot_roc(tmp_path):
     ("curves", "match"),
     [
         ({"head": ([0, 2], [0.1, 0.9])}, r"0/1 labels .* Got classes \[0, 2\]"),
-        ({"head": ([0, 1], [0.1])}, r"must both have shape \(n,\)"),
+        ({"head": ([0, 1], [0.1])}, r"ROC input .head.: score must have shape \(n,\)"),
         ({}, r"at least one"),
     ],
 )

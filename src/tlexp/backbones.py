@@ -150,8 +150,15 @@ def build_backbone(name: str, image_size: int, weights_path: Path | None = None)
     ctor = getattr(keras.applications, spec.constructor)
     model = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights_path is not None:
+        import warnings
+
         try:
-            model.load_weights(str(weights_path))
+            # Keras 3 only *warns* when parts of a .weights.h5 file do not match the model
+            # and leaves those layers randomly initialised; for a study that would be a
+            # silently wrong result, so any warning while loading is an error.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                model.load_weights(str(weights_path))
         except Exception as e:  # noqa: BLE001 - h5py/Keras raise many kinds of errors here
             raise WeightsError(
                 f"Could not load weights '{weights_path}' into {spec.constructor} without its top: "

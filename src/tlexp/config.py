@@ -305,7 +305,7 @@ def _describe_error(err: dict[str, Any]) -> str:
         allowed = err.get("ctx", {}).get("expected", "")
         return f"The '{key}' parameter must be one of {allowed}. Got {value!r} instead."
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
-        return f"The '{key}' parameter must be {_bound(err)}. Got {value!r} instead."
+        return f"The '{key}' parameter must be {_bounds(loc) or _bound(err)}. Got {value!r} instead."
     if kind == "model_type" or kind == "dict_type":
         return f"'{key}' is a section and must be a mapping of keys. Got {value!r} instead."
     if kind == "value_error":
@@ -321,6 +321,26 @@ def _describe_error(err: dict[str, Any]) -> str:
     if expected:
         return f"The '{key}' parameter must be {expected}. Got {value!r} ({type(value).__name__}) instead."
     return f"The '{key}' parameter is invalid: {err['msg']}. Got {value!r} instead."
+
+
+def _bounds(loc: list[str]) -> str:
+    """The full range declared in the schema for a key (pydantic reports one side only)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        model = _section_type(field.annotation) if field else None
+        if model is None:
+            return ""
+    field = model.model_fields.get(loc[-1])
+    if field is None:
+        return ""
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = []
+    for m in field.metadata:
+        for attr, word in words.items():
+            if getattr(m, attr, None) is not None:
+                parts.append(f"{word} {getattr(m, attr)}")
+    return " and ".join(parts)
 
 
 def _bound(err: dict[str, Any]) -> str:

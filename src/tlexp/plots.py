@@ -215,30 +215,15 @@ def _check_confusion(name: str, cm: Any, k: int) -> np.ndarray:
 
 
 def _roc_or_none(name: str, y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """ROC points of one classifier, or None when y_true holds a single class.
+    """ROC points of one classifier, or None when y_true holds a single class (0/0 rates)."""
+    from tlexp.metrics import roc_points
 
-    Computed here rather than via tlexp.metrics.roc_points because plots depends on
-    nothing in tlexp but runs; both call the same sklearn functions.
-    """
-    from sklearn.metrics import auc, roc_curve
-
-    y = np.asarray(y_true)
-    s = np.asarray(score, dtype=float)
-    if y.ndim != 1 or s.shape != y.shape:
-        raise ValueError(
-            f"ROC input {name!r}: y_true and score must both have shape (n,). "
-            f"Got {y.shape} and {s.shape} instead."
-        )
-    labels = set(np.unique(y).tolist())
-    if not labels <= {0, 1}:
-        raise ValueError(
-            f"ROC input {name!r}: y_true must hold 0/1 labels (ROC plots are two-class only). "
-            f"Got classes {sorted(labels)} instead."
-        )
-    if len(labels) < 2:  # one of the two rates would be 0/0
+    if np.unique(np.asarray(y_true)).size < 2:
         return None
-    fpr, tpr, _ = roc_curve(y, s, pos_label=1)
-    return fpr, tpr, float(auc(fpr, tpr))
+    try:
+        return roc_points(y_true, score)
+    except ValueError as e:
+        raise ValueError(f"ROC input {name!r}: {e}") from None
 
 
 def _no_data(ax: Axes, message: str) -> None:

@@ -1,0 +1,47 @@
+"""Shared test helpers: tiny real image datasets written to tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# TensorFlow's C++ start-up notes are noise in test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 36), seed: int = 0) -> Path:
+    """A small JPEG of one colour plus noise (so classes are learnable by colour)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(color) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "RGB").save(path, quality=90)
+    return path
+
+
+COLORS = {"cat": (200, 60, 40), "dog": (40, 80, 200), "bird": (60, 190, 60)}
+
+
+@pytest.fixture
+def flat_dataset(tmp_path: Path) -> Path:
+    """Kaggle flat layout: cat.N.jpg / dog.N.jpg, 12 per class."""
+    root = tmp_path / "train"
+    for cls in ("cat", "dog"):
+        for i in range(12):
+            write_image(root / f"{cls}.{i}.jpg", COLORS[cls], seed=i)
+    return root
+
+
+@pytest.fixture
+def folder_dataset(tmp_path: Path) -> Path:
+    """Class folders (PetImages style), three classes of different sizes."""
+    root = tmp_path / "PetImages"
+    for cls, n in (("Cat", 10), ("Dog", 8), ("Bird", 6)):
+        for i in range(n):
+            write_image(root / cls / f"{i}.jpg", COLORS[cls.lower()], seed=i)
+    (root / "Cat" / "Thumbs.db").write_bytes(b"not an image")  # ignored: not an image extension
+    return root

@@ -1,0 +1,184 @@
+"""The tlexp command, end to end, through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import write_image
+
+RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "history.csv", "metrics.json", "run.log",
+             "curves.png", "confusion.png", "roc.png"}
+
+
+def tlexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tlexp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def tiny_config(tmp_path: Path, root: Path, **extra: str) -> Path:
+    cfg = {
+        "seed": 3,
+        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
+        "model": {"backbone": "vgg16", "weights": "none", "freeze": 0.5, "head": {"dense": [16]}},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 0.001},
+        "forest": {"n_estimators": 10, "n_jobs": 1},
+        "output": {"dir": str(tmp_path / "results")},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def dirty_flat_dataset(flat_dataset: Path) -> Path:
+    (flat_dataset / "cat.90.jpg").write_bytes(b"")  # zero bytes
+    good = (flat_dataset / "dog.0.jpg").read_bytes()
+    (flat_dataset / "dog.91.jpg").write_bytes(good[: len(good) // 3])  # truncated JPEG
+    (flat_dataset / "dog.92.jpg").write_bytes(b"<html>not an image</html>")
+    return flat_dataset
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+@pytest.mark.slow
+def test_run_end_to_end(tmp_path, dirty_flat_dataset):
+    before = snapshot(dirty_flat_dataset)
+    cfg = tiny_config(tmp_path, dirty_flat_dataset)
+    proc = tlexp("run", str(cfg), "forest.n_estimators=12", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert run_dir == tmp_path / "results" / "vgg16_f50_s3"
+    assert {p.name for p in run_dir.iterdir()} == RUN_FILES
+    assert snapshot(dirty_flat_dataset) == before  # the user's data is untouched
+
+    # config.yaml is the resolved config, with the command-line override applied
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["forest"]["n_estimators"] == 12 and resolved["model"]["freeze"] == 0.5
+    assert resolved["data"]["root"] == str(dirty_flat_dataset.resolve())
+
+    split = list(csv_rows(run_dir / "split.csv"))
+    skipped = list(csv_rows(run_dir / "skipped.csv"))
+    assert len(split) == 27  # 12 + 12 good, 3 bad files
+    assert sorted(r["path"] for r in skipped) == ["cat.90.jpg", "dog.91.jpg", "dog.92.jpg"]
+    assert all(r["reason"] for r in skipped)
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    planned = Counter(r["split"] for r in split)
+    lost = Counter(r["split"] for r in skipped)
+    assert m["data"]["skipped"] == 3
+    for s in ("train", "val", "test"):
+        assert sum(m["data"]["counts"][s].values()) == planned[s]
+        assert m["data"]["used"][s] == planned[s] - lost[s]
+        for clf in ("head", "forest"):
+            cm = np.array(m[clf][s]["confusion"])
+            assert cm.sum() == m[clf][s]["n"] == m["data"]["used"][s]
+            assert m[clf][s]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    # per-class counts in metrics.json agree with split.csv
+    by_class = Counter((r["split"], r["label"]) for r in split)
+    assert m["data"]["counts"]["test"] == {c: by_class[("test", c)] for c in ("cat", "dog")}
+
+    assert m["freeze"]["last_frozen_layer"] == "block4_pool"
+    assert m["params"]["non_trainable"] == 7_635_264
+    assert m["forest"]["n_features"] == 16
+    history = list(csv_rows(run_dir / "history.csv"))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert float(history[-1]["val_accuracy"]) == pytest.approx(m["history"]["val_accuracy"][-1])
+    assert set(m["timings_s"]) >= {"weights", "data", "build", "train", "predict", "forest", "plots", "total"}
+    assert m["environment"]["device"] and m["environment"]["tensorflow"]
+    # colour-separable classes: the run learns something
+    assert m["forest"]["test"]["accuracy"] >= 0.8
+    for png in ("curves.png", "confusion.png", "roc.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = (run_dir / "run.log").read_text()
+    assert "3 file(s) could not be decoded" in log and "run: done" in log
+    assert "Traceback" not in proc.stderr
+
+    # same command again: a new folder, the first run untouched, same split and same numbers
+    first = snapshot(run_dir)
+    proc2 = tlexp("run", str(cfg), "forest.n_estimators=12", cwd=tmp_path)
+    assert proc2.returncode == 0, proc2.stderr
+    run2 = Path(proc2.stdout.strip().splitlines()[-1])
+    assert run2.name == "vgg16_f50_s32"
+    assert snapshot(run_dir) == first
+    assert (run2 / "split.csv").read_bytes() == (run_dir / "split.csv").read_bytes()
+    m2 = json.loads((run2 / "metrics.json").read_text())
+    assert m2["head"]["test"]["accuracy"] == m["head"]["test"]["accuracy"]
+    assert m2["history"]["loss"] == pytest.approx(m["history"]["loss"], rel=1e-4)
+
+
+def csv_rows(path: Path):
+    import csv
+
+    with open(path, newline="") as f:
+        yield from csv.DictReader(f)
+
+
+def test_bad_config_exits_2_with_every_problem(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model:\n  freeze: 1.5\n  backbone: vgg19\ntrain:\n  epochs: 0\n")
+    proc = tlexp("run", str(cfg), "data.root=/definitely/missing", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "4 problem(s)" in proc.stderr
+    for needle in ("'model.freeze'", "'model.backbone'", "'train.epochs'", "'data.root' folder does not exist"):
+        assert needle in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_imagenet_weights_fail_before_any_work(tmp_path, flat_dataset):
+    cfg = tiny_config(tmp_path, flat_dataset)
+    proc = tlexp("run", str(cfg), "model.weights=imagenet", "model.download=false", cwd=tmp_path,
+                 env={"KERAS_HOME": str(tmp_path / "kh")})
+    assert proc.returncode == 2
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in proc.stderr
+    assert str(tmp_path / "kh" / "models") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()  # no run folder for a run that never started
+
+
+@pytest.mark.slow
+def test_bad_layer_name_is_a_user_error(tmp_path, flat_dataset):
+    proc = tlexp("plan", str(tiny_config(tmp_path, flat_dataset)), "model.freeze=block4_poll", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Did you mean 'block4_pool'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_dataset):
+    proc = tlexp("plan", str(tiny_config(tmp_path, folder_dataset)), "model.freeze=0.3", "data.image_size=224",
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "layout: folders" in out and "classes: Bird, Cat, Dog" in out
+    assert "through block4_conv2" in out
+    assert "backbone trainable: 9,439,232   non-trainable: 5,275,456" in out
+    # head on 224 px: Flatten(7*7*512) -> Dense(16) -> Dense(3)
+    assert f"total: {14_714_688 + 25088 * 16 + 16 + 16 * 3 + 3:,}" in out
+    assert "test" in out and not (tmp_path / "results").exists()
+
+
+def test_config_command_lists_every_key(tmp_path):
+    from tlexp.config import describe
+
+    proc = tlexp("config", cwd=tmp_path)
+    assert proc.returncode == 0
+    for key, default, _, _ in describe():
+        assert key in proc.stdout
+
+
+def test_help_does_not_import_tensorflow(tmp_path):
+    code = "import sys; from tlexp.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
+           "print('TF' if 'tensorflow' in sys.modules else 'noTF')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.stdout.strip().endswith("noTF")

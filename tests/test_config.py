@@ -1,0 +1,199 @@
+"""Config loading, merging and validation: one test per class of mistake."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tlexp.config import Config, describe, load_config
+from tlexp.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "imgs"
+    root.mkdir()
+    return root
+
+
+def test_merge_order_defaults_file_overrides(tmp_path, data_root):
+    p = write(tmp_path, f"data: {{root: {data_root}}}\nmodel: {{freeze: 0.5, backbone: resnet50}}\n")
+    cfg = load_config(p, ["model.freeze=0.7", "train.epochs=3"])
+    assert cfg.model.freeze == 0.7  # override beats file
+    assert cfg.model.backbone == "resnet50"  # file beats default
+    assert cfg.train.epochs == 3
+    assert cfg.train.batch_size == 32  # default
+    assert cfg.data.root == str(data_root.resolve())
+
+
+def test_override_values_are_yaml(data_root):
+    cfg = load_config(None, [f"data.root={data_root}", "model.head.dense=[128]", "forest.max_depth=null",
+                             "model.freeze=block4_pool", "model.weights=none"])
+    assert cfg.model.head.dense == [128]
+    assert cfg.forest.max_depth is None
+    assert cfg.model.freeze == "block4_pool"
+    assert cfg.model.weights == "none"
+
+
+def test_relative_paths_resolve_against_cwd(tmp_path, data_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.root=imgs", "output.dir=out"])
+    assert cfg.data.root == str(data_root.resolve())
+    assert cfg.output.dir == str((tmp_path / "out").resolve())
+
+
+def test_unknown_key_suggests_closest(data_root):
+    with pytest.raises(ConfigError, match=r"Unknown key 'model.frezze'. Did you mean 'model.freeze'\?"):
+        load_config(None, [f"data.root={data_root}", "model.frezze=0.3"])
+
+
+def test_known_key_in_wrong_section_is_suggested(data_root):
+    with pytest.raises(ConfigError, match=r"Unknown key 'epochs'. Did you mean 'train.epochs'\?"):
+        load_config(None, [f"data.root={data_root}", "epochs=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("train.epochs=two", r"'train.epochs' parameter must be a whole number. Got 'two' \(str\)"),
+        ("train.batch_size='32'", r"'train.batch_size' parameter must be a whole number. Got '32'"),
+        ("forest.enabled=maybe", r"'forest.enabled' parameter must be true or false. Got 'maybe'"),
+        ("model.head.dense=64", r"'model.head.dense' parameter must be a list. Got 64"),
+        ("train=3", r"'train' is a section and must be a mapping"),
+    ],
+)
+def test_wrong_types(data_root, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [f"data.root={data_root}", override])
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("model.freeze=1.5", r"'model.freeze' parameter must be a float in the range \[0.0, 1.0\).* Got 1.5 instead"),
+        ("model.freeze=-0.1", r"'model.freeze' parameter must be a float in the range \[0.0, 1.0\)"),
+        ("data.image_size=16", r"'data.image_size' parameter must be >= 32. Got 16 instead"),
+        ("train.epochs=0", r"'train.epochs' parameter must be >= 1. Got 0 instead"),
+        ("train.learning_rate=0", r"'train.learning_rate' parameter must be > 0.0"),
+        ("data.val_fraction=0", r"'data.val_fraction' parameter must be > 0.0 and < 1.0. Got 0.0"),
+        ("model.head.dropout=1", r"'model.head.dropout' parameter must be >= 0.0 and < 1.0"),
+        ("forest.n_jobs=0", r"'forest.n_jobs' parameter must be a positive number of jobs or -1"),
+        ("model.head.dense=[64,0]", r"'model.head.dense' parameter must hold whole numbers >= 1 only"),
+    ],
+)
+def test_out_of_range(data_root, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [f"data.root={data_root}", override])
+
+
+def test_unknown_backbone_lists_choices(data_root):
+    with pytest.raises(ConfigError, match=r"'model.backbone' parameter must be one of 'vgg16', 'resnet50' or "
+                                          r"'densenet121'. Got 'vgg19' instead"):
+        load_config(None, [f"data.root={data_root}", "model.backbone=vgg19"])
+
+
+def test_fractions_leaving_empty_train_split(data_root):
+    with pytest.raises(ConfigError, match=r"val_fraction \+ data.test_fraction must be below 1.0.*Got 0.5 \+ 0.5 = 1"):
+        load_config(None, [f"data.root={data_root}", "data.val_fraction=0.5", "data.test_fraction=0.5"])
+
+
+def test_missing_data_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data.root' folder does not exist: '.*nowhere'"):
+        load_config(None, [f"data.root={tmp_path / 'nowhere'}"])
+
+
+def test_missing_weights_file(data_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"'model.weights' parameter must be 'imagenet', 'none' or an existing"):
+        load_config(None, [f"data.root={data_root}", f"model.weights={tmp_path / 'w.h5'}"])
+
+
+def test_yaml_syntax_error_has_line_number(tmp_path):
+    p = write(tmp_path, "model:\n  freeze: 0.3\n  backbone: [vgg16\ntrain:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error in '.*c.yaml' at line \d+, column \d+"):
+        load_config(p)
+
+
+def test_config_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match=r"must be a YAML mapping .* Got a list"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"Config file not found: '.*nope.yaml'"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_malformed_override(data_root):
+    with pytest.raises(ConfigError, match=r"Override must look like key.sub=value .* Got 'model.freeze' instead"):
+        load_config(None, [f"data.root={data_root}", "model.freeze"])
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    p = write(tmp_path, f"data: {{root: {tmp_path / 'missing'}, image_size: 8}}\nmodel: {{freeze: 2, bakbone: x}}\n"
+                        "train: {epochs: 0}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    problems = info.value.problems
+    assert len(problems) == 5, problems
+    text = str(info.value)
+    for needle in ("data.image_size", "model.freeze", "model.bakbone", "train.epochs", "data.root"):
+        assert needle in text
+
+
+def test_validation_is_fast_and_imports_no_tensorflow(tmp_path):
+    # The whole point of validating first: a bad config fails in well under a second.
+    import subprocess
+
+    code = ("import sys, time; t=time.perf_counter(); from tlexp.config import load_config\n"
+            "try: load_config(None, ['train.epochs=0'])\nexcept Exception: pass\n"
+            "print(time.perf_counter()-t, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 1.0
+    assert out[1] == "False"
+
+
+def test_describe_covers_every_leaf_key_with_description():
+    rows = describe()
+    keys = [r[0] for r in rows]
+    assert "model.freeze" in keys and "data.synthetic.per_class" in keys and "forest.n_estimators" in keys
+    assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]
+    # Defaults printed are the schema's: parse them back and compare.
+    defaults = Config().to_dict()
+    for key, default, _, _ in rows:
+        node = defaults
+        for part in key.split("."):
+            node = node[part]
+        assert yaml.safe_load(default) == node, key
+
+
+def test_run_name():
+    assert Config().run_name() == "vgg16_f30_s0"
+    cfg = Config.model_validate({"model": {"freeze": "block4_pool", "backbone": "resnet50"}, "seed": 2})
+    assert cfg.run_name() == "resnet50_to-block4_pool_s2"
+    assert Config.model_validate({"name": "mine"}).run_name() == "mine"
+
+
+def test_shipped_configs_are_valid(monkeypatch, tmp_path):
+    configs = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+    names = {p.stem for p in configs}
+    expected = {f"{b}_f{f}" for b in ("vgg16", "resnet50", "densenet121") for f in (10, 30, 50, 70)} | {"demo"}
+    assert expected <= names, expected - names
+    (tmp_path / "data").mkdir()
+    for p in configs:
+        # data.root must exist for validation; point it at an empty folder.
+        cfg = load_config(p, [f"data.root={tmp_path / 'data'}"])
+        if p.stem != "demo":
+            backbone, f = p.stem.split("_f")
+            assert cfg.model.backbone == backbone
+            assert cfg.model.freeze == int(f) / 100
+            assert cfg.run_name() == f"{p.stem}_s0"

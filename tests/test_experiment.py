@@ -1,0 +1,90 @@
+"""The library API: a multi-class run with a BatchNorm backbone, and the decode-skipping pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tlexp.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset):
+    from tlexp.experiment import run_experiment
+
+    (folder_dataset / "Dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    cfg = load_config(None, [
+        f"data.root={folder_dataset}", "data.image_size=32", "data.val_fraction=0.2", "data.test_fraction=0.2",
+        "model.backbone=resnet50", "model.weights=none", "model.freeze=0.7", "model.batchnorm=train",
+        "model.head.pooling=avg", "model.head.dense=[8]", "model.head.dropout=0.2", "train.epochs=1",
+        "train.batch_size=4", "train.optimizer=sgd", "forest.n_estimators=5", "forest.max_depth=3",
+        f"output.dir={tmp_path / 'out'}", "name=multi",
+    ])
+    run_dir = run_experiment(cfg)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert run_dir.name == "multi"
+    assert m["data"]["class_names"] == ["Bird", "Cat", "Dog"]
+    assert m["data"]["skipped"] == 1
+    for clf in ("head", "forest"):
+        t = m[clf]["test"]
+        assert t["average"] == "macro" and np.array(t["confusion"]).shape == (3, 3)
+        assert np.array(t["confusion"]).sum() == t["n"] == m["data"]["used"]["test"]
+    assert m["forest"]["n_features"] == 8
+    assert not (run_dir / "roc.png").exists()  # ROC plots are for two-class tasks
+    assert (run_dir / "confusion.png").exists()
+    assert m["freeze"]["batchnorm"] == "train"
+
+
+def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_dataset):
+    import keras
+
+    from tlexp.data import discover
+    from tlexp.pipeline import Decoder, make_dataset
+
+    (flat_dataset / "cat.50.jpg").write_bytes(b"garbage")
+    ds = discover(flat_dataset)
+    decoder = Decoder(ds.root, ds.paths, 32)
+    stream = make_dataset(decoder, np.arange(len(ds.paths)), ds.labels, batch_size=5,
+                          preprocess=keras.applications.vgg16.preprocess_input, shuffle=True, seed=0,
+                          label_dtype="float32")
+    seen, labels = [], []
+    for x, y, i in stream:
+        assert x.shape[1:] == (32, 32, 3)
+        seen += np.asarray(i).tolist()
+        labels += np.asarray(y).tolist()
+    bad = ds.paths.index("cat.50.jpg")
+    assert sorted(seen) == [k for k in range(len(ds.paths)) if k != bad]
+    assert labels == [float(ds.labels[k]) for k in seen]  # labels travel with their file
+    assert list(decoder.failed) == [bad]
+    # shuffling is seeded: a second pass with the same seed gives the same first-epoch order
+    again = [k for _, _, i in make_dataset(decoder, np.arange(len(ds.paths)), ds.labels, batch_size=5,
+                                            preprocess=keras.applications.vgg16.preprocess_input, shuffle=True,
+                                            seed=0, label_dtype="float32") for k in np.asarray(i).tolist()]
+    assert again == seen
+
+
+def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_dataset):
+    import keras
+
+    from tlexp.backbones import build_backbone
+    from tlexp.train import build_model, predict_with_features
+
+    cfg = load_config(None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]"])
+    model = build_model(build_backbone("vgg16", 32), cfg, n_classes=2)
+    x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype("float32")
+    import tensorflow as tf
+
+    stream = tf.data.Dataset.from_tensor_slices((x, np.zeros(7, "float32"), np.arange(7))).batch(3)
+    out = predict_with_features(model, stream, 2)
+    assert out["proba"].shape == (7, 2) and out["features"].shape == (7, 4)
+    np.testing.assert_allclose(out["proba"].sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out["proba"][:, 1], np.asarray(model(x)).ravel(), rtol=1e-5)
+    # the features are the input of the output layer: applying it reproduces the prediction
+    w, b = model.get_layer("output").get_weights()
+    manual = 1 / (1 + np.exp(-(out["features"] @ w + b)))
+    np.testing.assert_allclose(manual.ravel(), out["proba"][:, 1], rtol=1e-4)
+    assert out["indices"].tolist() == list(range(7))
+    assert keras.backend.backend() == "tensorflow"
