@@ -182,3 +182,20 @@ def test_help_does_not_import_tensorflow(tmp_path):
            "print('TF' if 'tensorflow' in sys.modules else 'noTF')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.stdout.strip().endswith("noTF")
+
+
+@pytest.mark.slow
+def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    for cls in ("cat", "dog"):
+        for i in range(6):
+            (root / f"{cls}.{i}.jpg").write_bytes(b"")
+    proc = tlexp("run", str(tiny_config(tmp_path, root)), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "None of the 4 training images could be decoded" in proc.stderr  # 6 per class, 0.25 + 0.25 held out
+    assert "Traceback" not in proc.stderr
+    run_dir = tmp_path / "results" / "vgg16_f50_s3"
+    assert len(list(csv_rows(run_dir / "skipped.csv"))) >= 4
+    assert not (run_dir / "metrics.json").exists()  # an unfinished run never looks finished
+    assert "run: stopped: None of the 4 training images" in (run_dir / "run.log").read_text()

@@ -197,3 +197,13 @@ def test_shipped_configs_are_valid(monkeypatch, tmp_path):
             assert cfg.model.backbone == backbone
             assert cfg.model.freeze == int(f) / 100
             assert cfg.run_name() == f"{p.stem}_s0"
+
+
+def test_readme_documents_every_key_and_run_file():
+    from tlexp import runs
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, *_ in describe():
+        assert f"`{key}`" in readme, f"README's config table lacks {key}"
+    for name in (v for k, v in vars(runs).items() if k.endswith(("_FILE", "_PLOT"))):
+        assert f"`{name}`" in readme, f"README's run-folder table lacks {name}"

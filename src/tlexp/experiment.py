@@ -21,7 +21,7 @@ import numpy as np
 from tlexp import runs
 from tlexp.config import Config
 from tlexp.data import SPLITS, Dataset, assign_splits, discover
-from tlexp.errors import DataError
+from tlexp.errors import DataError, UserError
 from tlexp.tfquiet import import_tensorflow
 
 log = logging.getLogger("tlexp")
@@ -111,7 +111,7 @@ def run_experiment(cfg: Config) -> Path:
     )
 
     run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
-    with _log_to(run_dir / runs.LOG_FILE):
+    with _log_to(run_dir / runs.LOG_FILE) as file_log:
         log.info("run: folder %s", run_dir)
         runs.write_yaml(run_dir / runs.CONFIG_FILE, cfg.to_dict())
         runs.write_csv(
@@ -120,7 +120,15 @@ def run_experiment(cfg: Config) -> Path:
         )
         try:
             result = _train_and_evaluate(cfg, ds, model, preprocess_fn(cfg.model.backbone), run_dir, timings)
-        except BaseException:
+        except UserError as e:
+            # The CLI prints the message itself (no traceback); run.log keeps a copy.
+            file_log.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run: stopped: %s", (e,), None))
+            log.error("run: %s holds what was written so far (no %s)", run_dir, runs.METRICS_FILE)
+            raise
+        except KeyboardInterrupt:
+            log.error("run: interrupted; %s is incomplete (no %s)", run_dir, runs.METRICS_FILE)
+            raise
+        except Exception:
             log.exception("run: failed; %s holds what was written so far (no %s)", run_dir, runs.METRICS_FILE)
             raise
         timings["total"] = time.perf_counter() - t_start
@@ -159,6 +167,10 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, preprocess, run_dir: Pa
                  cfg.train.optimizer, cfg.train.learning_rate)
         history = fit(model, without_index(stream("train", True)), without_index(stream("val", False)),
                       cfg.train.epochs, verbose=1 if sys.stdout.isatty() else 0)
+    if not history.get("loss"):  # every training image failed to decode: fit() ran no step
+        _write_skipped(run_dir, ds, decoder)
+        raise DataError(f"None of the {len(ds.indices('train'))} training images could be decoded; "
+                        f"see {run_dir / runs.SKIPPED_FILE} for the reasons.")
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
     runs.write_csv(run_dir / runs.HISTORY_FILE, ["epoch", *keys],
                    ([e + 1, *(history[k][e] for k in keys)] for e in range(len(history[keys[0]]))))
@@ -166,9 +178,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, preprocess, run_dir: Pa
     # One pass per split gives the head's predictions and the forest's features together.
     with _timed(timings, "predict"):
         out = {s: predict_with_features(model, stream(s, False), n_classes) for s in SPLITS}
-    skipped = sorted(decoder.failed.items())
-    runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "label", "split", "reason"],
-                   ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped))
+    skipped = _write_skipped(run_dir, ds, decoder)
     if skipped:
         log.warning("data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runs.SKIPPED_FILE)
     empty = [s for s in SPLITS if len(out[s]["labels"]) == 0]
@@ -211,6 +221,13 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, preprocess, run_dir: Pa
                 curves["forest"] = (y, probas["test"][:, 1])
             plots.plot_roc(curves, run_dir / runs.ROC_PLOT)
     return result
+
+
+def _write_skipped(run_dir: Path, ds: Dataset, decoder) -> list[tuple[int, str]]:
+    skipped = sorted(decoder.failed.items())
+    runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "label", "split", "reason"],
+                   ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped))
+    return skipped
 
 
 def _data_summary(ds: Dataset) -> dict[str, Any]:
@@ -259,7 +276,7 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
 
 
 @contextmanager
-def _log_to(path: Path) -> Iterator[None]:
+def _log_to(path: Path) -> Iterator[logging.Handler]:
     """Copy everything the tlexp logger says into ``path`` for the duration."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -268,7 +285,7 @@ def _log_to(path: Path) -> Iterator[None]:
     if log.getEffectiveLevel() > logging.INFO:  # a notebook user who set nothing still gets run.log
         log.setLevel(logging.INFO)
     try:
-        yield
+        yield handler
     finally:
         log.setLevel(old_level)
         log.removeHandler(handler)
