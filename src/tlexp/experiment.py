@@ -140,7 +140,7 @@ def run_experiment(cfg: Config) -> Path:
             "params": counts,
             **result,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "environment": _environment(),
+            "environment": describe_environment(),
         }
         runs.write_json(run_dir / runs.METRICS_FILE, metrics)
         _log_summary(metrics)
@@ -243,7 +243,7 @@ def _log_summary(metrics: dict[str, Any]) -> None:
             log.info("result: %-6s test accuracy %.4f  F1 %.4f  ROC-AUC %s  (n=%d)", clf, t["accuracy"], t["f1"], auc, t["n"])
 
 
-def _environment() -> dict[str, Any]:
+def describe_environment() -> dict[str, Any]:
     import keras
     import sklearn
     import tensorflow as tf
