@@ -101,6 +101,7 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     for png in ("curves.png", "confusion.png", "roc.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = (run_dir / "run.log").read_text()
+    assert "data: flat layout" in log and "model: vgg16, frozen 15/19 layers" in log  # logged before the folder existed
     assert "3 file(s) could not be decoded" in log and "run: done" in log
     assert "Traceback" not in proc.stderr
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import platform
 import sys
@@ -78,40 +79,23 @@ def run_experiment(cfg: Config) -> Path:
     Returns:
         The run folder (``<output.dir>/<name>``, never an existing one).
     """
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with _RunLog() as run_log:
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    with _timed(timings, "weights"):
-        from tlexp.backbones import resolve_weights
+        with _timed(timings, "weights"):
+            from tlexp.backbones import resolve_weights
 
-        weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
-    with _timed(timings, "data"):
-        ds = prepare_data(cfg)
+            weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
+        with _timed(timings, "data"):
+            ds = prepare_data(cfg)
 
-    import_tensorflow()
-    import keras
+        with _timed(timings, "build"):
+            model, plan, counts = _build_model(cfg, len(ds.class_names), weights_path)
 
-    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze, preprocess_fn
-    from tlexp.train import build_model, compile_model, param_counts
-
-    keras.utils.set_random_seed(cfg.seed)
-    n_classes = len(ds.class_names)
-    with _timed(timings, "build"):
-        backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
-        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
-        model = build_model(backbone, cfg, n_classes)
-        compile_model(model, cfg, n_classes)
-    counts = param_counts(model)
-    log.info(
-        "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
-        "trainable %s, non-trainable %s",
-        cfg.model.backbone, plan.layers_frozen, plan.layers_total, plan.last_frozen_layer, 100 * plan.frozen_share,
-        plan.requested, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}",
-    )
-
-    run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
-    with _log_to(run_dir / runs.LOG_FILE) as file_log:
+        run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
+        run_log.write_to(run_dir / runs.LOG_FILE)
         log.info("run: folder %s", run_dir)
         runs.write_yaml(run_dir / runs.CONFIG_FILE, cfg.to_dict())
         runs.write_csv(
@@ -119,10 +103,10 @@ def run_experiment(cfg: Config) -> Path:
             ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)),
         )
         try:
-            result = _train_and_evaluate(cfg, ds, model, preprocess_fn(cfg.model.backbone), run_dir, timings)
+            result = _train_and_evaluate(cfg, ds, model, run_dir, timings)
         except UserError as e:
             # The CLI prints the message itself (no traceback); run.log keeps a copy.
-            file_log.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run: stopped: %s", (e,), None))
+            run_log.file.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run: stopped: %s", (e,), None))
             log.error("run: %s holds what was written so far (no %s)", run_dir, runs.METRICS_FILE)
             raise
         except KeyboardInterrupt:
@@ -148,8 +132,32 @@ def run_experiment(cfg: Config) -> Path:
     return run_dir
 
 
-def _train_and_evaluate(cfg: Config, ds: Dataset, model, preprocess, run_dir: Path, timings: dict) -> dict[str, Any]:
+def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
+    """Backbone with weights, frozen per plan, head on top, compiled; logs the counts."""
+    import_tensorflow()
+    import keras
+
+    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
+    from tlexp.train import build_model, compile_model, param_counts
+
+    keras.utils.set_random_seed(cfg.seed)
+    backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
+    plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+    model = build_model(backbone, cfg, n_classes)
+    compile_model(model, cfg, n_classes)
+    counts = param_counts(model)
+    log.info(
+        "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
+        "trainable %s, non-trainable %s",
+        cfg.model.backbone, plan.layers_frozen, plan.layers_total, plan.last_frozen_layer, 100 * plan.frozen_share,
+        plan.requested, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}",
+    )
+    return model, plan, counts
+
+
+def _train_and_evaluate(cfg: Config, ds: Dataset, model, run_dir: Path, timings: dict) -> dict[str, Any]:
     from tlexp import plots
+    from tlexp.backbones import preprocess_fn
     from tlexp.metrics import classification_metrics
     from tlexp.pipeline import Decoder, make_dataset, without_index
     from tlexp.train import fit, predict_with_features
@@ -159,7 +167,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, preprocess, run_dir: Pa
 
     def stream(split: str, shuffle: bool):
         return make_dataset(decoder, ds.indices(split), ds.labels, batch_size=cfg.train.batch_size,
-                            preprocess=preprocess, shuffle=shuffle, seed=cfg.seed,
+                            preprocess=preprocess_fn(cfg.model.backbone), shuffle=shuffle, seed=cfg.seed,
                             label_dtype="float32" if n_classes == 2 else "int32")
 
     with _timed(timings, "train"):
@@ -275,18 +283,33 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
         timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
 
 
-@contextmanager
-def _log_to(path: Path) -> Iterator[logging.Handler]:
-    """Copy everything the tlexp logger says into ``path`` for the duration."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    old_level = log.level
-    if log.getEffectiveLevel() > logging.INFO:  # a notebook user who set nothing still gets run.log
-        log.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        log.setLevel(old_level)
-        log.removeHandler(handler)
-        handler.close()
+class _RunLog:
+    """Collects the tlexp log from the start of a run; once the run folder exists, writes
+    what was collected, and everything after it, to its run.log."""
+
+    def __init__(self) -> None:
+        self.buffer = logging.handlers.BufferingHandler(capacity=1_000_000)
+        self.file: logging.Handler | None = None
+        self.old_level = log.level
+
+    def __enter__(self) -> _RunLog:
+        log.addHandler(self.buffer)
+        if log.getEffectiveLevel() > logging.INFO:  # a notebook user who set nothing still gets run.log
+            log.setLevel(logging.INFO)
+        return self
+
+    def write_to(self, path: Path) -> None:
+        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        for record in self.buffer.buffer:
+            self.file.handle(record)
+        log.removeHandler(self.buffer)
+        self.buffer.buffer.clear()
+        log.addHandler(self.file)
+
+    def __exit__(self, *exc: object) -> None:
+        log.setLevel(self.old_level)
+        for h in (self.buffer, self.file):
+            if h is not None:
+                log.removeHandler(h)
+                h.close()
