@@ -15,7 +15,7 @@ import yaml
 
 from conftest import write_image
 
-RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "history.csv", "metrics.json", "run.log",
+RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "history.csv", "predictions.csv", "metrics.json", "run.log",
              "curves.png", "confusion.png", "roc.png"}
 
 
@@ -80,10 +80,10 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     for s in ("train", "val", "test"):
         assert sum(m["data"]["counts"][s].values()) == planned[s]
         assert m["data"]["used"][s] == planned[s] - lost[s]
-        for clf in ("head", "forest"):
-            cm = np.array(m[clf][s]["confusion"])
-            assert cm.sum() == m[clf][s]["n"] == m["data"]["used"][s]
-            assert m[clf][s]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        for scores in (m["head"][s], m["forest"][s], m["classifiers"]["logreg"][s]):
+            cm = np.array(scores["confusion"])
+            assert cm.sum() == scores["n"] == m["data"]["used"][s]
+            assert scores["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     # per-class counts in metrics.json agree with split.csv
     by_class = Counter((r["split"], r["label"]) for r in split)
     assert m["data"]["counts"]["test"] == {c: by_class[("test", c)] for c in ("cat", "dog")}
@@ -91,10 +91,19 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     assert m["freeze"]["last_frozen_layer"] == "block4_pool"
     assert m["params"]["non_trainable"] == 7_635_264
     assert m["forest"]["n_features"] == 16
+    # predictions.csv: one row per decoded image; its accuracies are the ones in metrics.json
+    preds = list(csv_rows(run_dir / "predictions.csv"))
+    assert len(preds) == sum(m["data"]["used"].values())
+    assert {r["path"] for r in preds}.isdisjoint(r["path"] for r in skipped)
+    for clf, scores in (("head", m["head"]), ("forest", m["forest"]), ("logreg", m["classifiers"]["logreg"])):
+        test = [r for r in preds if r["split"] == "test"]
+        assert np.mean([r[clf] == r["label"] for r in test]) == pytest.approx(scores["test"]["accuracy"])
+        assert all(0.0 <= float(r[f"{clf}_p1"]) <= 1.0 for r in test)
     history = list(csv_rows(run_dir / "history.csv"))
     assert [int(r["epoch"]) for r in history] == [1, 2]
     assert float(history[-1]["val_accuracy"]) == pytest.approx(m["history"]["val_accuracy"][-1])
-    assert set(m["timings_s"]) >= {"weights", "data", "build", "train", "predict", "forest", "plots", "total"}
+    assert set(m["timings_s"]) >= {"weights", "data", "build", "train", "predict", "fit_forest", "fit_logreg",
+                                    "plots", "total"}
     assert m["environment"]["device"] and m["environment"]["tensorflow"]
     # colour-separable classes: the run learns something
     assert m["forest"]["test"]["accuracy"] >= 0.8

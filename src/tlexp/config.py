@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,6 +46,10 @@ class DataConfig(_Section):
     image_size: int = Field(224, ge=32, description="Images are resized to image_size x image_size pixels.")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for validation.")
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for the final test.")
+    split_seed: int | None = Field(
+        None, ge=0, description="Seed of the train/val/test split; null = the run's seed. Sweeps fix it so all "
+        "cells share one split."
+    )
     limit_per_class: int | None = Field(
         None, ge=3, description="Use at most this many images per class (a seeded random subset); null = all."
     )
@@ -154,6 +158,26 @@ class ForestConfig(_Section):
         return v
 
 
+class ClassifierConfig(_Section):
+    estimator: str = Field(description="Dotted path of a scikit-learn classifier with predict_proba.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the estimator.")
+    scale: bool = Field(True, description="Standardise the features first (StandardScaler).")
+
+    @field_validator("estimator")
+    @classmethod
+    def _sklearn_only(cls, v: str) -> str:
+        # Only scikit-learn classes: a config file must not be a way to import arbitrary code.
+        parts = v.split(".")
+        if parts[0] != "sklearn" or len(parts) < 3 or not all(p.isidentifier() for p in parts):
+            raise ValueError("must be the dotted path of a scikit-learn class, e.g. sklearn.svm.SVC")
+        return v
+
+
+DEFAULT_CLASSIFIERS = {
+    "logreg": {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 1000}, "scale": True},
+}
+
+
 class OutputConfig(_Section):
     dir: str = Field("results", description="Parent folder of run folders.")
 
@@ -167,7 +191,20 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     forest: ForestConfig = Field(default_factory=ForestConfig)
+    classifiers: dict[str, ClassifierConfig | None] = Field(
+        default_factory=lambda: {k: ClassifierConfig(**v) for k, v in DEFAULT_CLASSIFIERS.items()},
+        description="More scikit-learn classifiers fitted on the same penultimate features as the forest, "
+        "by name: {estimator, params, scale}. A name set to null is dropped.",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("classifiers")
+    @classmethod
+    def _names(cls, v: dict[str, ClassifierConfig | None]) -> dict[str, ClassifierConfig | None]:
+        bad = [k for k in v if not k.isidentifier() or k in ("head", "forest")]
+        if bad:
+            raise ValueError(f"names must be identifiers other than 'head' and 'forest' (bad: {bad})")
+        return {k: c for k, c in v.items() if c is not None}
 
     def run_name(self) -> str:
         """The run folder name: ``name`` if set, else e.g. ``vgg16_f30_s0``."""
@@ -277,7 +314,8 @@ def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None
 
 
 def _all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, sections included."""
+    """Every dotted key of the schema, sections included; entries of a named collection
+    of sections (``classifiers``) appear as ``classifiers.*.estimator``."""
     keys = []
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
@@ -285,11 +323,25 @@ def _all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         sub = _section_type(field.annotation)
         if sub is not None:
             keys.extend(_all_keys(sub, dotted + "."))
+        entry = _entry_type(field.annotation)
+        if entry is not None:
+            keys.extend(_all_keys(entry, dotted + ".*."))
     return keys
 
 
 def _section_type(annotation: Any) -> type[BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _entry_type(annotation: Any) -> type[BaseModel] | None:
+    """For ``dict[str, Section | None]``: the Section type, else None."""
+    if get_origin(annotation) is not dict:
+        return None
+    value = get_args(annotation)[1]
+    for option in get_args(value) or (value,):
+        if _section_type(option) is not None:
+            return option
+    return None
 
 
 def _describe_error(err: dict[str, Any]) -> str:
@@ -306,8 +358,12 @@ def _describe_error(err: dict[str, Any]) -> str:
         return f"The '{key}' parameter must be one of {allowed}. Got {value!r} instead."
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         return f"The '{key}' parameter must be {_bounds(loc) or _bound(err)}. Got {value!r} instead."
-    if kind == "model_type" or kind == "dict_type":
+    if kind == "model_type":
         return f"'{key}' is a section and must be a mapping of keys. Got {value!r} instead."
+    if kind == "dict_type":
+        return f"The '{key}' parameter must be a mapping (key: value). Got {value!r} instead."
+    if kind == "missing":
+        return f"The '{key}' parameter is required here and is missing."
     if kind == "value_error":
         msg = str(err.get("ctx", {}).get("error", err["msg"]))
         return f"The '{key}' parameter {msg}. Got {value!r} instead."
@@ -352,6 +408,11 @@ def _bound(err: dict[str, Any]) -> str:
 def _suggest(key: str) -> str:
     """' Did you mean 'x.y'?' for the closest valid key, or '' if none is close."""
     valid = _all_keys()
+    parts = key.split(".")
+    entry = next((p for p in ("classifiers",) if len(parts) > 2 and parts[0] == p and parts[1] != "*"), None)
+    if entry:  # classifiers.<name>.x -> match against classifiers.*.x, answer with <name>
+        suggestion = _suggest(".".join([parts[0], "*", *parts[2:]]))
+        return suggestion.replace(".*.", f".{parts[1]}.")
     parent, _, leaf = key.rpartition(".")
     siblings = [k for k in valid if k.rpartition(".")[0] == parent]
     close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
@@ -417,19 +478,21 @@ def describe(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[st
             rows.extend(describe(sub, dotted + "."))
             continue
         default = field.get_default(call_default_factory=True)
+        if isinstance(default, dict):  # may hold sections: dump them as plain YAML
+            default = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in default.items()}
         rows.append((dotted, _yaml_scalar(default), _type_name(field.annotation), field.description or ""))
     return rows
 
 
 def _yaml_scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "")
     if text.startswith("<class '"):
         text = text[len("<class '") : -2]
-    return text.replace("Literal", "one of ")
+    return text.replace("Literal", "one of ").replace("tlexp.config.ClassifierConfig", "classifier")
 
 
 _DEFAULTS = {

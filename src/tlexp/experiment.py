@@ -88,6 +88,9 @@ def run_experiment(cfg: Config) -> Path:
             from tlexp.backbones import resolve_weights
 
             weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
+            from tlexp.forest import build_classifiers
+
+            classifiers = build_classifiers(cfg)  # a bad class name fails here, before data work
         with _timed(timings, "data"):
             ds = prepare_data(cfg)
 
@@ -103,7 +106,7 @@ def run_experiment(cfg: Config) -> Path:
             ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)),
         )
         try:
-            result = _train_and_evaluate(cfg, ds, model, run_dir, timings)
+            result = _train_and_evaluate(cfg, ds, model, classifiers, run_dir, timings)
         except UserError as e:
             # The CLI prints the message itself (no traceback); run.log keeps a copy.
             run_log.file.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run: stopped: %s", (e,), None))
@@ -155,9 +158,11 @@ def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
     return model, plan, counts
 
 
-def _train_and_evaluate(cfg: Config, ds: Dataset, model, run_dir: Path, timings: dict) -> dict[str, Any]:
+def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, Any], run_dir: Path,
+                        timings: dict) -> dict[str, Any]:
     from tlexp import plots
     from tlexp.backbones import preprocess_fn
+    from tlexp.forest import class_proba
     from tlexp.metrics import classification_metrics
     from tlexp.pipeline import Decoder, make_dataset, without_index
     from tlexp.train import fit, predict_with_features
@@ -201,34 +206,63 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, run_dir: Path, timings:
     }
     log.info("head: val acc %.4f, test acc %.4f", result["head"]["val"]["accuracy"], result["head"]["test"]["accuracy"])
 
-    if cfg.forest.enabled:
-        from tlexp.forest import fit_forest, forest_proba
-
-        with _timed(timings, "forest"):
-            feats = out["train"]["features"]
-            log.info("rf: fitting %d trees on %d x %d penultimate activations", cfg.forest.n_estimators, *feats.shape)
-            forest = fit_forest(feats, out["train"]["labels"], cfg.forest, cfg.seed, n_classes)
-            probas = {s: forest_proba(forest, out[s]["features"], n_classes) for s in SPLITS}
-        result["forest"] = {
-            "n_features": int(feats.shape[1]),
-            **{s: classification_metrics(out[s]["labels"], probas[s], ds.class_names) for s in SPLITS},
-        }
-        log.info("rf: val acc %.4f, test acc %.4f", result["forest"]["val"]["accuracy"],
-                 result["forest"]["test"]["accuracy"])
+    # The same penultimate features of the same images go to every classical classifier.
+    feats = out["train"]["features"]
+    probas: dict[str, dict[str, np.ndarray]] = {"head": {s: out[s]["proba"] for s in SPLITS}}
+    result["classifiers"] = {}
+    for name, estimator in classifiers.items():
+        tag = "rf" if name == "forest" else name  # log prefix
+        with _timed(timings, f"fit_{name}"):
+            log.info("%s: fitting %s on %d x %d penultimate activations", tag, _describe(estimator), *feats.shape)
+            estimator.fit(feats, out["train"]["labels"])
+            probas[name] = {s: class_proba(estimator, out[s]["features"], n_classes) for s in SPLITS}
+        scores = {s: classification_metrics(out[s]["labels"], probas[name][s], ds.class_names) for s in SPLITS}
+        if name == "forest":
+            result["forest"] = {"n_features": int(feats.shape[1]), **scores}
+        else:
+            result["classifiers"][name] = scores
+        log.info("%s: val acc %.4f, test acc %.4f", tag, scores["val"]["accuracy"], scores["test"]["accuracy"])
+    _write_predictions(run_dir, ds, out, probas)
 
     with _timed(timings, "plots"):
         plots.plot_history(history, run_dir / runs.CURVES_PLOT)
-        matrices = {"head": result["head"]["test"]["confusion"]}
-        if result["forest"]:
-            matrices["forest"] = result["forest"]["test"]["confusion"]
+        matrices = {name: _scores(result, name)["test"]["confusion"] for name in probas}
         plots.plot_confusions(matrices, ds.class_names, run_dir / runs.CONFUSION_PLOT, title="Test split")
         if n_classes == 2:
             y = out["test"]["labels"]
-            curves = {"head": (y, out["test"]["proba"][:, 1])}
-            if result["forest"]:
-                curves["forest"] = (y, probas["test"][:, 1])
+            curves = {name: (y, p["test"][:, 1]) for name, p in probas.items()}
             plots.plot_roc(curves, run_dir / runs.ROC_PLOT)
     return result
+
+
+def _scores(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """The metrics of classifier ``name`` (head, forest, or an extra one) in a result dict."""
+    return result[name] if name in ("head", "forest") else result["classifiers"][name]
+
+
+def _write_predictions(run_dir: Path, ds: Dataset, out: dict, probas: dict[str, dict[str, np.ndarray]]) -> None:
+    """predictions.csv: one row per decoded image, every classifier's predicted class
+    (and, for two classes, its probability of the positive class): what paired
+    comparisons of classifiers on the same images are computed from."""
+    names = list(probas)
+    binary = len(ds.class_names) == 2
+    header = ["path", "split", "label"] + [c for n in names for c in ([n, f"{n}_p1"] if binary else [n])]
+    rows = []
+    for s in SPLITS:
+        for row, i in enumerate(out[s]["indices"]):
+            line = [ds.paths[i], s, ds.class_names[ds.labels[i]]]
+            for n in names:
+                p = probas[n][s][row]
+                line.append(ds.class_names[int(np.argmax(p))])
+                if binary:
+                    line.append(f"{p[1]:.6f}")
+            rows.append(line)
+    runs.write_csv(run_dir / runs.PREDICTIONS_FILE, header, rows)
+
+
+def _describe(estimator) -> str:
+    steps = getattr(estimator, "steps", None)
+    return " + ".join(type(e).__name__ for _, e in steps) if steps else type(estimator).__name__
 
 
 def _write_skipped(run_dir: Path, ds: Dataset, decoder) -> list[tuple[int, str]]:
@@ -243,12 +277,12 @@ def _data_summary(ds: Dataset) -> dict[str, Any]:
 
 
 def _log_summary(metrics: dict[str, Any]) -> None:
-    for clf in ("head", "forest"):
-        m = metrics.get(clf)
-        if m:
-            t = m["test"]
-            auc = f"{t['roc_auc']:.4f}" if t.get("roc_auc") is not None else "n/a"
-            log.info("result: %-6s test accuracy %.4f  F1 %.4f  ROC-AUC %s  (n=%d)", clf, t["accuracy"], t["f1"], auc, t["n"])
+    names = ["head"] + (["forest"] if metrics.get("forest") else []) + list(metrics.get("classifiers", {}))
+    for name in names:
+        t = _scores(metrics, name)["test"]
+        auc = f"{t['roc_auc']:.4f}" if t.get("roc_auc") is not None else "n/a"
+        log.info("result: %-8s test accuracy %.4f  F1 %.4f  ROC-AUC %s  (n=%d)", name, t["accuracy"], t["f1"], auc,
+                 t["n"])
 
 
 def describe_environment() -> dict[str, Any]:

@@ -1,34 +1,68 @@
-"""A scikit-learn Random Forest on the penultimate activations of the trained model."""
+"""Classical classifiers on the penultimate activations: the Random Forest and friends.
+
+Every classifier sees the same features of the same images as the dense head, so their
+scores compare like for like.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import numpy as np
 
-from tlexp.config import ForestConfig
+from tlexp.config import Config
+from tlexp.errors import UserError
 
 
-def fit_forest(features: np.ndarray, labels: np.ndarray, cfg: ForestConfig, seed: int, n_classes: int):
-    """Fit a ``RandomForestClassifier``.
+def build_classifiers(cfg: Config) -> dict[str, Any]:
+    """Unfitted estimators by name: ``forest`` (if enabled), then ``cfg.classifiers``.
 
-    Args:
-        features: penultimate activations of the train split, shape (n, d).
-        labels: int labels, shape (n,).
+    Called before any data work, so a wrong class name or parameter fails in seconds.
 
-    Returns:
-        The fitted forest.
+    Raises:
+        UserError: a class that does not exist, is not a classifier with
+            ``predict_proba``, or rejects its parameters.
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    forest = RandomForestClassifier(
-        n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, n_jobs=cfg.n_jobs, random_state=seed
-    )
-    forest.fit(features, labels)
-    return forest
+    out: dict[str, Any] = {}
+    if cfg.forest.enabled:
+        out["forest"] = RandomForestClassifier(n_estimators=cfg.forest.n_estimators, max_depth=cfg.forest.max_depth,
+                                               n_jobs=cfg.forest.n_jobs, random_state=cfg.seed)
+    for name, spec in cfg.classifiers.items():
+        out[name] = _build(name, spec.estimator, spec.params, spec.scale, cfg.seed)
+    return out
 
 
-def forest_proba(forest, features: np.ndarray, n_classes: int) -> np.ndarray:
+def _build(name: str, dotted: str, params: dict[str, Any], scale: bool, seed: int):
+    from sklearn.base import is_classifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    key = f"classifiers.{name}.estimator"
+    module_name, _, cls_name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError):
+        raise UserError(f"The '{key}' parameter names {dotted!r}, which scikit-learn does not have. "
+                        "Check the spelling, e.g. sklearn.linear_model.LogisticRegression.") from None
+    try:
+        est = cls(**params)
+    except TypeError as e:
+        raise UserError(f"The 'classifiers.{name}.params' parameter does not fit {cls_name}: {e}. "
+                        f"Got {params!r} instead.") from None
+    if not is_classifier(est) or not hasattr(est, "predict_proba"):
+        raise UserError(f"The '{key}' parameter must name a classifier with predict_proba (for SVC set "
+                        f"params: {{probability: true}}). Got {dotted!r} instead.")
+    if "random_state" in est.get_params() and "random_state" not in params:
+        est.set_params(random_state=seed)  # randomness goes through the run's seed
+    return make_pipeline(StandardScaler(), est) if scale else est
+
+
+def class_proba(estimator, features: np.ndarray, n_classes: int) -> np.ndarray:
     """Class probabilities, shape (n, n_classes), even if a class was absent when fitting."""
     out = np.zeros((len(features), n_classes))
     if len(features):
-        out[:, forest.classes_] = forest.predict_proba(features)
+        out[:, estimator.classes_] = estimator.predict_proba(features)
     return out

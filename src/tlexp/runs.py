@@ -21,6 +21,7 @@ import yaml
 CONFIG_FILE = "config.yaml"  # resolved config; the first file written
 SPLIT_FILE = "split.csv"  # path,label,split for every image used
 SKIPPED_FILE = "skipped.csv"  # images that could not be decoded: path,label,split,reason
+PREDICTIONS_FILE = "predictions.csv"  # per decoded image: split, label, each classifier's prediction
 HISTORY_FILE = "history.csv"  # one row per epoch: loss, accuracy, val_loss, val_accuracy
 METRICS_FILE = "metrics.json"  # the results; written last, so its presence means "finished"
 LOG_FILE = "run.log"  # everything logged during the run
