@@ -49,8 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     with_config("run", "Run one experiment and write its run folder.").set_defaults(func=_cmd_run)
-    with_config("plan", "Show what 'run' would do (data found, freeze plan, parameter counts) without training.")\
-        .set_defaults(func=_cmd_plan)
+    sp = with_config("sweep", "Run every cell of the config's sweep: grid (resumes an unfinished sweep), "
+                              "then write summary tables, plots and report.html.")
+    sp.add_argument("--new", action="store_true",
+                    help="start a new sweep folder (name2, ...) instead of resuming the existing one")
+    sp.set_defaults(func=_cmd_sweep)
+    with_config("plan", "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; "
+                        "no training, no weights.").set_defaults(func=_cmd_plan)
+    sp = sub.add_parser("report", help="Rebuild summary tables, plots and report.html from run or sweep folders.",
+                        description="Rebuild summary tables, plots and report.html from run folders (found "
+                        "recursively under each DIR; unfinished runs are ignored).")
+    sp.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders, or folders holding them")
+    sp.add_argument("--out", help="where to write the report (default: DIR if one is given, else results/report)")
+    sp.set_defaults(func=_cmd_report)
     sp = sub.add_parser("config", help="Print every config key with its default, type and description.")
     sp.set_defaults(func=_cmd_config)
     return p
@@ -66,15 +77,56 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlexp.config import load_config
+    from tlexp.sweep import run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    result = run_sweep(cfg, new=args.new, default_name=Path(args.config).stem)
+    print(result.dir)
+    return 1 if result.failed else 0
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from tlexp.config import load_config
-    from tlexp.experiment import plan_experiment
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.sweep:
+        from tlexp.sweep import plan_sweep
+
+        print(format_sweep_plan(plan_sweep(cfg)))
+        return 0
+    from tlexp.experiment import plan_experiment
+
     plan = plan_experiment(cfg)
     print(format_plan(plan, yaml.safe_dump(plan["config"], sort_keys=False)))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlexp.report import build_report, find_runs
+
+    dirs = [Path(d) for d in args.dirs]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise UserError(f"Not a folder: {', '.join(missing)}. Give run folders, sweep folders, or their parents.")
+    finished, unfinished = find_runs(dirs)
+    if not finished:
+        raise UserError(f"No finished run (a folder with config.yaml and metrics.json) under {', '.join(args.dirs)}.")
+    out = Path(args.out) if args.out else (dirs[0] if len(dirs) == 1 else Path("results") / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    if unfinished:
+        log.info("report: left out %d unfinished run(s): %s", len(unfinished), ", ".join(str(u) for u in unfinished))
+    paths = build_report(finished, out)
+    log.info("report: %d run(s) -> %s", len(finished), out)
+    for p in paths.values():
+        print(p)
     return 0
 
 
@@ -98,6 +150,25 @@ def format_plan(plan: dict, config_yaml: str) -> str:
         f"backbone trainable: {f['backbone_trainable']:,}   non-trainable: {f['backbone_non_trainable']:,}",
         f"whole model trainable: {m['trainable']:,}   non-trainable: {m['non_trainable']:,}   total: {m['total']:,}",
     ]
+    return "\n".join(lines)
+
+
+def format_sweep_plan(plan: dict) -> str:
+    """One line per cell of :func:`tlexp.sweep.plan_sweep`'s result: its freeze plan and counts."""
+    d = plan["data"]
+    counts = {s: sum(c.values()) for s, c in d["counts"].items()}
+    lines = [f"# data: {d['root']} ({d['layout']} layout; classes {', '.join(d['class_names'])}; "
+             f"train {counts['train']} / val {counts['val']} / test {counts['test']}, same split in every cell)",
+             f"# {len(plan['cells'])} cells"]
+    header = ("cell", "frozen through", "achieved", "backbone trainable", "non-trainable", "model total")
+    rows = []
+    for c in plan["cells"]:
+        f, m = c["plan"]["freeze"], c["plan"]["model"]
+        rows.append((c["name"], str(f["last_frozen_layer"]), f"{100 * f['frozen_share']:.1f} %",
+                     f"{f['backbone_trainable']:,}", f"{f['backbone_non_trainable']:,}", f"{m['total']:,}"))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
     return "\n".join(lines)
 
 

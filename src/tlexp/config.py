@@ -7,8 +7,13 @@ reported at once. ``tlexp config`` prints this schema; it is never written twice
 
 from __future__ import annotations
 
+import copy
 import difflib
+import itertools
 import os
+import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -197,6 +202,17 @@ class Config(_Section):
         "by name: {estimator, params, scale}. A name set to null is dropped.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Grid for 'tlexp sweep': config key -> list of values, e.g. {model.freeze: [0.1, 0.3]}. "
+        "Every combination is one cell (an ordinary run). Empty for a single run.",
+    )
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _scalars_are_lists(cls, v: Any) -> Any:
+        # `sweep.seed=0` on the command line narrows a grid to one value.
+        return {k: x if isinstance(x, list) else [x] for k, x in v.items()} if isinstance(v, dict) else v
 
     @field_validator("classifiers")
     @classmethod
@@ -246,23 +262,149 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     if problems:  # unreadable input: validating the rest would only add noise
         raise ConfigError(problems, source)
 
+    if isinstance(raw.get("sweep"), dict):  # nested (model: {freeze: [...]}) or dotted keys
+        raw["sweep"] = _flatten(raw["sweep"])
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
         problems = [_describe_error(err) for err in e.errors()]
-        problems.extend(_check_paths(_lookup(raw, "data.root"), _lookup(raw, "model.weights"), _lookup(raw, "data.synthetic.enabled")))
+        problems.extend(_check_paths(_lookup(raw, "data.root"), _lookup(raw, "model.weights"),
+                                     _lookup(raw, "data.synthetic.enabled")))
         raise ConfigError(problems, source) from None
 
-    problems.extend(_check_paths(cfg.data.root, cfg.model.weights, cfg.data.synthetic.enabled))
+    problems.extend(_semantic_problems(cfg))
+    if not problems and cfg.sweep:
+        problems.extend(_sweep_problems(cfg))
+    if problems:
+        raise ConfigError(problems, source)
+    return _absolutize(cfg)
+
+
+def _semantic_problems(cfg: Config) -> list[str]:
+    """Problems a schema cannot express: paths that must exist, constraints across keys."""
+    problems = _check_paths(cfg.data.root, cfg.model.weights, cfg.data.synthetic.enabled)
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         problems.append(
             "data.val_fraction + data.test_fraction must be below 1.0 so the train split is not empty. "
             f"Got {cfg.data.val_fraction} + {cfg.data.test_fraction} = "
             f"{cfg.data.val_fraction + cfg.data.test_fraction:g} instead; lower one of them."
         )
+    return problems
+
+
+# --------------------------------------------------------------------------- sweeps
+
+# Keys a sweep may not vary: they name and place the sweep itself.
+_UNSWEEPABLE = ("name", "output.dir", "sweep")
+
+
+@dataclass
+class Cell:
+    """One combination of a sweep's grid: an ordinary run config with a readable name."""
+
+    name: str
+    overrides: dict[str, Any]  # swept key -> this cell's value
+    config: Config
+
+
+def expand_sweep(cfg: Config) -> list[Cell]:
+    """Every cell of ``cfg.sweep``, in grid order (the last key varies fastest).
+
+    Each cell is ``cfg`` with the cell's values set, ``sweep`` emptied, ``name`` set to
+    the cell name (e.g. ``resnet50_f30_s0``), and ``data.split_seed`` fixed to the base
+    config's split seed, so every cell trains and tests on the same images.
+
+    Raises:
+        ConfigError: a swept key is unknown, or a cell's config is invalid.
+    """
+    problems = _sweep_problems(cfg)
     if problems:
-        raise ConfigError(problems, source)
-    return _absolutize(cfg)
+        raise ConfigError(problems)
+    return _cells(cfg)
+
+
+def _cells(cfg: Config) -> list[Cell]:
+    keys = list(cfg.sweep)
+    base = cfg.to_dict()
+    base["sweep"] = {}
+    if "data.split_seed" not in cfg.sweep and base["data"]["split_seed"] is None:
+        base["data"]["split_seed"] = cfg.seed
+    cells, seen = [], Counter()
+    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
+        overrides = dict(zip(keys, values))
+        raw = copy.deepcopy(base)
+        for key, value in overrides.items():
+            _set(raw, key, copy.deepcopy(value))
+        cell_cfg = Config.model_validate(raw)  # validated by _sweep_problems first
+        name = _cell_name(cell_cfg, overrides)
+        seen[name] += 1
+        if seen[name] > 1:
+            name = f"{name}_{seen[name]}"
+        cell_cfg.name = name
+        cells.append(Cell(name, overrides, _absolutize(cell_cfg)))
+    return cells
+
+
+def _sweep_problems(cfg: Config) -> list[str]:
+    valid = set(_all_keys())
+    problems = []
+    for key, values in cfg.sweep.items():
+        parts = key.split(".")
+        pattern = ".".join([parts[0], "*", *parts[2:]]) if parts[0] == "classifiers" and len(parts) > 2 else key
+        if key in _UNSWEEPABLE:
+            problems.append(f"'sweep.{key}' cannot be swept: it names or places the sweep itself.")
+        elif pattern not in valid:
+            problems.append(f"Unknown key 'sweep.{key}'.{_suggest(key).replace(chr(39), chr(39) + 'sweep.', 1)}")
+        elif not values:
+            problems.append(f"'sweep.{key}' must list at least one value. Got [] instead.")
+    if problems:
+        return problems
+    base = cfg.to_dict()
+    for key, values in cfg.sweep.items():
+        for value in values:
+            raw = copy.deepcopy(base)
+            raw["sweep"] = {}
+            _set(raw, key, value)
+            try:
+                problems.extend(f"sweep value {key}={value!r}: {p}" for p in _semantic_problems(Config.model_validate(raw)))
+            except ValidationError as e:
+                problems.extend(f"sweep value {key}={value!r}: {_describe_error(err)}" for err in e.errors())
+    return problems
+
+
+def _cell_name(cfg: Config, overrides: dict[str, Any]) -> str:
+    """``<backbone>_f<freeze %>_s<seed>`` plus ``_<key>-<value>`` for every other swept key."""
+    extra = [f"{k.rpartition('.')[2]}-{_short(v)}" for k, v in overrides.items()
+             if k not in ("model.backbone", "model.freeze", "seed")]
+    base = Config.model_validate({**cfg.to_dict(), "name": None}).run_name()
+    return "_".join([base, *extra])
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text.strip().removesuffix("...")).strip("-") or "x"
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{model: {freeze: [..]}}`` and ``{model.freeze: [..]}`` -> ``{"model.freeze": [..]}``."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
 
 
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -35,7 +36,8 @@ def prepare_data(cfg: Config) -> Dataset:
 
         ensure_demo_dataset(cfg.data.root, cfg.data.synthetic.per_class)
     found = discover(cfg.data.root, cfg.data.layout)
-    ds = assign_splits(found, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, cfg.data.limit_per_class)
+    split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    ds = assign_splits(found, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, cfg.data.limit_per_class)
     counts = ds.counts()
     log.info(
         "data: %s layout, %d classes (%s), %d images found; using train %d / val %d / test %d",
@@ -45,20 +47,32 @@ def prepare_data(cfg: Config) -> Dataset:
     return ds
 
 
-def plan_experiment(cfg: Config) -> dict[str, Any]:
+def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
     """What a run would do, without decoding an image or loading weights.
+
+    Args:
+        cfg: the config.
+        cache: pass the same dict to plan many configs (a sweep's cells): the dataset and
+            each backbone are then found / built once.
 
     Returns:
         ``{"config", "data", "freeze", "model"}``: the resolved config, the dataset found
         (layout, classes, counts per split), the freeze plan (with backbone parameter
         counts) and the whole model's parameter counts.
     """
-    ds = prepare_data(cfg)
+    cache = {} if cache is None else cache
+    data_key = ("data", json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True), cfg.seed)
+    if data_key not in cache:
+        cache[data_key] = prepare_data(cfg)
+    ds = cache[data_key]
     import_tensorflow()
     from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
     from tlexp.train import build_model, param_counts
 
-    backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, None)
+    model_key = ("backbone", cfg.model.backbone, cfg.data.image_size)
+    if model_key not in cache:
+        cache[model_key] = build_backbone(cfg.model.backbone, cfg.data.image_size, None)
+    backbone = cache[model_key]
     plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
     model = build_model(backbone, cfg, len(ds.class_names))
     return {
@@ -69,16 +83,26 @@ def plan_experiment(cfg: Config) -> dict[str, Any]:
     }
 
 
-def run_experiment(cfg: Config) -> Path:
+def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
     """Run one experiment end to end and write its run folder.
 
     Order matters for the user: weights and data problems fail in seconds, before a run
     folder exists; the resolved config is the first file written; ``metrics.json`` is
     the last, so its presence means the run finished.
 
+    Args:
+        cfg: a validated config without a sweep.
+        run_dir: the exact folder to create (it must not exist; sweeps use this);
+            default ``<output.dir>/<name>``, or ``<name>2``, ... if taken.
+
     Returns:
-        The run folder (``<output.dir>/<name>``, never an existing one).
+        The run folder.
     """
+    if cfg.sweep:
+        raise UserError(
+            f"This config defines a sweep over {', '.join(cfg.sweep)}; run it with 'tlexp sweep', "
+            "or add sweep={} to run its base config once."
+        )
     with _RunLog() as run_log:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -97,7 +121,11 @@ def run_experiment(cfg: Config) -> Path:
         with _timed(timings, "build"):
             model, plan, counts = _build_model(cfg, len(ds.class_names), weights_path)
 
-        run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
+        if run_dir is None:
+            run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
+        else:
+            run_dir = Path(run_dir)
+            run_dir.mkdir(parents=True)  # never into an existing folder
         run_log.write_to(run_dir / runs.LOG_FILE)
         log.info("run: folder %s", run_dir)
         runs.write_yaml(run_dir / runs.CONFIG_FILE, cfg.to_dict())

@@ -1,0 +1,291 @@
+"""Many runs from one config: expand the grid, run the cells, resume, record failures.
+
+A sweep folder holds ``sweep.yaml`` (the base config and the grid), ``status.json`` (one
+entry per cell), one ordinary run folder per cell, and the summary written by
+:func:`tlexp.report.build_report`. A cell is finished exactly when its run folder holds
+``metrics.json`` (written last and atomically), so a killed sweep never leaves a
+half-written result that a re-run would trust: re-running the same command skips
+finished cells, moves unfinished attempts to ``.attempts/`` and redoes them, and retries
+failed ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tlexp import runs
+from tlexp.config import Cell, Config, expand_sweep
+from tlexp.errors import UserError
+
+log = logging.getLogger("tlexp")
+
+SWEEP_FILE = "sweep.yaml"  # base config + grid; written when the sweep folder is created
+STATUS_FILE = "status.json"  # one entry per cell: status, attempts, timings, last error
+ATTEMPTS_DIR = ".attempts"  # unfinished earlier attempts of cells, kept for their logs
+
+# Compared between a finished cell and the config that would run it now. output.dir is
+# not: moving a results folder does not change what a cell means.
+_IGNORED_KEYS = ("output.dir",)
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did."""
+
+    dir: Path
+    finished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished before this invocation
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") -> SweepResult:
+    """Run every cell of ``cfg.sweep`` that has not finished yet, then write the summary.
+
+    Args:
+        cfg: validated config with a non-empty ``sweep`` section.
+        new: start a new sweep folder (``name2``, ...) instead of resuming ``name``.
+        default_name: sweep folder name when ``cfg.name`` is not set (the CLI passes the
+            config file's stem, so ``configs/study.yaml`` sweeps into ``results/study``).
+
+    Returns:
+        The sweep folder and which cells finished, failed or were already done.
+
+    Raises:
+        UserError: no grid; the folder is not a sweep folder; finished cells were run
+            with a config that differs from the current one (use ``new=True``).
+        KeyboardInterrupt: after recording the interrupted cell.
+    """
+    if not cfg.sweep:
+        raise UserError("This config has no sweep: section, so there is no grid to run. Add e.g. "
+                        "sweep: {model.freeze: [0.1, 0.3]}, or use 'tlexp run' for a single run.")
+    cells = expand_sweep(cfg)
+    sweep_dir = _open_sweep_dir(cfg, cfg.name or default_name, new)
+    _refuse_changed_cells(sweep_dir, cells)
+    status = _Status(sweep_dir, cells)
+    result = SweepResult(sweep_dir)
+    todo = [c for c in cells if not _finished(sweep_dir / c.name)]
+    result.skipped = [c.name for c in cells if c not in todo]
+    log.info("sweep: %s: %d cells, %d finished before, %d to run", sweep_dir, len(cells), len(result.skipped), len(todo))
+
+    t0 = time.perf_counter()
+    durations: list[float] = []
+    for k, cell in enumerate(todo, start=1):
+        label = f"[{len(result.skipped) + k:>{len(str(len(cells)))}}/{len(cells)}] {cell.name}"
+        cell_dir = sweep_dir / cell.name
+        if cell_dir.exists():
+            moved = _set_aside(sweep_dir, cell_dir)
+            log.info("sweep: %s: an unfinished earlier attempt was moved to %s; running it again", label, moved)
+        log.info("sweep: %s: started", label)
+        status.update(cell.name, status="running", started=_now(), finished=None, seconds=None,
+                      attempts=status.attempts(cell.name) + 1)
+        t_cell = time.perf_counter()
+        try:
+            _run_cell(cell, cell_dir)
+        except KeyboardInterrupt:
+            status.update(cell.name, status="interrupted", finished=_now())
+            log.error("sweep: %s: interrupted; re-run the same command to continue", label)
+            raise
+        except Exception as e:  # noqa: BLE001 - a failing cell must not stop the sweep
+            seconds = time.perf_counter() - t_cell
+            error = f"{type(e).__name__}: {e}".strip()
+            status.update(cell.name, status="failed", finished=_now(), seconds=round(seconds, 3), error=error)
+            result.failed.append(cell.name)
+            if not isinstance(e, UserError):
+                log.debug("sweep: %s traceback:\n%s", cell.name, traceback.format_exc())
+            log.error("sweep: %s: FAILED after %s: %s", label, _hms(seconds), error.splitlines()[0])
+        else:
+            seconds = time.perf_counter() - t_cell
+            status.update(cell.name, status="finished", finished=_now(), seconds=round(seconds, 3), error=None)
+            result.finished.append(cell.name)
+            log.info("sweep: %s: finished in %s (%s)", label, _hms(seconds), _headline(cell_dir))
+        durations.append(time.perf_counter() - t_cell)
+        left = len(todo) - k
+        eta = f", about {_hms(left * sum(durations) / len(durations))} left" if left else ""
+        log.info("sweep: elapsed %s%s", _hms(time.perf_counter() - t0), eta)
+
+    from tlexp.report import build_report
+
+    done = [sweep_dir / c.name for c in cells if _finished(sweep_dir / c.name)]
+    failed = [{"name": c.name, "overrides": c.overrides, "error": status.cells[c.name].get("error") or "unknown"}
+              for c in cells if not _finished(sweep_dir / c.name)]
+    result.report = build_report(done, sweep_dir, failed=failed, title=f"tlexp sweep {sweep_dir.name}")
+    log.info("sweep: summary in %s (%d finished, %d failed)", sweep_dir, len(done), len(failed))
+    if failed:
+        log.warning("sweep: failed cells: %s; re-run the same command to retry them",
+                    ", ".join(f["name"] for f in failed))
+    return result
+
+
+def plan_sweep(cfg: Config) -> dict[str, Any]:
+    """The cells of a sweep with their freeze plans, without training.
+
+    Returns:
+        ``{"cells": [{"name", "overrides", "plan"}], "data": ...}`` where ``plan`` is
+        :func:`tlexp.experiment.plan_experiment`'s result for the cell.
+    """
+    from tlexp.experiment import plan_experiment
+
+    cache: dict[Any, Any] = {}
+    cells = [{"name": c.name, "overrides": c.overrides, "plan": plan_experiment(c.config, cache)}
+             for c in expand_sweep(cfg)]
+    return {"cells": cells, "data": cells[0]["plan"]["data"] if cells else None}
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _run_cell(cell: Cell, cell_dir: Path) -> None:
+    from tlexp.experiment import run_experiment
+
+    try:
+        run_experiment(cell.config, run_dir=cell_dir)
+    finally:
+        # Free the cell's graphs and reset Keras' layer-name counters, so every cell
+        # starts as a fresh process would (auto-named layers keep their names).
+        import keras
+
+        keras.backend.clear_session()
+
+
+def _finished(cell_dir: Path) -> bool:
+    return (cell_dir / runs.METRICS_FILE).is_file()
+
+
+def _set_aside(sweep_dir: Path, cell_dir: Path) -> Path:
+    """Move an unfinished attempt out of the way (kept, never deleted: its log explains it)."""
+    attempts = sweep_dir / ATTEMPTS_DIR
+    attempts.mkdir(exist_ok=True)
+    target = runs.new_run_dir(attempts, f"{cell_dir.name}.attempt")
+    target.rmdir()  # new_run_dir reserved a free name; os.replace needs it absent
+    os.replace(cell_dir, target)
+    return target
+
+
+def _headline(cell_dir: Path) -> str:
+    import json
+
+    m = json.loads((cell_dir / runs.METRICS_FILE).read_text())
+    parts = [f"head {m['head']['test']['accuracy']:.4f}"]
+    if m.get("forest"):
+        parts.append(f"forest {m['forest']['test']['accuracy']:.4f}")
+    parts += [f"{k} {v['test']['accuracy']:.4f}" for k, v in (m.get("classifiers") or {}).items()]
+    return "test accuracy " + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- folder and status
+
+
+def _open_sweep_dir(cfg: Config, name: str, new: bool) -> Path:
+    """The sweep folder to use: ``<output.dir>/<name>`` (resumed), or a fresh one."""
+    parent = Path(cfg.output.dir)
+    target = parent / runs.safe_name(name)
+    if new or not target.exists():
+        sweep_dir = runs.new_run_dir(parent, name) if new else _mkdir(target)
+        base = cfg.to_dict()
+        grid = base.pop("sweep")
+        runs.write_yaml(sweep_dir / SWEEP_FILE, {"grid": grid, "base": base})
+        return sweep_dir
+    if not (target / SWEEP_FILE).is_file():
+        raise UserError(f"'{target}' exists and is not a sweep folder (no {SWEEP_FILE}); it is left alone. "
+                        "Set name=<another name> or pass --new.")
+    return target
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _refuse_changed_cells(sweep_dir: Path, cells: list[Cell]) -> None:
+    """Refuse to mix results: a finished cell whose config differs from what would run now."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    affected = []
+    for cell in cells:
+        stored_file = sweep_dir / cell.name / runs.CONFIG_FILE
+        if not _finished(sweep_dir / cell.name):
+            continue
+        stored = _flat(yaml.safe_load(stored_file.read_text()))
+        now = _flat(cell.config.to_dict())
+        diff = {k: (stored.get(k), now.get(k)) for k in stored.keys() | now.keys()
+                if k not in _IGNORED_KEYS and stored.get(k) != now.get(k)}
+        if diff:
+            affected.append(cell.name)
+            changes.update(diff)
+    if affected:
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items())[:8])
+        raise UserError(
+            f"The config changed since {len(affected)} cell(s) of {sweep_dir} finished ({shown}), so their results "
+            "would not mean what the rest of the sweep means. Pass --new to start a new sweep folder, or undo the "
+            "change to continue this one. (Adding values to the grid only adds cells; that needs neither.)"
+        )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "params":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class _Status:
+    """``status.json``: one entry per cell of the current grid, rewritten atomically on
+    every change, so it can be watched while the sweep runs."""
+
+    def __init__(self, sweep_dir: Path, cells: list[Cell]):
+        self.path = sweep_dir / STATUS_FILE
+        old = {}
+        if self.path.is_file():
+            import json
+
+            old = {c["name"]: c for c in json.loads(self.path.read_text()).get("cells", [])}
+        self.sweep = sweep_dir.name
+        self.cells: dict[str, dict[str, Any]] = {}
+        for c in cells:
+            entry = {"name": c.name, "overrides": c.overrides, "status": "pending", "attempts": 0,
+                     "started": None, "finished": None, "seconds": None, "error": None}
+            entry.update({k: v for k, v in old.get(c.name, {}).items() if k in entry and k != "overrides"})
+            # The folder, not the old status file, says what is done: a process killed
+            # between writing metrics.json and status.json must not redo a cell.
+            if _finished(sweep_dir / c.name):
+                entry.update(status="finished", error=None)
+            elif entry["status"] in ("running", "finished"):
+                entry["status"] = "interrupted"
+            self.cells[c.name] = entry
+        self._write()
+
+    def attempts(self, name: str) -> int:
+        return int(self.cells[name]["attempts"])
+
+    def update(self, name: str, **values: Any) -> None:
+        self.cells[name].update(values)
+        self._write()
+
+    def _write(self) -> None:
+        counts: dict[str, int] = {}
+        for c in self.cells.values():
+            counts[c["status"]] = counts.get(c["status"], 0) + 1
+        runs.write_json(self.path, {"sweep": self.sweep, "updated": _now(), "counts": counts,
+                                    "cells": list(self.cells.values())})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -1,0 +1,229 @@
+"""Sweeps: grid expansion and naming, resume after a killed sweep, failures, changed configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tlexp.config import expand_sweep, load_config
+from tlexp.errors import ConfigError, UserError
+
+
+# --------------------------------------------------------------------------- grid (no TensorFlow)
+
+
+def test_grid_expansion_order_names_and_shared_split(tmp_path):
+    cfg = load_config(None, [f"data.root={tmp_path}", "seed=4", "sweep.model.backbone=[vgg16, resnet50]",
+                             "sweep.model.freeze=[0.1, 0.7]", "sweep.seed=[0, 1]"])
+    cells = expand_sweep(cfg)
+    assert [c.name for c in cells] == [
+        "vgg16_f10_s0", "vgg16_f10_s1", "vgg16_f70_s0", "vgg16_f70_s1",
+        "resnet50_f10_s0", "resnet50_f10_s1", "resnet50_f70_s0", "resnet50_f70_s1",
+    ]
+    assert cells[5].overrides == {"model.backbone": "resnet50", "model.freeze": 0.1, "seed": 1}
+    assert cells[5].config.model.backbone == "resnet50" and cells[5].config.seed == 1
+    # every cell is an ordinary run on the base config's split
+    assert {c.config.data.split_seed for c in cells} == {4}
+    assert all(c.config.sweep == {} and c.config.name == c.name for c in cells)
+
+
+def test_nested_yaml_grid_and_other_keys_in_names(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"data: {{root: {tmp_path}}}\nsweep:\n  model:\n    head:\n      dense: [[256], [64, 32]]\n"
+                    "  train.learning_rate: [0.001]\n")
+    cells = expand_sweep(load_config(path))
+    assert [c.name for c in cells] == ["vgg16_f30_s0_dense-256_learning_rate-0.001",
+                                       "vgg16_f30_s0_dense-64-32_learning_rate-0.001"]
+    assert cells[1].config.model.head.dense == [64, 32]
+
+
+def test_command_line_narrows_the_grid(tmp_path):
+    study = Path(__file__).resolve().parents[1] / "configs" / "study.yaml"
+    full = expand_sweep(load_config(study, [f"data.root={tmp_path}"]))
+    assert len(full) == 12
+    narrowed = expand_sweep(load_config(study, [f"data.root={tmp_path}", "sweep.model.backbone=[densenet121]",
+                                                "sweep.seed=2"]))  # a single value is a one-value list
+    assert [c.name for c in narrowed] == [f"densenet121_f{f}_s2" for f in (10, 30, 50, 70)]
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("sweep.model.frezze=[0.1]", r"Unknown key 'sweep.model.frezze'. Did you mean 'sweep.model.freeze'\?"),
+        ("sweep.model.freeze=[0.1, 1.5]", r"sweep value model.freeze=1.5: The 'model.freeze' parameter must be"),
+        ("sweep.output.dir=[a, b]", r"'sweep.output.dir' cannot be swept"),
+        ("sweep.seed=[]", r"'sweep.seed' must list at least one value"),
+    ],
+)
+def test_bad_grids(tmp_path, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [f"data.root={tmp_path}", override])
+
+
+def test_run_refuses_a_sweep_config(tmp_path):
+    from tlexp.experiment import run_experiment
+
+    cfg = load_config(None, [f"data.root={tmp_path}", "sweep.seed=[0, 1]"])
+    with pytest.raises(UserError, match=r"defines a sweep over seed; run it with 'tlexp sweep'"):
+        run_experiment(cfg)
+
+
+# --------------------------------------------------------------------------- running sweeps
+
+
+def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini") -> Path:
+    cfg = {
+        "name": name,
+        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
+        "forest": {"n_estimators": 5, "n_jobs": 1},
+        "output": {"dir": str(tmp_path / "results")},
+        "sweep": grid,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def tlexp(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tlexp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def summary(sweep_dir: Path) -> dict[str, dict[str, str]]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return {r["name"]: r for r in csv.DictReader(f)}
+
+
+def status(sweep_dir: Path) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads((sweep_dir / "status.json").read_text())["cells"]}
+
+
+GRID = {"model.freeze": [0.3, 0.5, 0.7]}
+CELLS = ["vgg16_f30_s0", "vgg16_f50_s0", "vgg16_f70_s0"]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_dataset):
+    # The reference: the same grid, never interrupted.
+    ref = tlexp("sweep", str(sweep_config(tmp_path, flat_dataset, GRID, name="ref")), cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = tmp_path / "results" / "ref"
+    assert {n: c["status"] for n, c in status(ref_dir).items()} == dict.fromkeys(CELLS, "finished")
+    for cell in CELLS:
+        assert (ref_dir / cell / "metrics.json").is_file()
+    split = (ref_dir / CELLS[0] / "split.csv").read_bytes()
+    assert all((ref_dir / c / "split.csv").read_bytes() == split for c in CELLS)  # one split for all cells
+
+    # Kill a real sweep while its second cell is running.
+    cfg = sweep_config(tmp_path, flat_dataset, GRID, name="killed")
+    sweep_dir = tmp_path / "results" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (sweep_dir / CELLS[1] / "config.yaml").exists():
+        assert proc.poll() is None, "sweep ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (sweep_dir / CELLS[0] / "metrics.json").is_file()
+    assert not (sweep_dir / CELLS[1] / "metrics.json").exists()
+    assert not (sweep_dir / "summary.csv").exists()
+    first_done = (sweep_dir / CELLS[0] / "metrics.json").stat().st_mtime_ns
+
+    again = tlexp("sweep", str(cfg), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 finished before, 2 to run" in again.stderr
+    assert (sweep_dir / CELLS[0] / "metrics.json").stat().st_mtime_ns == first_done  # not redone
+    attempts = list((sweep_dir / ".attempts").iterdir())
+    assert [a.name for a in attempts] == [f"{CELLS[1]}.attempt"]  # the killed attempt, kept aside
+    assert not (attempts[0] / "metrics.json").exists()
+    st = status(sweep_dir)
+    assert st[CELLS[1]]["attempts"] == 2 and all(c["status"] == "finished" for c in st.values())
+
+    got, want = summary(sweep_dir), summary(ref_dir)
+    assert sorted(got) == sorted(want) == CELLS
+    for cell in CELLS:
+        for col in ("head_test_accuracy", "forest_test_accuracy", "logreg_test_accuracy", "frozen_share"):
+            assert float(got[cell][col]) == pytest.approx(float(want[cell][col]), abs=1e-9), (cell, col)
+
+
+@pytest.mark.slow
+def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not an HDF5 file")
+    cfg = sweep_config(tmp_path, flat_dataset, {"model.weights": ["none", str(bad)]}, name="fails")
+    sweep_dir = tmp_path / "results" / "fails"
+    first = tlexp("sweep", str(cfg), cwd=tmp_path)
+    assert first.returncode == 1, first.stderr  # some cells failed
+    assert "Traceback" not in first.stderr
+    st = status(sweep_dir)
+    ok, broken = st["vgg16_f30_s0_weights-none"], [c for n, c in st.items() if n != "vgg16_f30_s0_weights-none"][0]
+    assert ok["status"] == "finished"
+    assert broken["status"] == "failed" and "WeightsError: Could not load weights" in broken["error"]
+    rows = summary(sweep_dir)
+    assert rows[broken["name"]]["status"] == "failed" and rows[ok["name"]]["status"] == "finished"
+    ok_mtime = (sweep_dir / ok["name"] / "metrics.json").stat().st_mtime_ns
+
+    # Fix the file; the same command retries only the failed cell.
+    import keras
+
+    from tlexp.backbones import build_backbone
+
+    keras.utils.set_random_seed(0)
+    bad.unlink()
+    build_backbone("vgg16", 32).save_weights(bad)
+    second = tlexp("sweep", str(cfg), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    st = status(sweep_dir)
+    assert st[broken["name"]]["status"] == "finished" and st[broken["name"]]["attempts"] == 2
+    assert (sweep_dir / ok["name"] / "metrics.json").stat().st_mtime_ns == ok_mtime
+    assert all(r["status"] == "finished" for r in summary(sweep_dir).values())
+
+
+@pytest.mark.slow
+def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset):
+    cfg = sweep_config(tmp_path, flat_dataset, {"model.freeze": [0.5]}, name="grow")
+    sweep_dir = tmp_path / "results" / "grow"
+    assert tlexp("sweep", str(cfg), cwd=tmp_path).returncode == 0
+    done = (sweep_dir / "vgg16_f50_s0" / "metrics.json").stat().st_mtime_ns
+
+    changed = tlexp("sweep", str(cfg), "train.learning_rate=0.01", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "The config changed since 1 cell(s)" in changed.stderr and "train.learning_rate: 0.001 -> 0.01" in changed.stderr
+    assert "--new" in changed.stderr and "Traceback" not in changed.stderr
+
+    grown = tlexp("sweep", str(cfg), "sweep.model.freeze=[0.5, 0.7]", cwd=tmp_path)
+    assert grown.returncode == 0, grown.stderr
+    assert "1 finished before, 1 to run" in grown.stderr
+    assert (sweep_dir / "vgg16_f50_s0" / "metrics.json").stat().st_mtime_ns == done
+    assert sorted(summary(sweep_dir)) == ["vgg16_f50_s0", "vgg16_f70_s0"]
+
+    fresh = tlexp("sweep", str(cfg), "train.learning_rate=0.01", "--new", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip().endswith("grow2")
+    assert yaml.safe_load((tmp_path / "results" / "grow2" / "vgg16_f50_s0" / "config.yaml").read_text())[
+        "train"]["learning_rate"] == 0.01
+
+
+@pytest.mark.slow
+def test_plan_lists_cells_without_training(tmp_path, flat_dataset):
+    proc = tlexp("plan", str(sweep_config(tmp_path, flat_dataset, {"model.backbone": ["vgg16", "resnet50"],
+                                                                 "model.freeze": [0.3, 0.7]})), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "# 4 cells" in lines
+    assert any(line.startswith("vgg16_f30_s0") and "block4_conv2" in line and "35.9 %" in line for line in lines)
+    assert any(line.startswith("resnet50_f70_s0") and "conv5_block2_1_relu" in line for line in lines)
+    assert not (tmp_path / "results").exists()
