@@ -192,7 +192,7 @@ def test_shipped_configs_are_valid(monkeypatch, tmp_path):
     for p in configs:
         # data.root must exist for validation; point it at an empty folder.
         cfg = load_config(p, [f"data.root={tmp_path / 'data'}"])
-        if p.stem != "demo":
+        if "_f" in p.stem:  # a study cell, e.g. resnet50_f30
             backbone, f = p.stem.split("_f")
             assert cfg.model.backbone == backbone
             assert cfg.model.freeze == int(f) / 100
@@ -205,5 +205,9 @@ def test_readme_documents_every_key_and_run_file():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for key, *_ in describe():
         assert f"`{key}`" in readme, f"README's config table lacks {key}"
-    for name in (v for k, v in vars(runs).items() if k.endswith(("_FILE", "_PLOT"))):
-        assert f"`{name}`" in readme, f"README's run-folder table lacks {name}"
+    from tlexp import report, sweep
+
+    for module, suffixes in ((runs, ("_FILE", "_PLOT")), (sweep, ("_FILE", "_DIR")),
+                             (report, ("_CSV", "_MD", "_PLOT", "_REPORT"))):
+        for name in (v for k, v in vars(module).items() if k.isupper() and k.endswith(suffixes)):
+            assert f"`{name}`" in readme, f"README lacks {module.__name__}'s {name}"

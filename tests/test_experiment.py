@@ -88,3 +88,31 @@ def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_da
     np.testing.assert_allclose(manual.ravel(), out["proba"][:, 1], rtol=1e-4)
     assert out["indices"].tolist() == list(range(7))
     assert keras.backend.backend() == "tensorflow"
+
+
+@pytest.mark.parametrize("policy", ["inference", "frozen", "train"])
+def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
+    """'inference'/'frozen': BN never uses batch statistics, even inside fit(); 'train' does.
+    Only 'train' moves the moving averages; only 'frozen' keeps BN scale/offset fixed."""
+    import keras
+
+    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
+    from tlexp.train import build_model, compile_model
+
+    cfg = load_config(None, [f"data.root={tmp_path}", "model.backbone=resnet50", f"model.batchnorm={policy}",
+                             "data.image_size=32", "model.freeze=0.7", "model.head.pooling=avg",
+                             "train.learning_rate=0.01"])
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("resnet50", 32)
+    apply_freeze(backbone, plan_freeze(backbone, 0.7, policy))
+    model = build_model(backbone, cfg, 2)
+    compile_model(model, cfg, 2)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    differs = not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
+    assert differs == (policy == "train")
+
+    last_bn = backbone.get_layer("conv5_block3_3_bn")  # in the trainable part
+    mean_before, gamma_before = np.asarray(last_bn.moving_mean).copy(), np.asarray(last_bn.gamma).copy()
+    model.fit(x, np.ones(8, "float32"), epochs=1, batch_size=8, verbose=0)
+    assert (not np.allclose(mean_before, np.asarray(last_bn.moving_mean))) == (policy == "train")
+    assert (not np.allclose(gamma_before, np.asarray(last_bn.gamma))) == (policy != "frozen")

@@ -240,3 +240,152 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
         # The temp file ends in .tmp, so the format must be named explicitly.
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
+
+
+# --------------------------------------------------------------------------- sweep charts
+
+_MIN_ACCURACY_SPAN = 0.02  # smallest y range of accuracy charts: 2 percentage points
+# Line styles per classifier, in order (head first): marker and dash differ as well as
+# colour, so lines stay apart in greyscale and where they overlap.
+_CLASSIFIER_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--")]
+
+
+def plot_accuracy_vs_frozen(
+    points: dict[str, dict[str, Sequence[tuple[float, float]]]], path: str | os.PathLike
+) -> Path:
+    """Plot test accuracy against the achieved frozen share, one panel per backbone.
+
+    Runs at the same frozen share (different seeds) are drawn as their mean with an
+    error bar of one sample standard deviation; a single run is a plain point. Within
+    a panel, classifiers at the same share are offset sideways by a hair so that
+    their error bars do not hide each other.
+
+    Args:
+        points: Backbone -> classifier -> ``(frozen_share, accuracy)`` per run, share
+            in [0, 1], e.g. ``{"vgg16": {"head": [(0.36, 0.97), (0.36, 0.98)],
+            "forest": [...]}}``. Panels and lines follow the dict order.
+        path: Where to write the PNG.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: If ``points`` holds no point at all.
+    """
+    from matplotlib.figure import Figure
+
+    if not any(pairs for lines in points.values() for pairs in lines.values()):
+        raise ValueError("points must hold at least one (frozen_share, accuracy) pair. Got none instead.")
+    classifiers = list(dict.fromkeys(c for lines in points.values() for c in lines))
+    n = len(points)
+    ncols = 2 if n == 4 else min(n, 3)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(4.6 * ncols + 0.6, 3.9 * nrows + 0.7), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    low, high, span = _x_limits([x for lines in points.values() for pairs in lines.values() for x, _ in pairs])
+    for ax, (backbone, lines) in zip(axes, points.items()):
+        for i, clf in enumerate(classifiers):
+            if not lines.get(clf):
+                continue
+            x, mean, std = _mean_std_by_x(lines[clf])
+            offset = (i - (len(classifiers) - 1) / 2) * 0.012 * span
+            marker, dash = _CLASSIFIER_STYLES[i % len(_CLASSIFIER_STYLES)]
+            ax.errorbar(100 * x + offset, mean, yerr=std if np.any(std > 0) else None, color=f"C{i}",
+                        marker=marker, linestyle=dash, markersize=6, capsize=3, linewidth=1.6, label=clf)
+        ax.set_title(backbone)
+        ax.set_xlim(low, high)  # one range for all panels, so shares line up across backbones
+        ax.set_xlabel("frozen share of backbone parameters (%)")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    # Panels share y. Accuracies a few tenths of a point apart would fill the whole axis
+    # and look like big differences: show at least _MIN_ACCURACY_SPAN.
+    low, high = axes[0].get_ylim()
+    if high - low < _MIN_ACCURACY_SPAN:
+        centre = (low + high) / 2
+        axes[0].set_ylim(centre - _MIN_ACCURACY_SPAN / 2, centre + _MIN_ACCURACY_SPAN / 2)
+    for row in range(nrows):
+        axes[row * ncols].set_ylabel("test accuracy")
+        axes[row * ncols].yaxis.set_tick_params(labelleft=True)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:n]:  # a classifier missing from the first panel still gets a legend entry
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False)
+    spread = any(len(ys) > 1 for lines in points.values() for pairs in lines.values()
+                 for ys in _groups(pairs).values())
+    fig.suptitle("Test accuracy vs frozen share" + (" (mean ± std over seeds)" if spread else ""), fontsize=13)
+    return _save(fig, path)
+
+
+def plot_time_vs_frozen(points: dict[str, Sequence[tuple[float, float]]], path: str | os.PathLike) -> Path:
+    """Plot wall time per run against the achieved frozen share, one line per backbone.
+
+    Runs at the same frozen share are drawn as mean ± one sample standard deviation.
+
+    Args:
+        points: Backbone -> ``(frozen_share, seconds)`` per run, share in [0, 1].
+        path: Where to write the PNG.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: If ``points`` holds no point at all.
+    """
+    from matplotlib.figure import Figure
+
+    if not any(points.values()):
+        raise ValueError("points must hold at least one (frozen_share, seconds) pair. Got none instead.")
+    fig = Figure(figsize=(6.5, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for i, (backbone, pairs) in enumerate(points.items()):
+        if not pairs:
+            continue
+        x, mean, std = _mean_std_by_x(pairs)
+        marker, dash = _CLASSIFIER_STYLES[i % len(_CLASSIFIER_STYLES)]
+        ax.errorbar(100 * x, mean, yerr=std if np.any(std > 0) else None, color=f"C{i}", marker=marker,
+                    linestyle=dash, markersize=6, capsize=3, linewidth=1.6, label=backbone)
+    # From zero, so the heights compare as ratios (a run twice as long looks twice as high).
+    ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.05)
+    low, high, _ = _x_limits([x for pairs in points.values() for x, _ in pairs])
+    ax.set_xlim(low, high)
+    ax.set_xlabel("frozen share of backbone parameters (%)")
+    ax.set_ylabel("wall time per run (s)")
+    spread = any(len(ys) > 1 for pairs in points.values() for ys in _groups(pairs).values())
+    ax.set_title("Wall time per run vs frozen share" + (" (mean ± std over seeds)" if spread else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def _mean_std_by_x(pairs: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group ``(x, y)`` pairs by x: sorted x, mean y, sample std of y (0 for a single y)."""
+    groups = _groups(pairs)
+    xs = sorted(groups)
+    means = np.array([np.mean(groups[x]) for x in xs])
+    stds = np.array([np.std(groups[x], ddof=1) if len(groups[x]) > 1 else 0.0 for x in xs])
+    return np.array(xs), means, stds
+
+
+def _groups(pairs: Sequence[tuple[float, float]]) -> dict[float, list[float]]:
+    """y values by x; x rounded so that float noise in a share does not split a group."""
+    groups: dict[float, list[float]] = {}
+    for x, y in pairs:
+        groups.setdefault(round(float(x), 9), []).append(float(y))
+    return groups
+
+
+def _x_limits(shares: Sequence[float]) -> tuple[float, float, float]:
+    """x range in percent for ``shares`` (in [0, 1]), padded so end caps are not clipped.
+
+    Returns:
+        ``(low, high, span)``; span is the data width, at least 10 points, so that a
+        single share still sits in the middle of a sensible range.
+    """
+    xs = 100 * np.asarray(shares, dtype=float)
+    span = max(float(xs.max() - xs.min()), 10.0)
+    centre = (float(xs.max()) + float(xs.min())) / 2
+    return centre - 0.58 * span, centre + 0.58 * span, span

@@ -39,8 +39,9 @@ OUTPUTS = (SUMMARY_CSV, BY_SETTING_CSV, PAIRED_CSV, SUMMARY_MD, ACCURACY_PLOT, T
 # The study's backbones first, in its order; any others follow alphabetically.
 BACKBONE_ORDER = ("vgg16", "resnet50", "densenet121")
 ALPHA = 0.05  # significance level of the paired tests' one-line readings
-# Config keys that do not make a setting: seeds vary within one, the rest is bookkeeping.
-NOT_SETTING = frozenset({"seed", "name", "output.dir", "data.split_seed"})
+# Config keys that do not make a setting: seeds vary within one, the rest is bookkeeping
+# (``sweep`` is the grid that produced the run, not a property of the run).
+NOT_SETTING = frozenset({"seed", "name", "output.dir", "data.split_seed", "sweep"})
 
 
 @dataclass
@@ -52,6 +53,7 @@ class _Run:
     dir: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)  # flattened: "model.freeze" -> 0.3
     config_text: str = ""
+    config_source: str = "resolved config.yaml"  # what config_text is, for the HTML page
     metrics: dict[str, Any] | None = None
     error: str = ""
 
@@ -69,6 +71,7 @@ class _Table:
     header: list[str]
     rows: list[list[str]]
     align: str  # one letter per column: "l" or "r"
+    marked: set[int] = field(default_factory=set)  # rows to highlight in HTML (failed runs)
 
     def markdown(self) -> str:
         def line(cells: Sequence[str]) -> str:
@@ -78,13 +81,25 @@ class _Table:
         return "\n".join([line(self.header), line(rule)] + [line(r) for r in self.rows])
 
     def html(self) -> str:
-        def row(cells: Sequence[str], tag: str) -> str:
-            return "<tr>" + "".join(
-                f'<{tag} class="{"num" if a == "r" else "txt"}">{html.escape(c)}</{tag}>'
+        def row(cells: Sequence[str], tag: str, marked: bool = False) -> str:
+            return ('<tr class="marked">' if marked else "<tr>") + "".join(
+                f'<{tag} class="{"num" if a == "r" else "txt"}">{_no_break(html.escape(c))}</{tag}>'
                 for c, a in zip(cells, self.align)) + "</tr>"
 
-        body = "\n".join(row(r, "td") for r in self.rows)
-        return f'<div class="scroll"><table>\n<thead>{row(self.header, "th")}</thead>\n<tbody>\n{body}\n</tbody></table></div>'
+        body = "\n".join(row(r, "td", i in self.marked) for i, r in enumerate(self.rows))
+        return (f'<div class="scroll"><table>\n<thead>{row(self.header, "th")}</thead>\n'
+                f"<tbody>\n{body}\n</tbody></table></div>")
+
+
+# A table too wide for the page wraps its cells at spaces; these spaces hold a number
+# to its unit or sign: "35.9 %", "± 0.0042", "[-0.01, +0.03]" wrap only before "±" / "[".
+_NO_BREAK = ((" %", "&nbsp;%"), ("± ", "±&nbsp;"), (", +", ",&nbsp;+"), (", -", ",&nbsp;-"))
+
+
+def _no_break(text: str) -> str:
+    for plain, kept in _NO_BREAK:
+        text = text.replace(plain, kept)
+    return text
 
 
 def find_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -110,8 +125,6 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path
             if runs.CONFIG_FILE in files:
                 found.add(Path(here).resolve())
                 dirs[:] = []
-            else:
-                dirs.sort()
     ordered = sorted(found)
     return ([d for d in ordered if (d / runs.METRICS_FILE).is_file()],
             [d for d in ordered if not (d / runs.METRICS_FILE).is_file()])
@@ -134,8 +147,10 @@ def build_report(
             ``paired.csv`` without predictions) is removed so none is left stale.
         failed: Sweep entries that failed, each a dict with at least ``name``,
             ``error`` and ``overrides`` (dotted key -> value, e.g.
-            ``{"model.backbone": "resnet50", "model.freeze": 0.3, "seed": 0}``); an
-            optional ``run_dir`` is shown too. Listed, never averaged or plotted.
+            ``{"model.backbone": "resnet50", "model.freeze": 0.3, "seed": 0}``).
+            Optional: ``config``, the cell's whole resolved config (nested dict), so
+            that keys the grid did not vary (e.g. the backbone) are shown too; and
+            ``run_dir``. Listed, never averaged or plotted.
         title: Heading of ``summary.md`` and ``report.html``.
 
     Returns:
@@ -171,14 +186,15 @@ def build_report(
         times = {b: [(r.metrics["freeze"]["frozen_share"], r.metrics["timings_s"]["total"])
                      for r in done if r.config.get("model.backbone") == b] for b in _backbones(done)}
         plots.plot_time_vs_frozen(times, out / TIME_PLOT)
+        # Error bars exist exactly when some setting ran with several seeds.
+        note = ("; points are means over seeds, error bars one standard deviation." if by_setting else ".")
         figures = [(ACCURACY_PLOT, "Test accuracy vs the achieved frozen share of backbone parameters, "
-                                   "one panel per backbone" + _seed_note(done)),
-                   (TIME_PLOT, "Wall time per run (training, prediction and classifiers) vs frozen share"
-                               + _seed_note(done))]
+                                   "one panel per backbone" + note),
+                   (TIME_PLOT, "Wall time per run (training, prediction and classifiers) vs frozen share" + note)]
         written.update({name: out / name for name, _ in figures})
 
     sections = _sections(items, clfs, by_setting, paired, notes)
-    stamp = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    stamp = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
     counts = _count_line(items)
     md = [f"# {title}", "", f"Generated {stamp}. {counts}", ""]
     for heading, intro, table in sections:
@@ -209,15 +225,18 @@ def _load_run(run_dir: Path) -> _Run:
                     error=f"no {runs.METRICS_FILE}: the run has not finished (still running, or stopped)")
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     name = str((metrics.get("run") or {}).get("name") or name)
-    return _Run(name, "finished", run_dir, config, text, metrics)
+    return _Run(name, "finished", run_dir, config, text, metrics=metrics)
 
 
 def _failed_run(entry: dict[str, Any]) -> _Run:
     overrides = dict(entry.get("overrides") or {})
+    config = {**_flatten(entry.get("config") or {}), **overrides}
+    shown = entry.get("config") or overrides
     lines = str(entry.get("error", "")).strip().splitlines()
     run_dir = Path(entry["run_dir"]) if entry.get("run_dir") else None
-    text = yaml.safe_dump(overrides, sort_keys=False) if overrides else ""
-    return _Run(str(entry.get("name", "?")), "failed", run_dir, overrides, text, error=lines[0] if lines else "")
+    text = yaml.safe_dump(shown, sort_keys=False) if shown else ""
+    return _Run(str(entry.get("name", "?")), "failed", run_dir, config, text,
+                "resolved config" if entry.get("config") else "sweep overrides", error=lines[0] if lines else "")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -282,14 +301,14 @@ def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[li
             "frozen_share": (m.get("freeze") or {}).get("frozen_share"),
             "last_frozen_layer": (m.get("freeze") or {}).get("last_frozen_layer"),
             "trainable_params": (m.get("params") or {}).get("trainable"),
-            "epochs": len((m.get("history") or {}).get("loss") or []) or None if m else None,
+            "epochs": len((m.get("history") or {}).get("loss") or []) or None,  # epochs actually run
             "wall_time_s": (m.get("timings_s") or {}).get("total"),
             "device": (m.get("environment") or {}).get("device"),
             "run_dir": _relative(r.dir, out) if r.dir else None, "error": r.error,
         }
         for c in clfs:
             s = r.scores(c)
-            for split in ("train", "val", "test"):
+            for split in ("train", "val", "test"):  # more than the header asks for; the header picks
                 row[f"{c}_{split}_accuracy"] = s.get(split, {}).get("accuracy")
                 row[f"{c}_{split}_loss"] = s.get(split, {}).get("log_loss")
             row[f"{c}_test_f1"] = s.get("test", {}).get("f1")
@@ -308,8 +327,7 @@ def _relative(path: Path, out: Path) -> str:
 # (classifier, split, metrics.json key, column label) averaged over seeds, besides each
 # other classifier's test accuracy and the wall time.
 _MEAN_METRICS = [("head", "train", "accuracy", "train acc"), ("head", "val", "log_loss", "val loss"),
-                 ("head", "val", "accuracy", "val acc"), ("head", "test", "log_loss", "test loss"),
-                 ("head", "test", "accuracy", "test acc")]
+                 ("head", "val", "accuracy", "val acc"), ("head", "test", "accuracy", "test acc")]
 
 
 def _by_setting(done: Sequence[_Run], clfs: list[str]):
@@ -320,8 +338,7 @@ def _by_setting(done: Sequence[_Run], clfs: list[str]):
     """
     groups: dict[str, list[_Run]] = {}
     for r in done:
-        key = json.dumps({k: v for k, v in r.config.items() if k not in NOT_SETTING}, sort_keys=True, default=str)
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(_setting_key(r), []).append(r)
     if not any(len(g) > 1 for g in groups.values()):
         return None
     # Keys (besides backbone and freeze) that differ between settings: shown so that two
@@ -352,6 +369,17 @@ def _by_setting(done: Sequence[_Run], clfs: list[str]):
     table = _Table(["backbone", "frozen (asked)", "frozen (achieved)"] + (["setting"] if varying else [])
                    + ["seeds"] + labels, shown, "lrr" + ("l" if varying else "") + "l" + "r" * len(labels))
     return (header, csv_rows), table
+
+
+def _setting_key(r: _Run) -> str:
+    """The run's config without the keys in ``NOT_SETTING``, as a canonical string.
+
+    Keys set to null are left out, so a run made before a key existed (absent) and one
+    made after (null by default) fall in the same setting.
+    """
+    kept = {k: v for k, v in r.config.items()
+            if v is not None and k.split(".", 1)[0] not in NOT_SETTING and k not in NOT_SETTING}
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -387,7 +415,7 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
         if not others:
             continue
         if not path.is_file():
-            notes.append(f"{r.name}: no {runs.PREDICTIONS_FILE} (runs made before tlexp wrote it); not compared.")
+            notes.append(f"{r.name}: no {runs.PREDICTIONS_FILE}, so its classifiers were not compared.")
             continue
         test = [p for p in runs.read_csv(path) if p.get("split") == "test"]
         if not test:
@@ -401,10 +429,12 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
                 continue
             right_b = np.array([p[c] for p in test]) == label
             t, ci = mcnemar(right_a, right_b), bootstrap_ci(right_a, right_b)
+            p = _fmt_p(t["p_value"])
+            p = p if p.startswith("<") else f"={p}"
             if t["p_value"] < ALPHA:
-                reading = f"{c if t['c'] > t['b'] else 'head'} better, p={_fmt_p(t['p_value'])}"
+                reading = f"{c if t['c'] > t['b'] else 'head'} better, p{p}"
             else:
-                reading = f"no significant difference (p={_fmt_p(t['p_value'])})"
+                reading = f"no significant difference (p{p})"
             rows.append({"run": r.name, "backbone": r.config.get("model.backbone"),
                          "freeze_requested": r.config.get("model.freeze"),
                          "frozen_share": r.metrics["freeze"]["frozen_share"], "seed": r.config.get("seed"),
@@ -431,7 +461,8 @@ def _sections(items, clfs, by_setting, paired, notes) -> list[tuple[str, str, _T
         rows.append(cells + ([r.status] if problems else []))
     results = _Table(["run", "backbone", "frozen (asked)", "frozen (achieved)", "seed", "train acc", "val loss",
                       "val acc", "test acc"] + [f"{c} test acc" for c in others] + (["status"] if problems else []),
-                     rows, "llrrr" + "r" * (4 + len(others)) + ("l" if problems else ""))
+                     rows, "llrrr" + "r" * (4 + len(others)) + ("l" if problems else ""),
+                     {i for i, r in enumerate(items) if r.status != "finished"})
     intro = ("Train/val/test columns without a classifier name are the dense head's"
              + (f"; {', '.join(others)}: classifiers fitted on the head's penultimate activations" if others else "")
              + ". Frozen: share of backbone parameters, as asked and as achieved by freezing whole layers.")
@@ -466,11 +497,6 @@ def _count_line(items: Sequence[_Run]) -> str:
     return f"{len(items)} run(s): {', '.join(parts) or 'none'}."
 
 
-def _seed_note(done: Sequence[_Run]) -> str:
-    seeds = {r.config.get("seed") for r in done}
-    return "; points are means over seeds, error bars one standard deviation." if len(seeds) > 1 else "."
-
-
 # --------------------------------------------------------------------------- formatting
 
 
@@ -482,19 +508,20 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def _pct(share: Any) -> str:
+def _pct(share: Any, whole: bool = False) -> str:
+    """A share as a percentage: one decimal, or none with ``whole`` if it is a whole percent."""
     s = _share(share)
     if s is None:
         return ""
     pct = 100 * s
-    return f"{pct:.0f} %" if abs(pct - round(pct)) < 1e-9 else f"{pct:.1f} %"
+    return f"{pct:.0f} %" if whole and abs(pct - round(pct)) < 1e-9 else f"{pct:.1f} %"
 
 
 def _fmt_freeze(freeze: Any) -> str:
     """A requested freeze: a share as a percentage, a layer name as 'through <layer>'."""
     if freeze is None:
         return ""
-    return _pct(freeze) if _share(freeze) is not None else f"through {freeze}"
+    return _pct(freeze, whole=True) if _share(freeze) is not None else f"through {freeze}"
 
 
 def _fmt_mean_std(mean: float | None, std: float | None, digits: int) -> str:
@@ -504,20 +531,24 @@ def _fmt_mean_std(mean: float | None, std: float | None, digits: int) -> str:
 
 
 def _fmt_p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.2g}"
+    """Two significant digits below 0.1 (0.031, 0.0024), two decimals above (0.41, 1.00)."""
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.2f}" if p >= 0.095 else f"{p:.2g}"
 
 
 # --------------------------------------------------------------------------- HTML
 
 _CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1400px;
 padding:0 1rem;color:#1f2328;background:#fff}
 h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.25rem}
 .meta{color:#59636e;margin-top:0}.intro{color:#3d444d;max-width:80ch}
-.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:14px}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #d8dee4;white-space:nowrap}
-th{background:#f6f8fa;text-align:left;position:sticky;top:0}td.num,th.num{text-align:right;
-font-variant-numeric:tabular-nums}tbody tr:hover{background:#f6f8fa}
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13.5px}
+th,td{padding:.25rem .5rem;border-bottom:1px solid #d8dee4}
+th{background:#f6f8fa;text-align:left;vertical-align:bottom;min-width:4.5em}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:hover{background:#f6f8fa}
+tr.marked td{background:#fff8c5}
 figure{margin:1rem 0 2rem}figure img{max-width:100%;height:auto;border:1px solid #d8dee4}
 figcaption{color:#59636e;font-size:14px}details{margin:.3rem 0}summary{cursor:pointer}
 pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:13px}
@@ -535,12 +566,15 @@ _SCRIPT = """window.addEventListener("load", function () {
 def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, items: Sequence[_Run]) -> str:
     e = html.escape
     parts = [f"<h1>{e(title)}</h1>", f'<p class="meta">Generated {e(stamp)}. {e(counts)}</p>']
-    for i, (heading, intro, table) in enumerate(sections):
+    # The charts show the means over seeds: they go right after the table of those (or
+    # after the results when every setting ran once).
+    charts_after = "Mean ± std over seeds" if any(h == "Mean ± std over seeds" for h, *_ in sections) else "Results"
+    for heading, intro, table in sections:
         parts.append(f"<h2>{e(heading)}</h2>")
         parts += [f'<p class="intro">{e(p)}</p>' for p in intro.split("\n\n") if p]
         if table:
             parts.append(table.html())
-        if i == 0 and figures:  # the charts read best right after the results they show
+        if figures and heading == charts_after:
             parts.append("<h2>Charts</h2>")
             for name, caption in figures:
                 data = base64.b64encode((out / name).read_bytes()).decode("ascii")
@@ -550,9 +584,8 @@ def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, ite
     if configs:
         parts.append("<h2>Run configs</h2>")
         for r in configs:
-            what = "resolved config.yaml" if r.status != "failed" else "sweep overrides"
             where = f" — {_relative(r.dir, out)}" if r.dir else ""
-            parts.append(f"<details><summary>{e(r.name)} ({e(what)}{e(where)})</summary>"
+            parts.append(f"<details><summary>{e(r.name)} ({e(r.config_source)}{e(where)})</summary>"
                          f"<pre>{e(r.config_text)}</pre></details>")
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

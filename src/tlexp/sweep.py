@@ -117,7 +117,8 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") ->
     from tlexp.report import build_report
 
     done = [sweep_dir / c.name for c in cells if _finished(sweep_dir / c.name)]
-    failed = [{"name": c.name, "overrides": c.overrides, "error": status.cells[c.name].get("error") or "unknown"}
+    failed = [{"name": c.name, "overrides": c.overrides, "config": c.config.to_dict(),
+               "error": status.cells[c.name].get("error") or "not run yet"}
               for c in cells if not _finished(sweep_dir / c.name)]
     result.report = build_report(done, sweep_dir, failed=failed, title=f"tlexp sweep {sweep_dir.name}")
     log.info("sweep: summary in %s (%d finished, %d failed)", sweep_dir, len(done), len(failed))

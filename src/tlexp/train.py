@@ -30,9 +30,15 @@ def build_model(backbone, cfg: Config, n_classes: int):
     size = cfg.data.image_size
     head = cfg.model.head
     inputs = keras.Input((size, size, 3), name="image")
-    # 'inference' and 'frozen' keep every BatchNorm on its moving statistics; 'train'
-    # lets fit() pass training=True (frozen BN layers still stay in inference mode).
-    x = backbone(inputs, training=None if cfg.model.batchnorm == "train" else False)
+    if cfg.model.batchnorm == "train":
+        # fit() passes training=True: BN in the trainable part uses batch statistics and
+        # updates its moving averages; frozen BN layers (trainable=False) stay in inference.
+        x = backbone(inputs)
+    else:
+        # 'inference' and 'frozen': every BN layer keeps its moving statistics.
+        from tlexp.layers import InferenceMode
+
+        x = InferenceMode(backbone, name=f"{backbone.name}_inference")(inputs)
     x = {
         "flatten": keras.layers.Flatten(name="flatten"),
         "avg": keras.layers.GlobalAveragePooling2D(name="avg_pool"),

@@ -1,0 +1,401 @@
+"""Tests for tlexp.report: run folders written by hand, with known numbers, into exact tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+import yaml
+
+from tlexp import report, runs
+from tlexp.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def scores(acc: float, loss: float = 0.1, *, f1: float | None = None, auc: float | None = 0.99,
+           classes: Sequence[str] = ("cat", "dog"), n: int = 20) -> dict[str, Any]:
+    """One {train,val,test} entry of metrics.json, as tlexp.metrics writes it."""
+    return {"n": n, "accuracy": acc, "log_loss": loss, "precision": acc, "recall": acc,
+            "f1": acc if f1 is None else f1, "average": "binary" if len(classes) == 2 else "macro",
+            "positive_class": classes[1] if len(classes) == 2 else None, "roc_auc": auc,
+            "confusion": [[0] * len(classes) for _ in classes], "class_names": list(classes)}
+
+
+def make_run(
+    parent: Path,
+    name: str,
+    *,
+    backbone: str = "vgg16",
+    freeze: float | str = 0.3,
+    seed: int = 0,
+    share: float = 0.36,
+    head: Sequence[float] = (0.95, 0.90, 0.85),  # train, val, test accuracy
+    losses: Sequence[float] = (0.1, 0.2, 0.3),  # train, val, test log loss
+    others: dict[str, Sequence[float]] | None = None,  # classifier -> (train, val, test) accuracy
+    predictions: dict[str, Sequence[str]] | None = None,  # test split: "label", "head", classifier -> classes
+    classes: Sequence[str] = ("cat", "dog"),
+    wall: float = 10.0,
+    epochs: int = 2,
+    finished: bool = True,
+    config: dict[str, Any] | None = None,  # extra dotted config keys, e.g. {"train.learning_rate": 0.1}
+    auc: float | None = 0.99,
+) -> Path:
+    """A run folder like `tlexp run` writes: config.yaml, metrics.json, predictions.csv."""
+    others = {"forest": (1.0, 0.80, 0.75)} if others is None else others
+    run_dir = parent / name
+    run_dir.mkdir(parents=True)
+    cfg: dict[str, Any] = {
+        "name": name, "seed": seed,
+        "data": {"root": "/data", "image_size": 32, "split_seed": None},
+        "model": {"backbone": backbone, "weights": "none", "freeze": freeze},
+        "train": {"epochs": epochs, "learning_rate": 0.001},
+        "forest": {"enabled": "forest" in others},
+        "output": {"dir": str(parent)},
+    }
+    for key, value in (config or {}).items():
+        *path, last = key.split(".")
+        node = cfg
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    runs.write_yaml(run_dir / runs.CONFIG_FILE, cfg)
+    if predictions is not None:
+        names = ["head"] + list(others)
+        binary = len(classes) == 2
+        header = ["path", "split", "label"] + [c for n in names for c in ([n, f"{n}_p1"] if binary else [n])]
+        # A few train rows (all right) that the paired test must ignore, then the test split.
+        split_rows = [("train", classes[0], {n: classes[0] for n in names}) for _ in range(3)]
+        split_rows += [("test", y, {n: predictions[n][i] for n in names}) for i, y in enumerate(predictions["label"])]
+        rows = []
+        for i, (split, label, pred) in enumerate(split_rows):
+            rows.append([f"img{i}.jpg", split, label]
+                        + [c for n in names for c in ([pred[n], "0.5"] if binary else [pred[n]])])
+        runs.write_csv(run_dir / runs.PREDICTIONS_FILE, header, rows)
+    if not finished:
+        return run_dir
+    auc_kw = {"auc": auc, "classes": classes}
+    metrics = {
+        "run": {"name": name, "dir": str(run_dir), "started": "2026-01-01T00:00:00+00:00",
+                "finished": "2026-01-01T00:01:00+00:00"},
+        "data": {"class_names": list(classes), "counts": {}, "used": {}, "skipped": 0},
+        "freeze": {"requested": freeze, "frozen_share": share, "last_frozen_layer": "block4_conv2",
+                   "layers_frozen": 13},
+        "params": {"trainable": 1000 + seed, "non_trainable": 500, "total": 1500 + seed},
+        "history": {"loss": [0.5] * epochs, "accuracy": [0.8] * epochs, "val_loss": [0.4] * epochs,
+                    "val_accuracy": [0.85] * epochs},
+        "head": {s: scores(a, l, **auc_kw) for s, a, l in zip(SPLITS, head, losses)},
+        "forest": ({"n_features": 64, **{s: scores(a, 0.2, **auc_kw) for s, a in zip(SPLITS, others["forest"])}}
+                   if "forest" in others else None),
+        "classifiers": {c: {s: scores(a, 0.3, **auc_kw) for s, a in zip(SPLITS, accs)}
+                        for c, accs in others.items() if c != "forest"},
+        "timings_s": {"train": wall / 2, "total": wall},
+        "environment": {"device": "CPU (test)"},
+    }
+    runs.write_json(run_dir / runs.METRICS_FILE, metrics)
+    return run_dir
+
+
+def md_table(md: str, heading: str) -> list[list[str]]:
+    """The rows (header first, rule dropped) of the first Markdown table under ``## heading``."""
+    section = md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for i, ln in enumerate(lines) if i != 1]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    return runs.read_csv(path)
+
+
+# --------------------------------------------------------------------------- find_runs
+
+
+def test_find_runs_finished_unfinished_nested_and_deduplicated(tmp_path):
+    sweep = tmp_path / "sweep"
+    b = make_run(sweep, "b_run")
+    a = make_run(sweep / "nested", "a_run")
+    u = make_run(sweep, "c_unfinished", finished=False)
+    (sweep / "report").mkdir()  # a folder without config.yaml is not a run
+    (sweep / "report" / "summary.csv").write_text("x\n")
+    finished, unfinished = report.find_runs([sweep, b, sweep / "nested"])
+    assert finished == sorted([a.resolve(), b.resolve()])
+    assert unfinished == [u.resolve()]
+
+
+def test_find_runs_rejects_missing_path(tmp_path):
+    with pytest.raises(UserError, match="is not a folder"):
+        report.find_runs([tmp_path / "nope"])
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def test_summary_rows_sorted_and_exact(tmp_path):
+    p = tmp_path / "runs"
+    dirs = [
+        make_run(p, "z_mobile", backbone="mobilenetv2", freeze=0.1, share=0.11),
+        make_run(p, "d70", backbone="densenet121", freeze=0.7, share=0.69),
+        make_run(p, "r30s1", backbone="resnet50", freeze=0.3, seed=1, share=0.31),
+        make_run(p, "v70", backbone="vgg16", freeze=0.7, share=0.68, head=(0.99, 0.97, 0.96), wall=12.5),
+        make_run(p, "r30s0", backbone="resnet50", freeze=0.3, seed=0, share=0.31),
+        make_run(p, "v10", backbone="vgg16", freeze=0.1, share=0.12),
+        make_run(p, "a_eff", backbone="efficientnetb0", freeze="block3_conv1", share=0.2),
+    ]
+    out = tmp_path / "report"
+    written = report.build_report(dirs, out)
+
+    rows = csv_rows(out / "summary.csv")
+    assert [r["name"] for r in rows] == ["v10", "v70", "r30s0", "r30s1", "d70", "a_eff", "z_mobile"]
+    v70 = rows[1]
+    assert v70["status"] == "finished"
+    assert v70["backbone"] == "vgg16" and v70["seed"] == "0"
+    assert float(v70["freeze_requested"]) == 0.7 and float(v70["frozen_share"]) == 0.68
+    assert v70["last_frozen_layer"] == "block4_conv2" and v70["trainable_params"] == "1000"
+    assert float(v70["head_train_accuracy"]) == 0.99
+    assert float(v70["head_val_loss"]) == 0.2 and float(v70["head_val_accuracy"]) == 0.97
+    assert float(v70["head_test_loss"]) == 0.3 and float(v70["head_test_accuracy"]) == 0.96
+    assert float(v70["forest_val_accuracy"]) == 0.80 and float(v70["forest_test_accuracy"]) == 0.75
+    assert float(v70["head_test_f1"]) == 0.96 and float(v70["forest_test_roc_auc"]) == 0.99
+    assert v70["epochs"] == "2" and float(v70["wall_time_s"]) == 12.5 and v70["device"] == "CPU (test)"
+    assert v70["run_dir"] == "../runs/v70" and v70["error"] == ""
+    assert rows[5]["freeze_requested"] == "block3_conv1"
+
+    md = (out / "summary.md").read_text()
+    table = md_table(md, "Results")
+    assert table[0] == ["run", "backbone", "frozen (asked)", "frozen (achieved)", "seed", "train acc", "val loss",
+                        "val acc", "test acc", "forest test acc"]
+    assert table[2] == ["v70", "vgg16", "70 %", "68.0 %", "0", "0.9900", "0.2000", "0.9700", "0.9600", "0.7500"]
+    assert table[6][2] == "through block3_conv1"
+    # resnet50 at 30 % ran with two seeds: a means table, one row per setting, in the same order.
+    means = md_table(md, "Mean ± std over seeds")
+    assert [(r[0], r[1], r[3]) for r in means[1:]] == [("vgg16", "10 %", "0"), ("vgg16", "70 %", "0"),
+                                                      ("resnet50", "30 %", "0 1"), ("densenet121", "70 %", "0"),
+                                                      ("efficientnetb0", "through block3_conv1", "0"),
+                                                      ("mobilenetv2", "10 %", "0")]
+    assert set(written) == {"summary.csv", "summary_by_setting.csv", "summary.md", "accuracy_vs_frozen.png",
+                            "time_vs_frozen.png", "report.html"}  # no paired.csv: no predictions.csv
+    assert all(path.is_file() and path.parent == out for path in written.values())
+    assert "v70: no predictions.csv, so its classifiers were not compared." in md
+
+
+def test_mean_and_std_over_seeds(tmp_path):
+    p = tmp_path / "runs"
+    dirs = [make_run(p, f"v30s{s}", seed=s, head=(0.9, 0.8, acc),
+                     others={"forest": (1, 0.7, rf), "logreg": (1, .5, .6)}, wall=w)
+            for s, acc, rf, w in [(0, 0.80, 0.70, 10.0), (1, 0.85, 0.75, 20.0), (2, 0.90, 0.80, 30.0)]]
+    dirs.append(make_run(p, "v70s0", freeze=0.7, share=0.7, head=(0.9, 0.8, 0.5)))  # its own setting, one seed
+    # Same backbone and freeze but another learning rate: another setting, told apart by a column.
+    dirs.append(make_run(p, "v30lr", config={"train.learning_rate": 0.1}, head=(0.9, 0.8, 0.4)))
+    out = tmp_path / "rep"
+    written = report.build_report(dirs, out)
+    assert "summary_by_setting.csv" in written
+
+    rows = csv_rows(out / "summary_by_setting.csv")
+    assert len(rows) == 3
+    three = next(r for r in rows if r["n_runs"] == "3")
+    assert three["seeds"] == "0 1 2" and three["runs"] == "v30s0 v30s1 v30s2"
+    assert float(three["head_test_accuracy_mean"]) == pytest.approx(0.85)
+    assert float(three["head_test_accuracy_std"]) == pytest.approx(0.05)  # sample std of .80 .85 .90
+    assert float(three["forest_test_accuracy_mean"]) == pytest.approx(0.75)
+    assert float(three["logreg_test_accuracy_std"]) == pytest.approx(0.0)
+    assert float(three["wall_time_s_mean"]) == pytest.approx(20.0)
+    assert float(three["wall_time_s_std"]) == pytest.approx(10.0)
+    assert three["setting"] == "train.learning_rate=0.001"
+    single = next(r for r in rows if r["runs"] == "v70s0")
+    assert float(single["head_test_accuracy_mean"]) == 0.5 and single["head_test_accuracy_std"] == ""
+
+    table = md_table((out / "summary.md").read_text(), "Mean ± std over seeds")
+    assert table[0][:5] == ["backbone", "frozen (asked)", "frozen (achieved)", "setting", "seeds"]
+    row = next(r for r in table if r[4] == "0 1 2")
+    assert row[:4] == ["vgg16", "30 %", "36.0 %", "train.learning_rate=0.001"]
+    assert row[table[0].index("test acc")] == "0.8500 ± 0.0500"
+    assert row[table[0].index("forest test acc")] == "0.7500 ± 0.0500"
+    assert row[table[0].index("time (s)")] == "20.0 ± 10.0"
+
+
+def test_paired_mcnemar_from_predictions(tmp_path):
+    # 20 test images: head right on 0-15, forest right on 0-9 and 16-17.
+    # b (head right, forest wrong) = 6 (10-15); c (head wrong, forest right) = 2 (16, 17).
+    labels = ["cat", "dog"] * 10
+    flip = {"cat": "dog", "dog": "cat"}
+    head = [y if i < 16 else flip[y] for i, y in enumerate(labels)]
+    forest = [y if i < 10 or i in (16, 17) else flip[y] for i, y in enumerate(labels)]
+    run = make_run(tmp_path / "runs", "one", head=(1.0, 1.0, 0.8), others={"forest": (1, 1, 0.6)},
+                   predictions={"label": labels, "head": head, "forest": forest})
+    report.build_report([run], tmp_path / "rep")
+    (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
+    assert (row["run"], row["classifier_a"], row["classifier_b"], row["split"]) == ("one", "head", "forest", "test")
+    assert (row["n"], row["b"], row["c"]) == ("20", "6", "2")
+    # 2 * P(X <= 2 | n=8, p=1/2) = 2 * (1 + 8 + 28) / 256 = 74 / 256
+    assert float(row["p_value"]) == pytest.approx(74 / 256)
+    assert float(row["accuracy_a"]) == 0.8 and float(row["accuracy_b"]) == 0.6
+    assert float(row["diff"]) == pytest.approx(-0.2)
+    assert float(row["diff_low"]) <= -0.2 <= float(row["diff_high"])
+    assert row["reading"] == "no significant difference (p=0.29)"
+    table = md_table((tmp_path / "rep" / "summary.md").read_text(), "Head vs other classifiers")
+    assert table[1][:6] == ["one", "forest", "20", "6", "2", "0.29"]
+    assert table[1][6].startswith("-0.2000 [")
+
+
+def test_paired_significant_reading(tmp_path):
+    labels = ["a", "b"] * 20
+    head = ["a"] * 40  # right on the 20 "a" images only
+    logreg = list(labels)  # right on all 40: b=0, c=20, p = 2 / 2**20
+    run = make_run(tmp_path / "r", "x", classes=("a", "b"), others={"logreg": (1, 1, 1)},
+                   predictions={"label": labels, "head": head, "logreg": logreg})
+    report.build_report([run], tmp_path / "rep")
+    (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
+    assert (row["b"], row["c"]) == ("0", "20")
+    assert float(row["p_value"]) == pytest.approx(2 / 2**20)
+    assert row["reading"] == "logreg better, p<0.001"
+
+
+def test_failed_and_unfinished_rows(tmp_path):
+    p = tmp_path / "runs"
+    dirs = [make_run(p, f"v30s{s}", seed=s, head=(0.9, 0.8, 0.8 + 0.1 * s)) for s in (0, 1)]
+    unfinished = make_run(p, "v70s0", freeze=0.7, finished=False)
+    failed = [{"name": "resnet50_f30_s0", "error": "ResourceExhaustedError: OOM when allocating\nTraceback ...",
+               "overrides": {"model.backbone": "resnet50", "model.freeze": 0.3, "seed": 0}}]
+    out = tmp_path / "rep"
+    report.build_report([*dirs, unfinished], out, failed=failed)
+
+    rows = {r["name"]: r for r in csv_rows(out / "summary.csv")}
+    assert [r for r in rows] == ["v30s0", "v30s1", "v70s0", "resnet50_f30_s0"]
+    bad = rows["resnet50_f30_s0"]
+    assert (bad["status"], bad["backbone"], bad["seed"], bad["freeze_requested"]) == ("failed", "resnet50", "0", "0.3")
+    assert bad["error"] == "ResourceExhaustedError: OOM when allocating"
+    assert bad["head_test_accuracy"] == "" and bad["run_dir"] == ""
+    assert rows["v70s0"]["status"] == "unfinished" and rows["v70s0"]["head_test_accuracy"] == ""
+    assert "metrics.json" in rows["v70s0"]["error"]
+
+    # Not averaged: the by-setting table holds only the two finished seeds.
+    (setting,) = csv_rows(out / "summary_by_setting.csv")
+    assert setting["runs"] == "v30s0 v30s1"
+    assert float(setting["head_test_accuracy_mean"]) == pytest.approx(0.85)
+
+    md = (out / "summary.md").read_text()
+    results = md_table(md, "Results")
+    assert results[0][-1] == "status" and results[-1][-1] == "failed"
+    problems = md_table(md, "Failed and unfinished runs")
+    assert problems[1] == ["v70s0", "vgg16", "70 %", "0", "unfinished", problems[1][-1]]
+    assert problems[2] == ["resnet50_f30_s0", "resnet50", "30 %", "0", "failed",
+                           "ResourceExhaustedError: OOM when allocating"]
+
+
+def test_multiclass_run(tmp_path):
+    classes = ("bird", "cat", "dog")
+    labels = ["bird", "cat", "dog"] * 4
+    run = make_run(tmp_path / "r", "three", classes=classes, auc=None, others={"forest": (1, 1, 8 / 12)},
+                   predictions={"label": labels, "head": labels,
+                                "forest": ["bird"] * 3 + labels[3:6] + ["cat", "cat", "cat"] + labels[9:]})
+    header = (run / "predictions.csv").read_text().splitlines()[0]
+    assert header == "path,split,label,head,forest"  # no _p1 columns with three classes
+    out = tmp_path / "rep"
+    report.build_report([run], out)
+    (row,) = csv_rows(out / "summary.csv")
+    assert row["head_test_roc_auc"] == "" and row["forest_test_roc_auc"] == ""
+    (pair,) = csv_rows(out / "paired.csv")
+    # forest is wrong on cat, dog of the first triple and bird, dog of the third; head never.
+    assert (pair["b"], pair["c"], pair["n"]) == ("4", "0", "12")
+
+
+def test_single_run_without_classifiers_and_stale_files(tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "paired.csv").write_text("stale\n")
+    (out / "summary_by_setting.csv").write_text("stale\n")
+    (out / "notes.txt").write_text("mine\n")
+    run = make_run(tmp_path / "r", "solo", others={})
+    written = report.build_report([run], out, title="Solo <run>")
+    assert not (out / "paired.csv").exists() and not (out / "summary_by_setting.csv").exists()
+    assert (out / "notes.txt").read_text() == "mine\n"  # files of other names are left alone
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("forest")] == []
+    assert header[-8:] == ["head_test_accuracy", "head_test_f1", "head_test_roc_auc", "epochs", "wall_time_s",
+                           "device", "run_dir", "error"]
+    md = (out / "summary.md").read_text()
+    assert md.startswith("# Solo <run>\n") and "Head vs other" not in md
+    assert "Solo &lt;run&gt;" in (out / "report.html").read_text()
+    assert sorted(written) == sorted(["summary.csv", "summary.md", "accuracy_vs_frozen.png", "time_vs_frozen.png",
+                                      "report.html"])
+
+
+def test_report_with_only_failed_runs(tmp_path):
+    out = tmp_path / "rep"
+    written = report.build_report([], out, failed=[{"name": "x", "error": "boom", "overrides": {}}])
+    assert sorted(written) == ["report.html", "summary.csv", "summary.md"]
+    (row,) = csv_rows(out / "summary.csv")
+    assert (row["name"], row["status"], row["error"]) == ("x", "failed", "boom")
+
+
+def test_markdown_escapes_pipes(tmp_path):
+    out = tmp_path / "rep"
+    report.build_report([], out, failed=[{"name": "x", "error": "a | b", "overrides": {"seed": 1}}])
+    md = (out / "summary.md").read_text()
+    assert "a \\| b" in md
+
+
+def test_report_has_no_tensorflow_import():
+    import subprocess
+    import sys
+
+    code = ("import sys, tlexp.report, tlexp.stats, tlexp.plots; "
+            "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_real_metrics_without_predictions(tmp_path):
+    """A folder shaped like results/demo2: older metrics.json without 'classifiers', no predictions.csv."""
+    run = make_run(tmp_path / "r", "demo2")
+    m = json.loads((run / "metrics.json").read_text())
+    del m["classifiers"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    report.build_report([run], tmp_path / "rep")
+    (row,) = csv_rows(tmp_path / "rep" / "summary.csv")
+    assert math.isclose(float(row["forest_test_accuracy"]), 0.75)
+    assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "demo2"
+
+
+def test_failed_entry_with_resolved_config(tmp_path):
+    """A sweep that did not vary the backbone can pass the cell's config to show it anyway."""
+    out = tmp_path / "rep"
+    failed = [{"name": "f30_s2", "error": "boom", "overrides": {"model.freeze": 0.3, "seed": 2},
+               "config": {"seed": 0, "model": {"backbone": "densenet121", "freeze": 0.1}}}]
+    report.build_report([], out, failed=failed)
+    (row,) = csv_rows(out / "summary.csv")
+    # The overrides win over the base values in the config.
+    assert (row["backbone"], row["freeze_requested"], row["seed"]) == ("densenet121", "0.3", "2")
+    assert "resolved config" in (out / "report.html").read_text()
+
+
+# --------------------------------------------------------------------------- the two sweep charts
+
+
+@pytest.mark.parametrize("n_backbones, n_classifiers, size", [(1, 2, (500, 400)), (3, 3, (1500, 400)),
+                                                              (4, 4, (1000, 850))])
+def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
+    from PIL import Image
+
+    from tlexp.plots import plot_accuracy_vs_frozen
+
+    names = ["vgg16", "resnet50", "densenet121", "mobilenetv2"][:n_backbones]
+    clfs = ["head", "forest", "logreg", "svc"][:n_classifiers]
+    points = {b: {c: [(s, 0.9 + 0.01 * k + 0.001 * seed) for k, s in enumerate((0.1, 0.3, 0.5)) for seed in (0, 1)]
+                  for c in clfs} for b in names}
+    path = plot_accuracy_vs_frozen(points, tmp_path / "acc.png")
+    with Image.open(path) as im:
+        assert im.size[0] >= size[0] and im.size[1] >= size[1]
+    assert [p.name for p in tmp_path.iterdir()] == ["acc.png"]  # no temp file left
+
+
+def test_time_chart_and_empty_input(tmp_path):
+    from tlexp.plots import plot_accuracy_vs_frozen, plot_time_vs_frozen
+
+    assert plot_time_vs_frozen({"vgg16": [(0.36, 10.0)]}, tmp_path / "t.png").is_file()
+    with pytest.raises(ValueError, match="at least one"):
+        plot_time_vs_frozen({"vgg16": []}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="at least one"):
+        plot_accuracy_vs_frozen({"vgg16": {"head": []}}, tmp_path / "x.png")
