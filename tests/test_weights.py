@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlexp.backbones import REGISTRY, build_backbone, keras_cache_dir, resolve_weights
+from tlexp.backbones import REGISTRY, build_backbone
+from tlexp.weights import keras_cache_dir, resolve_weights
 from tlexp.errors import WeightsError
 
 

@@ -185,6 +185,27 @@ DEFAULT_CLASSIFIERS = {
 
 class OutputConfig(_Section):
     dir: str = Field("results", description="Parent folder of run folders.")
+    save_model: bool = Field(
+        True,
+        description="Save the fine-tuned model (model.keras) and every fitted classifier (<name>.joblib) in the "
+        "run folder, for 'tlexp predict'.",
+    )
+
+
+class MlflowConfig(_Section):
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (file:./mlruns, http://host:5000, ...); null = no MLflow. "
+        "Needs pip install 'tlexp[mlflow]'."
+    )
+    experiment: str = Field("tlexp", description="MLflow experiment the runs are logged to.")
+
+
+class TrackingConfig(_Section):
+    tensorboard: bool = Field(
+        False, description="Write TensorBoard logs into the run folder (tensorboard/); view with "
+        "'tensorboard --logdir results/'."
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 
 class Config(_Section):
@@ -202,6 +223,7 @@ class Config(_Section):
         "by name: {estimator, params, scale}. A name set to null is dropped.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Grid for 'tlexp sweep': config key -> list of values, e.g. {model.freeze: [0.1, 0.3]}. "

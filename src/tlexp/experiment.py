@@ -109,7 +109,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None) -> Pat
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         with _timed(timings, "weights"):
-            from tlexp.backbones import resolve_weights
+            from tlexp.weights import resolve_weights
 
             weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
             from tlexp.forest import build_classifiers
