@@ -16,7 +16,7 @@ import yaml
 from conftest import write_image
 
 RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "history.csv", "predictions.csv", "metrics.json", "run.log",
-             "curves.png", "confusion.png", "roc.png"}
+             "curves.png", "confusion.png", "roc.png", "model.keras", "forest.joblib", "logreg.joblib"}
 
 
 def tlexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -114,11 +114,14 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     assert "3 file(s) could not be decoded" in log and "run: done" in log
     assert "Traceback" not in proc.stderr
 
-    # same command again: a new folder, the first run untouched, same split and same numbers
+    # same command again, quietly: a new folder, the first run untouched, same split and same numbers
     first = snapshot(run_dir)
-    proc2 = tlexp("run", str(cfg), "forest.n_estimators=12", cwd=tmp_path)
+    proc2 = tlexp("--quiet", "run", str(cfg), "forest.n_estimators=12", cwd=tmp_path)
     assert proc2.returncode == 0, proc2.stderr
+    assert "train: epoch" not in proc2.stderr and "data: flat layout" not in proc2.stderr  # --quiet: warnings only
+    assert "3 file(s) could not be decoded" in proc2.stderr
     run2 = Path(proc2.stdout.strip().splitlines()[-1])
+    assert "train: epoch 2/2" in (run2 / "run.log").read_text()  # the log file still has everything
     assert run2.name == "vgg16_f50_s32"
     assert snapshot(run_dir) == first
     assert (run2 / "split.csv").read_bytes() == (run_dir / "split.csv").read_bytes()
@@ -209,3 +212,68 @@ def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
     assert len(list(csv_rows(run_dir / "skipped.csv"))) >= 4
     assert not (run_dir / "metrics.json").exists()  # an unfinished run never looks finished
     assert "run: stopped: None of the 4 training images" in (run_dir / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_predict_with_a_saved_run(tmp_path, flat_dataset):
+    """tlexp predict reproduces the run's own predictions (same preprocessing, same model)."""
+    cfg = tiny_config(tmp_path, flat_dataset)
+    proc = tlexp("run", str(cfg), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    expected = {r["path"]: r for r in csv_rows(run_dir / "predictions.csv")}
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+
+    for clf in ("head", "forest", "logreg"):
+        out = tmp_path / f"{clf}.csv"
+        p = tlexp("predict", str(run_dir), str(flat_dataset), str(tmp_path / "junk.jpg"), "--classifier", clf,
+                  "--out", str(out), cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        rows = list(csv_rows(out))
+        assert len(rows) == 25
+        junk = [r for r in rows if r["path"].endswith("junk.jpg")][0]
+        assert junk["prediction"] == "" and "UnidentifiedImageError" in junk["error"]
+        for r in rows:
+            name = Path(r["path"]).name
+            if name in expected:
+                assert r["prediction"] == expected[name][clf], (clf, name)
+                assert float(r["p_dog"]) == pytest.approx(float(expected[name][f"{clf}_p1"]), abs=1e-5)
+    # refuses to overwrite, lists the classifiers it has
+    again = tlexp("predict", str(run_dir), str(flat_dataset), "--out", str(tmp_path / "head.csv"), cwd=tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    unknown = tlexp("predict", str(run_dir), str(flat_dataset), "--classifier", "svm", cwd=tmp_path)
+    assert unknown.returncode == 2 and "it has: head, forest, logreg" in unknown.stderr
+
+    # Kaggle's test1/ layout: N.jpg -> id,label with P(dog), sorted by id
+    test1 = tmp_path / "test1"
+    test1.mkdir()
+    for i, name in ((10, "dog.3.jpg"), (2, "cat.4.jpg")):
+        (test1 / f"{i}.jpg").write_bytes((flat_dataset / name).read_bytes())
+    sub = tlexp("predict", str(run_dir), str(test1), "--submission", cwd=tmp_path)
+    assert sub.returncode == 0, sub.stderr
+    lines = sub.stdout.strip().splitlines()
+    assert lines[0] == "id,label" and [line.split(",")[0] for line in lines[1:]] == ["2", "10"]
+    assert float(lines[2].split(",")[1]) == pytest.approx(float(expected["dog.3.jpg"]["head_p1"]), abs=1e-5)
+
+
+def test_predict_needs_a_saved_model(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: {image_size: 32}\nmodel: {backbone: vgg16}\n")
+    (run / "metrics.json").write_text('{"data": {"class_names": ["a", "b"]}}')
+    (tmp_path / "x.jpg").write_bytes(b"")
+    proc = tlexp("predict", str(run), str(tmp_path / "x.jpg"), cwd=tmp_path)
+    assert proc.returncode == 2 and "ran with output.save_model=false" in proc.stderr
+
+
+def test_weights_command_reports_missing_files(tmp_path):
+    proc = tlexp("weights", cwd=tmp_path, env={"KERAS_HOME": str(tmp_path / "kh")})
+    assert proc.returncode == 1
+    assert proc.stdout.count("MISSING") == 3
+    assert str(tmp_path / "kh" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5") in proc.stdout
+    bad = tmp_path / "download.h5"
+    bad.write_bytes(b"truncated")
+    imp = tlexp("weights", "import", str(bad), cwd=tmp_path, env={"KERAS_HOME": str(tmp_path / "kh")})
+    assert imp.returncode == 2 and "matches none of the no-top ImageNet weights files" in imp.stderr
+    models = tmp_path / "kh" / "models"
+    assert not models.exists() or not any(models.iterdir())  # nothing written

@@ -21,7 +21,7 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
         "model.backbone=resnet50", "model.weights=none", "model.freeze=0.7", "model.batchnorm=train",
         "model.head.pooling=avg", "model.head.dense=[8]", "model.head.dropout=0.2", "train.epochs=1",
         "train.batch_size=4", "train.optimizer=sgd", "forest.n_estimators=5", "forest.max_depth=3",
-        f"output.dir={tmp_path / 'out'}", "name=multi",
+        f"output.dir={tmp_path / 'out'}", "name=multi", "tracking.tensorboard=true", "output.save_model=false",
     ])
     run_dir = run_experiment(cfg)
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -36,6 +36,9 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
     assert not (run_dir / "roc.png").exists()  # ROC plots are for two-class tasks
     assert (run_dir / "confusion.png").exists()
     assert m["freeze"]["batchnorm"] == "train"
+    events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert {e.parent.name for e in events} == {"train", "validation"}
+    assert not (run_dir / "model.keras").exists() and not list(run_dir.glob("*.joblib"))  # save_model=false
 
 
 def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_dataset):

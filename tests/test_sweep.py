@@ -193,8 +193,10 @@ def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
 
 
 @pytest.mark.slow
-def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset):
+def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, monkeypatch):
     cfg = sweep_config(tmp_path, flat_dataset, {"model.freeze": [0.5]}, name="grow")
+    store = tmp_path / "mlruns"
+    cfg.write_text(cfg.read_text() + f"tracking: {{mlflow: {{uri: {store}, experiment: study}}}}\n")
     sweep_dir = tmp_path / "results" / "grow"
     assert tlexp("sweep", str(cfg), cwd=tmp_path).returncode == 0
     done = (sweep_dir / "vgg16_f50_s0" / "metrics.json").stat().st_mtime_ns
@@ -215,6 +217,24 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset):
     assert fresh.stdout.strip().endswith("grow2")
     assert yaml.safe_load((tmp_path / "results" / "grow2" / "vgg16_f50_s0" / "config.yaml").read_text())[
         "train"]["learning_rate"] == 0.01
+
+    # MLflow: one parent run per sweep folder, one nested run per cell, none logged twice
+    from tlexp.tracking import resolve_uri
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3.13 keeps plain folders behind a switch
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(resolve_uri(str(store)))
+    exp = client.get_experiment_by_name("study")
+    found = client.search_runs([exp.experiment_id])
+    parents = {r.info.run_id: r.data.tags["tlexp.sweep_dir"] for r in found if "tlexp.sweep_dir" in r.data.tags}
+    assert sorted(Path(d).name for d in parents.values()) == ["grow", "grow2"]
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    by_parent = {Path(parents[r.data.tags["mlflow.parentRunId"]]).name: [] for r in children}
+    for r in children:
+        by_parent[Path(parents[r.data.tags["mlflow.parentRunId"]]).name].append(r.info.run_name)
+    assert {k: sorted(v) for k, v in by_parent.items()} == {"grow": ["vgg16_f50_s0", "vgg16_f70_s0"],
+                                                            "grow2": ["vgg16_f50_s0"]}
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ log = logging.getLogger("tlexp")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         return args.func(args)
     except UserError as e:
@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         "dense head, compare it with a Random Forest on the same features.",
     )
     p.add_argument("--version", action="version", version=f"tlexp {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true",
+                       help="debug logging, TensorFlow's start-up messages and tracebacks of failed sweep cells")
+    noise.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(name: str, help: str) -> argparse.ArgumentParser:
@@ -56,6 +59,27 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_sweep)
     with_config("plan", "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; "
                         "no training, no weights.").set_defaults(func=_cmd_plan)
+    sp = sub.add_parser("weights", help="List the ImageNet weights files Keras expects, where, and whether they "
+                                        "are there and intact; 'weights import FILE' puts a downloaded one in place.",
+                        description="Without arguments: for each backbone, the no-top ImageNet weights file Keras "
+                        "expects, where Keras looks for it ($KERAS_HOME), whether it is there and whether its MD5 "
+                        "matches Keras' published hash (exit code 1 if any is missing or corrupt). "
+                        "'weights import FILE': verify a downloaded file and copy it where Keras will find it.")
+    sp.add_argument("action", nargs="?", choices=["import"], help="import FILE into the Keras cache")
+    sp.add_argument("file", nargs="?", metavar="FILE", help="the downloaded weights file (with 'import')")
+    sp.set_defaults(func=_cmd_weights)
+    sp = sub.add_parser("predict", help="Classify images with a finished run's saved model or classifier.",
+                        description="Classify images (files or folders) with a finished run, using the run's own "
+                        "preprocessing. Writes CSV: path, prediction, one probability per class, error.")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written with output.save_model=true")
+    sp.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders")
+    sp.add_argument("--classifier", default="head", help="head (default), forest, or another classifier of the run")
+    sp.add_argument("--out", metavar="FILE.csv", help="write here instead of standard output")
+    sp.add_argument("--submission", action="store_true",
+                    help="write the Kaggle dogs-vs-cats submission format instead: id,label with label = P(positive)")
+    sp.add_argument("--positive", default="dog", help="class whose probability --submission writes (default: dog)")
+    sp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    sp.set_defaults(func=_cmd_predict)
     sp = sub.add_parser("report", help="Rebuild summary tables, plots and report.html from run or sweep folders.",
                         description="Rebuild summary tables, plots and report.html from run folders (found "
                         "recursively under each DIR; unfinished runs are ignored).")
@@ -104,6 +128,42 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     plan = plan_experiment(cfg)
     print(format_plan(plan, yaml.safe_dump(plan["config"], sort_keys=False)))
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from tlexp.weights import format_weights_status, import_weights, weights_status
+
+    if args.action == "import":
+        if not args.file:
+            raise UserError("'tlexp weights import' needs the downloaded file: tlexp weights import FILE")
+        backbone, dest = import_weights(args.file)
+        log.info("weights: %s weights verified and in place", backbone)
+        print(dest)
+        return 0
+    if args.file:
+        raise UserError(f"Unexpected argument {args.file!r}. Did you mean 'tlexp weights import {args.file}'?")
+    rows = weights_status()
+    print(format_weights_status(rows))
+    return 0 if all(r["checksum"] == "ok" for r in rows) else 1
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlexp.predict import find_images, predict_images, write_predictions, write_submission
+
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise UserError(f"'{args.out}' exists; tlexp does not overwrite it silently. Pass --overwrite or another --out.")
+    images = find_images(args.images)
+    log.info("predict: %d image(s) with the %s of %s", len(images), args.classifier, args.run_dir)
+    class_names, rows = predict_images(args.run_dir, images, args.classifier)
+    if args.submission:
+        write_submission(args.out, class_names, rows, args.positive)
+    else:
+        write_predictions(args.out, class_names, rows)
+    if args.out:
+        print(args.out)
     return 0
 
 
@@ -185,11 +245,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)  # --quiet quiets the terminal; run.log still gets everything
     log.addHandler(handler)
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.setLevel(min(level, logging.INFO))
     log.propagate = False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -83,7 +83,8 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
     }
 
 
-def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
+def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
+                   mlflow_parent: str | None = None) -> Path:
     """Run one experiment end to end and write its run folder.
 
     Order matters for the user: weights and data problems fail in seconds, before a run
@@ -94,6 +95,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None) -> Pat
         cfg: a validated config without a sweep.
         run_dir: the exact folder to create (it must not exist; sweeps use this);
             default ``<output.dir>/<name>``, or ``<name>2``, ... if taken.
+        mlflow_parent: MLflow run id to nest this run under (a sweep's parent run).
 
     Returns:
         The run folder.
@@ -115,6 +117,10 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None) -> Pat
             from tlexp.forest import build_classifiers
 
             classifiers = build_classifiers(cfg)  # a bad class name fails here, before data work
+            if cfg.tracking.mlflow.uri:
+                from tlexp.tracking import require_mlflow
+
+                require_mlflow(cfg.tracking.mlflow.uri)
         with _timed(timings, "data"):
             ds = prepare_data(cfg)
 
@@ -159,6 +165,8 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None) -> Pat
         }
         runs.write_json(run_dir / runs.METRICS_FILE, metrics)
         _log_summary(metrics)
+        if cfg.tracking.mlflow.uri:
+            _track(run_dir, cfg, mlflow_parent)
         log.info("run: done in %.1fs; results in %s", timings["total"], run_dir)
     return run_dir
 
@@ -207,7 +215,8 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
         log.info("train: %d epoch(s), batch %d, %s lr=%g", cfg.train.epochs, cfg.train.batch_size,
                  cfg.train.optimizer, cfg.train.learning_rate)
         history = fit(model, without_index(stream("train", True)), without_index(stream("val", False)),
-                      cfg.train.epochs, verbose=1 if sys.stdout.isatty() else 0)
+                      cfg.train.epochs, verbose=1 if _show_progress() else 0,
+                      tensorboard_dir=run_dir / runs.TENSORBOARD_DIR if cfg.tracking.tensorboard else None)
     if not history.get("loss"):  # every training image failed to decode: fit() ran no step
         _write_skipped(run_dir, ds, decoder)
         raise DataError(f"None of the {len(ds.indices('train'))} training images could be decoded; "
@@ -218,7 +227,8 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
 
     # One pass per split gives the head's predictions and the forest's features together.
     with _timed(timings, "predict"):
-        out = {s: predict_with_features(model, stream(s, False), n_classes) for s in SPLITS}
+        out = {s: predict_with_features(model, stream(s, False), n_classes,
+                                        progress=f"predict {s}" if _show_progress() else None) for s in SPLITS}
     skipped = _write_skipped(run_dir, ds, decoder)
     if skipped:
         log.warning("data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runs.SKIPPED_FILE)
@@ -251,6 +261,8 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
             result["classifiers"][name] = scores
         log.info("%s: val acc %.4f, test acc %.4f", tag, scores["val"]["accuracy"], scores["test"]["accuracy"])
     _write_predictions(run_dir, ds, out, probas)
+    if cfg.output.save_model:
+        _save_models(run_dir, model, classifiers)
 
     with _timed(timings, "plots"):
         plots.plot_history(history, run_dir / runs.CURVES_PLOT)
@@ -261,6 +273,39 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
             curves = {name: (y, p["test"][:, 1]) for name, p in probas.items()}
             plots.plot_roc(curves, run_dir / runs.ROC_PLOT)
     return result
+
+
+def _track(run_dir: Path, cfg: Config, parent: str | None) -> None:
+    """Log the finished run folder to MLflow. A tracking failure does not fail the run:
+    the folder is complete, and a later sweep re-run or 'tlexp' call logs it again."""
+    from tlexp.tracking import TrackingError, log_run
+
+    try:
+        run_id = log_run(run_dir, cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, parent_run_id=parent,
+                         run_name=run_dir.name)
+        log.info("mlflow: logged as run %s in experiment %r", run_id, cfg.tracking.mlflow.experiment)
+    except TrackingError as e:
+        log.warning("mlflow: could not log %s: %s (the run folder itself is complete)", run_dir, e)
+
+
+def _save_models(run_dir: Path, model, classifiers: dict[str, Any]) -> None:
+    """model.keras and <name>.joblib, each written to a temp name and renamed into place."""
+    import joblib
+    import keras
+
+    # A fresh functional model over the same layers: the file gets the weights and the
+    # architecture but not the optimizer state, which would more than double its size.
+    inference = keras.Model(model.input, model.output, name=model.name)  # single tensors, as built
+    tmp = run_dir / f".{runs.MODEL_FILE}.{os.getpid()}.keras"  # Keras insists on the .keras suffix
+    try:
+        inference.save(tmp)
+        os.replace(tmp, run_dir / runs.MODEL_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for name, estimator in classifiers.items():
+        with runs.atomic_path(run_dir / f"{name}.joblib") as path:
+            joblib.dump(estimator, path)
+    log.info("run: saved %s and %s", runs.MODEL_FILE, ", ".join(f"{n}.joblib" for n in classifiers) or "no classifier")
 
 
 def _scores(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -334,6 +379,12 @@ def describe_environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
+
+
+def _show_progress() -> bool:
+    """Progress bars only for a person watching: a terminal that shows INFO (not --quiet)."""
+    return sys.stderr.isatty() and any(
+        type(h) is logging.StreamHandler and h.level <= logging.INFO for h in log.handlers)
 
 
 @contextmanager

@@ -72,8 +72,10 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") ->
     cells = expand_sweep(cfg)
     sweep_dir = _open_sweep_dir(cfg, cfg.name or default_name, new)
     _refuse_changed_cells(sweep_dir, cells)
+    _check_weights(cells)
     status = _Status(sweep_dir, cells)
     result = SweepResult(sweep_dir)
+    parent = _mlflow_parent(cfg, sweep_dir)
     todo = [c for c in cells if not _finished(sweep_dir / c.name)]
     result.skipped = [c.name for c in cells if c not in todo]
     log.info("sweep: %s: %d cells, %d finished before, %d to run", sweep_dir, len(cells), len(result.skipped), len(todo))
@@ -91,7 +93,7 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") ->
                       attempts=status.attempts(cell.name) + 1)
         t_cell = time.perf_counter()
         try:
-            _run_cell(cell, cell_dir)
+            _run_cell(cell, cell_dir, parent)
         except KeyboardInterrupt:
             status.update(cell.name, status="interrupted", finished=_now())
             log.error("sweep: %s: interrupted; re-run the same command to continue", label)
@@ -146,17 +148,40 @@ def plan_sweep(cfg: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------- cells
 
 
-def _run_cell(cell: Cell, cell_dir: Path) -> None:
+def _run_cell(cell: Cell, cell_dir: Path, mlflow_parent: str | None) -> None:
     from tlexp.experiment import run_experiment
 
     try:
-        run_experiment(cell.config, run_dir=cell_dir)
+        run_experiment(cell.config, run_dir=cell_dir, mlflow_parent=mlflow_parent)
     finally:
         # Free the cell's graphs and reset Keras' layer-name counters, so every cell
         # starts as a fresh process would (auto-named layers keep their names).
         import keras
 
         keras.backend.clear_session()
+
+
+def _check_weights(cells: list[Cell]) -> None:
+    """Fail the whole sweep at once, before any cell, when a weights file is missing or
+    corrupt, rather than let every cell of that backbone fail one after another."""
+    from tlexp.weights import resolve_weights
+
+    seen = set()
+    for c in cells:
+        key = (c.config.model.backbone, c.config.model.weights, c.config.model.download)
+        if key not in seen:
+            seen.add(key)
+            resolve_weights(*key)
+
+
+def _mlflow_parent(cfg: Config, sweep_dir: Path) -> str | None:
+    """The sweep's parent MLflow run (reused on re-runs), or None without MLflow."""
+    if not cfg.tracking.mlflow.uri:
+        return None
+    from tlexp.tracking import require_mlflow, sweep_parent
+
+    require_mlflow(cfg.tracking.mlflow.uri)
+    return sweep_parent(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, sweep_dir, sweep_dir.name)
 
 
 def _finished(cell_dir: Path) -> bool:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
+from pathlib import Path
+
 import numpy as np
 
 from tlexp.config import Config
@@ -16,6 +19,7 @@ from tlexp.config import Config
 log = logging.getLogger("tlexp")
 
 PENULTIMATE = "penultimate"  # name of the layer whose output feeds the output layer
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> traced prediction step
 
 
 def build_model(backbone, cfg: Config, n_classes: int):
@@ -71,21 +75,32 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
                   metrics=["accuracy"])
 
 
-def fit(model, train_ds, val_ds, epochs: int, verbose: int) -> dict[str, list[float]]:
-    """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy)."""
+def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Path | None = None) -> dict[str, list[float]]:
+    """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy).
+
+    With ``tensorboard_dir``, Keras' TensorBoard callback writes its logs there.
+    """
     import warnings
+
+    import keras
+
+    callbacks = [_epoch_logger(epochs)]
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
 
     with warnings.catch_warnings():
         # Undecodable files are filtered out of the stream, so its length is unknown and
         # Keras warns at the end of every epoch that the input "ran out of data". Expected.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
-                            callbacks=[_epoch_logger(epochs)])
+                            callbacks=callbacks)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def predict_with_features(model, ds, n_classes: int) -> dict[str, np.ndarray]:
+def predict_with_features(model, ds, n_classes: int, progress: str | None = None) -> dict[str, np.ndarray]:
     """One pass over ``ds`` giving the head's probabilities and the penultimate features.
+
+    ``progress``: label of a progress bar (batches) on stderr; None for no bar.
 
     Returns:
         ``proba`` (n, k) class probabilities, ``features`` (n, d) penultimate activations,
@@ -94,11 +109,19 @@ def predict_with_features(model, ds, n_classes: int) -> dict[str, np.ndarray]:
     import keras
     import tensorflow as tf
 
-    both = keras.Model(model.inputs, [model.get_layer(PENULTIMATE).output, model.output])
-    # A traced function, not eager calls: eager execution of a 427-layer DenseNet costs
-    # more per batch than the convolutions themselves on a GPU.
-    step = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+    step = _STEPS.get(model)
+    if step is None:
+        both = keras.Model(model.inputs, [model.get_layer(PENULTIMATE).output, model.output])
+        # A traced function, not eager calls: eager execution of a 427-layer DenseNet
+        # costs more per batch than the convolutions themselves on a GPU. One trace per
+        # model (any batch size), reused for every split.
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        step = _STEPS[model] = tf.function(lambda x: both(x, training=False), input_signature=[spec])
     feats, probs, labels, indices = [], [], [], []
+    if progress:
+        from tqdm.auto import tqdm
+
+        ds = tqdm(ds, desc=progress, unit="batch", leave=False)
     for x, y, i in ds:
         f, p = step(x)
         feats.append(np.asarray(f, dtype=np.float32))

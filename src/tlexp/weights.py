@@ -1,6 +1,9 @@
 """ImageNet weights files: where Keras keeps them, whether they are there and intact.
 
 No TensorFlow here: checking weights must be instant, and happens before any data work.
+``tlexp weights`` shows the state of every backbone's file (``weights_status``) and puts
+a file downloaded elsewhere where Keras will find it (``import_weights``), for machines
+without internet.
 """
 
 from __future__ import annotations
@@ -8,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any, Mapping
 
-from tlexp.backbones import REGISTRY
+from tlexp.backbones import REGISTRY, BackboneSpec
 from tlexp.errors import WeightsError
 
 log = logging.getLogger("tlexp")
@@ -76,3 +82,192 @@ def _md5(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- tlexp weights
+
+
+def weights_status(
+    registry: Mapping[str, BackboneSpec] | None = None, cache_dir: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """The state of each backbone's no-top ImageNet file in the Keras cache.
+
+    Hashes every file that is present (a few seconds for VGG16's 59 MB, more for
+    larger ones), in 1 MiB chunks.
+
+    Args:
+        registry: backbone name -> spec; ``None`` for ``backbones.REGISTRY``.
+        cache_dir: folder to look in; ``None`` for ``keras_cache_dir()``.
+
+    Returns:
+        One dict per backbone, in registry order: ``backbone``, ``file`` (name),
+        ``path`` (full path where Keras looks), ``url``, ``present`` (bool),
+        ``checksum`` (``"ok"``, ``"mismatch"`` or ``"missing"``), ``md5`` (of the file,
+        ``None`` if absent), ``expected_md5``, ``size`` (bytes, ``None`` if absent) and
+        ``error`` (why a present file could not be read, else ``None``; such a file
+        counts as a mismatch, since Keras cannot use it either).
+    """
+    registry = REGISTRY if registry is None else registry
+    folder = keras_cache_dir() if cache_dir is None else Path(cache_dir)
+    rows = []
+    for name, spec in registry.items():
+        path = folder / spec.weights_file
+        row: dict[str, Any] = {
+            "backbone": name, "file": spec.weights_file, "path": path, "url": spec.weights_url,
+            "present": path.is_file(), "checksum": "missing", "md5": None,
+            "expected_md5": spec.weights_md5, "size": None, "error": None,
+        }  # fmt: skip
+        if row["present"]:
+            try:
+                row["size"] = path.stat().st_size
+                row["md5"] = _md5(path)
+            except OSError as e:
+                row["error"] = e.strerror or str(e)
+            row["checksum"] = "ok" if row["md5"] == spec.weights_md5 else "mismatch"
+        rows.append(row)
+    return rows
+
+
+def format_weights_status(rows: list[dict[str, Any]]) -> str:
+    """A table of ``weights_status`` rows for ``tlexp weights``, with what to do next."""
+    if not rows:
+        return "No backbones registered."
+    table = [("backbone", "status", "path")] + [(r["backbone"], _status_word(r), str(r["path"])) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(2)]
+    lines = [f"{b:<{widths[0]}}  {s:<{widths[1]}}  {p}".rstrip() for b, s, p in table]
+
+    folder = Path(rows[0]["path"]).parent
+    bad = [r for r in rows if r["checksum"] != "ok"]
+    lines.append("")
+    if bad:
+        lines.append("To fix, download on a machine with internet:")
+        lines += [f"  {r['backbone']}: {r['url']}" for r in bad]
+        lines.append(
+            "then run 'tlexp weights import FILE' here: it checks the MD5, finds the backbone from the "
+            "file's content (its name does not matter) and copies it into place, replacing a corrupt one."
+        )
+        lines.append("Or copy the file to the path shown yourself; Keras only reads the name it expects.")
+    else:
+        lines.append("All ImageNet weights files are in place and intact.")
+    lines.append(f"Keras reads weights from {folder}; set $KERAS_HOME to use another folder "
+                 "(files go in $KERAS_HOME/models).")
+    return "\n".join(lines)
+
+
+def _status_word(row: dict[str, Any]) -> str:
+    if row["checksum"] == "ok":
+        return "ok"
+    if row["checksum"] == "missing":
+        return "MISSING"
+    if row["error"]:
+        return f"CORRUPT (unreadable: {row['error']})"
+    return f"CORRUPT (md5 {row['md5'][:8]}, expected {row['expected_md5'][:8]}, {_human(row['size'])})"
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""  # unreachable: MB is the last unit
+
+
+def import_weights(
+    file: str | Path, registry: Mapping[str, BackboneSpec] | None = None, cache_dir: str | Path | None = None
+) -> tuple[str, Path]:
+    """Verify a downloaded no-top ImageNet file and put it where Keras will find it.
+
+    The backbone is found by the file's MD5, not its name, so a renamed download works.
+    The file is copied, never moved, through a temporary file in the destination folder
+    whose MD5 is checked before ``os.replace``: Keras never sees a half-written file. A
+    cached file with the wrong MD5 (an earlier broken download) is replaced, with a
+    warning; one that is already right is left alone.
+
+    Args:
+        file: the downloaded ``.h5`` file.
+        registry: backbone name -> spec; ``None`` for ``backbones.REGISTRY``.
+        cache_dir: destination folder; ``None`` for ``keras_cache_dir()``.
+
+    Returns:
+        (backbone name, path of the file in the cache).
+
+    Raises:
+        WeightsError: the file is missing, a folder, unreadable, matches no known no-top
+            ImageNet file (nothing is written then), or cannot be copied.
+    """
+    registry = REGISTRY if registry is None else registry
+    folder = keras_cache_dir() if cache_dir is None else Path(cache_dir)
+    src = Path(file)
+    if not src.exists():
+        raise WeightsError(f"The weights file '{src}' does not exist. Give the path of the downloaded .h5 file.")
+    if not src.is_file():
+        raise WeightsError(f"'{src}' is a folder, not a weights file. Give the path of the downloaded .h5 file.")
+    try:
+        md5, size = _md5(src), src.stat().st_size
+    except OSError as e:
+        raise WeightsError(f"Could not read the weights file '{src}': {e.strerror or e}. Check its permissions.") from None
+
+    name = next((n for n, spec in registry.items() if spec.weights_md5 == md5), None)
+    if name is None:
+        raise WeightsError(_unknown_file_message(src, md5, size, registry))
+    spec = registry[name]
+    dest = folder / spec.weights_file
+
+    if dest.is_file():
+        try:
+            cached_md5 = _md5(dest)
+        except OSError:
+            cached_md5 = None  # unreadable: as useless to Keras as a corrupt file, so replaced
+        if cached_md5 == md5:
+            log.info("weights: %s weights already in place at %s; nothing copied", name, dest)
+            return name, dest
+        log.warning("weights: replacing the corrupt cached file %s (MD5 %s, expected %s)", dest, cached_md5, md5)
+    elif dest.exists():
+        raise WeightsError(f"'{dest}' exists but is not a file, so the {name} weights cannot go there. "
+                           f"Remove it and run the import again.")
+    _atomic_copy(src, dest, md5)
+    log.info("weights: imported '%s' as the %s weights: %s", src, name, dest)
+    return name, dest
+
+
+def _atomic_copy(src: Path, dest: Path, md5: str) -> None:
+    """Copy ``src`` to ``dest`` through a verified temp file in ``dest``'s folder."""
+    how_to = "Free some space or set $KERAS_HOME to a writable folder, then run the import again."
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as e:
+        raise WeightsError(f"Could not write into '{dest.parent}': {e.strerror or e}. {how_to}") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        shutil.copyfile(src, tmp)
+        # mkstemp makes the file private (0600); a shared $KERAS_HOME must stay readable
+        # by everyone, as a file Keras downloads itself would be.
+        os.chmod(tmp, 0o644)
+        copied = _md5(tmp)
+        if copied != md5:
+            raise WeightsError(f"The copy of '{src}' in '{dest.parent}' has MD5 {copied}, not {md5}: the disk or "
+                               f"the source changed while copying. Nothing was replaced; run the import again.")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise WeightsError(f"Could not copy '{src}' to '{dest}': {e.strerror or e}. {how_to}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # after os.replace the name is gone: a no-op
+
+
+def _unknown_file_message(src: Path, md5: str, size: int, registry: Mapping[str, BackboneSpec]) -> str:
+    known = "\n".join(f"  {n}: {spec.weights_file} (MD5 {spec.weights_md5})" for n, spec in registry.items())
+    named_as = [n for n, spec in registry.items() if spec.weights_file == src.name]
+    hint = (f"\nIts name is that of the {named_as[0]} file, so it is most likely a truncated or damaged "
+            f"download." if named_as else "")  # fmt: skip
+    return (
+        f"'{src}' (MD5 {md5}, {size} bytes) matches none of the no-top ImageNet weights files tlexp knows:\n"
+        f"{known}{hint}\n"
+        "Likely causes:\n"
+        "  - a truncated or interrupted download: compare its size with the server's and download it again;\n"
+        "  - the with-top file (Keras names it without '_notop'): tlexp needs the no-top one;\n"
+        "  - weights of another backbone or framework. A Keras file that fits the backbone can be used as is "
+        "with model.weights=PATH.\n"
+        "Nothing was written."
+    )

@@ -1,0 +1,162 @@
+"""Classify new images with a finished run: its saved model and classifiers.
+
+Images get exactly the run's preprocessing (same decoder, size and ``preprocess_input``);
+the forest and the other classifiers see the same penultimate activations they were
+trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from tlexp import runs
+from tlexp.data import IMAGE_EXTENSIONS
+from tlexp.errors import UserError
+
+log = logging.getLogger("tlexp")
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files named directly, or found recursively in folders (sorted, no duplicates).
+
+    Raises:
+        UserError: a path does not exist, or no image was found.
+    """
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            for dirpath, dirnames, files in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for f in sorted(files):
+                    if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                        found[Path(dirpath) / f] = None
+        elif p.is_file():
+            found[p] = None
+        else:
+            raise UserError(f"Not a file or folder: '{p}'. Give image files or folders of images.")
+    if not found:
+        raise UserError(f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(map(str, paths))}.")
+    return list(found)
+
+
+def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifier: str = "head",
+                   batch_size: int = 64) -> tuple[list[str], list[dict[str, Any]]]:
+    """Class probabilities of ``images`` from one classifier of a finished run.
+
+    Args:
+        run_dir: a run folder written with ``output.save_model: true``.
+        images: image files.
+        classifier: ``head``, ``forest``, or the name of another classifier of the run.
+
+    Returns:
+        ``(class_names, rows)``; one row per image, in input order: ``path``,
+        ``prediction`` (class name, empty if the file could not be decoded),
+        ``proba`` (n_classes floats or None) and ``error`` (None or why it failed).
+
+    Raises:
+        UserError: not a finished run, no saved model, or an unknown classifier.
+    """
+    run_dir = Path(run_dir)
+    metrics_file, model_file = run_dir / runs.METRICS_FILE, run_dir / runs.MODEL_FILE
+    if not metrics_file.is_file():
+        raise UserError(f"'{run_dir}' is not a finished run folder (no {runs.METRICS_FILE}).")
+    if not model_file.is_file():
+        raise UserError(f"'{run_dir}' has no saved model ({runs.MODEL_FILE}): it ran with output.save_model=false. "
+                        "Run it again with output.save_model=true.")
+    cfg = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text())
+    class_names = json.loads(metrics_file.read_text())["data"]["class_names"]
+    available = ["head"] + sorted(p.stem for p in run_dir.glob("*.joblib"))
+    if classifier not in available:
+        raise UserError(f"The run in '{run_dir}' has no classifier {classifier!r}; it has: {', '.join(available)}.")
+
+    from tlexp.tfquiet import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    import tlexp.layers  # noqa: F401 - registers the layers the saved model uses
+    from tlexp.backbones import preprocess_fn
+    from tlexp.pipeline import Decoder, make_dataset
+    from tlexp.train import predict_with_features
+
+    model = keras.saving.load_model(model_file, compile=False)
+    decoder = Decoder(Path("/"), [str(p.resolve()) for p in images], cfg["data"]["image_size"])
+    stream = make_dataset(decoder, np.arange(len(images)), np.zeros(len(images), np.int64), batch_size=batch_size,
+                          preprocess=preprocess_fn(cfg["model"]["backbone"]), shuffle=False, seed=0,
+                          label_dtype="int32")
+    out = predict_with_features(model, stream, len(class_names))
+    proba = out["proba"]
+    if classifier != "head":
+        import joblib
+
+        from tlexp.forest import class_proba
+
+        estimator = joblib.load(run_dir / f"{classifier}.joblib")
+        proba = class_proba(estimator, out["features"], len(class_names))
+    by_index = {int(i): p for i, p in zip(out["indices"], proba)}
+    rows = []
+    for k, path in enumerate(images):
+        p = by_index.get(k)
+        rows.append({"path": str(path), "prediction": class_names[int(np.argmax(p))] if p is not None else "",
+                     "proba": p.tolist() if p is not None else None, "error": decoder.failed.get(k)})
+    bad = sum(r["error"] is not None for r in rows)
+    if bad:
+        log.warning("predict: %d of %d file(s) could not be decoded; their rows say why", bad, len(rows))
+    return class_names, rows
+
+
+def write_predictions(path: str | os.PathLike | None, class_names: list[str], rows: list[dict[str, Any]]) -> None:
+    """CSV ``path,prediction,p_<class>...,error``; to stdout when ``path`` is None."""
+    header = ["path", "prediction", *(f"p_{c}" for c in class_names), "error"]
+    lines = [[r["path"], r["prediction"], *(_fmt(r["proba"], i) for i in range(len(class_names))), r["error"] or ""]
+             for r in rows]
+    _emit(path, header, lines)
+
+
+def write_submission(path: str | os.PathLike | None, class_names: list[str], rows: list[dict[str, Any]],
+                     positive: str) -> None:
+    """Kaggle dogs-vs-cats submission: ``id,label`` with label = P(``positive``), sorted by id.
+
+    The id is the file name's number (``test1/123.jpg`` -> 123).
+
+    Raises:
+        UserError: ``positive`` is not a class of the run, a file name has no number, or
+            an image could not be decoded (a submission needs every id).
+    """
+    if positive not in class_names:
+        raise UserError(f"--positive must be one of the run's classes {class_names}. Got {positive!r} instead.")
+    k = class_names.index(positive)
+    bad = [r["path"] for r in rows if r["proba"] is None]
+    if bad:
+        raise UserError(f"{len(bad)} image(s) could not be decoded (e.g. '{bad[0]}'); a submission needs every id.")
+    out = []
+    for r in rows:
+        m = re.fullmatch(r"(\d+)", Path(r["path"]).stem)
+        if not m:
+            raise UserError(f"Submission ids come from file names like '123.jpg'; '{r['path']}' has none.")
+        out.append((int(m.group(1)), f"{r['proba'][k]:.6f}"))
+    _emit(path, ["id", "label"], sorted(out))
+
+
+def _fmt(proba: list[float] | None, i: int) -> str:
+    return "" if proba is None else f"{proba[i]:.6f}"
+
+
+def _emit(path: str | os.PathLike | None, header: list[str], lines: list[list[Any]]) -> None:
+    if path is None:
+        import csv
+        import sys
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(lines)
+    else:
+        runs.write_csv(path, header, lines)
