@@ -158,6 +158,22 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
         for col in ("head_test_accuracy", "forest_test_accuracy", "logreg_test_accuracy", "frozen_share"):
             assert float(got[cell][col]) == pytest.approx(float(want[cell][col]), abs=1e-9), (cell, col)
 
+    # tlexp report rebuilds the same table from run folders gathered elsewhere (two "machines")
+    import shutil
+
+    for machine, cells in (("m1", CELLS[:2]), ("m2", CELLS[2:])):
+        for cell in cells:
+            shutil.copytree(ref_dir / cell, tmp_path / "gathered" / machine / cell)
+    rep = tlexp("report", str(tmp_path / "gathered" / "m1"), str(tmp_path / "gathered" / "m2"),
+                "--out", str(tmp_path / "rebuilt"), cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    rebuilt = summary(tmp_path / "rebuilt")
+    assert sorted(rebuilt) == CELLS
+    for cell in CELLS:  # every column but where the folder is
+        assert {k: v for k, v in rebuilt[cell].items() if k != "run_dir"} == \
+            {k: v for k, v in want[cell].items() if k != "run_dir"}
+    assert (tmp_path / "rebuilt" / "report.html").is_file() and (tmp_path / "rebuilt" / "paired.csv").is_file()
+
 
 @pytest.mark.slow
 def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
