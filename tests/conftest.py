@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 
 # TensorFlow's C++ start-up notes are noise in test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Data checks and decoded-image caches of the tests go to a private folder, not ~/.cache
+# (subprocesses inherit it).
+os.environ["TLEXP_CACHE_DIR"] = tempfile.mkdtemp(prefix="tlexp-test-cache-")
 
 
 def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 36), seed: int = 0) -> Path:

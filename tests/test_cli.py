@@ -15,8 +15,9 @@ import yaml
 
 from conftest import write_image
 
-RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "history.csv", "predictions.csv", "metrics.json", "run.log",
-             "curves.png", "confusion.png", "roc.png", "model.keras", "forest.joblib", "logreg.joblib"}
+RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "rejected.csv", "duplicates.csv", "history.csv",
+             "predictions.csv", "metrics.json", "run.log", "curves.png", "confusion.png", "roc.png", "model.keras",
+             "forest.joblib", "logreg.joblib"}
 
 
 def tlexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -68,18 +69,23 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     assert resolved["data"]["root"] == str(dirty_flat_dataset.resolve())
 
     split = list(csv_rows(run_dir / "split.csv"))
+    rejected = {r["path"]: r["reason"] for r in csv_rows(run_dir / "rejected.csv")}
     skipped = list(csv_rows(run_dir / "skipped.csv"))
-    assert len(split) == 27  # 12 + 12 good, 3 bad files
-    assert sorted(r["path"] for r in skipped) == ["cat.90.jpg", "dog.91.jpg", "dog.92.jpg"]
-    assert all(r["reason"] for r in skipped)
+    # the data check rejects the bad files before training: they never reach a split
+    assert len(split) == 24 and not {r["path"] for r in split} & set(rejected)
+    assert rejected == {"cat.90.jpg": "empty", "dog.91.jpg": rejected["dog.91.jpg"], "dog.92.jpg": "not an image (HTML)"}
+    assert rejected["dog.91.jpg"].startswith("truncated")
+    assert skipped == []  # nothing failed later
 
     m = json.loads((run_dir / "metrics.json").read_text())
     planned = Counter(r["split"] for r in split)
-    lost = Counter(r["split"] for r in skipped)
-    assert m["data"]["skipped"] == 3
+    assert m["data"]["skipped"] == 0
+    assert m["data"]["check"]["rejected"] == 3 and m["data"]["check"]["usable"] == 24
+    assert m["data"]["check"]["variant"] == "custom"
+    assert m["data"]["decoded_cache"]  # images came from the decoded-image cache
     for s in ("train", "val", "test"):
         assert sum(m["data"]["counts"][s].values()) == planned[s]
-        assert m["data"]["used"][s] == planned[s] - lost[s]
+        assert m["data"]["used"][s] == planned[s]
         for scores in (m["head"][s], m["forest"][s], m["classifiers"]["logreg"][s]):
             cm = np.array(scores["confusion"])
             assert cm.sum() == scores["n"] == m["data"]["used"][s]
@@ -94,7 +100,7 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     # predictions.csv: one row per decoded image; its accuracies are the ones in metrics.json
     preds = list(csv_rows(run_dir / "predictions.csv"))
     assert len(preds) == sum(m["data"]["used"].values())
-    assert {r["path"] for r in preds}.isdisjoint(r["path"] for r in skipped)
+    assert {r["path"] for r in preds} == {r["path"] for r in split}
     for clf, scores in (("head", m["head"]), ("forest", m["forest"]), ("logreg", m["classifiers"]["logreg"])):
         test = [r for r in preds if r["split"] == "test"]
         assert np.mean([r[clf] == r["label"] for r in test]) == pytest.approx(scores["test"]["accuracy"])
@@ -111,7 +117,7 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = (run_dir / "run.log").read_text()
     assert "data: flat layout" in log and "model: vgg16, frozen 15/19 layers" in log  # logged before the folder existed
-    assert "3 file(s) could not be decoded" in log and "run: done" in log
+    assert "24 usable, 3 rejected" in log and "run: done" in log
     assert "Traceback" not in proc.stderr
 
     # same command again, quietly: a new folder, the first run untouched, same split and same numbers
@@ -119,7 +125,6 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     proc2 = tlexp("--quiet", "run", str(cfg), "forest.n_estimators=12", cwd=tmp_path)
     assert proc2.returncode == 0, proc2.stderr
     assert "train: epoch" not in proc2.stderr and "data: flat layout" not in proc2.stderr  # --quiet: warnings only
-    assert "3 file(s) could not be decoded" in proc2.stderr
     run2 = Path(proc2.stdout.strip().splitlines()[-1])
     assert "train: epoch 2/2" in (run2 / "run.log").read_text()  # the log file still has everything
     assert run2.name == "vgg16_f50_s32"
@@ -197,7 +202,6 @@ def test_help_does_not_import_tensorflow(tmp_path):
     assert proc.stdout.strip().endswith("noTF")
 
 
-@pytest.mark.slow
 def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
     root = tmp_path / "bad"
     root.mkdir()
@@ -206,12 +210,9 @@ def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
             (root / f"{cls}.{i}.jpg").write_bytes(b"")
     proc = tlexp("run", str(tiny_config(tmp_path, root)), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "None of the 4 training images could be decoded" in proc.stderr  # 6 per class, 0.25 + 0.25 held out
+    assert "has usable images of 0 class(es)" in proc.stderr and "tlexp data check" in proc.stderr
     assert "Traceback" not in proc.stderr
-    run_dir = tmp_path / "results" / "vgg16_f50_s3"
-    assert len(list(csv_rows(run_dir / "skipped.csv"))) >= 4
-    assert not (run_dir / "metrics.json").exists()  # an unfinished run never looks finished
-    assert "run: stopped: None of the 4 training images" in (run_dir / "run.log").read_text()
+    assert not (tmp_path / "results").exists()  # it fails before a run folder exists
 
 
 @pytest.mark.slow

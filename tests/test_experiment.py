@@ -27,7 +27,7 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
     m = json.loads((run_dir / "metrics.json").read_text())
     assert run_dir.name == "multi"
     assert m["data"]["class_names"] == ["Bird", "Cat", "Dog"]
-    assert m["data"]["skipped"] == 1
+    assert m["data"]["skipped"] == 0 and m["data"]["check"]["rejected"] == 1  # broken.jpg, caught by the check
     for clf in ("head", "forest"):
         t = m[clf]["test"]
         assert t["average"] == "macro" and np.array(t["confusion"]).shape == (3, 3)

@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_sweep)
     with_config("plan", "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; "
                         "no training, no weights.").set_defaults(func=_cmd_plan)
+    sp = sub.add_parser("data", help="'data check ROOT': classify every file of a dataset (good, converted, "
+                                     "rejected with a reason), find duplicates; never modifies the files.",
+                        description="'tlexp data check ROOT' walks the dataset once and classifies every file: good, "
+                        "converted (CMYK, grayscale, palette, RGBA, 16-bit, EXIF-rotated, wrong extension) or "
+                        "rejected with a reason (empty, truncated, not an image, unsupported, too small, unreadable). "
+                        "It writes manifest.csv, rejected.csv and duplicates.csv into a new folder under --out. "
+                        "Every run does the same check first; results are cached, so unchanged files are not "
+                        "decoded again.")
+    sp.add_argument("action", choices=["check"])
+    sp.add_argument("root", metavar="ROOT", help="the dataset folder")
+    sp.add_argument("--layout", default="auto", choices=["auto", "folders", "flat"])
+    sp.add_argument("--out", default="results", help="parent folder of the check's report folder (default: results)")
+    sp.add_argument("--cache-dir", help="tlexp's cache folder (default: $TLEXP_CACHE_DIR or ~/.cache/tlexp)")
+    sp.set_defaults(func=_cmd_data)
     sp = sub.add_parser("weights", help="List the ImageNet weights files Keras expects, where, and whether they "
                                         "are there and intact; 'weights import FILE' puts a downloaded one in place.",
                         description="Without arguments: for each backbone, the no-top ImageNet weights file Keras "
@@ -128,6 +142,27 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     plan = plan_experiment(cfg)
     print(format_plan(plan, yaml.safe_dump(plan["config"], sort_keys=False)))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlexp import runs
+    from tlexp.datacheck import check_dataset, format_summary, write_check
+    from tlexp.imagecache import default_cache_dir
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UserError(f"Dataset folder not found: '{root}'. Give the folder that holds the images.")
+    from tlexp.experiment import show_progress
+
+    result = check_dataset(root, args.layout, cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                           progress=show_progress())
+    out = runs.new_run_dir(args.out, f"check-{root.resolve().name}")
+    write_check(result, out)
+    print(format_summary(result))
+    print(out)
     return 0
 
 

@@ -58,6 +58,14 @@ class DataConfig(_Section):
     limit_per_class: int | None = Field(
         None, ge=3, description="Use at most this many images per class (a seeded random subset); null = all."
     )
+    cache_dir: str | None = Field(
+        None, description="Where tlexp keeps data checks and decoded-image caches (never inside data.root); "
+        "null = $TLEXP_CACHE_DIR, else ~/.cache/tlexp."
+    )
+    decoded_cache: bool = Field(
+        True, description="Decode and resize every image once per (dataset, image_size) into a uint8 cache in "
+        "cache_dir, shared by all runs (224 px: about 150 kB per image); false = decode on the fly every epoch."
+    )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
     @field_validator("val_fraction", "test_fraction", mode="before")
@@ -623,6 +631,8 @@ def _absolutize(cfg: Config) -> Config:
         return str(Path(p).expanduser().resolve())
 
     cfg.data.root = absolute(cfg.data.root)
+    if cfg.data.cache_dir is not None:
+        cfg.data.cache_dir = absolute(cfg.data.cache_dir)
     cfg.output.dir = absolute(cfg.output.dir)
     if cfg.model.weights not in ("imagenet", "none"):
         cfg.model.weights = absolute(cfg.model.weights)

@@ -68,8 +68,9 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"Dataset folder not found: '{root}'. Set data.root to the folder holding the images.")
-    top_images = sorted(e.name for e in os.scandir(root) if e.is_file() and _is_image(e.name))
-    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    entries = list(os.scandir(root))
+    top_images = sorted(e.name for e in entries if _is_file(e) and _is_image(e.name))
+    subdirs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if layout == "auto":
         class_dirs = [d for d in subdirs if _has_images(root / d)]
         if top_images and class_dirs:
@@ -174,8 +175,20 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     with Image.open(path) as img:
         img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is enough
         img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit (or 32-bit int) gray: Pillow's convert("RGB") clips at 255, which turns
+            # a real 16-bit photo nearly white; scale the range down instead.
+            wide = np.asarray(img, dtype=np.float64)
+            img = Image.fromarray(np.clip(wide / (257.0 if wide.max() > 255 else 1.0), 0, 255).astype(np.uint8), "L")
         img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop: not a usable file (the data check reports it)
+        return False
 
 
 def _is_image(name: str) -> bool:

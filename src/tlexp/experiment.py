@@ -29,13 +29,33 @@ from tlexp.tfquiet import import_tensorflow
 log = logging.getLogger("tlexp")
 
 
-def prepare_data(cfg: Config) -> Dataset:
-    """Generate the demo data if asked, find the images, and split them. Decodes nothing."""
+def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
+    """Generate the demo data if asked, check every file, and split the usable ones.
+
+    Args:
+        check: run the data check (decodes every new or changed file once; cached and
+            incremental). ``False`` (``tlexp plan``) only lists files and decodes nothing.
+
+    Returns:
+        ``(dataset, check_result)``; the dataset holds only files the check passed
+        (``check_result`` is None without a check).
+    """
     if cfg.data.synthetic.enabled:
         from tlexp.synthetic import ensure_demo_dataset
 
         ensure_demo_dataset(cfg.data.root, cfg.data.synthetic.per_class)
-    found = discover(cfg.data.root, cfg.data.layout)
+    result = None
+    if check:
+        from tlexp.datacheck import check_dataset
+
+        result = check_dataset(cfg.data.root, cfg.data.layout, cache_dir=cache_dir(cfg), progress=show_progress())
+        found = _usable_dataset(result)
+        rejected = len(result.rejected())
+        log.info("data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, %d rejected%s",
+                 len(result.files), result.seconds, result.reused, len(found.paths), rejected,
+                 f"; see {runs.REJECTED_FILE}" if rejected else "")
+    else:
+        found = discover(cfg.data.root, cfg.data.layout)
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     ds = assign_splits(found, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, cfg.data.limit_per_class)
     counts = ds.counts()
@@ -44,7 +64,60 @@ def prepare_data(cfg: Config) -> Dataset:
         ds.layout, len(ds.class_names), ", ".join(ds.class_names), len(found.paths),
         *(sum(counts[s].values()) for s in SPLITS),
     )
-    return ds
+    return ds, result
+
+
+def cache_dir(cfg: Config) -> Path:
+    """The folder of data checks and decoded-image caches for this config."""
+    from tlexp.imagecache import default_cache_dir
+
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+
+
+def _usable_dataset(result) -> Dataset:
+    """A Dataset of the files a data check passed (good or converted, with a label)."""
+    usable = sorted(result.usable(), key=lambda f: f.path)
+    class_names = sorted({f.label for f in usable})
+    if len(class_names) < 2:
+        raise DataError(
+            f"After the data check, '{result.root}' has usable images of {len(class_names)} class(es) "
+            f"({', '.join(class_names) or 'none'}); a classifier needs two. Run 'tlexp data check "
+            f"{result.root}' to see what was rejected and why."
+        )
+    index = {c: i for i, c in enumerate(class_names)}
+    return Dataset(root=Path(result.root).resolve(), layout=result.layout, class_names=class_names,
+                   paths=[f.path for f in usable], labels=np.array([index[f.label] for f in usable], dtype=np.int64))
+
+
+def _check_summary(result, ds: Dataset) -> dict[str, Any]:
+    """What the data check found, for metrics.json; warns about duplicates that leak."""
+    split_of = dict(zip(ds.paths, ds.split))
+    groups = result.duplicates()
+    across = [g for g in groups if len({split_of[f.path] for f in g if f.path in split_of}) > 1]
+    conflicts = result.conflicting_duplicates()
+    if across:
+        log.warning("data: %d group(s) of identical images sit in more than one split (a train/test leak); "
+                    "see %s", len(across), runs.DUPLICATES_FILE)
+    if conflicts:
+        log.warning("data: %d group(s) of identical images carry different labels; see %s", len(conflicts),
+                    runs.DUPLICATES_FILE)
+    from tlexp.datacheck import reject_reason
+
+    reasons: dict[str, int] = {}
+    for f in result.rejected():
+        reasons[reject_reason(f.detail)] = reasons.get(reject_reason(f.detail), 0) + 1
+    return {
+        "variant": result.variant,
+        "files": len(result.files),
+        "usable": len(result.usable()),
+        "converted": sum(f.status == "converted" for f in result.files),
+        "rejected": len(result.rejected()),
+        "rejected_by_reason": reasons,
+        "duplicate_groups": len(groups),
+        "duplicate_groups_across_splits": len(across),
+        "duplicate_groups_with_different_labels": len(conflicts),
+        "seconds": round(result.seconds, 3),
+    }
 
 
 def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
@@ -63,7 +136,7 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
     cache = {} if cache is None else cache
     data_key = ("data", json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True), cfg.seed)
     if data_key not in cache:
-        cache[data_key] = prepare_data(cfg)
+        cache[data_key] = prepare_data(cfg, check=False)[0]
     ds = cache[data_key]
     import_tensorflow()
     from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
@@ -122,7 +195,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
 
                 require_mlflow(cfg.tracking.mlflow.uri)
         with _timed(timings, "data"):
-            ds = prepare_data(cfg)
+            ds, check = prepare_data(cfg)
 
         with _timed(timings, "build"):
             model, plan, counts = _build_model(cfg, len(ds.class_names), weights_path)
@@ -139,8 +212,11 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
             run_dir / runs.SPLIT_FILE, ["path", "label", "split"],
             ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)),
         )
+        check_summary = _write_check(run_dir, check, ds)
         try:
-            result = _train_and_evaluate(cfg, ds, model, classifiers, run_dir, timings)
+            with _timed(timings, "decode"):
+                decoder = _decoder(cfg, ds, check)
+            result = _train_and_evaluate(cfg, ds, model, classifiers, decoder, run_dir, timings)
         except UserError as e:
             # The CLI prints the message itself (no traceback); run.log keeps a copy.
             run_log.file.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run: stopped: %s", (e,), None))
@@ -156,7 +232,8 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         metrics = {
             "run": {"name": run_dir.name, "dir": str(run_dir), "started": started,
                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-            "data": {**_data_summary(ds), **result.pop("data")},
+            "data": {**_data_summary(ds), **result.pop("data"), "check": check_summary,
+                     "decoded_cache": str(decoder.cache.folder) if hasattr(decoder, "cache") else None},
             "freeze": plan.to_dict(),
             "params": counts,
             **result,
@@ -194,17 +271,41 @@ def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
     return model, plan, counts
 
 
-def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, Any], run_dir: Path,
+def _write_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
+    """rejected.csv and duplicates.csv of the data check, in the run folder."""
+    runs.write_csv(run_dir / runs.REJECTED_FILE, ["path", "label", "reason"],
+                   ((f.path, f.label or "", f.detail) for f in check.rejected()))
+    split_of = dict(zip(ds.paths, ds.split))
+    runs.write_csv(run_dir / runs.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
+                   ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
+                    for g, group in enumerate(check.duplicates(), start=1) for f in group))
+    return _check_summary(check, ds)
+
+
+def _decoder(cfg: Config, ds: Dataset, check):
+    """Images for the pipeline: rows of the decoded-image cache, or files decoded on the fly."""
+    from tlexp.pipeline import Decoder
+
+    if not cfg.data.decoded_cache:
+        return Decoder(ds.root, ds.paths, cfg.data.image_size)
+    from tlexp.imagecache import CachedDecoder, ensure_image_cache
+
+    sha = {f.path: f.sha256 for f in check.usable()}
+    cache = ensure_image_cache(ds.root, [(p, sha[p]) for p in ds.paths], cfg.data.image_size, cache_dir(cfg),
+                               progress=show_progress())
+    return CachedDecoder(cache, ds.paths)
+
+
+def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, Any], decoder, run_dir: Path,
                         timings: dict) -> dict[str, Any]:
     from tlexp import plots
     from tlexp.backbones import preprocess_fn
     from tlexp.forest import class_proba
     from tlexp.metrics import classification_metrics
-    from tlexp.pipeline import Decoder, make_dataset, without_index
+    from tlexp.pipeline import make_dataset, without_index
     from tlexp.train import fit, predict_with_features
 
     n_classes = len(ds.class_names)
-    decoder = Decoder(ds.root, ds.paths, cfg.data.image_size)
 
     def stream(split: str, shuffle: bool):
         return make_dataset(decoder, ds.indices(split), ds.labels, batch_size=cfg.train.batch_size,
@@ -215,7 +316,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
         log.info("train: %d epoch(s), batch %d, %s lr=%g", cfg.train.epochs, cfg.train.batch_size,
                  cfg.train.optimizer, cfg.train.learning_rate)
         history = fit(model, without_index(stream("train", True)), without_index(stream("val", False)),
-                      cfg.train.epochs, verbose=1 if _show_progress() else 0,
+                      cfg.train.epochs, verbose=1 if show_progress() else 0,
                       tensorboard_dir=run_dir / runs.TENSORBOARD_DIR if cfg.tracking.tensorboard else None)
     if not history.get("loss"):  # every training image failed to decode: fit() ran no step
         _write_skipped(run_dir, ds, decoder)
@@ -228,7 +329,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
     # One pass per split gives the head's predictions and the forest's features together.
     with _timed(timings, "predict"):
         out = {s: predict_with_features(model, stream(s, False), n_classes,
-                                        progress=f"predict {s}" if _show_progress() else None) for s in SPLITS}
+                                        progress=f"predict {s}" if show_progress() else None) for s in SPLITS}
     skipped = _write_skipped(run_dir, ds, decoder)
     if skipped:
         log.warning("data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runs.SKIPPED_FILE)
@@ -381,7 +482,7 @@ def describe_environment() -> dict[str, Any]:
     }
 
 
-def _show_progress() -> bool:
+def show_progress() -> bool:
     """Progress bars only for a person watching: a terminal that shows INFO (not --quiet)."""
     return sys.stderr.isatty() and any(
         type(h) is logging.StreamHandler and h.level <= logging.INFO for h in log.handlers)

@@ -20,7 +20,9 @@ import yaml
 # Fixed file names inside a run folder.
 CONFIG_FILE = "config.yaml"  # resolved config; the first file written
 SPLIT_FILE = "split.csv"  # path,label,split for every image used
-SKIPPED_FILE = "skipped.csv"  # images that could not be decoded: path,label,split,reason
+SKIPPED_FILE = "skipped.csv"  # images that passed the data check but failed to decode later: path,label,split,reason
+REJECTED_FILE = "rejected.csv"  # files the data check rejected: path,label,reason
+DUPLICATES_FILE = "duplicates.csv"  # groups of byte-identical usable images: group,path,label,split,sha256
 PREDICTIONS_FILE = "predictions.csv"  # per decoded image: split, label, each classifier's prediction
 HISTORY_FILE = "history.csv"  # one row per epoch: loss, accuracy, val_loss, val_accuracy
 METRICS_FILE = "metrics.json"  # the results; written last, so its presence means "finished"

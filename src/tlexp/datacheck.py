@@ -1,0 +1,527 @@
+"""Check every file of a dataset once: good, converted or rejected, and why. No TensorFlow.
+
+The check reads each candidate file, hashes its bytes, fully decodes it with Pillow and
+then runs :func:`tlexp.data.load_image` on the same bytes, so a file the check passes
+is one that training can load. Verdicts:
+
+* ``good``: decodes as-is to RGB.
+* ``converted``: usable, but something is changed on the way to RGB (``detail`` says
+  what, e.g. ``"CMYK->RGB"``, ``"PNG named .jpg"``, ``"EXIF-rotated"``).
+* ``rejected``: ``detail`` starts with one of :data:`REJECT_REASONS`.
+
+The user's files are only ever opened for reading. With ``cache_dir`` the verdicts are
+kept in ``cache_dir/checks/<sha256 of root>.json``; a later check re-reads only files
+whose (size, mtime, inode) changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import stat
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from tlexp.data import IMAGE_EXTENSIONS, load_image
+from tlexp.errors import DataError
+from tlexp.runs import write_csv, write_text
+
+log = logging.getLogger("tlexp")
+
+CACHE_VERSION = 1  # bump whenever a rule below changes: older caches are then ignored
+STATUSES = ("good", "converted", "rejected")
+REJECT_REASONS = ("empty", "truncated", "not an image", "unsupported", "too small", "unreadable")
+KAGGLE, PETIMAGES, CUSTOM = "kaggle-dogs-vs-cats-train", "microsoft-petimages", "custom"
+NO_LABEL = "(no label)"  # summary row of flat-layout files named without 'class.' prefix
+MANIFEST_FILE, REJECTED_FILE, DUPLICATES_FILE = "manifest.csv", "rejected.csv", "duplicates.csv"
+_SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
+
+_ORIENTATION = 0x0112  # EXIF tag
+_SAME_FORMAT = {"MPO": "JPEG", "DIB": "BMP"}  # camera JPEGs open as MPO; both decode like their base
+_MODE_NAMES = {
+    "1": "1-bit", "L": "grayscale", "LA": "grayscale+alpha", "La": "grayscale+alpha", "P": "palette",
+    "PA": "palette", "RGBA": "RGBA", "RGBa": "RGBA", "CMYK": "CMYK", "I;16": "16-bit", "I;16L": "16-bit",
+    "I;16B": "16-bit", "I;16N": "16-bit", "I": "integer", "F": "float",
+}
+
+
+@dataclass
+class FileVerdict:
+    """What the check found for one file.
+
+    Attributes:
+        path: relative to the dataset root, posix separators.
+        label: class name, or None (flat layout, a name without ``class.`` prefix).
+        status: ``"good"``, ``"converted"`` or ``"rejected"``.
+        detail: ``""`` when good; the conversions (joined by ``"; "``) when converted; the
+            reason, starting with one of :data:`REJECT_REASONS`, when rejected.
+        size: bytes, -1 if unreadable.
+        sha256: hex digest of the bytes, ``""`` if unreadable.
+        width, height: pixels after EXIF orientation (0 when not decoded).
+        mtime_ns, inode: of the file read (0 if unreadable); the cache key with ``size``.
+    """
+
+    path: str
+    label: str | None
+    status: str
+    detail: str
+    size: int
+    sha256: str
+    width: int = 0
+    height: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+
+
+@dataclass
+class CheckResult:
+    """All verdicts of one check.
+
+    Attributes:
+        root: dataset folder (absolute).
+        layout: ``"folders"`` or ``"flat"``.
+        class_names: sorted class names (as :func:`tlexp.data.discover` finds them).
+        files: one verdict per candidate file, sorted by path.
+        variant: :data:`KAGGLE`, :data:`PETIMAGES` or :data:`CUSTOM` (see :func:`detect_variant`).
+        seconds: wall time of the check.
+        reused: files whose verdict came from the cache.
+        ignored: per class (or :data:`NO_LABEL`), files skipped as not images (``Thumbs.db``,
+            ``.txt``, hidden files).
+    """
+
+    root: Path
+    layout: str
+    class_names: list[str]
+    files: list[FileVerdict]
+    variant: str
+    seconds: float
+    reused: int
+    ignored: dict[str, int] = field(default_factory=dict)
+
+    def usable(self) -> list[FileVerdict]:
+        """Good and converted files that have a label: what training may use."""
+        return [f for f in self.files if f.status != "rejected" and f.label is not None]
+
+    def rejected(self) -> list[FileVerdict]:
+        """Rejected files, labelled or not."""
+        return [f for f in self.files if f.status == "rejected"]
+
+    def duplicates(self) -> list[list[FileVerdict]]:
+        """Groups (two or more files) of usable files with identical bytes, sorted by path."""
+        groups: dict[str, list[FileVerdict]] = defaultdict(list)
+        for f in self.usable():
+            groups[f.sha256].append(f)
+        return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0].path)
+
+    def conflicting_duplicates(self) -> list[list[FileVerdict]]:
+        """Duplicate groups whose files carry different labels (the same image in two classes)."""
+        return [g for g in self.duplicates() if len({f.label for f in g}) > 1]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per class (plus :data:`NO_LABEL` if any, and ``"total"``): good, converted, rejected, ignored."""
+        keys = list(self.class_names)
+        if any(f.label is None for f in self.files) or self.ignored.get(NO_LABEL):
+            keys.append(NO_LABEL)
+        rows = {k: {"good": 0, "converted": 0, "rejected": 0, "ignored": self.ignored.get(k, 0)} for k in keys}
+        for f in self.files:
+            rows[f.label if f.label is not None else NO_LABEL][f.status] += 1
+        rows["total"] = {col: sum(r[col] for r in rows.values()) for col in _SUMMARY_COLUMNS}
+        return rows
+
+
+def detect_variant(layout: str, counts_by_class: Mapping[str, int]) -> str:
+    """Name the well-known dataset a layout and its per-class file counts match.
+
+    The rule looks only at counts of candidate image files (any verdict), not at their
+    contents, so a copy with a few broken files is still recognised:
+
+    * :data:`KAGGLE`: flat layout, classes exactly ``cat`` and ``dog``, 12,500 files each.
+    * :data:`PETIMAGES`: folders layout, classes exactly ``Cat`` and ``Dog``, 12,499 to
+      12,501 files each (copies in circulation differ by a file).
+    * :data:`CUSTOM`: anything else.
+    """
+    counts = dict(counts_by_class)
+    if layout == "flat" and counts == {"cat": 12_500, "dog": 12_500}:
+        return KAGGLE
+    if layout == "folders" and set(counts) == {"Cat", "Dog"} and all(12_499 <= n <= 12_501 for n in counts.values()):
+        return PETIMAGES
+    return CUSTOM
+
+
+def check_dataset(
+    root: str | os.PathLike,
+    layout: str = "auto",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    min_side: int = 16,
+) -> CheckResult:
+    """Classify every candidate file under ``root``. Never modifies, moves or deletes a file.
+
+    Candidates are the files :func:`tlexp.data.discover` would list (same layout rule,
+    same labels), plus image-named broken symlinks and symlink loops (rejected).
+
+    Args:
+        root: dataset folder.
+        layout: ``"auto"``, ``"folders"`` or ``"flat"``.
+        cache_dir: tlexp's cache folder; verdicts of unchanged files are reused from it.
+        workers: decoding threads; None means ``os.cpu_count()``.
+        progress: show a progress bar.
+        min_side: images whose shorter side is below this are rejected as too small.
+
+    Raises:
+        ValueError: a bad parameter.
+        DataError: ``root`` missing, unlistable, holding no image files, or ambiguous.
+    """
+    _check_params(layout, workers, min_side)
+    t0 = time.perf_counter()
+    if not Path(root).is_dir():
+        raise DataError(f"Dataset folder not found: '{root}'. Give the folder that holds the images.")
+    root = Path(root).resolve()
+    layout, candidates, ignored = _scan(root, layout)
+    class_names = sorted({c.label for c in candidates if c.label is not None})
+    ignored = {k: n for k, n in ignored.items() if k in class_names or k == NO_LABEL}
+
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / "checks" / f"{hashlib.sha256(str(root).encode()).hexdigest()}.json"
+    header = _cache_header(root, min_side)
+    cached = _load_cache(cache_path, header) if cache_path else {}
+    verdicts: dict[str, FileVerdict] = {}
+    todo, reused = [], 0
+    for c in candidates:
+        if c.error:  # known from stat alone; never cached, so fixing the file is noticed at once
+            verdicts[c.rel] = FileVerdict(c.rel, c.label, "rejected", c.error, -1, "")
+        elif hit := _from_cache(cached.get(c.rel), c):
+            verdicts[c.rel] = hit
+            reused += 1
+        else:
+            todo.append(c)
+    try:
+        _check_all(root, todo, verdicts, workers or os.cpu_count() or 1, min_side, progress, len(candidates))
+    finally:
+        # Also after Ctrl-C: the next check then resumes instead of starting over.
+        if cache_path:
+            _save_cache(cache_path, header, verdicts.values())
+    files = [verdicts[c.rel] for c in candidates]
+    counts = Counter(f.label for f in files if f.label is not None)
+    result = CheckResult(root, layout, class_names, files, detect_variant(layout, counts),
+                         time.perf_counter() - t0, reused, ignored)
+    log.info("data: checked %d files in %.1fs (%d from cache): %d usable, %d rejected", len(files),
+             result.seconds, reused, len(result.usable()), len(result.rejected()))
+    return result
+
+
+def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write manifest.csv, rejected.csv and duplicates.csv (each atomically) into ``out_dir``.
+
+    Returns:
+        ``{"manifest": path, "rejected": path, "duplicates": path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"manifest": out / MANIFEST_FILE, "rejected": out / REJECTED_FILE, "duplicates": out / DUPLICATES_FILE}
+    write_csv(paths["manifest"], ["path", "label", "size", "sha256", "status", "detail", "width", "height"],
+              [(f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height) for f in result.files])
+    write_csv(paths["rejected"], ["path", "label", "reason"],
+              [(f.path, f.label or "", f.detail) for f in result.rejected()])
+    write_csv(paths["duplicates"], ["group", "path", "label", "sha256"],
+              [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g])
+    return paths
+
+
+def format_summary(result: CheckResult) -> str:
+    """A terminal report: per-class table, variant, rejections by reason, duplicates."""
+    rows = result.summary()
+    cols = _SUMMARY_COLUMNS
+    w = max(len("class"), *(len(k) for k in rows))
+    lines = [
+        f"data check: {result.root} ({result.layout} layout, variant {result.variant}): {len(result.files)} "
+        f"files in {result.seconds:.1f}s, {result.reused} from cache",
+        f"{'class':<{w}}  " + "  ".join(f"{c:>9}" for c in cols),
+    ]
+    lines += [f"{k:<{w}}  " + "  ".join(f"{r[c]:>9,}" for c in cols) for k, r in rows.items()]
+    lines.append(f"usable: {len(result.usable()):,}")
+    converted = Counter(part.split(" (")[0] for f in result.files if f.status == "converted"
+                        for part in f.detail.split("; "))
+    if converted:
+        lines.append("converted: " + ", ".join(f"{k} {n:,}" for k, n in converted.most_common()))
+    reasons = Counter(reject_reason(f.detail) for f in result.rejected())
+    if reasons:
+        lines.append("rejected: " + ", ".join(f"{k} {reasons[k]:,}" for k in REJECT_REASONS if reasons[k]))
+    if rows.get(NO_LABEL) and any(f.label is None for f in result.files):
+        lines.append(f"{NO_LABEL}: flat-layout files need names like 'cat.0.jpg'; these are not used")
+    dups = result.duplicates()
+    if dups:
+        conflicts = result.conflicting_duplicates()
+        lines.append(f"duplicates: {len(dups):,} group(s) of identical files ({sum(map(len, dups)):,} files), "
+                     f"{len(conflicts):,} with different labels")
+        for g in conflicts[:5]:
+            lines.append("  different labels: " + " = ".join(f"{f.path} ({f.label})" for f in g))
+    return "\n".join(lines)
+
+
+def reject_reason(detail: str) -> str:
+    """The reason category (one of :data:`REJECT_REASONS`) of a rejected file's detail."""
+    return next((r for r in REJECT_REASONS if detail.startswith(r)), detail)
+
+
+def _check_params(layout: str, workers: int | None, min_side: int) -> None:
+    if layout not in ("auto", "flat", "folders"):
+        raise ValueError(f"The 'layout' parameter must be one of 'auto', 'flat', 'folders'. Got {layout!r} instead.")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"The 'workers' parameter must be an int >= 1 or None (all cores). Got {workers!r} instead.")
+    if not isinstance(min_side, int) or min_side < 1:
+        raise ValueError(f"The 'min_side' parameter must be an int >= 1. Got {min_side!r} instead.")
+
+
+# --- finding the files ---------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    rel: str
+    label: str | None
+    st: os.stat_result | None  # of the file a symlink points to
+    error: str = ""  # set when the file cannot be opened at all: it is then never opened
+
+
+def _scan(root: Path, layout: str) -> tuple[str, list[_Candidate], Counter]:
+    """Layout (resolving "auto" exactly as discover does), sorted candidates, ignored counts."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"Cannot list the dataset folder '{root}': {e.strerror}. Check its permissions.") from None
+    top, subdirs, others = [], [], []
+    for e in entries:
+        st, err = _stat(root / e.name)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            if not e.name.startswith("."):
+                subdirs.append(e.name)
+        elif st is not None and stat.S_ISREG(st.st_mode) and _is_image(e.name):
+            top.append(_Candidate(e.name, None, st))
+        else:
+            others.append((e.name, st, err))
+    if layout == "auto":
+        # Checked only when it matters: walking every class folder twice costs time.
+        if top and any(_has_images(root / d) for d in subdirs):
+            raise DataError(
+                f"'{root}' holds images both directly ({len(top)}) and in sub-folders; set the layout "
+                "to 'flat' or 'folders' to say which to use."
+            )
+        layout = "flat" if top else "folders"
+    candidates, ignored = _scan_flat(top, others) if layout == "flat" else _scan_folders(root, subdirs)
+    if not candidates:
+        raise DataError(
+            f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' with layout '{layout}'. "
+            "Expected class sub-folders (root/cat/*.jpg) or Kaggle-style files (root/cat.0.jpg)."
+        )
+    return layout, sorted(candidates, key=lambda c: c.rel), ignored
+
+
+def _scan_flat(top: list[_Candidate], others: list) -> tuple[list[_Candidate], Counter]:
+    candidates = list(top)
+    ignored_names = []
+    for name, st, err in others:
+        if _is_image(name):  # a broken link, a loop, a FIFO...: reported, never opened
+            candidates.append(_Candidate(name, None, st, err or "unreadable: not a regular file"))
+        else:
+            ignored_names.append(name)
+    for c in candidates:
+        c.label = _flat_label(c.rel)
+    classes = {c.label for c in candidates}
+    # Thumbs.db has no class; 'cat.0.txt' counts under cat.
+    ignored = Counter(lbl if (lbl := _flat_label(n)) in classes - {None} else NO_LABEL for n in ignored_names)
+    return candidates, ignored
+
+
+def _scan_folders(root: Path, subdirs: list[str]) -> tuple[list[_Candidate], Counter]:
+    candidates, ignored = [], Counter()
+    for d in subdirs:
+        # followlinks=False (the default): a symlinked folder (even one pointing to its
+        # parent) is listed but never entered, so the walk cannot loop.
+        for dirpath, dirnames, filenames in os.walk(root / d, onerror=_warn_unlistable):
+            dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
+            rel_dir = Path(dirpath).relative_to(root)
+            for f in sorted(filenames):
+                if not _is_image(f):
+                    ignored[d] += 1
+                    continue
+                st, err = _stat(Path(dirpath) / f)
+                if st is not None and not stat.S_ISREG(st.st_mode):
+                    err = "unreadable: not a regular file"
+                candidates.append(_Candidate((rel_dir / f).as_posix(), d, st, err))
+    return candidates, ignored
+
+
+def _stat(path: Path) -> tuple[os.stat_result | None, str]:
+    try:
+        return os.stat(path), ""
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None, "unreadable: symlink loop"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return None, "unreadable: broken symlink (its target does not exist)"
+        return None, f"unreadable: {e.strerror or e}"
+
+
+def _warn_unlistable(e: OSError) -> None:
+    log.warning("data: cannot list '%s' (%s); files in it are not checked", e.filename, e.strerror)
+
+
+def _is_image(name: str) -> bool:  # the rule of tlexp.data.discover
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _has_images(folder: Path) -> bool:  # the rule of tlexp.data.discover's layout detection
+    return any(any(_is_image(f) for f in files) for _, _, files in os.walk(folder))
+
+
+def _flat_label(name: str) -> str | None:
+    return name.split(".", 1)[0] if "." in Path(name).stem else None
+
+
+# --- checking one file ---------------------------------------------------------------
+
+
+def _check_all(root: Path, todo: list[_Candidate], verdicts: dict[str, FileVerdict], workers: int,
+               min_side: int, progress: bool, total: int) -> None:
+    """Check ``todo`` in threads (Pillow releases the GIL while decoding), filling ``verdicts``."""
+    if not todo:
+        return
+    from PIL import Image
+
+    Image.init()  # register all plugins once, before threads race to do it
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=total - len(todo), desc="data check", unit="file", leave=False)
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(todo)))
+    try:
+        futures = [pool.submit(_check_file, root, c.rel, c.label, min_side) for c in todo]
+        for fut in as_completed(futures):
+            v = fut.result()
+            verdicts[v.path] = v
+            if bar is not None:
+                bar.update()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: don't wait for the queued thousands
+        if bar is not None:
+            bar.close()
+
+
+def _check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileVerdict:
+    """Read, hash and inspect one file (read-only)."""
+    try:
+        # O_NONBLOCK: a FIFO named .jpg must not hang the check; no effect on regular files.
+        fd = os.open(root / rel, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())  # before reading: a write during the read changes mtime after it
+            if not stat.S_ISREG(st.st_mode):
+                return FileVerdict(rel, label, "rejected", "unreadable: not a regular file", -1, "")
+            data = f.read()
+    except OSError as e:
+        return FileVerdict(rel, label, "rejected", f"unreadable: {e.strerror or e}", -1, "")
+    status, detail, width, height = _inspect(data, os.path.splitext(rel)[1].lower(), min_side)
+    return FileVerdict(rel, label, status, detail, len(data), hashlib.sha256(data).hexdigest(), width, height,
+                       st.st_mtime_ns, st.st_ino)
+
+
+def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int]:
+    """Verdict of an image file's bytes: (status, detail, width, height)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        return "rejected", "empty", 0, 0
+    notes = []
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            expected = Image.registered_extensions().get(ext)
+            if _SAME_FORMAT.get(img.format, img.format) != expected:
+                notes.append(f"{img.format} named {ext}")
+            if getattr(img, "is_animated", False):
+                notes.append("animated (first frame used)")
+            mode, orientation = img.mode, img.getexif().get(_ORIENTATION, 1)
+            img.load()  # full decode: raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
+            if mode != "RGB":
+                # load_image scales a 16-bit range down to 8 bits (not clipped)
+                notes.append(f"{_MODE_NAMES.get(mode, mode)}->RGB")
+            if orientation in range(2, 9):
+                notes.append("EXIF-rotated")
+            width, height = ImageOps.exif_transpose(img).convert("RGB").size
+        load_image(io.BytesIO(data), 32)  # training's own decoder on the same bytes
+    except UnidentifiedImageError:
+        return "rejected", f"not an image ({_sniff(data)})", 0, 0
+    except Exception as e:  # noqa: BLE001 - any Pillow failure on user bytes is a verdict, not a crash
+        msg = str(e)
+        if isinstance(e, EOFError) or "truncated" in msg.lower():
+            return "rejected", f"truncated: {msg}", 0, 0
+        return "rejected", f"unsupported: cannot decode ({type(e).__name__}: {msg})"[:300], 0, 0
+    if min(width, height) < min_side:
+        return "rejected", f"too small ({width}x{height}; min_side is {min_side})", width, height
+    return ("converted" if notes else "good"), "; ".join(notes), width, height
+
+
+def _sniff(data: bytes) -> str:
+    """What a non-image file seems to be, for the rejection message."""
+    head = data[:1024].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "HTML"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown format"
+    return "text" if all(ch.isprintable() or ch.isspace() for ch in text) else "unknown format"
+
+
+# --- the incremental cache -----------------------------------------------------------
+
+
+def _cache_header(root: Path, min_side: int) -> dict:
+    import PIL
+
+    # A newer Pillow may decode files an older one rejected, and min_side changes verdicts.
+    return {"version": CACHE_VERSION, "root": str(root), "pillow": PIL.__version__, "min_side": min_side}
+
+
+def _load_cache(path: Path, header: dict) -> dict:
+    """Cached entries by path; {} when the file is missing, unreadable, corrupt or stale."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["header"] == header and isinstance(data["files"], dict):
+            return data["files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return {}
+
+
+def _from_cache(entry: object, c: _Candidate) -> FileVerdict | None:
+    """The cached verdict if ``entry`` matches the file's (size, mtime, inode), else None."""
+    try:
+        size, mtime_ns, inode, status, detail, sha, width, height = entry  # type: ignore[misc]
+        if (size, mtime_ns, inode) != (c.st.st_size, c.st.st_mtime_ns, c.st.st_ino) or status not in STATUSES:
+            return None
+        return FileVerdict(c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height),
+                           mtime_ns, inode)
+    except (TypeError, ValueError):  # a hand-edited or damaged entry: check the file again
+        return None
+
+
+def _save_cache(path: Path, header: dict, verdicts: Iterable[FileVerdict]) -> None:
+    files = {v.path: [v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height]
+             for v in verdicts if v.size >= 0}  # unreadable files are re-tried each time: stat is cheap
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"header": header, "files": files}, separators=(",", ":")))
+    except OSError as e:  # the check itself succeeded; only the next one will be slower
+        log.warning("data: could not write the check cache '%s' (%s)", path, e)

@@ -1,0 +1,161 @@
+"""Decoded-image cache: every image decoded and resized once per (dataset, image size).
+
+Decoding JPEGs is the expensive part of feeding a model; a sweep of 12 cells x 2 epochs
+would decode each image ~40 times. Here each usable image is decoded once into a
+compact uint8 array on disk (``images.u8``, shape (n, size, size, 3)), memory-mapped by
+every later run. The cache key hashes the image size, the decoder version and every
+file's path and content hash, so any change to the dataset or to the resize settings
+selects a new cache and never reads a stale one.
+
+No lock files: a cache is built in a private temporary folder and renamed into place
+when complete. A build killed half-way leaves only a temporary folder that nobody reads
+(and that a later build removes once it is old); two runs building the same cache at
+once both succeed, and the second rename simply finds the first one's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tlexp.data import load_image
+
+log = logging.getLogger("tlexp")
+
+DECODER_VERSION = 1  # bump when load_image's output changes: old caches are then never used
+_STALE_TMP_SECONDS = 24 * 3600
+
+
+def default_cache_dir() -> Path:
+    """``$TLEXP_CACHE_DIR``, else ``$XDG_CACHE_HOME/tlexp``, else ``~/.cache/tlexp``."""
+    if os.environ.get("TLEXP_CACHE_DIR"):
+        return Path(os.environ["TLEXP_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "tlexp"
+
+
+def cache_key(files: Sequence[tuple[str, str]], size: int) -> str:
+    """Key of a cache: image size, decoder version and every (path, content hash)."""
+    h = hashlib.sha256(json.dumps([DECODER_VERSION, size, sorted(files)]).encode())
+    return h.hexdigest()[:24]
+
+
+class ImageCache:
+    """A finished cache, memory-mapped read-only.
+
+    Attributes:
+        images: uint8 array, shape (n, size, size, 3).
+        ok: bool array, shape (n,): False where the file failed to decode when the
+            cache was built (it changed after the data check).
+        index: relative path -> row.
+    """
+
+    def __init__(self, folder: Path):
+        meta = json.loads((folder / "index.json").read_text())
+        self.folder, self.size = folder, int(meta["size"])
+        self.paths: list[str] = meta["paths"]
+        self.errors: dict[str, str] = meta["errors"]
+        self.index = {p: i for i, p in enumerate(self.paths)}
+        n = len(self.paths)
+        self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, self.size, self.size, 3))
+        self.ok = np.array([p not in self.errors for p in self.paths], dtype=bool)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.size)
+
+
+def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, cache_dir: Path,
+                       *, workers: int | None = None, progress: bool = False) -> ImageCache:
+    """Return the cache of ``files`` at ``size``, building it first if needed.
+
+    Args:
+        root: dataset folder.
+        files: (path relative to root, content sha256) of every usable image.
+        size: image size of the run.
+        cache_dir: tlexp's cache folder (the cache goes in ``cache_dir/images/<key>``).
+    """
+    key = cache_key(files, size)
+    parent = Path(cache_dir) / "images"
+    final = parent / key
+    if (final / "index.json").is_file():
+        log.info("data: decoded-image cache hit (%d images at %d px) in %s", len(files), size, final)
+        return ImageCache(final)
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=parent))
+    t0 = time.perf_counter()
+    try:
+        paths = [p for p, _ in sorted(files)]
+        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), size, size, 3))
+        errors: dict[str, str] = {}
+        lock = threading.Lock()
+
+        def decode(i: int) -> None:
+            try:
+                images[i] = load_image(root / paths[i], size)
+            except Exception as e:  # noqa: BLE001 - the file changed after the check: record, go on
+                with lock:
+                    errors[paths[i]] = f"{type(e).__name__}: {e}"[:200]
+
+        rows = range(len(paths))
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+            it = pool.map(decode, rows)
+            if progress:
+                from tqdm.auto import tqdm
+
+                it = tqdm(it, total=len(paths), desc=f"decode {size}px", unit="img", leave=False)
+            for _ in it:
+                pass
+        images.flush()
+        del images
+        (tmp / "index.json").write_text(json.dumps({"size": size, "paths": paths, "errors": errors,
+                                                    "version": DECODER_VERSION, "root": str(root)}))
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process finished the same cache first
+        except OSError:
+            if not (final / "index.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cache = ImageCache(final)
+    log.info("data: decoded %d images at %d px into a %.1f MB cache in %.1fs (%s)", len(files), size,
+             cache.nbytes / 1e6, time.perf_counter() - t0, final)
+    return cache
+
+
+def _remove_stale_builds(parent: Path) -> None:
+    """Temporary folders of builds killed long ago: nobody reads them; free the disk."""
+    now = time.time()
+    for d in parent.glob(".build-*"):
+        try:
+            if now - d.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
+class CachedDecoder:
+    """Same interface as :class:`tlexp.pipeline.Decoder`, reading rows of an ImageCache."""
+
+    def __init__(self, cache: ImageCache, paths: Sequence[str]):
+        self.cache, self.size = cache, cache.size
+        self.rows = np.array([cache.index[p] for p in paths], dtype=np.int64)
+        self.failed: dict[int, str] = {i: cache.errors[p] for i, p in enumerate(paths) if p in cache.errors}
+
+    def __call__(self, index: np.int64) -> tuple[np.ndarray, np.bool_]:
+        row = self.rows[int(index)]
+        return np.array(self.cache.images[row]), np.bool_(self.cache.ok[row])

@@ -1,0 +1,351 @@
+"""The data check on a torture dataset: every kind of broken, odd and duplicate file."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_image
+from tlexp import datacheck
+from tlexp.data import discover, load_image
+from tlexp.datacheck import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
+from tlexp.errors import DataError
+from tlexp.runs import read_csv
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads a chmod 000 file anyway
+
+
+def _noise(seed: int, size: tuple[int, int] = (40, 30)) -> np.ndarray:
+    """RGB noise, shape (height, width, 3); a different seed gives different bytes."""
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def _save(path: Path, img, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kwargs)
+    return path
+
+
+def _jpeg_bytes(seed: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_noise(seed)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+# path -> (status, detail prefix); width/height checked separately where they matter.
+EXPECTED = {
+    "cat/good.jpg": ("good", ""),
+    "cat/cmyk.jpg": ("converted", "CMYK->RGB"),
+    "cat/gray.jpg": ("converted", "grayscale->RGB"),
+    "cat/palette.jpg": ("converted", "GIF named .jpg; palette->RGB"),
+    "cat/rgba.png": ("converted", "RGBA->RGB"),
+    "cat/deep.png": ("converted", "16-bit->RGB"),
+    "cat/rotated.jpg": ("converted", "EXIF-rotated"),
+    "cat/png.jpg": ("converted", "PNG named .jpg"),
+    "cat/bmp.jpg": ("converted", "BMP named .jpg"),
+    "cat/empty.jpg": ("rejected", "empty"),
+    "cat/truncated.jpg": ("rejected", "truncated"),
+    "cat/text.jpg": ("rejected", "not an image (text)"),
+    "cat/page.jpg": ("rejected", "not an image (HTML)"),
+    "cat/tiny.jpg": ("rejected", "too small (4x4"),
+    "cat/loop.jpg": ("rejected", "unreadable: symlink loop"),
+    "cat/gone.jpg": ("rejected", "unreadable: broken symlink"),
+    "cat/locked.jpg": ("good", "") if IS_ROOT else ("rejected", "unreadable: Permission denied"),
+    "cat/same.jpg": ("good", ""),
+    "dog/good.jpg": ("good", ""),
+    "dog/same.jpg": ("good", ""),
+    "dog/sub/nested.jpg": ("good", ""),
+    "dog/alias.jpg": ("good", ""),  # a symlink to sub/nested.jpg: checked, and a duplicate of it
+    "dog/pipe.jpg": ("rejected", "unreadable: not a regular file"),
+    "dog/upper.JPEG": ("good", ""),
+}
+
+
+@pytest.fixture
+def torture(tmp_path: Path) -> Path:
+    """Folders layout cat/ and dog/ holding one file of every kind the check must handle."""
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    cat, dog = root / "cat", root / "dog"
+    _save(cat / "good.jpg", Image.fromarray(_noise(1)), quality=90)
+    _save(cat / "cmyk.jpg", Image.fromarray(_noise(2)).convert("CMYK"))
+    _save(cat / "gray.jpg", Image.fromarray(_noise(3)).convert("L"))
+    _save(cat / "palette.jpg", Image.fromarray(_noise(4)).convert("P"), format="GIF")
+    _save(cat / "rgba.png", Image.fromarray(np.dstack([_noise(5), _noise(6)[..., 0]]), "RGBA"))
+    deep = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)  # a real 16-bit range
+    _save(cat / "deep.png", Image.fromarray(deep))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    _save(cat / "rotated.jpg", Image.fromarray(_noise(7, (40, 30))), exif=exif)
+    _save(cat / "png.jpg", Image.fromarray(_noise(8)), format="PNG")
+    _save(cat / "bmp.jpg", Image.fromarray(_noise(9)), format="BMP")
+    (cat / "empty.jpg").write_bytes(b"")
+    good = _jpeg_bytes(10)
+    (cat / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (cat / "text.jpg").write_text("this is a note, not a picture\n")
+    (cat / "page.jpg").write_text("<!DOCTYPE html>\n<html><body>403 Forbidden</body></html>\n")
+    _save(cat / "tiny.jpg", Image.fromarray(_noise(11, (4, 4))))
+    (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 windows thumbnail cache")
+    _save(cat / ".hidden.jpg", Image.fromarray(_noise(12)))
+    os.symlink("loop.jpg", cat / "loop.jpg")  # points to itself: ELOOP
+    os.symlink("..", cat / "up")  # a folder link to the parent: the walk must not loop
+    os.symlink("nowhere.jpg", cat / "gone.jpg")
+    _save(cat / "locked.jpg", Image.fromarray(_noise(13)))
+    os.chmod(cat / "locked.jpg", 0)
+    (cat / "same.jpg").write_bytes(_jpeg_bytes(14))
+    _save(dog / "good.jpg", Image.fromarray(_noise(15)))
+    (dog / "same.jpg").write_bytes(_jpeg_bytes(14))  # the same image labelled dog
+    _save(dog / "sub" / "nested.jpg", Image.fromarray(_noise(16)))
+    os.symlink("sub/nested.jpg", dog / "alias.jpg")
+    (dog / "notes.txt").write_text("ignored")
+    os.mkfifo(dog / "pipe.jpg")  # opening a FIFO blocks: the check must not
+    _save(dog / "upper.JPEG", Image.fromarray(_noise(17)))
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Names, modes and bytes (or link targets) of everything under ``root``."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[str(p)] = ("link", st.st_mode, os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                readable = IS_ROOT or st.st_mode & stat.S_IRUSR
+                out[str(p)] = ("file", st.st_mode, p.read_bytes() if readable else None)
+            else:
+                out[str(p)] = ("dir", st.st_mode, None)
+    return out
+
+
+def test_every_verdict(torture):
+    before = _snapshot(torture)
+    res = check_dataset(torture, workers=4)
+    got = {f.path: f for f in res.files}
+    assert sorted(got) == sorted(EXPECTED)  # no Thumbs.db, .hidden.jpg, notes.txt, nothing via up/
+    for path, (status, prefix) in EXPECTED.items():
+        assert (got[path].status, got[path].detail[: len(prefix)]) == (status, prefix), path
+        assert (got[path].detail == "") == (status == "good"), path
+    assert (got["cat/rotated.jpg"].width, got["cat/rotated.jpg"].height) == (30, 40)  # EXIF swaps the sides
+    assert (got["cat/good.jpg"].width, got["cat/good.jpg"].height) == (40, 30)
+    assert (got["cat/tiny.jpg"].width, got["cat/tiny.jpg"].height) == (4, 4)
+    assert got["cat/deep.png"].detail == "16-bit->RGB"
+    deep = load_image(torture / "cat/deep.png", 32)  # scaled, not clipped to a white image
+    assert 0 < deep.mean() < 250 and deep.max() > deep.min()
+    assert got["cat/loop.jpg"].size == -1 and got["cat/loop.jpg"].sha256 == ""
+    assert got["cat/empty.jpg"].size == 0
+    assert all(len(f.sha256) == 64 for f in res.files if f.size >= 0)
+
+    assert res.layout == "folders" and res.class_names == ["cat", "dog"] and res.variant == CUSTOM
+    assert res.reused == 0
+    s = res.summary()
+    assert s["cat"]["ignored"] == 2 and s["dog"]["ignored"] == 1  # Thumbs.db + .hidden.jpg; notes.txt
+    assert s["total"]["good"] + s["total"]["converted"] + s["total"]["rejected"] == len(EXPECTED)
+    assert s["total"]["rejected"] == len(res.rejected()) == sum(v[0] == "rejected" for v in EXPECTED.values())
+    assert len(res.usable()) == s["total"]["good"] + s["total"]["converted"]
+    for f in res.usable():  # the guarantee: what the check passes, training can load
+        assert load_image(torture / f.path, 32).shape == (32, 32, 3)
+    assert _snapshot(torture) == before  # nothing changed, moved, or created
+
+
+def test_labels_match_discover(torture):
+    ds = discover(torture)  # folders layout: discover copes with this tree too
+    res = check_dataset(torture)
+    assert [(f.path, f.label) for f in res.files] == [(p, ds.class_names[y]) for p, y in zip(ds.paths, ds.labels)]
+
+
+def test_duplicates_and_csv_files(torture, tmp_path):
+    res = check_dataset(torture)
+    groups = [[f.path for f in g] for g in res.duplicates()]
+    assert groups == [["cat/same.jpg", "dog/same.jpg"], ["dog/alias.jpg", "dog/sub/nested.jpg"]]
+    assert [[f.label for f in g] for g in res.conflicting_duplicates()] == [["cat", "dog"]]
+
+    before = _snapshot(torture)
+    paths = datacheck.write_check(res, tmp_path / "out")
+    assert _snapshot(torture) == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["duplicates.csv", "manifest.csv", "rejected.csv"]  # no temp files
+    manifest = read_csv(paths["manifest"])
+    assert list(manifest[0]) == ["path", "label", "size", "sha256", "status", "detail", "width", "height"]
+    assert [(r["path"], r["status"]) for r in manifest] == [(f.path, f.status) for f in res.files]
+    row = next(r for r in manifest if r["path"] == "cat/rotated.jpg")
+    assert (row["label"], row["width"], row["height"], row["detail"]) == ("cat", "30", "40", "EXIF-rotated")
+    rejected = read_csv(paths["rejected"])
+    assert {r["path"]: r["reason"] for r in rejected} == {f.path: f.detail for f in res.rejected()}
+    assert next(r for r in rejected if r["path"] == "cat/empty.jpg") == {"path": "cat/empty.jpg", "label": "cat",
+                                                                         "reason": "empty"}
+    dups = read_csv(paths["duplicates"])
+    assert [(r["group"], r["path"], r["label"]) for r in dups] == [
+        ("1", "cat/same.jpg", "cat"), ("1", "dog/same.jpg", "dog"),
+        ("2", "dog/alias.jpg", "dog"), ("2", "dog/sub/nested.jpg", "dog"),
+    ]
+    assert dups[0]["sha256"] == dups[1]["sha256"] != dups[2]["sha256"]
+
+    text = format_summary(res)
+    assert "variant custom" in text and "empty 1" in text and "truncated 1" in text and "not an image 2" in text
+    assert "2 group(s)" in text and "1 with different labels" in text and "cat/same.jpg (cat) = dog/same.jpg (dog)" in text
+
+
+def test_flat_layout_survives_links_and_unlabelled_files(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "train"
+    for i in range(2):
+        write_image(root / f"cat.{i}.jpg", (200, 60, 40), seed=i)
+        write_image(root / f"dog.{i}.jpg", (40, 80, 200), seed=10 + i)
+    _save(root / "cat.2.jpg", Image.fromarray(_noise(3)).convert("CMYK"))
+    (root / "dog.2.jpg").write_bytes(_jpeg_bytes(4)[:300])
+    write_image(root / "photo.jpg", (1, 2, 3))  # no 'class.' prefix: no label
+    os.symlink("cat.loop.jpg", root / "cat.loop.jpg")  # discover's scandir().is_file() raises on this
+    os.symlink("missing.jpg", root / "dog.gone.jpg")
+    (root / "Thumbs.db").write_bytes(b"x")
+    (root / "cat.notes.txt").write_text("x")
+    before = _snapshot(root)
+
+    res = check_dataset(root)
+    got = {f.path: (f.label, f.status, f.detail.split(":")[0].split(" (")[0]) for f in res.files}
+    assert got == {
+        "cat.0.jpg": ("cat", "good", ""), "cat.1.jpg": ("cat", "good", ""), "dog.0.jpg": ("dog", "good", ""),
+        "dog.1.jpg": ("dog", "good", ""), "cat.2.jpg": ("cat", "converted", "CMYK->RGB"),
+        "dog.2.jpg": ("dog", "rejected", "truncated"), "photo.jpg": (None, "good", ""),
+        "cat.loop.jpg": ("cat", "rejected", "unreadable"), "dog.gone.jpg": ("dog", "rejected", "unreadable"),
+    }
+    assert res.layout == "flat" and res.class_names == ["cat", "dog"]
+    assert "photo.jpg" not in [f.path for f in res.usable()]  # good, but without a label
+    s = res.summary()
+    assert s[NO_LABEL] == {"good": 1, "converted": 0, "rejected": 0, "ignored": 1}  # photo.jpg; Thumbs.db
+    assert s["cat"]["ignored"] == 1  # cat.notes.txt
+    assert "(no label)" in format_summary(res)
+    assert _snapshot(root) == before
+
+
+def test_cache_reuses_unchanged_and_notices_changes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        cls = ("a", "b")[i % 2]
+        _save(root / cls / f"{i}.jpg", Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)))
+    first = check_dataset(root, cache_dir=cache)
+    assert first.reused == 0 and len(first.usable()) == 300
+    assert len(list((cache / "checks").glob("*.json"))) == 1
+
+    def must_not_run(*args):
+        raise AssertionError("a file was opened although its verdict is cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(datacheck, "_check_file", must_not_run)
+        m.setattr(datacheck, "_inspect", must_not_run)
+        second = check_dataset(root, cache_dir=cache)
+    assert second.reused == 300
+    assert [(f.path, f.sha256, f.status) for f in second.files] == [(f.path, f.sha256, f.status) for f in first.files]
+
+    st = os.stat(root / "a/0.jpg")
+    os.utime(root / "a/0.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # touched
+    (root / "b/1.jpg").write_bytes(b"")  # modified: now empty
+    _save(root / "a/new.jpg", Image.fromarray(_noise(1)))  # added
+    (root / "b/3.jpg").unlink()  # removed
+    checked = []
+    original = datacheck._check_file
+
+    def record(root_, rel, *args):
+        checked.append(rel)
+        return original(root_, rel, *args)
+
+    monkeypatch.setattr(datacheck, "_check_file", record)
+    third = check_dataset(root, cache_dir=cache)
+    assert sorted(checked) == ["a/0.jpg", "a/new.jpg", "b/1.jpg"]
+    assert third.reused == 297 and len(third.files) == 300
+    assert "b/3.jpg" not in {f.path for f in third.files}
+    assert next(f for f in third.files if f.path == "b/1.jpg").detail == "empty"
+
+    checked.clear()
+    assert check_dataset(root, cache_dir=cache).reused == 300 and checked == []  # the cache was updated
+    assert check_dataset(root, cache_dir=cache, min_side=32).reused == 0  # another rule: not reused
+
+
+def test_corrupt_cache_is_rebuilt(torture, tmp_path):
+    cache = tmp_path / "cache"
+    n_read = len([v for v in EXPECTED.values() if "unreadable" not in v[1]])
+    check_dataset(torture, cache_dir=cache)
+    (cache_file,) = (cache / "checks").glob("*.json")
+    assert check_dataset(torture, cache_dir=cache).reused == n_read  # unreadable files are always re-tried
+    for junk in (b"{not json", b"\xff\xfe", b'{"header": 1, "files": []}', b"[]"):
+        cache_file.write_bytes(junk)
+        assert check_dataset(torture, cache_dir=cache).reused == 0
+    res = check_dataset(torture, cache_dir=cache)
+    assert res.reused == n_read and [f.path for f in res.files] == sorted(EXPECTED)
+    data = json.loads(cache_file.read_text())
+    assert data["header"]["version"] == datacheck.CACHE_VERSION
+    data["files"]["cat/good.jpg"] = ["x", None]  # one damaged entry: that file alone is checked again
+    data["files"]["cat/gray.jpg"][6] = "wide"
+    cache_file.write_text(json.dumps(data))
+    res = check_dataset(torture, cache_dir=cache)
+    assert res.reused == n_read - 2 and {f.path: f.status for f in res.files}["cat/good.jpg"] == "good"
+
+
+def test_variant_rule():
+    assert detect_variant("flat", {"cat": 12_500, "dog": 12_500}) == KAGGLE
+    assert detect_variant("flat", {"cat": 12_500, "dog": 12_499}) == CUSTOM
+    assert detect_variant("flat", {"Cat": 12_500, "Dog": 12_500}) == CUSTOM
+    assert detect_variant("folders", {"cat": 12_500, "dog": 12_500}) == CUSTOM
+    assert detect_variant("folders", {"Cat": 12_501, "Dog": 12_499}) == PETIMAGES
+    assert detect_variant("folders", {"Cat": 12_500, "Dog": 12_500}) == PETIMAGES
+    assert detect_variant("folders", {"Cat": 12_502, "Dog": 12_500}) == CUSTOM
+    assert detect_variant("folders", {"Cat": 12_500, "Dog": 12_500, "Bird": 1}) == CUSTOM
+
+
+def test_variant_counts_candidates(tmp_path, monkeypatch):
+    root = tmp_path / "PetImages"
+    for cls in ("Cat", "Dog"):
+        write_image(root / cls / "0.jpg", (1, 2, 3))
+    (root / "Cat" / "1.jpg").write_bytes(b"")  # rejected files count too
+    seen = []
+    monkeypatch.setattr(datacheck, "detect_variant", lambda layout, counts: seen.append((layout, counts)) or "x")
+    assert check_dataset(root, progress=True).variant == "x"
+    assert seen == [("folders", {"Cat": 2, "Dog": 1})]
+
+
+def test_bad_parameters_and_folders(tmp_path):
+    with pytest.raises(ValueError, match="The 'layout' parameter must be one of .* Got 'kaggle' instead"):
+        check_dataset(tmp_path, "kaggle")
+    with pytest.raises(ValueError, match="'workers' parameter .* Got 0 instead"):
+        check_dataset(tmp_path, workers=0)
+    with pytest.raises(ValueError, match="'min_side' parameter .* Got 0 instead"):
+        check_dataset(tmp_path, min_side=0)
+    with pytest.raises(DataError, match="not found"):
+        check_dataset(tmp_path / "nope")
+    with pytest.raises(DataError, match="No images"):
+        check_dataset(tmp_path)
+    write_image(tmp_path / "cat.0.jpg", (1, 2, 3))
+    write_image(tmp_path / "dog" / "0.jpg", (1, 2, 3))
+    with pytest.raises(DataError, match="set the layout to 'flat' or 'folders'"):
+        check_dataset(tmp_path)
+    assert [f.path for f in check_dataset(tmp_path, "folders").files] == ["dog/0.jpg"]
+
+
+def test_permission_denied_is_unreadable(torture, monkeypatch):
+    # chmod 000 does not stop root, so the refusal is simulated where the check opens files.
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("locked.jpg"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
+    got = {f.path: f for f in check_dataset(torture).files}
+    assert (got["cat/locked.jpg"].status, got["cat/locked.jpg"].detail) == ("rejected", "unreadable: Permission denied")
+    assert got["cat/locked.jpg"].size == -1 and got["cat/good.jpg"].status == "good"
