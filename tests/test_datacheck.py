@@ -349,3 +349,35 @@ def test_permission_denied_is_unreadable(torture, monkeypatch):
     got = {f.path: f for f in check_dataset(torture).files}
     assert (got["cat/locked.jpg"].status, got["cat/locked.jpg"].detail) == ("rejected", "unreadable: Permission denied")
     assert got["cat/locked.jpg"].size == -1 and got["cat/good.jpg"].status == "good"
+
+
+@pytest.mark.slow
+def test_a_run_on_the_torture_dataset_completes(torture, tmp_path):
+    """Every kind of bad file in the data, and a real run still finishes on the good ones."""
+    import json
+
+    from tlexp.config import load_config
+    from tlexp.experiment import run_experiment
+
+    for cls in ("cat", "dog"):  # enough usable images for train, val and test of both classes
+        for i in range(8):
+            (torture / cls / f"extra{i}.jpg").write_bytes(_jpeg_bytes(100 + 10 * i + (cls == "dog")))
+    before = _snapshot(torture)
+    check = check_dataset(torture)
+    cfg = load_config(None, [f"data.root={torture}", "data.image_size=32", "data.val_fraction=0.2",
+                             "data.test_fraction=0.2", "model.weights=none", "model.head.dense=[4]",
+                             "train.epochs=1", "train.batch_size=8", "forest.n_estimators=3",
+                             f"output.dir={tmp_path / 'out'}", "output.save_model=false"])
+    run_dir = run_experiment(cfg)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    c = m["data"]["check"]
+    assert c["usable"] + c["rejected"] == c["files"] == len(check.files)
+    assert c["usable"] == len(check.usable()) and sum(c["rejected_by_reason"].values()) == c["rejected"]
+    split = read_csv(run_dir / "split.csv")
+    rejected = read_csv(run_dir / "rejected.csv")
+    assert {r["path"] for r in rejected} == {f.path for f in check.rejected()}
+    assert {r["path"] for r in split} == {f.path for f in check.usable()}  # every usable file, nothing else
+    assert not {r["path"] for r in split} & {r["path"] for r in rejected}
+    assert sum(m["data"]["used"].values()) == len(split) and m["data"]["skipped"] == 0
+    assert c["duplicate_groups_with_different_labels"] == 1
+    assert _snapshot(torture) == before  # the user's folder, byte for byte
