@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_image
 
 RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "rejected.csv", "duplicates.csv", "history.csv",
              "predictions.csv", "metrics.json", "run.log", "curves.png", "confusion.png", "roc.png", "model.keras",

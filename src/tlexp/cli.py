@@ -155,7 +155,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if not root.is_dir():
         raise UserError(f"Dataset folder not found: '{root}'. Give the folder that holds the images.")
-    from tlexp.experiment import show_progress
+    from tlexp.dataprep import show_progress
 
     result = check_dataset(root, args.layout, cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                            progress=show_progress())

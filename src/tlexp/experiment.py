@@ -11,7 +11,6 @@ import logging
 import logging.handlers
 import os
 import platform
-import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,102 +21,12 @@ import numpy as np
 
 from tlexp import runs
 from tlexp.config import Config
-from tlexp.data import SPLITS, Dataset, assign_splits, discover
+from tlexp.data import SPLITS, Dataset
+from tlexp.dataprep import data_summary, make_decoder, prepare_data, show_progress, write_check
 from tlexp.errors import DataError, UserError
 from tlexp.tfquiet import import_tensorflow
 
 log = logging.getLogger("tlexp")
-
-
-def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
-    """Generate the demo data if asked, check every file, and split the usable ones.
-
-    Args:
-        check: run the data check (decodes every new or changed file once; cached and
-            incremental). ``False`` (``tlexp plan``) only lists files and decodes nothing.
-
-    Returns:
-        ``(dataset, check_result)``; the dataset holds only files the check passed
-        (``check_result`` is None without a check).
-    """
-    if cfg.data.synthetic.enabled:
-        from tlexp.synthetic import ensure_demo_dataset
-
-        ensure_demo_dataset(cfg.data.root, cfg.data.synthetic.per_class)
-    result = None
-    if check:
-        from tlexp.datacheck import check_dataset
-
-        result = check_dataset(cfg.data.root, cfg.data.layout, cache_dir=cache_dir(cfg), progress=show_progress())
-        found = _usable_dataset(result)
-        rejected = len(result.rejected())
-        log.info("data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, %d rejected%s",
-                 len(result.files), result.seconds, result.reused, len(found.paths), rejected,
-                 f"; see {runs.REJECTED_FILE}" if rejected else "")
-    else:
-        found = discover(cfg.data.root, cfg.data.layout)
-    split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
-    ds = assign_splits(found, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, cfg.data.limit_per_class)
-    counts = ds.counts()
-    log.info(
-        "data: %s layout, %d classes (%s), %d images found; using train %d / val %d / test %d",
-        ds.layout, len(ds.class_names), ", ".join(ds.class_names), len(found.paths),
-        *(sum(counts[s].values()) for s in SPLITS),
-    )
-    return ds, result
-
-
-def cache_dir(cfg: Config) -> Path:
-    """The folder of data checks and decoded-image caches for this config."""
-    from tlexp.imagecache import default_cache_dir
-
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
-
-
-def _usable_dataset(result) -> Dataset:
-    """A Dataset of the files a data check passed (good or converted, with a label)."""
-    usable = sorted(result.usable(), key=lambda f: f.path)
-    class_names = sorted({f.label for f in usable})
-    if len(class_names) < 2:
-        raise DataError(
-            f"After the data check, '{result.root}' has usable images of {len(class_names)} class(es) "
-            f"({', '.join(class_names) or 'none'}); a classifier needs two. Run 'tlexp data check "
-            f"{result.root}' to see what was rejected and why."
-        )
-    index = {c: i for i, c in enumerate(class_names)}
-    return Dataset(root=Path(result.root).resolve(), layout=result.layout, class_names=class_names,
-                   paths=[f.path for f in usable], labels=np.array([index[f.label] for f in usable], dtype=np.int64))
-
-
-def _check_summary(result, ds: Dataset) -> dict[str, Any]:
-    """What the data check found, for metrics.json; warns about duplicates that leak."""
-    split_of = dict(zip(ds.paths, ds.split))
-    groups = result.duplicates()
-    across = [g for g in groups if len({split_of[f.path] for f in g if f.path in split_of}) > 1]
-    conflicts = result.conflicting_duplicates()
-    if across:
-        log.warning("data: %d group(s) of identical images sit in more than one split (a train/test leak); "
-                    "see %s", len(across), runs.DUPLICATES_FILE)
-    if conflicts:
-        log.warning("data: %d group(s) of identical images carry different labels; see %s", len(conflicts),
-                    runs.DUPLICATES_FILE)
-    from tlexp.datacheck import reject_reason
-
-    reasons: dict[str, int] = {}
-    for f in result.rejected():
-        reasons[reject_reason(f.detail)] = reasons.get(reject_reason(f.detail), 0) + 1
-    return {
-        "variant": result.variant,
-        "files": len(result.files),
-        "usable": len(result.usable()),
-        "converted": sum(f.status == "converted" for f in result.files),
-        "rejected": len(result.rejected()),
-        "rejected_by_reason": reasons,
-        "duplicate_groups": len(groups),
-        "duplicate_groups_across_splits": len(across),
-        "duplicate_groups_with_different_labels": len(conflicts),
-        "seconds": round(result.seconds, 3),
-    }
 
 
 def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
@@ -150,7 +59,7 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
     model = build_model(backbone, cfg, len(ds.class_names))
     return {
         "config": cfg.to_dict(),
-        "data": _data_summary(ds),
+        "data": data_summary(ds),
         "freeze": plan.to_dict(),
         "model": param_counts(model),
     }
@@ -212,10 +121,10 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
             run_dir / runs.SPLIT_FILE, ["path", "label", "split"],
             ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)),
         )
-        check_summary = _write_check(run_dir, check, ds)
+        check_info = write_check(run_dir, check, ds)
         try:
             with _timed(timings, "decode"):
-                decoder = _decoder(cfg, ds, check)
+                decoder = make_decoder(cfg, ds, check)
             result = _train_and_evaluate(cfg, ds, model, classifiers, decoder, run_dir, timings)
         except UserError as e:
             # The CLI prints the message itself (no traceback); run.log keeps a copy.
@@ -232,7 +141,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         metrics = {
             "run": {"name": run_dir.name, "dir": str(run_dir), "started": started,
                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-            "data": {**_data_summary(ds), **result.pop("data"), "check": check_summary,
+            "data": {**data_summary(ds), **result.pop("data"), "check": check_info,
                      "decoded_cache": str(decoder.cache.folder) if hasattr(decoder, "cache") else None},
             "freeze": plan.to_dict(),
             "params": counts,
@@ -269,31 +178,6 @@ def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
         plan.requested, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}",
     )
     return model, plan, counts
-
-
-def _write_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
-    """rejected.csv and duplicates.csv of the data check, in the run folder."""
-    runs.write_csv(run_dir / runs.REJECTED_FILE, ["path", "label", "reason"],
-                   ((f.path, f.label or "", f.detail) for f in check.rejected()))
-    split_of = dict(zip(ds.paths, ds.split))
-    runs.write_csv(run_dir / runs.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
-                   ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
-                    for g, group in enumerate(check.duplicates(), start=1) for f in group))
-    return _check_summary(check, ds)
-
-
-def _decoder(cfg: Config, ds: Dataset, check):
-    """Images for the pipeline: rows of the decoded-image cache, or files decoded on the fly."""
-    from tlexp.pipeline import Decoder
-
-    if not cfg.data.decoded_cache:
-        return Decoder(ds.root, ds.paths, cfg.data.image_size)
-    from tlexp.imagecache import CachedDecoder, ensure_image_cache
-
-    sha = {f.path: f.sha256 for f in check.usable()}
-    cache = ensure_image_cache(ds.root, [(p, sha[p]) for p in ds.paths], cfg.data.image_size, cache_dir(cfg),
-                               progress=show_progress())
-    return CachedDecoder(cache, ds.paths)
 
 
 def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, Any], decoder, run_dir: Path,
@@ -446,10 +330,6 @@ def _write_skipped(run_dir: Path, ds: Dataset, decoder) -> list[tuple[int, str]]
     return skipped
 
 
-def _data_summary(ds: Dataset) -> dict[str, Any]:
-    return {"root": str(ds.root), "layout": ds.layout, "class_names": ds.class_names, "counts": ds.counts()}
-
-
 def _log_summary(metrics: dict[str, Any]) -> None:
     names = ["head"] + (["forest"] if metrics.get("forest") else []) + list(metrics.get("classifiers", {}))
     for name in names:
@@ -480,12 +360,6 @@ def describe_environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
-
-
-def show_progress() -> bool:
-    """Progress bars only for a person watching: a terminal that shows INFO (not --quiet)."""
-    return sys.stderr.isatty() and any(
-        type(h) is logging.StreamHandler and h.level <= logging.INFO for h in log.handlers)
 
 
 @contextmanager

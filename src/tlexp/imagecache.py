@@ -119,7 +119,6 @@ def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, 
             for _ in it:
                 pass
         images.flush()
-        del images
         (tmp / "index.json").write_text(json.dumps({"size": size, "paths": paths, "errors": errors,
                                                     "version": DECODER_VERSION, "root": str(root)}))
         try:
