@@ -62,6 +62,7 @@ def test_command_line_narrows_the_grid(tmp_path):
         ("sweep.model.freeze=[0.1, 1.5]", r"sweep value model.freeze=1.5: The 'model.freeze' parameter must be"),
         ("sweep.output.dir=[a, b]", r"'sweep.output.dir' cannot be swept"),
         ("sweep.seed=[]", r"'sweep.seed' must list at least one value"),
+        ("sweep.model.head=[{dense: [8]}]", r"'sweep.model.head' is a section; sweep its keys instead"),
     ],
 )
 def test_bad_grids(tmp_path, override, match):

@@ -293,7 +293,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         raise ConfigError(problems, source)
 
     if isinstance(raw.get("sweep"), dict):  # nested (model: {freeze: [...]}) or dotted keys
-        raw["sweep"] = _flatten(raw["sweep"])
+        raw["sweep"] = flatten(raw["sweep"])
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
@@ -383,6 +383,9 @@ def _sweep_problems(cfg: Config) -> list[str]:
         pattern = ".".join([parts[0], "*", *parts[2:]]) if parts[0] == "classifiers" and len(parts) > 2 else key
         if key in _UNSWEEPABLE:
             problems.append(f"'sweep.{key}' cannot be swept: it names or places the sweep itself.")
+        elif key in _SECTIONS:  # a whole section per cell would silently reset its other keys
+            problems.append(f"'sweep.{key}' is a section; sweep its keys instead, e.g. 'sweep.{key}."
+                            f"{_first_leaf(key)}'.")
         elif pattern not in valid:
             problems.append(f"Unknown key 'sweep.{key}'.{_suggest(key).replace(chr(39), chr(39) + 'sweep.', 1)}")
         elif not values:
@@ -402,6 +405,10 @@ def _sweep_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _first_leaf(section: str) -> str:
+    return next(k for k in _all_keys() if k.startswith(section + ".") and k not in _SECTIONS)[len(section) + 1:]
+
+
 def _cell_name(cfg: Config, overrides: dict[str, Any]) -> str:
     """``<backbone>_f<freeze %>_s<seed>`` plus ``_<key>-<value>`` for every other swept key."""
     extra = [f"{k.rpartition('.')[2]}-{_short(v)}" for k, v in overrides.items()
@@ -415,13 +422,17 @@ def _short(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text.strip().removesuffix("...")).strip("-") or "x"
 
 
-def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{model: {freeze: [..]}}`` and ``{model.freeze: [..]}`` -> ``{"model.freeze": [..]}``."""
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> dotted keys: ``{model: {freeze: 0.3}}`` -> ``{"model.freeze": 0.3}``.
+
+    Keys that are already dotted pass through; empty mappings and lists stay leaves.
+    Used wherever configs are compared, logged or tabulated, so all agree on the keys.
+    """
     out: dict[str, Any] = {}
-    for key, value in node.items():
+    for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, dotted + "."))
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
         else:
             out[dotted] = value
     return out
@@ -674,3 +685,7 @@ _DEFAULTS = {
     "model.weights": ModelConfig.model_fields["weights"].default,
     "data.synthetic.enabled": SyntheticConfig.model_fields["enabled"].default,
 }
+
+
+# Dotted keys that are sections (data, model.head, ...), not values.
+_SECTIONS = frozenset(k for k in _all_keys() if k not in {row[0] for row in describe()} and "*" not in k)

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import yaml
 
 from tlexp import runs
+from tlexp.config import flatten
 from tlexp.errors import UserError
 
 log = logging.getLogger("tlexp")
@@ -217,7 +218,7 @@ def build_report(
 def _load_run(run_dir: Path) -> _Run:
     config_file = run_dir / runs.CONFIG_FILE
     text = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
-    config = _flatten(yaml.safe_load(text) or {}) if text else {}
+    config = flatten(yaml.safe_load(text) or {}) if text else {}
     name = str(config.get("name") or run_dir.name)
     metrics_file = run_dir / runs.METRICS_FILE
     if not metrics_file.is_file():
@@ -230,23 +231,13 @@ def _load_run(run_dir: Path) -> _Run:
 
 def _failed_run(entry: dict[str, Any]) -> _Run:
     overrides = dict(entry.get("overrides") or {})
-    config = {**_flatten(entry.get("config") or {}), **overrides}
+    config = {**flatten(entry.get("config") or {}), **overrides}
     shown = entry.get("config") or overrides
     lines = str(entry.get("error", "")).strip().splitlines()
     run_dir = Path(entry["run_dir"]) if entry.get("run_dir") else None
     text = yaml.safe_dump(shown, sort_keys=False) if shown else ""
     return _Run(str(entry.get("name", "?")), "failed", run_dir, config, text,
                 "resolved config" if entry.get("config") else "sweep overrides", error=lines[0] if lines else "")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _classifiers(done: Sequence[_Run]) -> list[str]:

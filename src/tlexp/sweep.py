@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from tlexp import runs
-from tlexp.config import Cell, Config, expand_sweep
+from tlexp.config import Cell, Config, expand_sweep, flatten
 from tlexp.errors import UserError
 
 log = logging.getLogger("tlexp")
@@ -240,8 +240,8 @@ def _refuse_changed_cells(sweep_dir: Path, cells: list[Cell]) -> None:
         stored_file = sweep_dir / cell.name / runs.CONFIG_FILE
         if not _finished(sweep_dir / cell.name):
             continue
-        stored = _flat(yaml.safe_load(stored_file.read_text()))
-        now = _flat(cell.config.to_dict())
+        stored = flatten(yaml.safe_load(stored_file.read_text()))
+        now = flatten(cell.config.to_dict())
         diff = {k: (stored.get(k), now.get(k)) for k in stored.keys() | now.keys()
                 if k not in _IGNORED_KEYS and stored.get(k) != now.get(k)}
         if diff:
@@ -254,16 +254,6 @@ def _refuse_changed_cells(sweep_dir: Path, cells: list[Cell]) -> None:
             "would not mean what the rest of the sweep means. Pass --new to start a new sweep folder, or undo the "
             "change to continue this one. (Adding values to the grid only adds cells; that needs neither.)"
         )
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v and k != "params":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 class _Status:

@@ -46,6 +46,7 @@ from urllib.request import url2pathname
 import yaml
 
 from tlexp import runs
+from tlexp.config import flatten
 from tlexp.errors import UserError
 
 if TYPE_CHECKING:
@@ -344,24 +345,12 @@ def _params(config: dict[str, Any]) -> list:
     from mlflow.entities import Param
 
     out: dict[str, str] = {}
-    for key, value in _flatten(config).items():
+    for key, value in flatten(config).items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         if len(text) > MAX_PARAM_VALUE:
             text = text[:MAX_PARAM_VALUE - 3] + "..."
         out[_key(key)] = text
     return [Param(k, v) for k, v in out.items()]
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"freeze": 0.3}}`` -> ``{"model.freeze": 0.3}``; empty dicts and lists stay leaves."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def _history_metrics(path: Path, stamp: int) -> list:
