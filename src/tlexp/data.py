@@ -69,10 +69,10 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
     if not root.is_dir():
         raise DataError(f"Dataset folder not found: '{root}'. Set data.root to the folder holding the images.")
     entries = list(os.scandir(root))
-    top_images = sorted(e.name for e in entries if _is_file(e) and _is_image(e.name))
+    top_images = sorted(e.name for e in entries if _is_file(e) and is_image_name(e.name))
     subdirs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if layout == "auto":
-        class_dirs = [d for d in subdirs if _has_images(root / d)]
+        class_dirs = [d for d in subdirs if has_images(root / d)]
         if top_images and class_dirs:
             raise DataError(
                 f"'{root}' holds images both directly ({len(top_images)}) and in sub-folders "
@@ -96,7 +96,7 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
                 dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
                 rel = Path(dirpath).relative_to(root)
                 for f in sorted(filenames):
-                    if _is_image(f):
+                    if is_image_name(f):
                         paths.append((rel / f).as_posix())
                         names.append(d)
     if not paths:
@@ -191,12 +191,11 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
-def _is_image(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """Whether a file name is one tlexp reads: an image extension (any case), not hidden."""
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _has_images(folder: Path) -> bool:
-    for _, _, files in os.walk(folder):
-        if any(_is_image(f) for f in files):
-            return True
-    return False
+def has_images(folder: Path) -> bool:
+    """Whether any file below ``folder`` is an image by name (layout detection)."""
+    return any(any(is_image_name(f) for f in files) for _, _, files in os.walk(folder))

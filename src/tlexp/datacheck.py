@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from tlexp.data import IMAGE_EXTENSIONS, load_image
+from tlexp.data import IMAGE_EXTENSIONS, has_images, is_image_name, load_image
 from tlexp.errors import DataError
 from tlexp.runs import write_csv, write_text
 
@@ -307,13 +307,13 @@ def _scan(root: Path, layout: str) -> tuple[str, list[_Candidate], Counter]:
         if st is not None and stat.S_ISDIR(st.st_mode):
             if not e.name.startswith("."):
                 subdirs.append(e.name)
-        elif st is not None and stat.S_ISREG(st.st_mode) and _is_image(e.name):
+        elif st is not None and stat.S_ISREG(st.st_mode) and is_image_name(e.name):
             top.append(_Candidate(e.name, None, st))
         else:
             others.append((e.name, st, err))
     if layout == "auto":
         # Checked only when it matters: walking every class folder twice costs time.
-        if top and any(_has_images(root / d) for d in subdirs):
+        if top and any(has_images(root / d) for d in subdirs):
             raise DataError(
                 f"'{root}' holds images both directly ({len(top)}) and in sub-folders; set the layout "
                 "to 'flat' or 'folders' to say which to use."
@@ -332,7 +332,7 @@ def _scan_flat(top: list[_Candidate], others: list) -> tuple[list[_Candidate], C
     candidates = list(top)
     ignored_names = []
     for name, st, err in others:
-        if _is_image(name):  # a broken link, a loop, a FIFO...: reported, never opened
+        if is_image_name(name):  # a broken link, a loop, a FIFO...: reported, never opened
             candidates.append(_Candidate(name, None, st, err or "unreadable: not a regular file"))
         else:
             ignored_names.append(name)
@@ -353,7 +353,7 @@ def _scan_folders(root: Path, subdirs: list[str]) -> tuple[list[_Candidate], Cou
             dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
             rel_dir = Path(dirpath).relative_to(root)
             for f in sorted(filenames):
-                if not _is_image(f):
+                if not is_image_name(f):
                     ignored[d] += 1
                     continue
                 st, err = _stat(Path(dirpath) / f)
@@ -376,14 +376,6 @@ def _stat(path: Path) -> tuple[os.stat_result | None, str]:
 
 def _warn_unlistable(e: OSError) -> None:
     log.warning("data: cannot list '%s' (%s); files in it are not checked", e.filename, e.strerror)
-
-
-def _is_image(name: str) -> bool:  # the rule of tlexp.data.discover
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _has_images(folder: Path) -> bool:  # the rule of tlexp.data.discover's layout detection
-    return any(any(_is_image(f) for f in files) for _, _, files in os.walk(folder))
 
 
 def _flat_label(name: str) -> str | None:

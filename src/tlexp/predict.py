@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from tlexp import runs
-from tlexp.data import IMAGE_EXTENSIONS
+from tlexp.data import IMAGE_EXTENSIONS, is_image_name
 from tlexp.errors import UserError
 
 log = logging.getLogger("tlexp")
@@ -36,7 +36,7 @@ def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
             for dirpath, dirnames, files in os.walk(p):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for f in sorted(files):
-                    if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                    if is_image_name(f):
                         found[Path(dirpath) / f] = None
         elif p.is_file():
             found[p] = None
