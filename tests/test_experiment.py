@@ -119,3 +119,29 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     model.fit(x, np.ones(8, "float32"), epochs=1, batch_size=8, verbose=0)
     assert (not np.allclose(mean_before, np.asarray(last_bn.moving_mean))) == (policy == "train")
     assert (not np.allclose(gamma_before, np.asarray(last_bn.gamma))) == (policy != "frozen")
+
+
+def test_precision_policy_output_layer_and_restore(tmp_path):
+    """Mixed precision computes in bfloat16, keeps the output layer (and so the loss) in
+    float32, and never leaks the global policy into the next run."""
+    import keras
+
+    from tlexp import accel
+    from tlexp.backbones import build_backbone
+    from tlexp.train import build_model, compile_model
+
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=32", "train.precision=mixed_bfloat16",
+                             "train.jit_compile=false", "model.head.dense=[4]"])
+    auto = accel.resolve(load_config(None, [f"data.root={tmp_path}"]).train)
+    assert (auto.precision, auto.distribute, auto.gpus) == ("float32", "none", [])  # this CPU-only machine
+    settings = accel.resolve(cfg.train)
+    with accel.scope(settings):
+        model = build_model(build_backbone("vgg16", 32), cfg, 2)
+        compile_model(model, cfg, 2)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert model.get_layer("dense_1").compute_dtype == "bfloat16"
+    assert model.get_layer("output").compute_dtype == "float32"
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    assert model(x).dtype == "float32"
+    history = model.fit(x, np.array([0, 1, 0, 1], "float32"), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                               "then write summary tables, plots and report.html.")
     sp.add_argument("--new", action="store_true",
                     help="start a new sweep folder (name2, ...) instead of resuming the existing one")
+    sp.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: cells one after another in this process (default); ray: each cell a Ray task "
+                    "with the CPUs/GPUs of resources.* (pip install 'tlexp[ray]')")
+    sp.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray runtime")
     sp.set_defaults(func=_cmd_sweep)
     with_config("plan", "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; "
                         "no training, no weights.").set_defaults(func=_cmd_plan)
@@ -122,7 +126,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from tlexp.sweep import run_sweep
 
     cfg = load_config(args.config, args.overrides)
-    result = run_sweep(cfg, new=args.new, default_name=Path(args.config).stem)
+    if args.address and args.executor != "ray":
+        raise UserError("--address is the Ray cluster to join; it needs --executor ray.")
+    result = run_sweep(cfg, new=args.new, default_name=Path(args.config).stem, executor=args.executor,
+                       address=args.address)
     print(result.dir)
     return 1 if result.failed else 0
 

@@ -155,6 +155,24 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Images per training step.")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
     learning_rate: float = Field(1e-4, gt=0.0, description="Learning rate of the optimizer.")
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "auto", description="Compute dtype; the output layer and loss stay float32. auto = mixed_bfloat16 on GPUs "
+        "of compute capability >= 8.0, mixed_float16 on 7.x, float32 on CPU."
+    )
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto", description="XLA compilation of the train step; auto = Keras' choice (on for GPUs, off on CPU)."
+    )
+    @field_validator("jit_compile", mode="before")
+    @classmethod
+    def _true_false_auto(cls, v: Any) -> Any:
+        if v is not True and v is not False and v != "auto":
+            raise ValueError("must be true, false or 'auto'")
+        return v
+
+    distribute: Literal["auto", "none", "mirrored"] = Field(
+        "auto", description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
+        "GPU is visible (train.batch_size is the global batch)."
+    )
 
 
 class ForestConfig(_Section):
@@ -189,6 +207,11 @@ class ClassifierConfig(_Section):
 DEFAULT_CLASSIFIERS = {
     "logreg": {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 1000}, "scale": True},
 }
+
+
+class ResourcesConfig(_Section):
+    cpus: float = Field(1.0, gt=0.0, description="CPUs one sweep cell asks of Ray ('tlexp sweep --executor ray').")
+    gpus: float = Field(0.0, ge=0.0, description="GPUs one sweep cell asks of Ray; 1 = one cell per GPU.")
 
 
 class OutputConfig(_Section):
@@ -232,6 +255,7 @@ class Config(_Section):
     )
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Grid for 'tlexp sweep': config key -> list of values, e.g. {model.freeze: [0.1, 0.3]}. "
@@ -529,7 +553,8 @@ def _entry_type(annotation: Any) -> type[BaseModel] | None:
 
 def _describe_error(err: dict[str, Any]) -> str:
     """One line per pydantic error: the dotted key, what is wrong, the value, a fix."""
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "float", "str", "int"))]
+    loc = [str(p) for p in err["loc"]
+           if not str(p).startswith(("function-", "float", "str", "int", "bool", "literal[", "list[", "dict["))]
     # pydantic adds the union member tried ('float', 'str') to loc; the user never wrote those.
     key = ".".join(loc) if loc else "(top level)"
     kind = err["type"]

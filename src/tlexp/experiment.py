@@ -107,7 +107,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
             ds, check = prepare_data(cfg)
 
         with _timed(timings, "build"):
-            model, plan, counts = _build_model(cfg, len(ds.class_names), weights_path)
+            model, plan, counts, accel = _build_model(cfg, len(ds.class_names), weights_path)
 
         if run_dir is None:
             run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
@@ -147,6 +147,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
             "params": counts,
             **result,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "accelerator": accel.to_dict(),
             "environment": describe_environment(),
         }
         runs.write_json(run_dir / runs.METRICS_FILE, metrics)
@@ -165,11 +166,18 @@ def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
     from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
     from tlexp.train import build_model, compile_model, param_counts
 
+    from tlexp import accel as accel_mod
+
     keras.utils.set_random_seed(cfg.seed)
-    backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
-    plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
-    model = build_model(backbone, cfg, n_classes)
-    compile_model(model, cfg, n_classes)
+    accel = accel_mod.resolve(cfg.train)
+    with accel_mod.scope(accel):
+        backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
+        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+        model = build_model(backbone, cfg, n_classes)
+        compile_model(model, cfg, n_classes)
+    accel.jit_compile = bool(model.jit_compile)  # what Keras resolved "auto" to
+    log.info("model: %s, precision %s, XLA %s, distribution %s", ", ".join(accel.gpus) or "CPU", accel.precision,
+             "on" if accel.jit_compile else "off", accel.distribute)
     counts = param_counts(model)
     log.info(
         "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
@@ -177,7 +185,7 @@ def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
         cfg.model.backbone, plan.layers_frozen, plan.layers_total, plan.last_frozen_layer, 100 * plan.frozen_share,
         plan.requested, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}",
     )
-    return model, plan, counts
+    return model, plan, counts, accel
 
 
 def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, Any], decoder, run_dir: Path,

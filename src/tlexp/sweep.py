@@ -48,7 +48,8 @@ class SweepResult:
     report: dict[str, Path] = field(default_factory=dict)
 
 
-def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") -> SweepResult:
+def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", executor: str = "local",
+              address: str | None = None) -> SweepResult:
     """Run every cell of ``cfg.sweep`` that has not finished yet, then write the summary.
 
     Args:
@@ -56,6 +57,11 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") ->
         new: start a new sweep folder (``name2``, ...) instead of resuming ``name``.
         default_name: sweep folder name when ``cfg.name`` is not set (the CLI passes the
             config file's stem, so ``configs/study.yaml`` sweeps into ``results/study``).
+        executor: ``local`` (cells one after another in this process) or ``ray`` (each
+            cell a Ray task asking ``cfg.resources`` CPUs/GPUs; the sweep folder must be
+            on a filesystem every Ray node sees).
+        address: Ray cluster address (``ray://host:10001``, ``auto``); None starts a
+            local Ray runtime.
 
     Returns:
         The sweep folder and which cells finished, failed or were already done.
@@ -65,6 +71,10 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") ->
             with a config that differs from the current one (use ``new=True``).
         KeyboardInterrupt: after recording the interrupted cell.
     """
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor must be 'local' or 'ray'. Got {executor!r} instead.")
+    if executor == "ray":
+        _import_ray()  # a missing extra fails before anything is written
     if not cfg.sweep:
         raise UserError("This config has no sweep: section, so there is no grid to run. Add e.g. "
                         "sweep: {model.freeze: [0.1, 0.3]}, or use 'tlexp run' for a single run.")
@@ -79,41 +89,24 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep") ->
     result.skipped = [c.name for c in cells if c not in todo]
     log.info("sweep: %s: %d cells, %d finished before, %d to run", sweep_dir, len(cells), len(result.skipped), len(todo))
 
-    t0 = time.perf_counter()
-    durations: list[float] = []
-    for k, cell in enumerate(todo, start=1):
-        label = f"[{len(result.skipped) + k:>{len(str(len(cells)))}}/{len(cells)}] {cell.name}"
-        cell_dir = sweep_dir / cell.name
-        if cell_dir.exists():
-            moved = _set_aside(sweep_dir, cell_dir)
-            log.info("sweep: %s: an unfinished earlier attempt was moved to %s; running it again", label, moved)
-        log.info("sweep: %s: started", label)
-        status.update(cell.name, status="running", started=_now(), finished=None, seconds=None,
-                      attempts=status.attempts(cell.name) + 1)
-        t_cell = time.perf_counter()
-        try:
-            _run_cell(cell, cell_dir, parent)
-        except KeyboardInterrupt:
-            status.update(cell.name, status="interrupted", finished=_now())
-            log.error("sweep: %s: interrupted; re-run the same command to continue", label)
-            raise
-        except Exception as e:  # noqa: BLE001 - a failing cell must not stop the sweep
-            seconds = time.perf_counter() - t_cell
-            error = f"{type(e).__name__}: {e}".strip()
-            status.update(cell.name, status="failed", finished=_now(), seconds=round(seconds, 3), error=error)
-            result.failed.append(cell.name)
-            if not isinstance(e, UserError):
-                log.debug("sweep: %s traceback:\n%s", cell.name, traceback.format_exc())
-            log.error("sweep: %s: FAILED after %s: %s", label, _hms(seconds), error.splitlines()[0])
-        else:
-            seconds = time.perf_counter() - t_cell
-            status.update(cell.name, status="finished", finished=_now(), seconds=round(seconds, 3), error=None)
-            result.finished.append(cell.name)
-            log.info("sweep: %s: finished in %s (%s)", label, _hms(seconds), _headline(cell_dir))
-        durations.append(time.perf_counter() - t_cell)
-        left = len(todo) - k
-        eta = f", about {_hms(left * sum(durations) / len(durations))} left" if left else ""
-        log.info("sweep: elapsed %s%s", _hms(time.perf_counter() - t0), eta)
+    progress = _Progress(sweep_dir, cells, status, result, len(todo))
+    if executor == "ray":
+        _run_with_ray(todo, progress, parent, cfg, address)
+    else:
+        for cell in todo:
+            progress.start(cell)
+            t_cell = time.perf_counter()
+            try:
+                _run_cell(cell, sweep_dir / cell.name, parent)
+            except KeyboardInterrupt:
+                progress.interrupted(cell)
+                raise
+            except Exception as e:  # noqa: BLE001 - a failing cell must not stop the sweep
+                if not isinstance(e, UserError):
+                    log.debug("sweep: %s traceback:\n%s", cell.name, traceback.format_exc())
+                progress.done(cell, time.perf_counter() - t_cell, e)
+            else:
+                progress.done(cell, time.perf_counter() - t_cell, None)
 
     from tlexp.report import build_report
 
@@ -145,6 +138,110 @@ def plan_sweep(cfg: Config) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- cells
+
+
+class _Progress:
+    """Status updates and the one-line-per-cell progress display, for any executor."""
+
+    def __init__(self, sweep_dir: Path, cells: list[Cell], status: "_Status", result: SweepResult, todo: int):
+        self.sweep_dir, self.status, self.result = sweep_dir, status, result
+        self.total, self.todo, self.index = len(cells), todo, 0
+        self.labels: dict[str, str] = {}
+        self.t0 = time.perf_counter()
+        self.durations: list[float] = []
+
+    def start(self, cell: Cell) -> None:
+        self.index += 1
+        label = self.labels[cell.name] = (
+            f"[{len(self.result.skipped) + self.index:>{len(str(self.total))}}/{self.total}] {cell.name}")
+        cell_dir = self.sweep_dir / cell.name
+        if cell_dir.exists():
+            moved = _set_aside(self.sweep_dir, cell_dir)
+            log.info("sweep: %s: an unfinished earlier attempt was moved to %s; running it again", label, moved)
+        log.info("sweep: %s: started", label)
+        self.status.update(cell.name, status="running", started=_now(), finished=None, seconds=None,
+                           attempts=self.status.attempts(cell.name) + 1)
+
+    def interrupted(self, cell: Cell) -> None:
+        self.status.update(cell.name, status="interrupted", finished=_now())
+        log.error("sweep: %s: interrupted; re-run the same command to continue", self.labels[cell.name])
+
+    def done(self, cell: Cell, seconds: float, error: BaseException | None) -> None:
+        label = self.labels[cell.name]
+        if error is None:
+            self.status.update(cell.name, status="finished", finished=_now(), seconds=round(seconds, 3), error=None)
+            self.result.finished.append(cell.name)
+            log.info("sweep: %s: finished in %s (%s)", label, _hms(seconds), _headline(self.sweep_dir / cell.name))
+        else:
+            message = f"{type(error).__name__}: {error}".strip()
+            self.status.update(cell.name, status="failed", finished=_now(), seconds=round(seconds, 3), error=message)
+            self.result.failed.append(cell.name)
+            log.error("sweep: %s: FAILED after %s: %s", label, _hms(seconds), message.splitlines()[0])
+        self.durations.append(seconds)
+        left = self.todo - len(self.durations)
+        eta = f", about {_hms(left * sum(self.durations) / len(self.durations))} left" if left else ""
+        log.info("sweep: elapsed %s%s", _hms(time.perf_counter() - self.t0), eta)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray, which is not installed. Install it with: "
+                        "pip install 'tlexp[ray]' (or use the default --executor local).") from None
+    return ray
+
+
+def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg: Config,
+                  address: str | None) -> None:
+    """Every cell a Ray task; results land in the same folder layout and status file.
+
+    Ray assigns CPUs/GPUs per task (``resources``), so on one multi-GPU machine
+    ``resources.gpus: 1`` runs one cell per GPU. The driver keeps status.json; a killed
+    driver takes the local Ray runtime and its tasks with it, and a re-run resumes.
+    """
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        # TLEXP_RAY_NUM_CPUS caps a local runtime (tests, shared machines); ignored when joining a cluster.
+        num_cpus = int(os.environ["TLEXP_RAY_NUM_CPUS"]) if os.environ.get("TLEXP_RAY_NUM_CPUS") and not address else None
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
+    try:
+        task = ray.remote(_ray_cell).options(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus,
+                                             max_retries=0)
+        pending = {}
+        for cell in todo:
+            progress.start(cell)
+            ref = task.remote(cell.config.to_dict(), str(progress.sweep_dir / cell.name), parent)
+            pending[ref] = (cell, time.perf_counter())
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                cell, t_cell = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
+                    progress.done(cell, time.perf_counter() - t_cell, cause)
+                except ray.exceptions.RayError as e:  # a worker died (OOM killer, segfault)
+                    progress.done(cell, time.perf_counter() - t_cell, e)
+                else:
+                    progress.done(cell, time.perf_counter() - t_cell, None)
+    except KeyboardInterrupt:
+        for cell, _ in pending.values():
+            progress.interrupted(cell)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_cell(config: dict[str, Any], cell_dir: str, parent: str | None) -> None:
+    """A sweep cell on a Ray worker (a fresh process: log to the cell's run.log only)."""
+    logging.getLogger("tlexp").setLevel(logging.INFO)
+    cell_cfg = Config.model_validate(config)
+    _run_cell(Cell(cell_cfg.name or Path(cell_dir).name, {}, cell_cfg), Path(cell_dir), parent)
 
 
 def _run_cell(cell: Cell, cell_dir: Path, mlflow_parent: str | None) -> None:

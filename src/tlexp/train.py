@@ -54,9 +54,9 @@ def build_model(backbone, cfg: Config, n_classes: int):
             x = keras.layers.Dropout(head.dropout, seed=cfg.seed + i, name=f"dropout_{i}")(x)
     x = keras.layers.Identity(name=PENULTIMATE)(x)
     if n_classes == 2:
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
     else:
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_transfer")
 
 
@@ -71,8 +71,10 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
         "rmsprop": keras.optimizers.RMSprop,
     }
     loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+    # The output layer is float32 under any precision policy (set in build_model), so the
+    # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
     model.compile(optimizer=optimizers[cfg.train.optimizer](learning_rate=cfg.train.learning_rate), loss=loss,
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
 
 
 def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Path | None = None) -> dict[str, list[float]]:

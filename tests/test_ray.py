@@ -1,0 +1,118 @@
+"""Sweeps through a local Ray runtime (num_cpus=2): same results, same failure and resume semantics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+def config(tmp_path: Path, root: Path, grid: dict, name: str) -> Path:
+    cfg = {
+        "name": name,
+        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
+        "forest": {"n_estimators": 5, "n_jobs": 1},
+        "output": {"dir": str(tmp_path / "results"), "save_model": False},
+        "resources": {"cpus": 1},
+        "sweep": grid,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def sweep(cfg: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tlexp", "sweep", str(cfg), *extra], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
+
+
+def rows(sweep_dir: Path) -> dict[str, dict[str, str]]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return {r["name"]: r for r in csv.DictReader(f)}
+
+
+def statuses(sweep_dir: Path) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads((sweep_dir / "status.json").read_text())["cells"]}
+
+
+NUMBERS = ("head_test_accuracy", "head_val_loss", "forest_test_accuracy", "logreg_test_accuracy", "frozen_share")
+
+
+def test_ray_sweep_matches_local_and_retries_a_failed_cell(tmp_path, flat_dataset):
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not HDF5")
+    grid = {"model.freeze": [0.3, 0.7], "model.weights": ["none", str(bad)]}
+    local = sweep(config(tmp_path, flat_dataset, grid, "local"), cwd=tmp_path)
+    ray = sweep(config(tmp_path, flat_dataset, grid, "viaray"), "--executor", "ray", cwd=tmp_path)
+    assert local.returncode == ray.returncode == 1, ray.stderr  # the bad-weights cells failed in both
+    a, b = rows(tmp_path / "results" / "local"), rows(tmp_path / "results" / "viaray")
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for name in a:
+        assert a[name]["status"] == b[name]["status"]
+        if a[name]["status"] == "finished":
+            for col in NUMBERS:
+                assert float(a[name][col]) == pytest.approx(float(b[name][col]), abs=1e-9), (name, col)
+    failed = [n for n, c in statuses(tmp_path / "results" / "viaray").items() if c["status"] == "failed"]
+    assert len(failed) == 2
+    assert all("WeightsError" in statuses(tmp_path / "results" / "viaray")[n]["error"] for n in failed)
+
+    # fix the file: re-running retries exactly the failed cells, on Ray
+    import keras
+
+    from tlexp.backbones import build_backbone
+
+    bad.unlink()
+    keras.utils.set_random_seed(0)
+    build_backbone("vgg16", 32).save_weights(bad)
+    again = sweep(tmp_path / "viaray.yaml", "--executor", "ray", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "2 finished before, 2 to run" in again.stderr
+    st = statuses(tmp_path / "results" / "viaray")
+    assert all(c["status"] == "finished" for c in st.values())
+    assert all(st[n]["attempts"] == 2 for n in failed)
+
+
+def test_killed_ray_driver_resumes(tmp_path, flat_dataset):
+    cfg = config(tmp_path, flat_dataset, {"model.freeze": [0.3, 0.5, 0.7]}, "killed")
+    sweep_dir = tmp_path / "results" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg), "--executor", "ray"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (sweep_dir / "vgg16_f30_s0" / "config.yaml").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its local Ray runtime goes with it
+    proc.wait()
+    time.sleep(3)
+    assert not list(sweep_dir.glob("*/metrics.json"))  # no orphaned task finished a cell
+
+    again = sweep(cfg, "--executor", "ray", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    st = statuses(sweep_dir)
+    assert all(c["status"] == "finished" for c in st.values())
+    assert (sweep_dir / ".attempts" / "vgg16_f30_s0.attempt").is_dir()
+    assert sorted(rows(sweep_dir)) == ["vgg16_f30_s0", "vgg16_f50_s0", "vgg16_f70_s0"]
+    subprocess.run(["pkill", "-f", "ray::(DashboardAgent|RuntimeEnvAgent)"], check=False)  # Ray leaves these
+
+
+def test_missing_ray_is_a_clear_error(tmp_path, flat_dataset):
+    code = ("import sys; sys.modules['ray'] = None\nfrom tlexp.cli import main\n"
+            f"sys.exit(main(['sweep', {str(config(tmp_path, flat_dataset, {'seed': [0]}, 'noray'))!r}, "
+            "'--executor', 'ray']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pip install 'tlexp[ray]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()
