@@ -1,0 +1,88 @@
+"""One cell of each backbone with mixed precision and XLA on and off: images per second.
+
+The GPU check of the "Scale out" work: run it on a GPU machine (it runs on a CPU too, for
+trying it out with small settings). It generates a demo dataset of real JPEGs, then runs
+one ordinary tlexp cell per (backbone, precision, XLA) with random weights (speed does not
+depend on their values; no download), and prints training and prediction throughput
+from each run's own timings, plus what each run recorded as its accelerator settings.
+
+    python scripts/bench_gpu.py                                  # 224 px, 3 backbones x 4 settings
+    python scripts/bench_gpu.py --size 32 --per-class 32 --backbones vgg16   # a quick CPU try
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbones", default="vgg16,resnet50,densenet121")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--per-class", type=int, default=512, help="generated images per class")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=2, help="the first epoch includes tracing/XLA compilation")
+    ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    args = ap.parse_args()
+
+    import logging
+
+    quiet = logging.StreamHandler()  # the runs' own logs go to their run.log; here only warnings
+    quiet.setLevel(logging.WARNING)
+    logging.getLogger("tlexp").addHandler(quiet)
+    logging.getLogger("tlexp").propagate = False
+    from tlexp.config import load_config
+    from tlexp.experiment import run_experiment
+
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tlexp-bench-gpu-"))
+    settings = [("float32", False), ("float32", True), ("auto", False), ("auto", True)]
+    rows = []
+    for backbone in args.backbones.split(","):
+        for precision, jit in settings:
+            cfg = load_config(None, [
+                f"data.root={out / 'data'}", "data.synthetic.enabled=true", f"data.synthetic.per_class={args.per_class}",
+                f"data.image_size={args.size}", f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
+                "model.weights=none", "model.freeze=0.3", "model.head.pooling=avg", f"train.batch_size={args.batch}",
+                f"train.epochs={args.epochs}", f"train.precision={precision}", f"train.jit_compile={str(jit).lower()}",
+                "forest.n_estimators=10", "classifiers={}", "output.save_model=false", f"output.dir={out / 'runs'}",
+                f"name={backbone}_{precision}_{'xla' if jit else 'noxla'}",
+            ])
+            t = time.perf_counter()
+            run_dir = run_experiment(cfg)
+            m = json.loads((run_dir / "metrics.json").read_text())
+            n_train, n_all = m["data"]["used"]["train"], sum(m["data"]["used"].values())
+            last_epoch = _last_epoch_seconds(run_dir)
+            rows.append({
+                "backbone": backbone, "precision": m["accelerator"]["precision"],
+                "xla": "on" if m["accelerator"]["jit_compile"] else "off",
+                "train img/s (last epoch)": n_train / last_epoch if last_epoch else float("nan"),
+                "train img/s (all epochs)": n_train * args.epochs / m["timings_s"]["train"],
+                "predict img/s": n_all / m["timings_s"]["predict"],
+                "cell s": time.perf_counter() - t, "device": m["accelerator"]["gpus"] or ["CPU"],
+            })
+            print(_row(rows[-1]), flush=True)
+    print(f"\n{args.size}px, batch {args.batch}, {args.per_class * 2} generated images, runs in {out / 'runs'}")
+    return 0
+
+
+def _last_epoch_seconds(run_dir: Path) -> float | None:
+    """The last epoch's time from run.log ('train: epoch 2/2 ... (12.3s)'): no tracing in it."""
+    import re
+
+    times = re.findall(r"train: epoch \d+/\d+ .*\((\d+\.\d+)s\)", (run_dir / "run.log").read_text())
+    return float(times[-1]) if times else None
+
+
+def _row(r: dict) -> str:
+    return (f"{r['backbone']:<12} {r['precision']:<15} XLA {r['xla']:<3}  train {r['train img/s (last epoch)']:8.1f} "
+            f"img/s (last epoch), {r['train img/s (all epochs)']:8.1f} (all)  predict {r['predict img/s']:8.1f} "
+            f"img/s  cell {r['cell s']:6.1f}s  {', '.join(r['device'])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
