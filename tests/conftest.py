@@ -49,3 +49,24 @@ def folder_dataset(tmp_path: Path) -> Path:
             write_image(root / cls / f"{i}.jpg", COLORS[cls.lower()], seed=i)
     (root / "Cat" / "Thumbs.db").write_bytes(b"not an image")  # ignored: not an image extension
     return root
+
+
+def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini", **sections: dict) -> Path:
+    """A tiny sweep config file (vgg16, random weights, 32 px, 1 epoch); ``sections``
+    are merged into the config's sections, e.g. ``output={"save_model": False}``."""
+    import yaml
+
+    cfg = {
+        "name": name,
+        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
+        "forest": {"n_estimators": 5, "n_jobs": 1},
+        "output": {"dir": str(tmp_path / "results")},
+        "sweep": grid,
+    }
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -12,26 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+
+from conftest import sweep_config
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
 def config(tmp_path: Path, root: Path, grid: dict, name: str) -> Path:
-    cfg = {
-        "name": name,
-        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
-        "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
-        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
-        "forest": {"n_estimators": 5, "n_jobs": 1},
-        "output": {"dir": str(tmp_path / "results"), "save_model": False},
-        "resources": {"cpus": 1},
-        "sweep": grid,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return sweep_config(tmp_path, root, grid, name, output={"save_model": False}, resources={"cpus": 1})
 
 
 def sweep(cfg: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:

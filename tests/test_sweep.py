@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import sweep_config
+
 from tlexp.config import expand_sweep, load_config
 from tlexp.errors import ConfigError, UserError
 
@@ -79,21 +81,6 @@ def test_run_refuses_a_sweep_config(tmp_path):
 
 
 # --------------------------------------------------------------------------- running sweeps
-
-
-def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini") -> Path:
-    cfg = {
-        "name": name,
-        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
-        "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
-        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
-        "forest": {"n_estimators": 5, "n_jobs": 1},
-        "output": {"dir": str(tmp_path / "results")},
-        "sweep": grid,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def tlexp(*args, cwd: Path) -> subprocess.CompletedProcess:

@@ -232,11 +232,16 @@ def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Pa
     paths = {"manifest": out / MANIFEST_FILE, "rejected": out / REJECTED_FILE, "duplicates": out / DUPLICATES_FILE}
     write_csv(paths["manifest"], ["path", "label", "size", "sha256", "status", "detail", "width", "height"],
               [(f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height) for f in result.files])
-    write_csv(paths["rejected"], ["path", "label", "reason"],
-              [(f.path, f.label or "", f.detail) for f in result.rejected()])
+    write_rejected(result, paths["rejected"])
     write_csv(paths["duplicates"], ["group", "path", "label", "sha256"],
               [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g])
     return paths
+
+
+def write_rejected(result: CheckResult, path: str | os.PathLike) -> Path:
+    """rejected.csv: ``path,label,reason`` of every rejected file (atomic)."""
+    write_csv(path, ["path", "label", "reason"], [(f.path, f.label or "", f.detail) for f in result.rejected()])
+    return Path(path)
 
 
 def format_summary(result: CheckResult) -> str:

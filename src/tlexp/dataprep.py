@@ -82,46 +82,42 @@ def usable_dataset(result) -> Dataset:
                    paths=[f.path for f in usable], labels=np.array([index[f.label] for f in usable], dtype=np.int64))
 
 
-def check_summary(result, ds: Dataset) -> dict[str, Any]:
-    """What the data check found, for metrics.json; warns about duplicates that leak."""
+def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
+    """rejected.csv and duplicates.csv of the data check in the run folder; returns what
+    the check found, for metrics.json, and warns about duplicates that leak."""
+    from tlexp.datacheck import reject_reason, write_rejected
+
+    write_rejected(check, run_dir / runs.REJECTED_FILE)
     split_of = dict(zip(ds.paths, ds.split))
-    groups = result.duplicates()
+    groups = check.duplicates()
+    runs.write_csv(run_dir / runs.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
+                   ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
+                    for g, group in enumerate(groups, start=1) for f in group))
     across = [g for g in groups if len({split_of[f.path] for f in g if f.path in split_of}) > 1]
-    conflicts = result.conflicting_duplicates()
+    conflicts = check.conflicting_duplicates()
     if across:
         log.warning("data: %d group(s) of identical images sit in more than one split (a train/test leak); "
                     "see %s", len(across), runs.DUPLICATES_FILE)
     if conflicts:
         log.warning("data: %d group(s) of identical images carry different labels; see %s", len(conflicts),
                     runs.DUPLICATES_FILE)
-    from tlexp.datacheck import reject_reason
-
+    rejected = check.rejected()
     reasons: dict[str, int] = {}
-    for f in result.rejected():
+    for f in rejected:
         reasons[reject_reason(f.detail)] = reasons.get(reject_reason(f.detail), 0) + 1
+    usable = check.usable()
     return {
-        "variant": result.variant,
-        "files": len(result.files),
-        "usable": len(result.usable()),
-        "converted": sum(f.status == "converted" for f in result.files),
-        "rejected": len(result.rejected()),
+        "variant": check.variant,
+        "files": len(check.files),
+        "usable": len(usable),
+        "converted": sum(f.status == "converted" for f in check.files),
+        "rejected": len(rejected),
         "rejected_by_reason": reasons,
         "duplicate_groups": len(groups),
         "duplicate_groups_across_splits": len(across),
         "duplicate_groups_with_different_labels": len(conflicts),
-        "seconds": round(result.seconds, 3),
+        "seconds": round(check.seconds, 3),
     }
-
-
-def write_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
-    """rejected.csv and duplicates.csv of the data check, in the run folder."""
-    runs.write_csv(run_dir / runs.REJECTED_FILE, ["path", "label", "reason"],
-                   ((f.path, f.label or "", f.detail) for f in check.rejected()))
-    split_of = dict(zip(ds.paths, ds.split))
-    runs.write_csv(run_dir / runs.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
-                   ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
-                    for g, group in enumerate(check.duplicates(), start=1) for f in group))
-    return check_summary(check, ds)
 
 
 def make_decoder(cfg: Config, ds: Dataset, check):

@@ -22,7 +22,7 @@ import numpy as np
 from tlexp import runs
 from tlexp.config import Config
 from tlexp.data import SPLITS, Dataset
-from tlexp.dataprep import data_summary, make_decoder, prepare_data, show_progress, write_check
+from tlexp.dataprep import data_summary, make_decoder, prepare_data, show_progress, write_run_check
 from tlexp.errors import DataError, UserError
 from tlexp.tfquiet import import_tensorflow
 
@@ -121,7 +121,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
             run_dir / runs.SPLIT_FILE, ["path", "label", "split"],
             ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)),
         )
-        check_info = write_check(run_dir, check, ds)
+        check_info = write_run_check(run_dir, check, ds)
         try:
             with _timed(timings, "decode"):
                 decoder = make_decoder(cfg, ds, check)
