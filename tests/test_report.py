@@ -94,6 +94,8 @@ def make_run(
                         for c, accs in others.items() if c != "forest"},
         "timings_s": {"train": wall / 2, "total": wall},
         "environment": {"device": "CPU (test)"},
+        "prefix_cache": ({"used": True, "layer": "block4_conv2", "mb": 3.1} if freeze != "block3_conv1"
+                         else {"used": False, "reason": "train.prefix_cache.enabled is false"}),
     }
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     return run_dir
@@ -162,6 +164,8 @@ def test_summary_rows_sorted_and_exact(tmp_path):
     assert v70["epochs"] == "2" and float(v70["wall_time_s"]) == 12.5 and v70["device"] == "CPU (test)"
     assert v70["run_dir"] == "../runs/v70" and v70["error"] == ""
     assert rows[5]["freeze_requested"] == "block3_conv1"
+    assert v70["cached_prefix"] == "block4_conv2"
+    assert rows[5]["cached_prefix"] == "no: train.prefix_cache.enabled is false"
 
     md = (out / "summary.md").read_text()
     table = md_table(md, "Results")
@@ -314,8 +318,8 @@ def test_single_run_without_classifiers_and_stale_files(tmp_path):
     assert (out / "notes.txt").read_text() == "mine\n"  # files of other names are left alone
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
     assert [c for c in header if c.startswith("forest")] == []
-    assert header[-8:] == ["head_test_accuracy", "head_test_f1", "head_test_roc_auc", "epochs", "wall_time_s",
-                           "device", "run_dir", "error"]
+    assert header[-9:] == ["head_test_accuracy", "head_test_f1", "head_test_roc_auc", "epochs", "wall_time_s",
+                           "cached_prefix", "device", "run_dir", "error"]
     md = (out / "summary.md").read_text()
     assert md.startswith("# Solo <run>\n") and "Head vs other" not in md
     assert "Solo &lt;run&gt;" in (out / "report.html").read_text()

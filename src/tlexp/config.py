@@ -150,6 +150,23 @@ class ModelConfig(_Section):
         return "none" if v is None else v
 
 
+class PrefixCacheConfig(_Section):
+    enabled: bool = Field(
+        True, description="Run the frozen part of the backbone once per image, keep its activations on disk "
+        "(cache_dir/activations, shared by the cells of a sweep) and train only the rest on them; the ordinary path "
+        "(whole model every epoch) where that would be wrong or does not fit max_gb. false = always the ordinary "
+        "path. metrics.json records which path was taken, and why."
+    )
+    dtype: Literal["auto", "float16", "float32"] = Field(
+        "auto", description="Storage type of cached activations; auto = the compute dtype (exact: float32 on CPU, "
+        "16-bit under mixed precision); float16 halves a float32 cache at a relative rounding error below 5e-4."
+    )
+    max_gb: float = Field(
+        8.0, gt=0.0, description="Disk budget of the activation cache, in GB: larger entries are not cached, and "
+        "the least recently used entries are removed to stay under it."
+    )
+
+
 class TrainConfig(_Section):
     epochs: int = Field(2, ge=1, description="Fine-tuning epochs (the study used 2).")
     batch_size: int = Field(32, ge=1, description="Images per training step.")
@@ -173,6 +190,7 @@ class TrainConfig(_Section):
         "auto", description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
         "GPU is visible (train.batch_size is the global batch)."
     )
+    prefix_cache: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 
 
 class ForestConfig(_Section):

@@ -13,6 +13,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,7 +23,7 @@ import numpy as np
 from tlexp import runs
 from tlexp.config import Config
 from tlexp.data import SPLITS, Dataset
-from tlexp.dataprep import data_summary, make_decoder, prepare_data, show_progress, write_run_check
+from tlexp.dataprep import cache_dir, data_summary, make_decoder, prepare_data, show_progress, write_run_check
 from tlexp.errors import DataError, UserError
 from tlexp.tfquiet import import_tensorflow
 
@@ -107,7 +108,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
             ds, check = prepare_data(cfg)
 
         with _timed(timings, "build"):
-            model, plan, counts, accel = _build_model(cfg, len(ds.class_names), weights_path)
+            model, backbone, plan, counts, accel = _build_model(cfg, len(ds.class_names), weights_path)
 
         if run_dir is None:
             run_dir = runs.new_run_dir(cfg.output.dir, cfg.run_name())
@@ -125,7 +126,8 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         try:
             with _timed(timings, "decode"):
                 decoder = make_decoder(cfg, ds, check)
-            result = _train_and_evaluate(cfg, ds, model, classifiers, decoder, run_dir, timings)
+            result = _train_and_evaluate(cfg, ds, _Model(model, backbone, plan, accel), classifiers, decoder, check,
+                                         run_dir, timings)
         except UserError as e:
             # The CLI prints the message itself (no traceback); run.log keeps a copy.
             run_log.file.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run: stopped: %s", (e,), None))
@@ -185,11 +187,21 @@ def _build_model(cfg: Config, n_classes: int, weights_path: Path | None):
         cfg.model.backbone, plan.layers_frozen, plan.layers_total, plan.last_frozen_layer, 100 * plan.frozen_share,
         plan.requested, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}",
     )
-    return model, plan, counts, accel
+    return model, backbone, plan, counts, accel
 
 
-def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, Any], decoder, run_dir: Path,
-                        timings: dict) -> dict[str, Any]:
+@dataclass
+class _Model:
+    """The model of a run and what it was built from."""
+
+    model: Any  # the whole model: image in, class probabilities out
+    backbone: Any
+    plan: Any  # FreezePlan
+    accel: Any  # accel.Accel
+
+
+def _train_and_evaluate(cfg: Config, ds: Dataset, built: _Model, classifiers: dict[str, Any], decoder, check,
+                        run_dir: Path, timings: dict) -> dict[str, Any]:
     from tlexp import plots
     from tlexp.backbones import preprocess_fn
     from tlexp.forest import class_proba
@@ -198,11 +210,31 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
     from tlexp.train import fit, predict_with_features
 
     n_classes = len(ds.class_names)
+    label_dtype = "float32" if n_classes == 2 else "int32"
 
-    def stream(split: str, shuffle: bool):
-        return make_dataset(decoder, ds.indices(split), ds.labels, batch_size=cfg.train.batch_size,
+    def images(indices: np.ndarray, shuffle: bool):
+        return make_dataset(decoder, indices, ds.labels, batch_size=cfg.train.batch_size,
                             preprocess=preprocess_fn(cfg.model.backbone), shuffle=shuffle, seed=cfg.seed,
-                            label_dtype="float32" if n_classes == 2 else "int32")
+                            label_dtype=label_dtype)
+
+    with _timed(timings, "prefix"):
+        cached, prefix_info = _cached_prefix(cfg, ds, built, check, decoder, images)
+    if cached is None:  # the ordinary path: every epoch runs the whole model on images
+        model, failed = built.model, decoder.failed
+
+        def stream(split: str, shuffle: bool):
+            return images(ds.indices(split), shuffle)
+    else:  # the frozen prefix ran once; train and predict with the rest of the model
+        from tlexp.pipeline import activation_dataset
+
+        model, acts = cached
+        failed = acts.failed
+        dtypes = [str(t.dtype) for t in model.inputs]
+
+        def stream(split: str, shuffle: bool):
+            return activation_dataset(acts.arrays, acts.ok, ds.indices(split), ds.labels,
+                                      batch_size=cfg.train.batch_size, shuffle=shuffle, seed=cfg.seed,
+                                      label_dtype=label_dtype, dtypes=dtypes)
 
     with _timed(timings, "train"):
         log.info("train: %d epoch(s), batch %d, %s lr=%g", cfg.train.epochs, cfg.train.batch_size,
@@ -211,7 +243,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
                       cfg.train.epochs, verbose=1 if show_progress() else 0,
                       tensorboard_dir=run_dir / runs.TENSORBOARD_DIR if cfg.tracking.tensorboard else None)
     if not history.get("loss"):  # every training image failed to decode: fit() ran no step
-        _write_skipped(run_dir, ds, decoder)
+        _write_skipped(run_dir, ds, failed)
         raise DataError(f"None of the {len(ds.indices('train'))} training images could be decoded; "
                         f"see {run_dir / runs.SKIPPED_FILE} for the reasons.")
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
@@ -222,7 +254,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
     with _timed(timings, "predict"):
         out = {s: predict_with_features(model, stream(s, False), n_classes,
                                         progress=f"predict {s}" if show_progress() else None) for s in SPLITS}
-    skipped = _write_skipped(run_dir, ds, decoder)
+    skipped = _write_skipped(run_dir, ds, failed)
     if skipped:
         log.warning("data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runs.SKIPPED_FILE)
     empty = [s for s in SPLITS if len(out[s]["labels"]) == 0]
@@ -234,6 +266,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
         "history": history,
         "head": {s: classification_metrics(out[s]["labels"], out[s]["proba"], ds.class_names) for s in SPLITS},
         "forest": None,
+        "prefix_cache": prefix_info,
     }
     log.info("head: val acc %.4f, test acc %.4f", result["head"]["val"]["accuracy"], result["head"]["test"]["accuracy"])
 
@@ -255,7 +288,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
         log.info("%s: val acc %.4f, test acc %.4f", tag, scores["val"]["accuracy"], scores["test"]["accuracy"])
     _write_predictions(run_dir, ds, out, probas)
     if cfg.output.save_model:
-        _save_models(run_dir, model, classifiers)
+        _save_models(run_dir, built.model, classifiers)  # the whole model: images in
 
     with _timed(timings, "plots"):
         plots.plot_history(history, run_dir / runs.CURVES_PLOT)
@@ -266,6 +299,44 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, model, classifiers: dict[str, 
             curves = {name: (y, p["test"][:, 1]) for name, p in probas.items()}
             plots.plot_roc(curves, run_dir / runs.ROC_PLOT)
     return result
+
+
+def _cached_prefix(cfg: Config, ds: Dataset, built: _Model, check, decoder, images):
+    """The frozen prefix's activations for every image, and the model that takes them.
+
+    Returns:
+        ``((suffix model, activations), info)`` when the cached path is taken, else
+        ``(None, info)``; ``info`` (for metrics.json) says what was cached, or why not.
+    """
+    from tlexp import accel as accel_mod
+    from tlexp.prefixcache import ActivationStore, Fallback, blocker, image_key, prefix_activations
+    from tlexp.train import compile_model, suffix_model
+
+    pc, cut = cfg.train.prefix_cache, built.plan.layers_frozen
+    why = blocker(built.backbone, cut, enabled=pc.enabled, batchnorm=cfg.model.batchnorm, distribute=built.accel.distribute)
+    if why is None:
+        sha = {f.path: f.sha256 for f in check.usable()}
+        # The compute dtype is part of the key: mixed precision changes the activations.
+        key = f"{image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size)}|{built.accel.precision}"
+        store = ActivationStore(cache_dir(cfg), int(pc.max_gb * 1e9))
+        try:
+            acts = prefix_activations(built.backbone, cut, store=store,
+                                      images=lambda: images(np.arange(len(ds.paths)), False),
+                                      failures=lambda: dict(decoder.failed), n_files=len(ds.paths), data_key=key,
+                                      dtype=pc.dtype, batch_size=cfg.train.batch_size)
+        except Fallback as e:
+            why = str(e)
+        except OSError as e:  # disk full, no permission: the run still works the ordinary way
+            why = f"could not write the activation cache: {e}"
+    if why is not None:
+        log.info("train: no cached prefix (%s); every epoch runs the whole model", why)
+        return None, {"used": False, "reason": why}
+    with accel_mod.scope(built.accel):
+        suffix = suffix_model(built.model, built.backbone, cut, cfg)
+        compile_model(suffix, cfg, len(ds.class_names))
+    how = "reused" if acts.source == "reused" else f"computed from {acts.source} in {acts.seconds:.1f}s"
+    log.info("train: cached prefix: %s (%s, %s); training %s on it", acts.summary(), acts.dtype, how, suffix.name)
+    return (suffix, acts), acts.describe()
 
 
 def _track(run_dir: Path, cfg: Config, parent: str | None) -> None:
@@ -331,8 +402,8 @@ def _describe(estimator) -> str:
     return " + ".join(type(e).__name__ for _, e in steps) if steps else type(estimator).__name__
 
 
-def _write_skipped(run_dir: Path, ds: Dataset, decoder) -> list[tuple[int, str]]:
-    skipped = sorted(decoder.failed.items())
+def _write_skipped(run_dir: Path, ds: Dataset, failed: dict[int, str]) -> list[tuple[int, str]]:
+    skipped = sorted(failed.items())
     runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "label", "split", "reason"],
                    ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped))
     return skipped

@@ -85,3 +85,54 @@ def make_dataset(
 def without_index(ds):
     """``(x, y, i)`` batches -> ``(x, y)`` for ``model.fit``."""
     return ds.map(lambda x, y, i: (x, y))
+
+
+def activation_dataset(
+    arrays: Sequence[np.ndarray],
+    ok: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    label_dtype: str,
+    dtypes: Sequence[str],
+):
+    """Like :func:`make_dataset`, but from cached prefix activations instead of images.
+
+    The (index, label) pairs are shuffled and filtered exactly as ``make_dataset`` does
+    (same seed, same op order), so both give the same batches in the same order: the
+    cached path trains on the same steps as the ordinary one.
+
+    Args:
+        arrays: one array per frontier tensor, shape (n_files, *shape) (memory-mapped).
+        ok: (n_files,) bool, False for files that could not be decoded.
+        dtypes: dtype each array is fed to the model in (its compute dtype).
+
+    Yields batches: activations (one tensor, or a tuple of them), labels (b,), indices (b,).
+    """
+    import tensorflow as tf
+
+    idx = np.asarray(indices, dtype=np.int64)
+    lab = np.asarray(labels)[idx].astype(label_dtype)
+    ds = tf.data.Dataset.from_tensor_slices((idx, lab))
+    if shuffle:
+        ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
+    usable = tf.constant(np.asarray(ok, dtype=bool))
+    ds = ds.filter(lambda i, y: tf.gather(usable, i))
+    ds = ds.batch(batch_size)
+    from tlexp.prefixcache import numpy_dtype
+
+    np_types = [numpy_dtype(d) for d in dtypes]
+
+    def gather(rows: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(a[rows], dtype=t) for a, t in zip(arrays, np_types)]
+
+    def load(i, y):
+        xs = tf.numpy_function(gather, [i], [tf.as_dtype(d) for d in dtypes], stateful=False)
+        for x, a in zip(xs, arrays):
+            x.set_shape((None, *a.shape[1:]))
+        return (xs[0] if len(xs) == 1 else tuple(xs)), y, i
+
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)

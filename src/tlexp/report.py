@@ -268,6 +268,13 @@ def _sort_key(r: _Run) -> tuple:
     return rank, backbone, freeze, seed if isinstance(seed, int) else math.inf, r.name
 
 
+def _cached_prefix(info: dict[str, Any] | None) -> str | None:
+    """The last cached layer, or why the run did not cache its prefix (None before tlexp had it)."""
+    if not info:
+        return None
+    return info.get("layer") if info.get("used") else f"no: {info.get('reason')}"
+
+
 def _share(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
@@ -282,7 +289,7 @@ def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[li
               "head_test_accuracy"]
     header += [f"{c}_{s}_accuracy" for c in others for s in ("val", "test")]
     header += [f"{c}_test_{k}" for c in clfs for k in ("f1", "roc_auc")]
-    header += ["epochs", "wall_time_s", "device", "run_dir", "error"]
+    header += ["epochs", "wall_time_s", "cached_prefix", "device", "run_dir", "error"]
     rows = []
     for r in items:
         m = r.metrics or {}
@@ -294,6 +301,7 @@ def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[li
             "trainable_params": (m.get("params") or {}).get("trainable"),
             "epochs": len((m.get("history") or {}).get("loss") or []) or None,  # epochs actually run
             "wall_time_s": (m.get("timings_s") or {}).get("total"),
+            "cached_prefix": _cached_prefix(m.get("prefix_cache")),
             "device": (m.get("environment") or {}).get("device"),
             "run_dir": _relative(r.dir, out) if r.dir else None, "error": r.error,
         }

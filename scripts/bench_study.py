@@ -1,0 +1,401 @@
+"""A whole transfer-learning study, plain Keras vs. `tlexp sweep`, on the same images.
+
+Generates the demo dataset (real JPEGs, 2 classes), then runs the same grid of cells
+(backbone x freeze share, random weights) twice on the same train/val/test split:
+(b) `tlexp sweep` in a subprocess with cold caches (its wall clock counts everything:
+interpreter, TensorFlow import, data check, decoding), and (a) the plain recipe of
+Keras' tutorials, one cell after another (tf.data from the files with an in-memory
+`.cache()`, freeze a prefix, fit the head, a Random Forest on the penultimate layer).
+Last it measures each backbone's forward speed in FLOP/s and turns the FLOPs tlexp
+cannot avoid into a lower bound in seconds. Prints one table and writes it to
+`<out>/results.md` and `<out>/results.json`. Runs offline.
+
+    python scripts/bench_study.py --per-class 600 --size 64 --backbones vgg16,resnet50,densenet121 \
+        --freeze 0.1,0.3,0.5,0.7 --epochs 2 --out results/bench_study
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+CONSTRUCTORS = {"vgg16": "VGG16", "resnet50": "ResNet50", "densenet121": "DenseNet121"}
+SPLITS = ("train", "val", "test")
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--per-class", type=int, default=600, help="generated images per class (2 classes)")
+    ap.add_argument("--size", type=int, default=64, help="image_size fed to the models")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--backbones", default="vgg16,resnet50,densenet121", help="comma list")
+    ap.add_argument("--freeze", default="0.1,0.3,0.5,0.7", help="comma list of frozen parameter shares")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--out", default="results/bench_study", help="work folder; <out>2, <out>3, ... if taken")
+    ap.add_argument("--skip-plain", action="store_true", help="run only tlexp and the FLOP bound (quick check)")
+    args = ap.parse_args()
+    args.backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    args.freeze = [float(f) for f in args.freeze.split(",") if f.strip()]
+    unknown = sorted(set(args.backbones) - set(CONSTRUCTORS))
+    if unknown:
+        ap.error(f"unknown backbone(s) {unknown}; choose from {sorted(CONSTRUCTORS)}")
+    return args
+
+
+# --------------------------------------------------------------------------- (b) tlexp
+
+
+def run_tlexp(args, out: Path, data: Path) -> tuple[float, list[dict]]:
+    """Write the study config, run `tlexp sweep` on it; return (wall seconds, cells in grid order)."""
+    cfg = {
+        "name": "bench", "seed": args.seed,
+        "data": {"root": str(data), "image_size": args.size, "val_fraction": 0.15, "test_fraction": 0.15,
+                 "synthetic": {"enabled": False}},
+        "model": {"weights": "none"},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr},
+        "classifiers": {},  # replaces the default {logreg: ...}: the plain recipe fits only the forest
+        "forest": {"n_estimators": 100},
+        "output": {"dir": str(out / "tlexp"), "save_model": False},
+        "sweep": {"model.backbone": args.backbones, "model.freeze": args.freeze},
+    }  # fmt: skip
+    cfg_path = out / "study.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    import tlexp
+
+    if (Path(tlexp.__file__).parent / "__main__.py").is_file():
+        cmd = [sys.executable, "-m", "tlexp", "sweep", str(cfg_path)]
+    else:
+        cmd = [shutil.which("tlexp") or "tlexp", "sweep", str(cfg_path)]
+    # Every cache (data check, decoded images, and prefix activations) starts cold in <out>/cache,
+    # so building them is counted in tlexp's time, as decoding is in the plain recipe's.
+    env = {**os.environ, "TLEXP_CACHE_DIR": str(out / "cache")}
+    print(f"(b) tlexp: {' '.join(cmd)}  (log: {out / 'tlexp.log'})", flush=True)
+    with open(out / "tlexp.log", "w") as log:
+        t = time.perf_counter()
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        wall = time.perf_counter() - t
+    if rc != 0:
+        tail = (out / "tlexp.log").read_text(errors="replace")[-3000:]
+        sys.exit(f"tlexp sweep failed with exit code {rc}; end of {out / 'tlexp.log'}:\n{tail}")
+
+    order = {(b, f): i for i, (b, f) in enumerate((b, f) for b in args.backbones for f in args.freeze)}
+    cells = []
+    for metrics_path in sorted((out / "tlexp").rglob("metrics.json")):
+        if ".attempts" in metrics_path.parts:
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        conf = yaml.safe_load((metrics_path.parent / "config.yaml").read_text())  # metrics.json has no config
+        backbone, freeze = conf["model"]["backbone"], float(conf["model"]["freeze"])
+        cells.append({
+            "cell": metrics_path.parent.name, "backbone": backbone, "freeze": freeze, "dir": str(metrics_path.parent),
+            "tlexp_s": metrics["timings_s"]["total"], "tlexp_timings_s": metrics["timings_s"],
+            "tlexp_layers_frozen": (metrics.get("freeze") or {}).get("layers_frozen"),
+            "tlexp_head_acc": metrics["head"]["test"]["accuracy"],
+            "tlexp_forest_acc": (metrics.get("forest") or {}).get("test", {}).get("accuracy"),
+            "prefix_cache": metrics.get("prefix_cache"),  # absent until tlexp has the prefix activation cache
+        })  # fmt: skip
+    cells.sort(key=lambda c: order.get((c["backbone"], c["freeze"]), len(order)))
+    if len(cells) != len(order):
+        sys.exit(f"expected {len(order)} finished cells under {out / 'tlexp'}, found {len(cells)}")
+    return wall, cells
+
+
+def read_split(cells: list[dict]) -> list[tuple[str, str, str]]:
+    """The (path, label, split) rows all cells used; checks that they are the same file."""
+    splits = [(Path(c["dir"]) / "split.csv").read_text() for c in cells]
+    if any(s != splits[0] for s in splits):
+        sys.exit("the cells of the tlexp sweep used different splits; the comparison needs one split")
+    return [(r["path"], r["label"], r["split"]) for r in csv.DictReader(splits[0].splitlines())]
+
+
+# --------------------------------------------------------------------------- (a) plain Keras
+
+
+def plain_model(keras, name: str, size: int):
+    """Random-init backbone + the study's head, built as Keras' transfer-learning guide does."""
+    backbone = getattr(keras.applications, CONSTRUCTORS[name])(include_top=False, weights=None,
+                                                               input_shape=(size, size, 3))
+    inputs = keras.Input((size, size, 3))
+    x = backbone(inputs, training=False)  # BatchNorm stays in inference mode, frozen or not
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(256, activation="relu")(x)
+    x = keras.layers.Dense(64, activation="relu", name="penultimate")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
+    return backbone, keras.Model(inputs, outputs)
+
+
+def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze: float) -> dict:
+    """One cell of the plain recipe, timed from building the pipeline to the scored forest."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tlexp.backbones import plan_freeze, preprocess_fn
+
+    t0 = time.perf_counter()
+    classes = sorted({label for _, label, _ in rows})
+    preprocess, size = preprocess_fn(backbone_name), args.size
+
+    def load(path, label):
+        img = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        return tf.image.resize(img, (size, size)), label
+
+    decoded, labels = {}, {}
+    for s in SPLITS:
+        part = [(str(data / p), classes.index(lab)) for p, lab, sp in rows if sp == s]
+        labels[s] = np.array([y for _, y in part], dtype=np.float32)
+        paths = tf.constant([p for p, _ in part])
+        # .cache() after decode+resize: every image is decoded once per cell (first epoch).
+        decoded[s] = tf.data.Dataset.from_tensor_slices((paths, labels[s])).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+    def finish(ds):
+        return (ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+
+    train_fit = finish(decoded["train"].shuffle(len(labels["train"]), seed=args.seed, reshuffle_each_iteration=True))
+    ordered = {s: finish(decoded[s]) for s in SPLITS}  # unshuffled, for evaluation and features
+
+    keras.utils.set_random_seed(args.seed)
+    backbone, model = plain_model(keras, backbone_name, size)
+    k = plan_freeze(backbone, freeze, "inference").layers_frozen
+    for layer in backbone.layers[:k]:
+        layer.trainable = False
+    model.compile(keras.optimizers.Adam(args.lr), "binary_crossentropy", metrics=["accuracy"])
+    model.fit(train_fit, validation_data=ordered["val"], epochs=args.epochs, verbose=0)
+    head_acc = model.evaluate(ordered["test"], verbose=0, return_dict=True)["accuracy"]
+    features = keras.Model(model.inputs, model.get_layer("penultimate").output)
+    feats = {s: features.predict(ordered[s], verbose=0) for s in SPLITS}
+    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=args.seed)
+    forest.fit(feats["train"], labels["train"])
+    forest_acc = forest.score(feats["test"], labels["test"])
+    return {"plain_s": time.perf_counter() - t0, "plain_layers_frozen": k,
+            "plain_head_acc": float(head_acc), "plain_forest_acc": float(forest_acc)}
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def layer_flops(keras, layer) -> float:
+    """Forward FLOPs of one layer for one image: 2 x multiply-adds of Conv2D, DepthwiseConv2D
+    and Dense; 0 for everything else (the rate is measured with the same rule, so it cancels)."""
+    if isinstance(layer, keras.layers.Conv2D):  # channels_last
+        _, oh, ow, cout = layer.output.shape
+        kh, kw = layer.kernel_size
+        return 2.0 * oh * ow * kh * kw * (layer.input.shape[-1] // layer.groups) * cout
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        _, oh, ow, cout = layer.output.shape
+        kh, kw = layer.kernel_size
+        return 2.0 * oh * ow * kh * kw * cout
+    if isinstance(layer, keras.layers.Dense):
+        return 2.0 * float(np.prod(layer.input.shape[1:])) * layer.units
+    return 0.0
+
+
+def measure_backbone(tf, keras, args, name: str) -> dict:
+    """Per-layer FLOPs of the backbone, FLOPs of the head, k per freeze share, and FLOP/s of
+    a plain forward pass of the whole model (batch_size random images, >= 3 s timed)."""
+    from tlexp.backbones import plan_freeze
+
+    keras.backend.clear_session()
+    backbone, model = plain_model(keras, name, args.size)
+    per_layer = [layer_flops(keras, layer) for layer in backbone.layers]
+    head = sum(layer_flops(keras, layer) for layer in model.layers if layer is not backbone)
+    total = sum(per_layer) + head
+    ks = {f: plan_freeze(backbone, f, "inference").layers_frozen for f in args.freeze}
+    fwd = tf.function(lambda x: model(x, training=False))
+    x = tf.random.uniform((args.batch_size, args.size, args.size, 3), 0, 255)
+    for _ in range(2):  # warm-up: tracing, thread pools
+        fwd(x).numpy()
+    batches, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 3.0:
+        fwd(x).numpy()
+        batches += 1
+    seconds = time.perf_counter() - t
+    rate = total * batches * args.batch_size / seconds
+    # The same model, every layer trainable, one training step at a time: what backward
+    # passes reach on this machine (3x forward FLOPs per image, by the usual count).
+    model.compile(keras.optimizers.Adam(args.lr), "binary_crossentropy")
+    y = np.zeros((args.batch_size, 1), np.float32)
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    batches, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 3.0:
+        model.train_on_batch(x, y)
+        batches += 1
+    train_rate = 3 * total * batches * args.batch_size / (time.perf_counter() - t)
+    return {"per_layer": per_layer, "total": total, "ks": ks, "rate": rate, "train_rate": train_rate}
+
+
+def flop_budget(args, bb: dict, cells: list[dict], n: dict) -> dict[str, float]:
+    """FLOPs tlexp cannot avoid (forward-only passes and training steps apart) and FLOPs
+    of the plain recipe, for one backbone's cells.
+
+    tlexp: every frozen layer once per image for the whole sweep (the deepest prefix covers
+    the others), then per cell the trainable suffix: training (forward + backward = 3x
+    forward) and validation each epoch, and one final pass over all images for predictions
+    and forest features. Plain: the frozen prefix forward only while training, the whole
+    model for validation, the test evaluation and the final feature pass."""
+    n_all = n["train"] + n["val"] + n["test"]
+    frozen = {c["freeze"]: sum(bb["per_layer"][: bb["ks"][c["freeze"]]]) for c in cells}
+    forward = n_all * max(frozen.values(), default=0.0)
+    training = plain_flops = 0.0
+    for c in cells:
+        f_frozen, f_total = frozen[c["freeze"]], bb["total"]
+        f_train = f_total - f_frozen
+        c["frozen_flop_share"] = f_frozen / f_total
+        training += args.epochs * 3 * n["train"] * f_train
+        forward += args.epochs * n["val"] * f_train + n_all * f_train
+        plain_flops += (args.epochs * (n["train"] * (f_frozen + 3 * f_train) + n["val"] * f_total)
+                        + n["test"] * f_total + n_all * f_total)
+    return {"forward": forward, "training": training, "plain": plain_flops}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def describe_prefix_cache(info) -> str:
+    """A short rendering of a cell's `prefix_cache` entry ('-' when absent).
+
+    Reads the keys tlexp writes today (used, layer, source, mb, seconds) and falls back to
+    every scalar item, so a changed schema still shows up rather than failing."""
+    if not info:
+        return "-"
+    if not isinstance(info, dict):
+        return str(info)[:70]
+    if info.get("used") is False:
+        return "not used" + (f" ({info['reason']})" if info.get("reason") else "")
+    if "layer" in info:
+        text = f"{info['layer']}"
+        text += f" from {info['source']}" if info.get("source") else ""
+        text += f", {info['mb']} MB" if info.get("mb") is not None else ""
+        text += f", {info['seconds']} s" if info.get("seconds") is not None else ""
+        return text
+    text = ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (dict, list)) and k != "folder")
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def fmt(v, spec: str, unit: str = "") -> str:
+    """``v`` formatted with its unit, or '-' for a value not measured (--skip-plain)."""
+    return "-" if v is None else format(v, spec) + unit
+
+
+def report(args, cells: list[dict], totals: dict, machine: str, command: str) -> str:
+    """The Markdown table and totals."""
+    lines = [f"machine: {machine}", f"command: {command}", "",
+             "| cell | frozen FLOP share | plain s | tlexp s | speed-up | head test acc plain / tlexp "
+             "| forest test acc plain / tlexp | cached prefix |",
+             "|---|---:|---:|---:|---:|---|---|---|"]
+    for c in cells:
+        plain = c.get("plain_s")
+        speed = plain / c["tlexp_s"] if plain is not None and c["tlexp_s"] else None
+        lines.append(
+            f"| {c['cell']} | {c['frozen_flop_share']:.1%} | {fmt(plain, '.1f')} | {c['tlexp_s']:.1f} "
+            f"| {fmt(speed, '.2f', 'x')} "
+            f"| {fmt(c.get('plain_head_acc'), '.3f')} / {c['tlexp_head_acc']:.3f} "
+            f"| {fmt(c.get('plain_forest_acc'), '.3f')} / {fmt(c['tlexp_forest_acc'], '.3f')} "
+            f"| {describe_prefix_cache(c['prefix_cache'])} |")
+    t = totals
+    lines += ["",
+              "rates (forward pass, whole model): "
+              + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["rates"].items()),
+              f"plain total (sum of cells, data loading included): {fmt(t['plain_s'], '.1f', ' s')}",
+              f"tlexp wall total (subprocess: start-up, data check, decoding, all cells, report): "
+              f"{t['tlexp_wall_s']:.1f} s",
+              f"speed-up plain / tlexp: {fmt(t['speedup'], '.2f', 'x')}",
+              "rates (training step, whole model, 3x forward FLOPs): "
+              + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["train_rates"].items()),
+              f"FLOP lower bound for tlexp (every FLOP at the forward rate): {t['bound_s']:.1f} s; "
+              f"tlexp / bound = {t['tlexp_over_bound']:.2f}",
+              f"same FLOPs, training steps at the training rate: {t['bound_train_s']:.1f} s; "
+              f"tlexp / that = {t['tlexp_over_bound_train']:.2f}",
+              f"FLOPs: plain {t['plain_flops'] / 1e12:.2f} TFLOP, tlexp at least {t['tlexp_flops'] / 1e12:.2f} TFLOP; "
+              f"ideal speed-up from FLOPs alone = {t['ideal_speedup']:.2f}x"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    args = parse_args()
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    warnings.filterwarnings("ignore", category=UserWarning)  # Keras' notes about tf.data input
+    from tlexp.runs import new_run_dir
+    from tlexp.synthetic import ensure_demo_dataset
+
+    out_arg = Path(args.out).resolve()
+    out = new_run_dir(out_arg.parent, out_arg.name)  # never over an earlier benchmark
+    print(f"work folder: {out}", flush=True)
+    data = ensure_demo_dataset(out / "data", args.per_class)
+
+    # (b) first, in its own process, so this process' TensorFlow does not compete with it.
+    tlexp_wall, cells = run_tlexp(args, out, data)
+    rows = read_split(cells)
+    n = {s: sum(1 for *_, sp in rows if sp == s) for s in SPLITS}
+    print(f"tlexp: {tlexp_wall:.1f} s for {len(cells)} cells; split {n}", flush=True)
+    for c in cells:
+        if c["prefix_cache"] is not None:
+            print(f"  {c['cell']}: prefix_cache {json.dumps(c['prefix_cache'])}")
+
+    from tlexp.tfquiet import import_tensorflow
+
+    tf = import_tensorflow()
+    # Each plain cell is a new model, so Keras retraces its train step per cell, as it should;
+    # TensorFlow's retracing warnings about that are noise here.
+    tf.get_logger().setLevel("ERROR")
+    import keras
+
+    if not args.skip_plain:  # (a) the plain recipe, same cells, same order, same split
+        for c in cells:
+            keras.backend.clear_session()
+            c.update(run_plain_cell(tf, keras, args, data, rows, c["backbone"], c["freeze"]))
+            print(f"(a) plain {c['cell']}: {c['plain_s']:.1f} s", flush=True)
+
+    # Rates last, so that neither run above is disturbed; one model per backbone.
+    tlexp_flops = plain_flops = bound_s = bound_train_s = 0.0
+    rates, train_rates = {}, {}
+    for name in args.backbones:
+        bb = measure_backbone(tf, keras, args, name)
+        mine = [c for c in cells if c["backbone"] == name]
+        for c in mine:
+            if c["tlexp_layers_frozen"] not in (None, bb["ks"][c["freeze"]]):
+                print(f"warning: {c['cell']}: tlexp froze {c['tlexp_layers_frozen']} layers, "
+                      f"plan_freeze says {bb['ks'][c['freeze']]}")
+        budget = flop_budget(args, bb, mine, n)
+        rates[name], train_rates[name] = bb["rate"], bb["train_rate"]
+        tlexp_flops += budget["forward"] + budget["training"]
+        plain_flops += budget["plain"]
+        bound_s += (budget["forward"] + budget["training"]) / bb["rate"]  # the issue's bound: all at forward speed
+        bound_train_s += budget["forward"] / bb["rate"] + budget["training"] / bb["train_rate"]
+
+    plain_s = None if args.skip_plain else sum(c["plain_s"] for c in cells)
+    totals = {"plain_s": plain_s, "tlexp_wall_s": tlexp_wall,
+              "speedup": plain_s / tlexp_wall if plain_s else None,
+              "bound_s": bound_s, "tlexp_over_bound": tlexp_wall / bound_s,
+              "bound_train_s": bound_train_s, "tlexp_over_bound_train": tlexp_wall / bound_train_s,
+              "train_rates": train_rates,
+              "tlexp_flops": tlexp_flops, "plain_flops": plain_flops, "ideal_speedup": plain_flops / tlexp_flops,
+              "rates": rates, "split": n}  # fmt: skip
+    machine = (f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+               f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    text = report(args, cells, totals, machine, command)
+    print("\n" + text)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps({"command": command, "machine": machine, "args": vars(args),
+                                                  "cells": cells, "totals": totals}, indent=2))
+    print(f"written: {out / 'results.md'}, {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

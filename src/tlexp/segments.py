@@ -1,0 +1,93 @@
+"""Cut a backbone into consecutive segments that share its layers (and weights).
+
+A freeze plan freezes a prefix of ``backbone.layers``. The activations where the frozen
+prefix ends are the *frontier*: every tensor made by a prefix layer and used by a later
+layer (or returned by the model). In VGG16 that is one tensor; inside a ResNet or
+DenseNet block it can be two or more (a shortcut and the main branch). A segment
+model maps the frontier at one cut to the frontier at a later cut by calling the
+original layer objects again, so training a segment trains the backbone itself.
+
+Cuts are layer counts, as in :class:`tlexp.backbones.FreezePlan`: cut ``k`` runs after
+``backbone.layers[:k]`` (the input layer counts as one). ``backbone.layers`` is in
+topological order, so every prefix of it can be computed on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _nodes(model) -> list[Any]:
+    """The model's own graph nodes, inputs first (Keras' Function uses the same order)."""
+    by_depth = model._nodes_by_depth  # noqa: SLF001 - what Function._run_through_graph walks
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def _producer(tensor) -> Any:
+    return tensor._keras_history.operation  # noqa: SLF001
+
+
+def frontier(model, cut: int) -> list[Any]:
+    """The symbolic tensors that carry everything ``model.layers[:cut]`` passes on.
+
+    Args:
+        model: a functional Keras model (a ``keras.applications`` backbone).
+        cut: number of leading layers, 1 <= cut <= len(model.layers).
+
+    Returns:
+        KerasTensors of the original graph, in a fixed order (graph order).
+    """
+    layers = model.layers
+    if not 1 <= cut <= len(layers):
+        raise ValueError(f"cut must be in [1, {len(layers)}], got {cut}")
+    before = {id(layer) for layer in layers[:cut]}
+    after = {id(layer) for layer in layers[cut:]}
+    found: dict[int, Any] = {}
+    for node in _nodes(model):
+        if id(node.operation) in after:
+            for t in node.input_tensors:
+                if id(_producer(t)) in before:
+                    found.setdefault(id(t), t)
+    for t in model.outputs:
+        if id(_producer(t)) in before:
+            found.setdefault(id(t), t)
+    return list(found.values())
+
+
+def segment(model, start: int, stop: int, name: str | None = None):
+    """A model from the frontier at ``start`` to the frontier at ``stop``.
+
+    It calls the layers ``model.layers[start:stop]`` themselves (shared weights). Its
+    inputs are new ``keras.Input`` tensors shaped and typed like the frontier at
+    ``start``; a single tensor when the frontier has one, else a list (likewise the
+    outputs). A tensor that crosses the whole segment untouched is passed through.
+    """
+    import keras
+
+    if not 1 <= start <= stop <= len(model.layers):
+        raise ValueError(f"need 1 <= start <= stop <= {len(model.layers)}, got {start}, {stop}")
+    src, dst = frontier(model, start), frontier(model, stop)
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=f"cut{start}_{i}") for i, t in enumerate(src)]
+    values = {id(t): x for t, x in zip(src, inputs)}
+    run = {id(layer) for layer in model.layers[start:stop]}
+    for node in _nodes(model):
+        if id(node.operation) not in run:
+            continue
+        missing = [t.name for t in node.input_tensors if id(t) not in values]
+        if missing:  # cannot happen for a topologically ordered model; say so if it does
+            raise ValueError(f"layer {node.operation.name} needs {missing}, which the cut at {start} does not carry")
+        args, kwargs = node.arguments.fill_in(values)
+        out = node.operation(*args, **kwargs)
+        for t, x in zip(node.outputs, keras.tree.flatten(out)):
+            values[id(t)] = x
+    outputs = [values[id(t)] for t in dst]
+    # A Functional model may not return its own input tensor; give it an identity.
+    outputs = [keras.layers.Identity(name=f"pass_{i}")(x) if any(x is i_ for i_ in inputs) else x
+               for i, x in enumerate(outputs)]
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,
+                       name=name or f"{model.name}_{start}_{stop}")
+
+
+def frontier_spec(model, cut: int) -> list[tuple[tuple[int, ...], str]]:
+    """(shape without batch, dtype) of each frontier tensor at ``cut``."""
+    return [(tuple(int(d) for d in t.shape[1:]), str(t.dtype)) for t in frontier(model, cut)]
