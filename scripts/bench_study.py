@@ -161,9 +161,15 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
         decoded[s] = tf.data.Dataset.from_tensor_slices((paths, labels[s])).map(
             load, num_parallel_calls=tf.data.AUTOTUNE).cache()
 
+    # tf.data's autotuner stalls the teardown of every finished iterator for seconds on
+    # this kind of machine (see tlexp.pipeline); tlexp turns it off, so the plain recipe
+    # gets the same fix: the comparison measures the caching, not a TensorFlow quirk.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+
     def finish(ds):
         return (ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+                .batch(args.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options))
 
     train_fit = finish(decoded["train"].shuffle(len(labels["train"]), seed=args.seed, reshuffle_each_iteration=True))
     ordered = {s: finish(decoded[s]) for s in SPLITS}  # unshuffled, for evaluation and features

@@ -150,6 +150,10 @@ def test_float16_storage_halves_the_cache_and_stays_close(tmp_path, flat_dataset
     assert np.abs(stored[big] / full[big] - 1).max() <= 2**-11
     # The first epoch's loss barely moves; later epochs drift further (training amplifies).
     assert half["history"]["loss"][0] == pytest.approx(exact["history"]["loss"][0], rel=1e-2)
+    # A deeper cut is computed from the float16 entry (cast back to the float32 model).
+    deeper = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.dtype=float16", "model.freeze=0.7",
+                             "name=f16deep"))[1]["prefix_cache"]
+    assert (deeper["source"], deeper["dtype"]) == ("block4_conv2", "float16")
 
 
 # --------------------------------------------------------------------------- the store and the rules

@@ -272,6 +272,7 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
             start = j
             break
     seg_fn = _segment_fn(backbone, start, cut)
+    seg_inputs = frontier_spec(backbone, start)
 
     def write(arrays: list[np.ndarray], rows: np.ndarray, outs) -> None:
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
@@ -296,7 +297,8 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
             failed.update(source.failed)
             for s in range(0, len(rows_all), batch_size):
                 rows = rows_all[s:s + batch_size]
-                xs = [np.asarray(a[rows]) for a in source.arrays]
+                # In the segment's input dtype: a float16 entry may feed a float32 model.
+                xs = [np.asarray(a[rows], dtype=numpy_dtype(d)) for a, (_, d) in zip(source.arrays, seg_inputs)]
                 write(arrays, rows, seg_fn(xs[0] if len(xs) == 1 else xs))
                 ok[rows] = True
 
