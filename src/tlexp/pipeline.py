@@ -123,9 +123,8 @@ def activation_dataset(
     (same seed, same op order), so both give the same batches in the same order: the
     cached path trains on the same steps as the ordinary one.
 
-    The rows of ``indices`` are copied into TensorFlow tensors once and gathered by
-    TensorFlow ops: no Python in the loop. (Reading memory-mapped rows through
-    ``tf.numpy_function`` instead stalled every second epoch for 8-20 s on a 2-core CPU.)
+    The rows of ``indices`` are copied into TensorFlow tensors once (the entry fits
+    ``train.prefix_cache.max_gb``) and gathered by TensorFlow ops: no Python call per batch.
 
     Args:
         arrays: one array per frontier tensor, shape (n_files, *shape) (memory-mapped).
