@@ -24,8 +24,9 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -92,11 +93,8 @@ def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, 
     if (final / "index.json").is_file():
         log.info("data: decoded-image cache hit (%d images at %d px) in %s", len(files), size, final)
         return ImageCache(final)
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=parent))
     t0 = time.perf_counter()
-    try:
+    with build_folder(final, "index.json") as tmp:
         paths = [p for p, _ in sorted(files)]
         images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), size, size, 3))
         errors: dict[str, str] = {}
@@ -121,19 +119,36 @@ def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, 
         images.flush()
         (tmp / "index.json").write_text(json.dumps({"size": size, "paths": paths, "errors": errors,
                                                     "version": DECODER_VERSION, "root": str(root)}))
+    cache = ImageCache(final)
+    log.info("data: decoded %d images at %d px into a %.1f MB cache in %.1fs (%s)", len(files), size,
+             cache.nbytes / 1e6, time.perf_counter() - t0, final)
+    return cache
+
+
+@contextmanager
+def build_folder(final: Path, marker: str) -> Iterator[Path]:
+    """A private temporary folder beside ``final`` that becomes ``final`` when the block ends.
+
+    The block writes everything into the yielded folder, ``marker`` last (readers trust a
+    folder that has it). The rename is atomic; if another process finished ``final``
+    first, its folder is kept and this one removed. An error or interrupt removes the
+    temporary folder, and builds killed harder are swept away once a day old.
+    """
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=parent))
+    try:
+        yield tmp
         try:
-            os.rename(tmp, final)  # atomic; fails if another process finished the same cache first
+            os.rename(tmp, final)
         except OSError:
-            if not (final / "index.json").is_file():
+            if not (final / marker).is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    cache = ImageCache(final)
-    log.info("data: decoded %d images at %d px into a %.1f MB cache in %.1fs (%s)", len(files), size,
-             cache.nbytes / 1e6, time.perf_counter() - t0, final)
-    return cache
 
 
 def _remove_stale_builds(parent: Path) -> None:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,6 @@ log = logging.getLogger("tlexp")
 
 FORMAT_VERSION = 1  # bump when what an entry holds changes: old entries are never read
 META = "meta.json"
-_STALE_TMP_SECONDS = 24 * 3600
 _RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
                   "GaussianDropout", "AlphaDropout")
 
@@ -164,11 +162,10 @@ class ActivationStore:
     def build(self, key: str, specs: Sequence[tuple[tuple[int, ...], str]], n: int, layer: str,
               fill: Callable[[list[np.ndarray], np.ndarray, dict[int, str]], None], source: str) -> PrefixActivations:
         """Create entry ``key`` with ``fill(arrays, ok, failed)`` writing every row."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_builds()
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:32]}-", dir=self.root))
+        from tlexp.imagecache import build_folder
+
         t0 = time.perf_counter()
-        try:
+        with build_folder(self.folder(key), META) as tmp:
             arrays = [np.lib.format.open_memmap(tmp / f"frontier{i}.npy", mode="w+", dtype=numpy_dtype(dt),
                                                 shape=(n, *shape)) for i, (shape, dt) in enumerate(specs)]
             ok = np.zeros(n, dtype=bool)
@@ -182,15 +179,6 @@ class ActivationStore:
                     "dtype": specs[0][1], "source": source, "failed": {str(k): v for k, v in failed.items()},
                     "seconds": round(time.perf_counter() - t0, 3)}
             (tmp / META).write_text(json.dumps(meta))
-            try:
-                os.rename(tmp, self.folder(key))  # atomic; fails if another process finished it first
-            except OSError:
-                if not (self.folder(key) / META).is_file():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         entry = self.open(key, source)
         if entry is None:
             raise OSError(f"activation cache entry {self.folder(key)} vanished right after it was written")
@@ -215,16 +203,6 @@ class ActivationStore:
                 shutil.rmtree(d, ignore_errors=True)  # a reader keeps its open maps (POSIX)
                 total -= size
                 log.info("train: removed cached activations %s (cache over %.1f GB)", d.name, self.max_bytes / 1e9)
-
-    def _remove_stale_builds(self) -> None:
-        now = time.time()
-        for d in self.root.glob(".build-*"):
-            try:
-                if now - d.stat().st_mtime > _STALE_TMP_SECONDS:
-                    shutil.rmtree(d, ignore_errors=True)
-            except OSError:
-                pass
-
 
 def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Callable[[], Iterable],
                        failures: Callable[[], dict[int, str]], n_files: int, data_key: str, dtype: str,
