@@ -6,8 +6,16 @@ one ordinary tlexp cell per (backbone, precision, XLA) with random weights (spee
 depend on their values; no download), and prints training and prediction throughput
 from each run's own timings, plus what each run recorded as its accelerator settings.
 
+Training runs the whole model on images (``train.prefix_cache.enabled=false``), so the
+figures measure the GPU on the full network: with the cache, tlexp's default, epochs
+would train only the layers above the cut, and the first cell of a backbone would leave
+a cache entry that the others reuse. ``--prefix-cache`` measures that default instead.
+"train img/s (last epoch)" is training images over the last epoch's wall time, which
+includes that epoch's validation pass but no tracing or XLA compilation.
+
     python scripts/bench_gpu.py                                  # 224 px, 3 backbones x 4 settings
     python scripts/bench_gpu.py --size 32 --per-class 32 --backbones vgg16   # a quick CPU try
+    python scripts/bench_gpu.py --csv $OUT/bench_gpu.csv         # rows also written as they finish
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2, help="the first epoch includes tracing/XLA compilation")
     ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--prefix-cache", action="store_true",
+                    help="train on cached frozen-prefix activations (tlexp's default) instead of the whole model")
+    ap.add_argument("--csv", default=None, help="also write the rows to this CSV file, each as soon as it is measured "
+                                                "(a run cut short by a time limit keeps what it measured)")
     args = ap.parse_args()
 
     import logging
@@ -36,6 +48,10 @@ def main() -> int:
     quiet.setLevel(logging.WARNING)
     logging.getLogger("tlexp").addHandler(quiet)
     logging.getLogger("tlexp").propagate = False
+    # TensorFlow's note that functions of *other* models were traced too ("N out of the
+    # last M calls ... triggered tf.function retracing") is expected when cells share a
+    # process; each model is traced once.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from tlexp.config import load_config
     from tlexp.experiment import run_experiment
 
@@ -49,6 +65,7 @@ def main() -> int:
                 f"data.image_size={args.size}", f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
                 "model.weights=none", "model.freeze=0.3", "model.head.pooling=avg", f"train.batch_size={args.batch}",
                 f"train.epochs={args.epochs}", f"train.precision={precision}", f"train.jit_compile={str(jit).lower()}",
+                f"train.prefix_cache.enabled={str(args.prefix_cache).lower()}",
                 "forest.n_estimators=10", "classifiers={}", "output.save_model=false", f"output.dir={out / 'runs'}",
                 f"name={backbone}_{precision}_{'xla' if jit else 'noxla'}",
             ])
@@ -56,26 +73,36 @@ def main() -> int:
             run_dir = run_experiment(cfg)
             m = json.loads((run_dir / "metrics.json").read_text())
             n_train, n_all = m["data"]["used"]["train"], sum(m["data"]["used"].values())
-            last_epoch = _last_epoch_seconds(run_dir)
+            last_epoch = m["history"]["seconds"][-1]  # no tracing or compilation in it
             rows.append({
                 "backbone": backbone, "precision": m["accelerator"]["precision"],
                 "xla": "on" if m["accelerator"]["jit_compile"] else "off",
-                "train img/s (last epoch)": n_train / last_epoch if last_epoch else float("nan"),
+                "train img/s (last epoch)": n_train / last_epoch,
                 "train img/s (all epochs)": n_train * args.epochs / m["timings_s"]["train"],
                 "predict img/s": n_all / m["timings_s"]["predict"],
                 "cell s": time.perf_counter() - t, "device": m["accelerator"]["gpus"] or ["CPU"],
             })
             print(_row(rows[-1]), flush=True)
-    print(f"\n{args.size}px, batch {args.batch}, {args.per_class * 2} generated images, runs in {out / 'runs'}")
+            if args.csv:
+                _write_csv(Path(args.csv), rows)
+    trained = "cached frozen-prefix activations" if args.prefix_cache else "the whole model on images"
+    print(f"\n{args.size}px, batch {args.batch}, {args.per_class * 2} generated images, trained {trained}; "
+          f"runs in {out / 'runs'}")
     return 0
 
 
-def _last_epoch_seconds(run_dir: Path) -> float | None:
-    """The last epoch's time from run.log ('train: epoch 2/2 ... (12.3s)'): no tracing in it."""
-    import re
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """All rows so far, replacing the file atomically (a kill never leaves half a row)."""
+    import csv
+    import os
 
-    times = re.findall(r"train: epoch \d+/\d+ .*\((\d+\.\d+)s\)", (run_dir / "run.log").read_text())
-    return float(times[-1]) if times else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "device": "; ".join(r["device"])} for r in rows)
+    os.replace(tmp, path)
 
 
 def _row(r: dict) -> str:

@@ -107,6 +107,10 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     history = list(csv_rows(run_dir / "history.csv"))
     assert [int(r["epoch"]) for r in history] == [1, 2]
     assert float(history[-1]["val_accuracy"]) == pytest.approx(m["history"]["val_accuracy"][-1])
+    # each epoch's wall time; together they are the training phase, less its set-up
+    seconds = [float(r["seconds"]) for r in history]
+    assert seconds == pytest.approx(m["history"]["seconds"], abs=1e-4) and min(seconds) > 0
+    assert sum(seconds) <= m["timings_s"]["train"] + 1e-3
     assert set(m["timings_s"]) >= {"weights", "data", "build", "train", "predict", "fit_forest", "fit_logreg",
                                     "plots", "total"}
     assert m["environment"]["device"] and m["environment"]["tensorflow"]

@@ -251,3 +251,34 @@ def test_plan_lists_cells_without_training(tmp_path, flat_dataset):
     assert any(line.startswith("vgg16_f30_s0") and "block4_conv2" in line and "35.9 %" in line for line in lines)
     assert any(line.startswith("resnet50_f70_s0") and "conv5_block2_1_relu" in line for line in lines)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
+    # What a Ray cell does first (_exit_with_raylet), in a child of a stand-in raylet. When
+    # that parent is killed, the child must end within a second, not run on to finish a cell.
+    child = ("import time\nfrom tlexp.sweep import _exit_with_raylet\n_exit_with_raylet()\n"
+             "print('ready', flush=True)\ntime.sleep(60)\nprint('ran on', flush=True)")
+    raylet = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\n"
+                               f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+                               "print(p.pid, flush=True)\np.wait()"], stdout=subprocess.PIPE, text=True)
+    pid = int(raylet.stdout.readline())
+    assert raylet.stdout.readline().strip() == "ready"
+    assert _alive(pid)
+    raylet.kill()
+    raylet.wait()
+    deadline = time.time() + 5
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    ended_after = 5 - (deadline - time.time())
+    assert not _alive(pid), "the worker outlived its raylet by 5 s"
+    assert ended_after < 1.0
+
+
+def _alive(pid: int) -> bool:
+    """Running (not exited, not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")

@@ -246,7 +246,7 @@ def _train_and_evaluate(cfg: Config, ds: Dataset, built: _Model, classifiers: di
         _write_skipped(run_dir, ds, failed)
         raise DataError(f"None of the {len(ds.indices('train'))} training images could be decoded; "
                         f"see {run_dir / runs.SKIPPED_FILE} for the reasons.")
-    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds") if k in history]
     runs.write_csv(run_dir / runs.HISTORY_FILE, ["epoch", *keys],
                    ([e + 1, *(history[k][e] for k in keys)] for e in range(len(history[keys[0]]))))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -198,7 +199,8 @@ def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg
 
     Ray assigns CPUs/GPUs per task (``resources``), so on one multi-GPU machine
     ``resources.gpus: 1`` runs one cell per GPU. The driver keeps status.json; a killed
-    driver takes the local Ray runtime and its tasks with it, and a re-run resumes.
+    driver takes the local Ray runtime and its tasks with it (see _exit_with_raylet), and
+    a re-run resumes.
     """
     ray = _import_ray()
     started_here = not ray.is_initialized()
@@ -239,9 +241,37 @@ def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg
 
 def _ray_cell(config: dict[str, Any], cell_dir: str, parent: str | None) -> None:
     """A sweep cell on a Ray worker (a fresh process: log to the cell's run.log only)."""
+    _exit_with_raylet()
     logging.getLogger("tlexp").setLevel(logging.INFO)
     cell_cfg = Config.model_validate(config)
     _run_cell(Cell(cell_cfg.name or Path(cell_dir).name, {}, cell_cfg), Path(cell_dir), parent)
+
+
+_WATCHING_RAYLET = False
+
+
+def _exit_with_raylet() -> None:
+    """End this Ray worker as soon as the raylet that started it is gone.
+
+    A killed driver takes its local Ray runtime with it at once, but the workers notice
+    only seconds later, and meanwhile they go on computing: small cells were seen to
+    finish and write their results after the driver had died, racing the re-run that
+    resumes them. A worker is the raylet's child, so a changed parent pid means the raylet
+    died; exiting then (within 0.2 s) leaves an unfinished cell folder, which a re-run moves
+    to .attempts/ and redoes, as after a killed local sweep.
+    """
+    global _WATCHING_RAYLET
+    if _WATCHING_RAYLET:  # Ray reuses a worker process for further tasks
+        return
+    _WATCHING_RAYLET = True
+    raylet = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == raylet:
+            time.sleep(0.2)
+        os._exit(1)  # noqa: SLF001 - no clean-up: the run folder is left unfinished on purpose
+
+    threading.Thread(target=watch, name="tlexp-raylet-watch", daemon=True).start()
 
 
 def _run_cell(cell: Cell, cell_dir: Path, mlflow_parent: str | None) -> None:

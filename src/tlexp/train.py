@@ -120,7 +120,8 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
 
 
 def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Path | None = None) -> dict[str, list[float]]:
-    """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy).
+    """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy,
+    and ``seconds``: each epoch's wall time, validation included).
 
     With ``tensorboard_dir``, Keras' TensorBoard callback writes its logs there.
     """
@@ -134,7 +135,8 @@ def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Pat
         # 15 s of a DenseNet121 cell on a 2-core CPU.
         with model.distribute_strategy.scope():
             model.optimizer.build(model.trainable_variables)
-    callbacks = [_epoch_logger(epochs)]
+    logger = _epoch_logger(epochs)
+    callbacks = [logger]
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
 
@@ -144,7 +146,10 @@ def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Pat
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
                             callbacks=callbacks)
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    if out.get("loss"):  # none when no training batch could be decoded (the caller raises)
+        out["seconds"] = logger.seconds
+    return out
 
 
 def predict_with_features(model, ds, n_classes: int, progress: str | None = None) -> dict[str, np.ndarray]:
@@ -201,15 +206,21 @@ def param_counts(model) -> dict[str, int]:
 
 
 def _epoch_logger(epochs: int):
-    """A callback logging one line per epoch through the tlexp logger (so it lands in run.log)."""
+    """A callback logging one line per epoch through the tlexp logger (so it lands in run.log)
+    and keeping each epoch's wall time in ``.seconds``."""
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(round(time.perf_counter() - self.t0, 4))
             parts = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-            log.info("train: epoch %d/%d %s (%.1fs)", epoch + 1, epochs, parts, time.perf_counter() - self.t0)
+            log.info("train: epoch %d/%d %s (%.1fs)", epoch + 1, epochs, parts, self.seconds[-1])
 
     return EpochLogger()
