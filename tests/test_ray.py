@@ -99,6 +99,26 @@ def test_killed_ray_driver_resumes(tmp_path, flat_dataset):
     subprocess.run(["pkill", "-f", "ray::(DashboardAgent|RuntimeEnvAgent)"], check=False)  # Ray leaves these
 
 
+def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
+    # ray.init installs its own SIGTERM handler (sys.exit); tlexp keeps the CLI's, so the
+    # interruption is recorded as with the local executor.
+    cfg = config(tmp_path, flat_dataset, {"model.freeze": [0.3, 0.5]}, "term")
+    sweep_dir = tmp_path / "results" / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg), "--executor", "ray"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
+    deadline = time.time() + 300
+    while not (sweep_dir / "vgg16_f30_s0" / "config.yaml").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "tlexp: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert {c["status"] for c in statuses(sweep_dir).values()} == {"interrupted"}
+    subprocess.run(["pkill", "-f", "ray::(DashboardAgent|RuntimeEnvAgent)"], check=False)
+
+
 def test_missing_ray_is_a_clear_error(tmp_path, flat_dataset):
     code = ("import sys; sys.modules['ray'] = None\nfrom tlexp.cli import main\n"
             f"sys.exit(main(['sweep', {str(config(tmp_path, flat_dataset, {'seed': [0]}, 'noray'))!r}, "

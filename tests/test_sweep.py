@@ -253,6 +253,27 @@ def test_plan_lists_cells_without_training(tmp_path, flat_dataset):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
+def test_sigterm_is_recorded_like_ctrl_c(tmp_path, flat_dataset):
+    # Slurm's time limit, `timeout` and `kill` send SIGTERM: the sweep records it and exits 143.
+    cfg = sweep_config(tmp_path, flat_dataset, GRID, name="term")
+    sweep_dir = tmp_path / "results" / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (sweep_dir / CELLS[0] / "config.yaml").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "tlexp: terminated (SIGTERM)" in err and "Traceback" not in err
+    st = status(sweep_dir)
+    assert st[CELLS[0]]["status"] == "interrupted" and st[CELLS[1]]["status"] == "pending"
+    assert "run: interrupted" in (sweep_dir / CELLS[0] / "run.log").read_text()
+    assert not (sweep_dir / CELLS[0] / "metrics.json").exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
 def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
     # What a Ray cell does first (_exit_with_raylet), in a child of a stand-in raylet. When

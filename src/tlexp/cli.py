@@ -6,10 +6,13 @@ User mistakes (``UserError``) print one clear message and exit with code 2, no t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from tlexp import __version__
 from tlexp.errors import UserError
@@ -21,14 +24,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    terminated = threading.Event()
     try:
-        return args.func(args)
+        with _sigterm_interrupts(terminated):
+            return args.func(args)
     except UserError as e:
         print(f"tlexp: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        if terminated.is_set():
+            print("tlexp: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("tlexp: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts(received: threading.Event) -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while a command runs, and set ``received``.
+
+    Slurm at a job's time limit, Kubernetes, ``timeout`` and ``kill`` send SIGTERM, which
+    by default ends Python on the spot: the run and sweep would not record the
+    interruption (run.log, status.json) and a local Ray runtime would not be shut down.
+    The event, not the exception's type, tells the two apart: Ray's waits turn any
+    exception of a signal handler into a plain KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread
+        yield
+        return
+
+    def terminate(signum, frame):
+        received.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parser() -> argparse.ArgumentParser:

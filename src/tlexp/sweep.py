@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -207,8 +208,13 @@ def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg
     if started_here:
         # TLEXP_RAY_NUM_CPUS caps a local runtime (tests, shared machines); ignored when joining a cluster.
         num_cpus = int(os.environ["TLEXP_RAY_NUM_CPUS"]) if os.environ.get("TLEXP_RAY_NUM_CPUS") and not address else None
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
+        if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+            # ray.init installs a SIGTERM handler that calls sys.exit, which would skip the
+            # recording of interrupted cells below; the CLI's handler shuts down just as well.
+            signal.signal(signal.SIGTERM, on_sigterm)
     try:
         task = ray.remote(_ray_cell).options(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus,
                                              max_retries=0)
