@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +73,17 @@ def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini", **s
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def start_sweep(cfg: Path, *extra: str, cwd: Path, started: Path, **popen) -> subprocess.Popen:
+    """``tlexp sweep CFG EXTRA...`` in the background, returned once ``started`` (a cell's
+    ``config.yaml``: that cell is running) exists. Output is discarded unless ``popen``
+    says otherwise."""
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg), *extra], cwd=cwd, **popen)
+    deadline = time.time() + 300
+    while not started.exists():
+        assert proc.poll() is None, f"the sweep ended before {started} appeared"
+        assert time.time() < deadline, f"{started} did not appear within 300 s"
+        time.sleep(0.05)
+    return proc

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sweep_config
+from conftest import start_sweep, sweep_config
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -77,12 +77,7 @@ def test_ray_sweep_matches_local_and_retries_a_failed_cell(tmp_path, flat_datase
 def test_killed_ray_driver_resumes(tmp_path, flat_dataset):
     cfg = config(tmp_path, flat_dataset, {"model.freeze": [0.3, 0.5, 0.7]}, "killed")
     sweep_dir = tmp_path / "results" / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg), "--executor", "ray"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (sweep_dir / "vgg16_f30_s0" / "config.yaml").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    proc = start_sweep(cfg, "--executor", "ray", cwd=tmp_path, started=sweep_dir / "vgg16_f30_s0" / "config.yaml")
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: its local Ray runtime goes with it
     proc.wait()
     # Ray's own workers outlive the runtime by seconds, enough to finish a cell this small
@@ -104,13 +99,8 @@ def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
     # interruption is recorded as with the local executor.
     cfg = config(tmp_path, flat_dataset, {"model.freeze": [0.3, 0.5]}, "term")
     sweep_dir = tmp_path / "results" / "term"
-    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg), "--executor", "ray"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
-    deadline = time.time() + 300
-    while not (sweep_dir / "vgg16_f30_s0" / "config.yaml").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    proc = start_sweep(cfg, "--executor", "ray", cwd=tmp_path, started=sweep_dir / "vgg16_f30_s0" / "config.yaml",
+                       stderr=subprocess.PIPE, text=True, env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err

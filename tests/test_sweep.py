@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import sweep_config
+from conftest import start_sweep, sweep_config
 
 from tlexp.config import expand_sweep, load_config
 from tlexp.errors import ConfigError, UserError
@@ -116,13 +116,7 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
     # Kill a real sweep while its second cell is running.
     cfg = sweep_config(tmp_path, flat_dataset, GRID, name="killed")
     sweep_dir = tmp_path / "results" / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not (sweep_dir / CELLS[1] / "config.yaml").exists():
-        assert proc.poll() is None, "sweep ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
+    proc = start_sweep(cfg, cwd=tmp_path, started=sweep_dir / CELLS[1] / "config.yaml", start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (sweep_dir / CELLS[0] / "metrics.json").is_file()
@@ -258,12 +252,8 @@ def test_sigterm_is_recorded_like_ctrl_c(tmp_path, flat_dataset):
     # Slurm's time limit, `timeout` and `kill` send SIGTERM: the sweep records it and exits 143.
     cfg = sweep_config(tmp_path, flat_dataset, GRID, name="term")
     sweep_dir = tmp_path / "results" / "term"
-    proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (sweep_dir / CELLS[0] / "config.yaml").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    proc = start_sweep(cfg, cwd=tmp_path, started=sweep_dir / CELLS[0] / "config.yaml", stderr=subprocess.PIPE,
+                       text=True)
     proc.terminate()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
