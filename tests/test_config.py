@@ -44,6 +44,18 @@ def test_override_values_are_yaml(data_root):
     assert cfg.model.weights == "none"
 
 
+def test_exponent_numbers_are_numbers(tmp_path, data_root):
+    # PyYAML (YAML 1.1) reads 1e-4 as a string; tlexp reads it as YAML 1.2 does.
+    p = write(tmp_path, f"data: {{root: {data_root}}}\ntrain: {{learning_rate: 1e-4}}\n"
+                        "sweep: {train.learning_rate: [3E-4, 1.5e-3]}\n")
+    assert load_config(p).train.learning_rate == 1e-4
+    assert load_config(p).sweep == {"train.learning_rate": [3e-4, 1.5e-3]}
+    assert load_config(p, ["train.learning_rate=2e-5"]).train.learning_rate == 2e-5
+    assert load_config(p, ["name=run_1e5"]).name == "run_1e5"  # strings stay strings
+    with pytest.raises(ConfigError, match=r"must be a number. Got '1e-4' \(str\)"):
+        load_config(p, ["train.learning_rate='1e-4'"])  # quoted: a string, as asked
+
+
 def test_relative_paths_resolve_against_cwd(tmp_path, data_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, ["data.root=imgs", "output.dir=out"])

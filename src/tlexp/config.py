@@ -25,6 +25,27 @@ from tlexp.errors import ConfigError
 BACKBONES = ("vgg16", "resnet50", "densenet121")  # keep in sync with backbones.REGISTRY (tested)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-4`` as a number.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-4``), so the usual way of
+    writing a learning rate came out as the string "1e-4" and the strict schema refused it.
+    YAML 1.2 (and every other YAML library) reads it as a float; so does tlexp.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as config files and overrides are read (see :class:`_YamlLoader`)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class _Section(BaseModel):
     # strict: a YAML string "2" is not silently an int; extra="forbid": typos are errors.
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
@@ -315,7 +336,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
     Args:
         path: YAML file holding overrides of the defaults (``None``: defaults only).
-        overrides: ``key.sub=value`` strings; values are parsed with ``yaml.safe_load``.
+        overrides: ``key.sub=value`` strings; values are parsed as YAML (:func:`load_yaml`).
 
     Returns:
         The validated config, with ``data.root``, ``output.dir`` and a weights path made
@@ -495,7 +516,7 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
         problems.append(f"Config file not found: '{path}'. Check the path (configs/ holds the shipped ones).")
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -521,7 +542,7 @@ def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None
         problems.append(f"Override must look like key.sub=value (e.g. model.freeze=0.5). Got '{item}' instead.")
         return
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         problems.append(f"Could not parse the value of override '{item}' as YAML. Quote strings that contain ':' or '#'.")
         return
