@@ -145,3 +145,52 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     assert model(x).dtype == "float32"
     history = model.fit(x, np.array([0, 1, 0, 1], "float32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+# A tlexp run under MirroredStrategy over N logical CPUs: this machine has no GPUs, so the
+# CPU is split into N devices before TensorFlow starts (hence a fresh process).
+_MIRRORED_RUN = """
+import json, sys
+import tensorflow as tf
+n = int(sys.argv[1])
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+Mirrored = tf.distribute.MirroredStrategy
+made = []
+tf.distribute.MirroredStrategy = lambda: made.append(Mirrored([f"/cpu:{i}" for i in range(n)])) or made[-1]
+from tlexp.cli import main
+code = main(["--quiet", "run", *sys.argv[2:]])
+print("replicas", [s.num_replicas_in_sync for s in made])
+sys.exit(code)
+"""
+
+
+def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
+    """train.distribute=mirrored: the global batch is split over the replicas and their
+    gradients summed, so two replicas train exactly what one does (the distributed
+    dataset's order is the same for any replica count)."""
+    import subprocess
+    import sys
+
+    results = {}
+    (tmp_path / "c.yaml").write_text("{}\n")
+    for n in (1, 2):
+        out = tmp_path / f"x{n}"
+        args = [f"data.root={flat_dataset}", "data.image_size=32", "model.weights=none", "model.head.dense=[8]",
+                "train.epochs=2", "train.batch_size=8", "train.distribute=mirrored", "forest.n_estimators=5",
+                "output.save_model=false", f"output.dir={out}", "name=m"]
+        proc = subprocess.run([sys.executable, "-c", _MIRRORED_RUN, str(n), str(tmp_path / "c.yaml"), *args],
+                              capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f"replicas [{n}]" in proc.stdout  # one strategy, over n devices
+        results[n] = json.loads((out / "m" / "metrics.json").read_text())
+    one, two = results[1], results[2]
+    assert two["accelerator"]["distribute"] == "mirrored"
+    assert two["prefix_cache"]["used"] is False and "MirroredStrategy" in two["prefix_cache"]["reason"]
+    assert len(two["history"]["loss"]) == 2
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-5, err_msg=key)
+    for split in ("val", "test"):
+        assert two["head"][split]["log_loss"] == pytest.approx(one["head"][split]["log_loss"], rel=1e-5)
+        assert two["forest"][split]["accuracy"] == one["forest"][split]["accuracy"]
