@@ -150,7 +150,7 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
 # A tlexp run under MirroredStrategy over N logical CPUs: this machine has no GPUs, so the
 # CPU is split into N devices before TensorFlow starts (hence a fresh process).
 _MIRRORED_RUN = """
-import json, sys
+import sys
 import tensorflow as tf
 n = int(sys.argv[1])
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -180,8 +180,7 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
                 "train.epochs=2", "train.batch_size=8", "train.distribute=mirrored", "forest.n_estimators=5",
                 "output.save_model=false", f"output.dir={out}", "name=m"]
         proc = subprocess.run([sys.executable, "-c", _MIRRORED_RUN, str(n), str(tmp_path / "c.yaml"), *args],
-                              capture_output=True, text=True,
-                              timeout=300)
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert f"replicas [{n}]" in proc.stdout  # one strategy, over n devices
         results[n] = json.loads((out / "m" / "metrics.json").read_text())

@@ -211,9 +211,10 @@ def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg
         on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
-        if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
             # ray.init installs a SIGTERM handler that calls sys.exit, which would skip the
-            # recording of interrupted cells below; the CLI's handler shuts down just as well.
+            # recording of interrupted cells below. A handler of the caller's own (the CLI's
+            # raises KeyboardInterrupt) shuts down just as well; without one, Ray's stays.
             signal.signal(signal.SIGTERM, on_sigterm)
     try:
         task = ray.remote(_ray_cell).options(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus,
