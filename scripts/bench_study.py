@@ -106,7 +106,7 @@ def run_tlexp(args, out: Path, data: Path) -> tuple[float, list[dict]]:
             "tlexp_layers_frozen": (metrics.get("freeze") or {}).get("layers_frozen"),
             "tlexp_head_acc": metrics["head"]["test"]["accuracy"],
             "tlexp_forest_acc": (metrics.get("forest") or {}).get("test", {}).get("accuracy"),
-            "prefix_cache": metrics.get("prefix_cache"),  # absent until tlexp has the prefix activation cache
+            "prefix_cache": metrics["prefix_cache"],
         })  # fmt: skip
     cells.sort(key=lambda c: order.get((c["backbone"], c["freeze"]), len(order)))
     if len(cells) != len(order):
@@ -272,25 +272,11 @@ def flop_budget(args, bb: dict, cells: list[dict], n: dict) -> dict[str, float]:
 # --------------------------------------------------------------------------- report
 
 
-def describe_prefix_cache(info) -> str:
-    """A short rendering of a cell's `prefix_cache` entry ('-' when absent).
-
-    Reads the keys tlexp writes today (used, layer, source, mb, seconds) and falls back to
-    every scalar item, so a changed schema still shows up rather than failing."""
-    if not info:
-        return "-"
-    if not isinstance(info, dict):
-        return str(info)[:70]
-    if info.get("used") is False:
-        return "not used" + (f" ({info['reason']})" if info.get("reason") else "")
-    if "layer" in info:
-        text = f"{info['layer']}"
-        text += f" from {info['source']}" if info.get("source") else ""
-        text += f", {info['mb']} MB" if info.get("mb") is not None else ""
-        text += f", {info['seconds']} s" if info.get("seconds") is not None else ""
-        return text
-    text = ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (dict, list)) and k != "folder")
-    return text if len(text) <= 70 else text[:67] + "..."
+def describe_prefix_cache(info: dict) -> str:
+    """A short rendering of a cell's ``prefix_cache`` entry in metrics.json."""
+    if not info["used"]:
+        return f"not used ({info['reason']})"
+    return f"{info['layer']} from {info['source']}, {info['mb']} MB, {info['seconds']} s"
 
 
 def fmt(v, spec: str, unit: str = "") -> str:
@@ -350,8 +336,7 @@ def main() -> int:
     n = {s: sum(1 for *_, sp in rows if sp == s) for s in SPLITS}
     print(f"tlexp: {tlexp_wall:.1f} s for {len(cells)} cells; split {n}", flush=True)
     for c in cells:
-        if c["prefix_cache"] is not None:
-            print(f"  {c['cell']}: prefix_cache {json.dumps(c['prefix_cache'])}")
+        print(f"  {c['cell']}: prefix_cache {json.dumps(c['prefix_cache'])}")
 
     from tlexp.tfquiet import import_tensorflow
 

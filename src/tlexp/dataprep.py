@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,7 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
         log.warning("data: %d group(s) of identical images carry different labels; see %s", len(conflicts),
                     runs.DUPLICATES_FILE)
     rejected = check.rejected()
-    reasons: dict[str, int] = {}
-    for f in rejected:
-        reasons[reject_reason(f.detail)] = reasons.get(reject_reason(f.detail), 0) + 1
+    reasons = dict(Counter(reject_reason(f.detail) for f in rejected))
     usable = check.usable()
     return {
         "variant": check.variant,

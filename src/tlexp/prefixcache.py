@@ -204,6 +204,7 @@ class ActivationStore:
                 total -= size
                 log.info("train: removed cached activations %s (cache over %.1f GB)", d.name, self.max_bytes / 1e9)
 
+
 def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Callable[[], Iterable],
                        failures: Callable[[], dict[int, str]], n_files: int, data_key: str, dtype: str,
                        batch_size: int) -> PrefixActivations:
@@ -224,7 +225,7 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
     Raises:
         Fallback: the entry would not fit the budget, or float16 cannot hold the values.
     """
-    from tlexp.segments import frontier_spec
+    from tlexp.segments import frontier_spec, inference_fn, segment
 
     compute = frontier_spec(backbone, cut)
     specs = [(shape, dt if dtype == "auto" else dtype) for shape, dt in compute]
@@ -249,7 +250,7 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
         if source is not None:
             start = j
             break
-    seg_fn = _segment_fn(backbone, start, cut)
+    seg_fn = inference_fn(segment(backbone, start, cut))
     seg_inputs = frontier_spec(backbone, start)
 
     def write(arrays: list[np.ndarray], rows: np.ndarray, outs) -> None:
@@ -280,20 +281,7 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
                 write(arrays, rows, seg_fn(xs[0] if len(xs) == 1 else xs))
                 ok[rows] = True
 
-    entry = store.build(key(cut), specs, n_files, layer, fill, "images" if source is None else source.layer)
-    return entry
-
-
-def _segment_fn(backbone, start: int, stop: int):
-    """A traced forward pass of ``backbone.layers[start:stop]`` in inference mode."""
-    import tensorflow as tf
-
-    from tlexp.segments import segment
-
-    seg = segment(backbone, start, stop)
-    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in seg.inputs]
-    signature = [specs[0] if len(specs) == 1 else specs]
-    return tf.function(lambda x: seg(x, training=False), input_signature=signature)
+    return store.build(key(cut), specs, n_files, layer, fill, "images" if source is None else source.layer)
 
 
 def numpy_dtype(name: str) -> np.dtype:

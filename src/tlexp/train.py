@@ -77,12 +77,11 @@ def suffix_model(model, backbone, cut: int, cfg: Config):
 
     from tlexp.segments import segment
 
-    n = len(backbone.layers)
-    inner = segment(backbone, cut, n, name=f"{backbone.name}_from_{cut}") if cut < n else None
-    if inner is None:  # everything frozen: the cached values are the backbone's output
+    if cut == len(backbone.layers):  # everything frozen: the cached values are the backbone's output
         inputs = keras.Input(batch_shape=backbone.output.shape, dtype=backbone.output.dtype, name="cut")
         x = inputs
     else:
+        inner = segment(backbone, cut, len(backbone.layers), name=f"{backbone.name}_from_{cut}")
         inputs = inner.inputs[0] if len(inner.inputs) == 1 else inner.inputs
         inputs = keras.tree.map_structure(
             lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.replace(":", "_")), inputs)
@@ -162,20 +161,16 @@ def predict_with_features(model, ds, n_classes: int, progress: str | None = None
         ``labels`` (n,), ``indices`` (n,): the file index of each row, in stream order.
     """
     import keras
-    import tensorflow as tf
+
+    from tlexp.segments import inference_fn
 
     step = _STEPS.get(model)
     if step is None:
         features = _FEATURES.get(model)
         if features is None:  # a loaded model.keras: its layers belong to this one graph
             features = model.get_layer(PENULTIMATE).output
-        both = keras.Model(model.inputs, [features, model.output])
-        # A traced function, not eager calls: eager execution of a 427-layer DenseNet
-        # costs more per batch than the convolutions themselves on a GPU. One trace per
-        # model (any batch size), reused for every split.
-        specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
-        signature = [specs[0] if len(specs) == 1 else specs]  # one input, or cached activations at a cut
-        step = _STEPS[model] = tf.function(lambda x: both(x, training=False), input_signature=signature)
+        # One trace per model (any batch size), reused for every split.
+        step = _STEPS[model] = inference_fn(keras.Model(model.inputs, [features, model.output]))
     feats, probs, labels, indices = [], [], [], []
     if progress:
         from tqdm.auto import tqdm
