@@ -21,7 +21,6 @@ includes that epoch's validation pass but no tracing or XLA compilation.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ def main() -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from tlexp.config import load_config
     from tlexp.experiment import run_experiment
+    from tlexp.results.record import load_record
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tlexp-bench-gpu-"))
     settings = [("float32", False), ("float32", True), ("auto", False), ("auto", True)]
@@ -71,12 +71,12 @@ def main() -> int:
             ])
             t = time.perf_counter()
             run_dir = run_experiment(cfg)
-            m = json.loads((run_dir / "metrics.json").read_text())
-            n_train, n_all = m["data"]["used"]["train"], sum(m["data"]["used"].values())
-            last_epoch = m["history"]["seconds"][-1]  # no tracing or compilation in it
+            m = load_record(run_dir)
+            n_train, n_all = m.data.used["train"], sum(m.data.used.values())
+            last_epoch = m.history.seconds[-1]  # no tracing or compilation in it
             rows.append({
-                "backbone": backbone, "precision": m["accelerator"]["precision"],
-                "xla": "on" if m["accelerator"]["jit_compile"] else "off",
+                "backbone": backbone, "precision": m.accelerator.precision,
+                "xla": "on" if m.accelerator.jit_compile else "off",
                 "train img/s (last epoch)": n_train / last_epoch,
                 "train img/s (all epochs)": n_train * args.epochs / m["timings_s"]["train"],
                 "predict img/s": n_all / m["timings_s"]["predict"],

@@ -37,16 +37,19 @@ def main() -> int:
 
     from PIL import Image
 
-    from tlexp.tfquiet import import_tensorflow
+    from tlexp.model.backend import import_tensorflow
 
     tf = import_tensorflow()
-    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze, preprocess_fn
+    from tlexp.model.freeze import apply_freeze, plan_freeze
+    from tlexp.model.backbones import build_backbone, preprocess_fn
     from tlexp.config import load_config
-    from tlexp.data import discover
-    from tlexp.experiment import describe_environment
-    from tlexp.imagecache import CachedDecoder, ensure_image_cache
-    from tlexp.pipeline import Decoder, make_dataset
-    from tlexp.train import build_model, compile_model
+    from tlexp.data.dataset import discover
+    from tlexp.model.backend import describe_environment
+    from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
+    from tlexp.data.decode import Decoder
+    from tlexp.feeds import make_dataset
+    from tlexp.model.head import build_model
+    from tlexp.model.training import compile_model
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -78,7 +81,7 @@ def main() -> int:
                                  f"model.backbone={args.backbone}", f"model.freeze={args.freeze}"])
         backbone = build_backbone(args.backbone, args.size)
         apply_freeze(backbone, plan_freeze(backbone, args.freeze, "inference"))
-        model = build_model(backbone, cfg, 2)
+        model = build_model(backbone, cfg, 2).model
         compile_model(model, cfg, 2)
         x = tf.random.uniform((args.batch, args.size, args.size, 3), 0, 255)
         y = tf.cast(tf.random.uniform((args.batch,), 0, 2, dtype=tf.int32), tf.float32)

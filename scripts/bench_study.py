@@ -92,21 +92,23 @@ def run_tlexp(args, out: Path, data: Path) -> tuple[float, list[dict]]:
         tail = (out / "tlexp.log").read_text(errors="replace")[-3000:]
         sys.exit(f"tlexp sweep failed with exit code {rc}; end of {out / 'tlexp.log'}:\n{tail}")
 
+    from tlexp.results.record import load_record
+
     order = {(b, f): i for i, (b, f) in enumerate((b, f) for b in args.backbones for f in args.freeze)}
     cells = []
     for metrics_path in sorted((out / "tlexp").rglob("metrics.json")):
         if ".attempts" in metrics_path.parts:
             continue
-        metrics = json.loads(metrics_path.read_text())
-        conf = yaml.safe_load((metrics_path.parent / "config.yaml").read_text())  # metrics.json has no config
-        backbone, freeze = conf["model"]["backbone"], float(conf["model"]["freeze"])
+        record = load_record(metrics_path.parent)
+        backbone, freeze = record.config["model"]["backbone"], float(record.config["model"]["freeze"])
+        forest = record.classifiers.get("forest")
         cells.append({
             "cell": metrics_path.parent.name, "backbone": backbone, "freeze": freeze, "dir": str(metrics_path.parent),
-            "tlexp_s": metrics["timings_s"]["total"], "tlexp_timings_s": metrics["timings_s"],
-            "tlexp_layers_frozen": (metrics.get("freeze") or {}).get("layers_frozen"),
-            "tlexp_head_acc": metrics["head"]["test"]["accuracy"],
-            "tlexp_forest_acc": (metrics.get("forest") or {}).get("test", {}).get("accuracy"),
-            "prefix_cache": metrics["prefix_cache"],
+            "tlexp_s": record.timings_s["total"], "tlexp_timings_s": record.timings_s,
+            "tlexp_layers_frozen": record.freeze.layers_frozen,
+            "tlexp_head_acc": record.head.test.accuracy,
+            "tlexp_forest_acc": forest.test.accuracy if forest else None,
+            "prefix_cache": record.prefix_cache.model_dump(exclude_none=True),
         })  # fmt: skip
     cells.sort(key=lambda c: order.get((c["backbone"], c["freeze"]), len(order)))
     if len(cells) != len(order):
@@ -142,7 +144,8 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
     """One cell of the plain recipe, timed from building the pipeline to the scored forest."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from tlexp.backbones import plan_freeze, preprocess_fn
+    from tlexp.model.freeze import plan_freeze
+    from tlexp.model.backbones import preprocess_fn
 
     t0 = time.perf_counter()
     classes = sorted({label for _, label, _ in rows})
@@ -162,7 +165,7 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
             load, num_parallel_calls=tf.data.AUTOTUNE).cache()
 
     # tf.data's autotuner stalls the teardown of every finished iterator for seconds on
-    # this kind of machine (see tlexp.pipeline); tlexp turns it off, so the plain recipe
+    # this kind of machine (see tlexp.feeds); tlexp turns it off, so the plain recipe
     # gets the same fix: the comparison measures the caching, not a TensorFlow quirk.
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -213,7 +216,7 @@ def layer_flops(keras, layer) -> float:
 def measure_backbone(tf, keras, args, name: str) -> dict:
     """Per-layer FLOPs of the backbone, FLOPs of the head, k per freeze share, and FLOP/s of
     a plain forward pass of the whole model (batch_size random images, >= 3 s timed)."""
-    from tlexp.backbones import plan_freeze
+    from tlexp.model.freeze import plan_freeze
 
     keras.backend.clear_session()
     backbone, model = plain_model(keras, name, args.size)
@@ -322,8 +325,8 @@ def main() -> int:
     args = parse_args()
     command = " ".join([Path(sys.executable).name, *sys.argv])
     warnings.filterwarnings("ignore", category=UserWarning)  # Keras' notes about tf.data input
-    from tlexp.runs import new_run_dir
-    from tlexp.synthetic import ensure_demo_dataset
+    from tlexp.results.runfolder import new_run_dir
+    from tlexp.data.demo import ensure_demo_dataset
 
     out_arg = Path(args.out).resolve()
     out = new_run_dir(out_arg.parent, out_arg.name)  # never over an earlier benchmark
@@ -338,7 +341,7 @@ def main() -> int:
     for c in cells:
         print(f"  {c['cell']}: prefix_cache {json.dumps(c['prefix_cache'])}")
 
-    from tlexp.tfquiet import import_tensorflow
+    from tlexp.model.backend import import_tensorflow
 
     tf = import_tensorflow()
     # Each plain cell is a new model, so Keras retraces its train step per cell, as it should;

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlexp.backbones import REGISTRY, apply_freeze, build_backbone, choose_prefix, plan_freeze
+from tlexp.model.backbones import REGISTRY, build_backbone
+from tlexp.model.freeze import apply_freeze, choose_prefix, plan_freeze
 from tlexp.config import BACKBONES
 from tlexp.errors import UserError
 

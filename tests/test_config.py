@@ -211,14 +211,15 @@ def test_shipped_configs_are_valid(monkeypatch, tmp_path):
 
 
 def test_readme_documents_every_key_and_run_file():
-    from tlexp import runs
+    from tlexp.results import runfolder
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for key, *_ in describe():
         assert f"`{key}`" in readme, f"README's config table lacks {key}"
-    from tlexp import report, sweep
+    from tlexp.results import report
+    from tlexp import sweep
 
-    for module, suffixes in ((runs, ("_FILE", "_PLOT")), (sweep, ("_FILE", "_DIR")),
+    for module, suffixes in ((runfolder, ("_FILE", "_PLOT")), (sweep, ("_FILE", "_DIR")),
                              (report, ("_CSV", "_MD", "_PLOT", "_REPORT"))):
         for name in (v for k, v in vars(module).items() if k.isupper() and k.endswith(suffixes)):
             assert f"`{name}`" in readme, f"README lacks {module.__name__}'s {name}"

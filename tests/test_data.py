@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from tlexp.data import assign_splits, discover, load_image
+from tlexp.data.dataset import assign_splits, discover
+from tlexp.data.decode import load_image
 from tlexp.errors import DataError
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from tlexp import datacheck
-from tlexp.data import discover, load_image
-from tlexp.datacheck import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
+from tlexp.data import check as datacheck
+from tlexp.data.dataset import discover
+from tlexp.data.decode import load_image
+from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
 from tlexp.errors import DataError
-from tlexp.runs import read_csv
+from tlexp.files import read_csv
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads a chmod 000 file anyway
 

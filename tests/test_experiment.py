@@ -44,8 +44,9 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
 def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_dataset):
     import keras
 
-    from tlexp.data import discover
-    from tlexp.pipeline import Decoder, make_dataset
+    from tlexp.data.dataset import discover
+    from tlexp.data.decode import Decoder
+    from tlexp.feeds import make_dataset
 
     (flat_dataset / "cat.50.jpg").write_bytes(b"garbage")
     ds = discover(flat_dataset)
@@ -72,16 +73,18 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
 def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_dataset):
     import keras
 
-    from tlexp.backbones import build_backbone
-    from tlexp.train import build_model, predict_with_features
+    from tlexp.model.backbones import build_backbone
+    from tlexp.model.head import build_model
+    from tlexp.model.training import predict_with_features
 
     cfg = load_config(None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]"])
-    model = build_model(build_backbone("vgg16", 32), cfg, n_classes=2)
+    network = build_model(build_backbone("vgg16", 32), cfg, n_classes=2)
+    model = network.model
     x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype("float32")
     import tensorflow as tf
 
     stream = tf.data.Dataset.from_tensor_slices((x, np.zeros(7, "float32"), np.arange(7))).batch(3)
-    out = predict_with_features(model, stream, 2)
+    out = predict_with_features(network, stream, 2)
     assert out["proba"].shape == (7, 2) and out["features"].shape == (7, 4)
     np.testing.assert_allclose(out["proba"].sum(1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(out["proba"][:, 1], np.asarray(model(x)).ravel(), rtol=1e-5)
@@ -99,8 +102,10 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     Only 'train' moves the moving averages; only 'frozen' keeps BN scale/offset fixed."""
     import keras
 
-    from tlexp.backbones import apply_freeze, build_backbone, plan_freeze
-    from tlexp.train import build_model, compile_model
+    from tlexp.model.freeze import apply_freeze, plan_freeze
+    from tlexp.model.backbones import build_backbone
+    from tlexp.model.head import build_model
+    from tlexp.model.training import compile_model
 
     cfg = load_config(None, [f"data.root={tmp_path}", "model.backbone=resnet50", f"model.batchnorm={policy}",
                              "data.image_size=32", "model.freeze=0.7", "model.head.pooling=avg",
@@ -108,7 +113,7 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet50", 32)
     apply_freeze(backbone, plan_freeze(backbone, 0.7, policy))
-    model = build_model(backbone, cfg, 2)
+    model = build_model(backbone, cfg, 2).model
     compile_model(model, cfg, 2)
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     differs = not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
@@ -126,9 +131,10 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     float32, and never leaks the global policy into the next run."""
     import keras
 
-    from tlexp import accel
-    from tlexp.backbones import build_backbone
-    from tlexp.train import build_model, compile_model
+    from tlexp.model import accel
+    from tlexp.model.backbones import build_backbone
+    from tlexp.model.head import build_model
+    from tlexp.model.training import compile_model
 
     cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=32", "train.precision=mixed_bfloat16",
                              "train.jit_compile=false", "model.head.dense=[4]"])
@@ -136,7 +142,7 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     assert (auto.precision, auto.distribute, auto.gpus) == ("float32", "none", [])  # this CPU-only machine
     settings = accel.resolve(cfg.train)
     with accel.scope(settings):
-        model = build_model(build_backbone("vgg16", 32), cfg, 2)
+        model = build_model(build_backbone("vgg16", 32), cfg, 2).model
         compile_model(model, cfg, 2)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert model.get_layer("dense_1").compute_dtype == "bfloat16"

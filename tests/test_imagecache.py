@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from tlexp import imagecache
-from tlexp.data import load_image
-from tlexp.imagecache import CachedDecoder, ImageCache, cache_key, ensure_image_cache
+from tlexp import files as files_mod
+from tlexp.data import imagecache
+from tlexp.data.decode import load_image
+from tlexp.data.imagecache import CachedDecoder, ImageCache, cache_key, ensure_image_cache
 
 
 def files_of(root):
@@ -64,7 +65,7 @@ def test_concurrent_build_uses_the_one_that_finished_first(tmp_path, images, mon
         shutil.copytree(src, dst)  # the other build's rename landed first
         raise OSError(39, "Directory not empty")
 
-    monkeypatch.setattr(imagecache.os, "rename", other_process_won)
+    monkeypatch.setattr(files_mod.os, "rename", other_process_won)
     cache = ensure_image_cache(images, files_of(images), 32, tmp_path / "c")
     monkeypatch.undo()
     assert cache.folder.name == cache_key(files_of(images), 32)
@@ -80,7 +81,7 @@ def test_killed_build_never_blocks(tmp_path, images):
     cache = ensure_image_cache(images, files, 32, tmp_path / "c")
     assert (cache.folder / "index.json").is_file()
     os.utime(stale, (0, 0))
-    imagecache._remove_stale_builds(parent)
+    files_mod._remove_stale_builds(parent)
     assert not stale.exists()  # old leftovers are cleaned up
 
 

@@ -1,4 +1,4 @@
-"""Tests for tlexp.plots: each function writes one valid PNG, atomically."""
+"""Tests for tlexp.results.plots: each function writes one valid PNG, atomically."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlexp.plots import plot_confusions, plot_history, plot_roc
+from tlexp.results.plots import plot_confusions, plot_history, plot_roc
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

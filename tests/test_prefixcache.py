@@ -42,8 +42,9 @@ def test_segments_chain_to_the_whole_backbone(name):
     """Frontier -> frontier segments at every study cut (and a few more) compose exactly."""
     import keras
 
-    from tlexp.backbones import build_backbone, plan_freeze
-    from tlexp.segments import frontier, segment
+    from tlexp.model.backbones import build_backbone
+    from tlexp.model.freeze import plan_freeze
+    from tlexp.model.segments import frontier, segment
 
     keras.utils.set_random_seed(0)
     backbone = build_backbone(name, 32)
@@ -162,7 +163,7 @@ def test_float16_storage_halves_the_cache_and_stays_close(tmp_path, flat_dataset
 def test_float16_overflow_falls_back_instead_of_storing_infinities(tmp_path):
     import keras
 
-    from tlexp.prefixcache import ActivationStore, Fallback, prefix_activations
+    from tlexp.model.prefixcache import ActivationStore, Fallback, prefix_activations
 
     inputs = keras.Input((4,))
     x = keras.layers.Rescaling(1e6, name="huge")(inputs)  # activations far beyond float16's 65504
@@ -180,7 +181,7 @@ def test_float16_overflow_falls_back_instead_of_storing_infinities(tmp_path):
 
 
 def test_store_evicts_least_recently_used_entries(tmp_path):
-    from tlexp.prefixcache import ActivationStore
+    from tlexp.model.prefixcache import ActivationStore
 
     store = ActivationStore(tmp_path, max_bytes=3000)
 
@@ -199,7 +200,7 @@ def test_store_evicts_least_recently_used_entries(tmp_path):
 def test_blocker_reasons():
     import keras
 
-    from tlexp.prefixcache import blocker
+    from tlexp.model.prefixcache import blocker
 
     inputs = keras.Input((4,))
     drop = keras.layers.Dropout(0.5, name="drop")(inputs)

@@ -61,7 +61,7 @@ def test_ray_sweep_matches_local_and_retries_a_failed_cell(tmp_path, flat_datase
     # fix the file: re-running retries exactly the failed cells, on Ray
     import keras
 
-    from tlexp.backbones import build_backbone
+    from tlexp.model.backbones import build_backbone
 
     bad.unlink()
     keras.utils.set_random_seed(0)

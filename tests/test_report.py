@@ -1,4 +1,4 @@
-"""Tests for tlexp.report: run folders written by hand, with known numbers, into exact tables."""
+"""Tests for tlexp.results.report: run folders written by hand, with known numbers, into exact tables."""
 
 from __future__ import annotations
 
@@ -10,19 +10,13 @@ from typing import Any, Sequence
 import pytest
 import yaml
 
-from tlexp import report, runs
+from tlexp.results import report
+from tlexp.results import runfolder
+from tlexp import files
 from tlexp.errors import UserError
 
-SPLITS = ("train", "val", "test")
+from records import SPLITS, first_layout, make_record, scores
 
-
-def scores(acc: float, loss: float = 0.1, *, f1: float | None = None, auc: float | None = 0.99,
-           classes: Sequence[str] = ("cat", "dog"), n: int = 20) -> dict[str, Any]:
-    """One {train,val,test} entry of metrics.json, as tlexp.metrics writes it."""
-    return {"n": n, "accuracy": acc, "log_loss": loss, "precision": acc, "recall": acc,
-            "f1": acc if f1 is None else f1, "average": "binary" if len(classes) == 2 else "macro",
-            "positive_class": classes[1] if len(classes) == 2 else None, "roc_auc": auc,
-            "confusion": [[0] * len(classes) for _ in classes], "class_names": list(classes)}
 
 
 def make_run(
@@ -62,7 +56,7 @@ def make_run(
         for part in path:
             node = node.setdefault(part, {})
         node[last] = value
-    runs.write_yaml(run_dir / runs.CONFIG_FILE, cfg)
+    files.write_yaml(run_dir / runfolder.CONFIG_FILE, cfg)
     if predictions is not None:
         names = ["head"] + list(others)
         binary = len(classes) == 2
@@ -74,30 +68,17 @@ def make_run(
         for i, (split, label, pred) in enumerate(split_rows):
             rows.append([f"img{i}.jpg", split, label]
                         + [c for n in names for c in ([pred[n], "0.5"] if binary else [pred[n]])])
-        runs.write_csv(run_dir / runs.PREDICTIONS_FILE, header, rows)
+        files.write_csv(run_dir / runfolder.PREDICTIONS_FILE, header, rows)
     if not finished:
         return run_dir
     auc_kw = {"auc": auc, "classes": classes}
-    metrics = {
-        "run": {"name": name, "dir": str(run_dir), "started": "2026-01-01T00:00:00+00:00",
-                "finished": "2026-01-01T00:01:00+00:00"},
-        "data": {"class_names": list(classes), "counts": {}, "used": {}, "skipped": 0},
-        "freeze": {"requested": freeze, "frozen_share": share, "last_frozen_layer": "block4_conv2",
-                   "layers_frozen": 13},
-        "params": {"trainable": 1000 + seed, "non_trainable": 500, "total": 1500 + seed},
-        "history": {"loss": [0.5] * epochs, "accuracy": [0.8] * epochs, "val_loss": [0.4] * epochs,
-                    "val_accuracy": [0.85] * epochs},
-        "head": {s: scores(a, l, **auc_kw) for s, a, l in zip(SPLITS, head, losses)},
-        "forest": ({"n_features": 64, **{s: scores(a, 0.2, **auc_kw) for s, a in zip(SPLITS, others["forest"])}}
-                   if "forest" in others else None),
-        "classifiers": {c: {s: scores(a, 0.3, **auc_kw) for s, a in zip(SPLITS, accs)}
-                        for c, accs in others.items() if c != "forest"},
-        "timings_s": {"train": wall / 2, "total": wall},
-        "environment": {"device": "CPU (test)"},
-        "prefix_cache": ({"used": True, "layer": "block4_conv2", "mb": 3.1} if freeze != "block3_conv1"
-                         else {"used": False, "reason": "train.prefix_cache.enabled is false"}),
-    }
-    runs.write_json(run_dir / runs.METRICS_FILE, metrics)
+    clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses)}}
+    clfs.update({c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs)}
+                 for c, accs in others.items()})
+    cache = ({"used": True, "layer": "block4_conv2", "mb": 3.1} if freeze != "block3_conv1"
+             else {"used": False, "reason": "train.prefix_cache.enabled is false"})
+    make_record(name, str(run_dir), cfg, clfs, share=share, freeze=freeze, epochs=epochs, wall=wall,
+                trainable=1000 + seed, prefix_cache=cache, classes=classes).save(run_dir)
     return run_dir
 
 
@@ -109,7 +90,7 @@ def md_table(md: str, heading: str) -> list[list[str]]:
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
-    return runs.read_csv(path)
+    return files.read_csv(path)
 
 
 # --------------------------------------------------------------------------- find_runs
@@ -346,20 +327,21 @@ def test_report_has_no_tensorflow_import():
     import subprocess
     import sys
 
-    code = ("import sys, tlexp.report, tlexp.stats, tlexp.plots; "
+    code = ("import sys, tlexp.results.report, tlexp.results.stats, tlexp.results.plots; "
             "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
-def test_real_metrics_without_predictions(tmp_path):
-    """A folder shaped like results/demo2: older metrics.json without 'classifiers', no predictions.csv."""
-    run = make_run(tmp_path / "r", "demo2")
-    m = json.loads((run / "metrics.json").read_text())
-    del m["classifiers"]
-    (run / "metrics.json").write_text(json.dumps(m))
+def test_first_layout_metrics_without_predictions(tmp_path):
+    """A folder of the first tlexp (metrics.json without a version, forest at the top
+    level, no predictions.csv) is read through the migration, not misread."""
+    run = make_run(tmp_path / "r", "demo2", others={"forest": (1.0, 0.80, 0.75), "logreg": (0.9, 0.7, 0.65)})
+    (run / "metrics.json").write_text(json.dumps(first_layout(json.loads((run / "metrics.json").read_text()))))
     report.build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "summary.csv")
     assert math.isclose(float(row["forest_test_accuracy"]), 0.75)
+    assert math.isclose(float(row["logreg_test_accuracy"]), 0.65)
+    assert math.isclose(float(row["head_test_accuracy"]), 0.85)
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "demo2"
 
 
@@ -383,7 +365,7 @@ def test_failed_entry_with_resolved_config(tmp_path):
 def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
     from PIL import Image
 
-    from tlexp.plots import plot_accuracy_vs_frozen
+    from tlexp.results.plots import plot_accuracy_vs_frozen
 
     names = ["vgg16", "resnet50", "densenet121", "mobilenetv2"][:n_backbones]
     clfs = ["head", "forest", "logreg", "svc"][:n_classifiers]
@@ -396,7 +378,7 @@ def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
 
 
 def test_time_chart_and_empty_input(tmp_path):
-    from tlexp.plots import plot_accuracy_vs_frozen, plot_time_vs_frozen
+    from tlexp.results.plots import plot_accuracy_vs_frozen, plot_time_vs_frozen
 
     assert plot_time_vs_frozen({"vgg16": [(0.36, 10.0)]}, tmp_path / "t.png").is_file()
     with pytest.raises(ValueError, match="at least one"):

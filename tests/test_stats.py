@@ -1,4 +1,4 @@
-"""Tests for tlexp.stats: McNemar's exact test and the paired bootstrap, on known inputs."""
+"""Tests for tlexp.results.stats: McNemar's exact test and the paired bootstrap, on known inputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tlexp.stats import bootstrap_ci, mcnemar
+from tlexp.results.stats import bootstrap_ci, mcnemar
 
 
 def paired(both: int, a_only: int, b_only: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

@@ -177,7 +177,7 @@ def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
     # Fix the file; the same command retries only the failed cell.
     import keras
 
-    from tlexp.backbones import build_backbone
+    from tlexp.model.backbones import build_backbone
 
     keras.utils.set_random_seed(0)
     bad.unlink()
@@ -217,7 +217,7 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
         "train"]["learning_rate"] == 0.01
 
     # MLflow: one parent run per sweep folder, one nested run per cell, none logged twice
-    from tlexp.tracking import resolve_uri
+    from tlexp.results.tracking import resolve_uri
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3.13 keeps plain folders behind a switch
     from mlflow.tracking import MlflowClient

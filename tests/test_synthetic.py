@@ -7,9 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from tlexp.data import discover, load_image
+from tlexp.data.dataset import discover
+from tlexp.data.decode import load_image
 from tlexp.errors import DataError
-from tlexp.synthetic import ensure_demo_dataset
+from tlexp.data.demo import ensure_demo_dataset
 
 
 def digest(root):

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tlexp import runs, tracking
+from tlexp.results import runfolder
+from tlexp import files
+from tlexp.results import tracking
+
+from records import make_record, scores
 from tlexp.errors import UserError
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="MLflow not installed")
@@ -27,11 +31,6 @@ def _quiet_mlflow(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def _scores(accuracy: float, roc_auc: float | None = 0.9) -> dict:
-    return {"n": 4, "accuracy": accuracy, "log_loss": 0.5, "precision": 1.0, "recall": 0.5,
-            "f1": 0.6, "roc_auc": roc_auc, "confusion": [[2, 0], [1, 1]]}
-
-
 def make_run(parent: Path, name: str, *, backbone: str = "vgg16", seed: int = 0) -> Path:
     """A small finished run folder with known numbers (the layout the README documents)."""
     from PIL import Image
@@ -47,20 +46,16 @@ def make_run(parent: Path, name: str, *, backbone: str = "vgg16", seed: int = 0)
         "classifiers": {"big": {"params": {f"p{i}": i for i in range(150)}, "note": "x" * 600}},
         "sweep": {},
     }
-    runs.write_yaml(run_dir / runs.CONFIG_FILE, config)
-    runs.write_csv(run_dir / runs.HISTORY_FILE, ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"],
+    files.write_yaml(run_dir / runfolder.CONFIG_FILE, config)
+    files.write_csv(run_dir / runfolder.HISTORY_FILE, ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"],
                    [[1, 0.9, 0.5, 0.8, 0.55], [2, 0.4, 0.75, 0.6, 0.7]])
-    runs.write_json(run_dir / runs.METRICS_FILE, {
-        "run": {"name": name, "started": "2026-01-02T03:04:05+00:00", "finished": "2026-01-02T03:05:05+00:00"},
-        "head": {s: _scores(a) for s, a in (("train", 1.0), ("val", 0.75), ("test", 0.5))},
-        "forest": {s: _scores(0.25, roc_auc=None) for s in ("train", "val", "test")},
-        "classifiers": {"logreg": {s: _scores(0.625) for s in ("train", "val", "test")}},
-        "freeze": {"frozen_share": 0.31, "layers_frozen": 5},
-        "params": {"trainable": 1234, "non_trainable": 10, "total": 1244},
-        "timings_s": {"train": 1.0, "total": 2.5},
-    })
-    (run_dir / runs.LOG_FILE).write_text("train: done\n")
-    for plot in (runs.CURVES_PLOT, runs.CONFUSION_PLOT):
+    make_record(name, str(run_dir), config, {
+        "head": {s: scores(a, 0.5, f1=0.6, auc=0.9) for s, a in (("train", 1.0), ("val", 0.75), ("test", 0.5))},
+        "forest": {s: scores(0.25, 0.5, f1=0.6, auc=None) for s in ("train", "val", "test")},
+        "logreg": {s: scores(0.625, 0.5, f1=0.6, auc=0.9) for s in ("train", "val", "test")},
+    }, share=0.31, wall=2.5, trainable=1234).save(run_dir)
+    (run_dir / runfolder.LOG_FILE).write_text("train: done\n")
+    for plot in (runfolder.CURVES_PLOT, runfolder.CONFUSION_PLOT):
         Image.new("RGB", (4, 4), (255, 0, 0)).save(run_dir / plot)
     return run_dir
 
@@ -202,7 +197,7 @@ def test_failed_upload_is_redone(tmp_path, monkeypatch):
 @needs_mlflow
 def test_unfinished_run_is_refused(tmp_path):
     run_dir = make_run(tmp_path, "r")
-    (run_dir / runs.METRICS_FILE).unlink()
+    (run_dir / runfolder.METRICS_FILE).unlink()
     with pytest.raises(UserError, match="has no metrics.json"):
         tracking.log_run(run_dir, str(tmp_path / "mlruns"), "exp")
 

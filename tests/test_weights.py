@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlexp.backbones import REGISTRY, build_backbone
-from tlexp.weights import keras_cache_dir, resolve_weights
+from tlexp.model.backbones import REGISTRY, build_backbone
+from tlexp.model.weights import keras_cache_dir, resolve_weights
 from tlexp.errors import WeightsError
 
 

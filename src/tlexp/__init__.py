@@ -2,7 +2,9 @@
 
 Library API (what the CLI calls; usable from a notebook)::
 
-    from tlexp import load_config, run_experiment, plan_experiment
+    from tlexp import load_config
+    from tlexp import run_experiment
+    from tlexp import plan_experiment
     cfg = load_config("configs/demo.yaml", ["train.epochs=1"])
     run_dir = run_experiment(cfg)
 """

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -16,6 +15,7 @@ from typing import Iterator, Sequence
 
 from tlexp import __version__
 from tlexp.errors import UserError
+from tlexp.logs import setup_terminal
 
 log = logging.getLogger("tlexp")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("tlexp")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    setup_terminal(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     terminated = threading.Event()
     try:
         with _sigterm_interrupts(terminated):
@@ -188,18 +188,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlexp import runs
-    from tlexp.datacheck import check_dataset, format_summary, write_check
-    from tlexp.imagecache import default_cache_dir
+    from tlexp.results import runfolder
+    from tlexp.data.check import check_dataset, format_summary, write_check
+    from tlexp.data.imagecache import default_cache_dir
 
     root = Path(args.root)
     if not root.is_dir():
         raise UserError(f"Dataset folder not found: '{root}'. Give the folder that holds the images.")
-    from tlexp.dataprep import show_progress
+    from tlexp.logs import show_progress
 
     result = check_dataset(root, args.layout, cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                            progress=show_progress())
-    out = runs.new_run_dir(args.out, f"check-{root.resolve().name}")
+    out = runfolder.new_run_dir(args.out, f"check-{root.resolve().name}")
     write_check(result, out)
     print(format_summary(result))
     print(out)
@@ -207,7 +207,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from tlexp.weights import format_weights_status, import_weights, weights_status
+    from tlexp.model.weights import format_weights_status, import_weights, weights_status
 
     if args.action == "import":
         if not args.file:
@@ -245,7 +245,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlexp.report import build_report, find_runs
+    from tlexp.results.report import build_report, find_runs
 
     dirs = [Path(d) for d in args.dirs]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -318,16 +318,6 @@ def _cmd_config(args: argparse.Namespace) -> int:
     for key, default, typ, desc in rows:
         print(f"{key:<{kw}}  {default:<{dw}}  {typ}\n{'':<{kw}}  {desc}")
     return 0
-
-
-def _setup_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(level)  # --quiet quiets the terminal; run.log still gets everything
-    log.addHandler(handler)
-    log.setLevel(min(level, logging.INFO))
-    log.propagate = False
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 if __name__ == "__main__":

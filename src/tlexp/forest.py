@@ -66,3 +66,9 @@ def class_proba(estimator, features: np.ndarray, n_classes: int) -> np.ndarray:
     if len(features):
         out[:, estimator.classes_] = estimator.predict_proba(features)
     return out
+
+
+def describe(estimator) -> str:
+    """What an estimator is, e.g. ``RandomForestClassifier`` or ``StandardScaler + LogisticRegression``."""
+    steps = getattr(estimator, "steps", None)
+    return " + ".join(type(e).__name__ for _, e in steps) if steps else type(estimator).__name__

@@ -7,7 +7,6 @@ trained on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -15,10 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
-from tlexp import runs
-from tlexp.data import IMAGE_EXTENSIONS, is_image_name
+from tlexp.results import runfolder
+from tlexp import files
+from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name
 from tlexp.errors import UserError
 
 log = logging.getLogger("tlexp")
@@ -65,34 +64,38 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifie
         UserError: not a finished run, no saved model, or an unknown classifier.
     """
     run_dir = Path(run_dir)
-    metrics_file, model_file = run_dir / runs.METRICS_FILE, run_dir / runs.MODEL_FILE
-    if not metrics_file.is_file():
-        raise UserError(f"'{run_dir}' is not a finished run folder (no {runs.METRICS_FILE}).")
+    model_file = run_dir / runfolder.MODEL_FILE
+    if not (run_dir / runfolder.METRICS_FILE).is_file():
+        raise UserError(f"'{run_dir}' is not a finished run folder (no {runfolder.METRICS_FILE}).")
     if not model_file.is_file():
-        raise UserError(f"'{run_dir}' has no saved model ({runs.MODEL_FILE}): it ran with output.save_model=false. "
+        raise UserError(f"'{run_dir}' has no saved model ({runfolder.MODEL_FILE}): it ran with output.save_model=false. "
                         "Run it again with output.save_model=true.")
-    cfg = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text())
-    class_names = json.loads(metrics_file.read_text())["data"]["class_names"]
+    from tlexp.results.record import load_record
+
+    record = load_record(run_dir)
+    cfg, class_names = record.config, record.data.class_names
     available = ["head"] + sorted(p.stem for p in run_dir.glob("*.joblib"))
     if classifier not in available:
         raise UserError(f"The run in '{run_dir}' has no classifier {classifier!r}; it has: {', '.join(available)}.")
 
-    from tlexp.tfquiet import import_tensorflow
+    from tlexp.model.backend import import_tensorflow
 
     import_tensorflow()
     import keras
 
-    import tlexp.layers  # noqa: F401 - registers the layers the saved model uses
-    from tlexp.backbones import preprocess_fn
-    from tlexp.pipeline import Decoder, make_dataset
-    from tlexp.train import predict_with_features
+    import tlexp.model.layers  # noqa: F401 - registers the layers the saved model uses
+    from tlexp.model.backbones import preprocess_fn
+    from tlexp.data.decode import Decoder
+    from tlexp.feeds import make_dataset
+    from tlexp.model.head import Network
+    from tlexp.model.training import predict_with_features
 
     model = keras.saving.load_model(model_file, compile=False)
     decoder = Decoder(Path("/"), [str(p.resolve()) for p in images], cfg["data"]["image_size"])
     stream = make_dataset(decoder, np.arange(len(images)), np.zeros(len(images), np.int64), batch_size=batch_size,
                           preprocess=preprocess_fn(cfg["model"]["backbone"]), shuffle=False, seed=0,
                           label_dtype="int32")
-    out = predict_with_features(model, stream, len(class_names))
+    out = predict_with_features(Network.of_saved(model), stream, len(class_names))
     proba = out["proba"]
     if classifier != "head":
         import joblib
@@ -159,4 +162,4 @@ def _emit(path: str | os.PathLike | None, header: list[str], lines: list[list[An
         w.writerow(header)
         w.writerows(lines)
     else:
-        runs.write_csv(path, header, lines)
+        files.write_csv(path, header, lines)

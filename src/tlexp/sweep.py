@@ -2,7 +2,7 @@
 
 A sweep folder holds ``sweep.yaml`` (the base config and the grid), ``status.json`` (one
 entry per cell), one ordinary run folder per cell, and the summary written by
-:func:`tlexp.report.build_report`. A cell is finished exactly when its run folder holds
+:func:`tlexp.results.report.build_report`. A cell is finished exactly when its run folder holds
 ``metrics.json`` (written last and atomically), so a killed sweep never leaves a
 half-written result that a re-run would trust: re-running the same command skips
 finished cells, moves unfinished attempts to ``.attempts/`` and redoes them, and retries
@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from tlexp import runs
+from tlexp.results import runfolder
+from tlexp import files
 from tlexp.config import Cell, Config, expand_sweep, flatten
 from tlexp.errors import UserError
 
@@ -110,7 +111,7 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", ex
             else:
                 progress.done(cell, time.perf_counter() - t_cell, None)
 
-    from tlexp.report import build_report
+    from tlexp.results.report import build_report
 
     done = [sweep_dir / c.name for c in cells if _finished(sweep_dir / c.name)]
     failed = [{"name": c.name, "overrides": c.overrides, "config": c.config.to_dict(),
@@ -297,7 +298,7 @@ def _run_cell(cell: Cell, cell_dir: Path, mlflow_parent: str | None) -> None:
 def _check_weights(cells: list[Cell]) -> None:
     """Fail the whole sweep at once, before any cell, when a weights file is missing or
     corrupt, rather than let every cell of that backbone fail one after another."""
-    from tlexp.weights import resolve_weights
+    from tlexp.model.weights import resolve_weights
 
     seen = set()
     for c in cells:
@@ -311,35 +312,31 @@ def _mlflow_parent(cfg: Config, sweep_dir: Path) -> str | None:
     """The sweep's parent MLflow run (reused on re-runs), or None without MLflow."""
     if not cfg.tracking.mlflow.uri:
         return None
-    from tlexp.tracking import require_mlflow, sweep_parent
+    from tlexp.results.tracking import require_mlflow, sweep_parent
 
     require_mlflow(cfg.tracking.mlflow.uri)
     return sweep_parent(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, sweep_dir, sweep_dir.name)
 
 
 def _finished(cell_dir: Path) -> bool:
-    return (cell_dir / runs.METRICS_FILE).is_file()
+    return (cell_dir / runfolder.METRICS_FILE).is_file()
 
 
 def _set_aside(sweep_dir: Path, cell_dir: Path) -> Path:
     """Move an unfinished attempt out of the way (kept, never deleted: its log explains it)."""
     attempts = sweep_dir / ATTEMPTS_DIR
     attempts.mkdir(exist_ok=True)
-    target = runs.new_run_dir(attempts, f"{cell_dir.name}.attempt")
+    target = runfolder.new_run_dir(attempts, f"{cell_dir.name}.attempt")
     target.rmdir()  # new_run_dir reserved a free name; os.replace needs it absent
     os.replace(cell_dir, target)
     return target
 
 
 def _headline(cell_dir: Path) -> str:
-    import json
+    from tlexp.results.record import load_record
 
-    m = json.loads((cell_dir / runs.METRICS_FILE).read_text())
-    parts = [f"head {m['head']['test']['accuracy']:.4f}"]
-    if m.get("forest"):
-        parts.append(f"forest {m['forest']['test']['accuracy']:.4f}")
-    parts += [f"{k} {v['test']['accuracy']:.4f}" for k, v in (m.get("classifiers") or {}).items()]
-    return "test accuracy " + ", ".join(parts)
+    record = load_record(cell_dir)
+    return "test accuracy " + ", ".join(f"{k} {v.test.accuracy:.4f}" for k, v in record.classifiers.items())
 
 
 # --------------------------------------------------------------------------- folder and status
@@ -348,12 +345,12 @@ def _headline(cell_dir: Path) -> str:
 def _open_sweep_dir(cfg: Config, name: str, new: bool) -> Path:
     """The sweep folder to use: ``<output.dir>/<name>`` (resumed), or a fresh one."""
     parent = Path(cfg.output.dir)
-    target = parent / runs.safe_name(name)
+    target = parent / runfolder.safe_name(name)
     if new or not target.exists():
-        sweep_dir = runs.new_run_dir(parent, name) if new else _mkdir(target)
+        sweep_dir = runfolder.new_run_dir(parent, name) if new else _mkdir(target)
         base = cfg.to_dict()
         grid = base.pop("sweep")
-        runs.write_yaml(sweep_dir / SWEEP_FILE, {"grid": grid, "base": base})
+        files.write_yaml(sweep_dir / SWEEP_FILE, {"grid": grid, "base": base})
         return sweep_dir
     if not (target / SWEEP_FILE).is_file():
         raise UserError(f"'{target}' exists and is not a sweep folder (no {SWEEP_FILE}); it is left alone. "
@@ -371,7 +368,7 @@ def _refuse_changed_cells(sweep_dir: Path, cells: list[Cell]) -> None:
     changes: dict[str, tuple[Any, Any]] = {}
     affected = []
     for cell in cells:
-        stored_file = sweep_dir / cell.name / runs.CONFIG_FILE
+        stored_file = sweep_dir / cell.name / runfolder.CONFIG_FILE
         if not _finished(sweep_dir / cell.name):
             continue
         stored = flatten(yaml.safe_load(stored_file.read_text()))
@@ -427,7 +424,7 @@ class _Status:
         counts: dict[str, int] = {}
         for c in self.cells.values():
             counts[c["status"]] = counts.get(c["status"], 0) + 1
-        runs.write_json(self.path, {"sweep": self.sweep, "updated": _now(), "counts": counts,
+        files.write_json(self.path, {"sweep": self.sweep, "updated": _now(), "counts": counts,
                                     "cells": list(self.cells.values())})
 
 

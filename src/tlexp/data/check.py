@@ -1,7 +1,7 @@
 """Check every file of a dataset once: good, converted or rejected, and why. No TensorFlow.
 
 The check reads each candidate file, hashes its bytes, fully decodes it with Pillow and
-then runs :func:`tlexp.data.load_image` on the same bytes, so a file the check passes
+then runs :func:`tlexp.data.decode.load_image` on the same bytes, so a file the check passes
 is one that training can load. Verdicts:
 
 * ``good``: decodes as-is to RGB.
@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from tlexp.data import IMAGE_EXTENSIONS, has_images, is_image_name, load_image
+from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name, load_image
+from tlexp.data.dataset import has_images
 from tlexp.errors import DataError
-from tlexp.runs import write_csv, write_text
+from tlexp.files import write_csv, write_text
 
 log = logging.getLogger("tlexp")
 
@@ -88,7 +89,7 @@ class CheckResult:
     Attributes:
         root: dataset folder (absolute).
         layout: ``"folders"`` or ``"flat"``.
-        class_names: sorted class names (as :func:`tlexp.data.discover` finds them).
+        class_names: sorted class names (as :func:`tlexp.data.dataset.discover` finds them).
         files: one verdict per candidate file, sorted by path.
         variant: :data:`KAGGLE`, :data:`PETIMAGES` or :data:`CUSTOM` (see :func:`detect_variant`).
         seconds: wall time of the check.
@@ -167,7 +168,7 @@ def check_dataset(
 ) -> CheckResult:
     """Classify every candidate file under ``root``. Never modifies, moves or deletes a file.
 
-    Candidates are the files :func:`tlexp.data.discover` would list (same layout rule,
+    Candidates are the files :func:`tlexp.data.dataset.discover` would list (same layout rule,
     same labels), plus image-named broken symlinks and symlink loops (rejected).
 
     Args:

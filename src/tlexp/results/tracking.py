@@ -43,14 +43,16 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-import yaml
 
-from tlexp import runs
+from tlexp.results import runfolder
+from tlexp import files
 from tlexp.config import flatten
 from tlexp.errors import UserError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+    from tlexp.results.record import RunRecord
 
 log = logging.getLogger("tlexp")
 
@@ -159,18 +161,19 @@ def log_run(
     """
     import tlexp
 
+    from tlexp.results.record import RecordError, load_record
+
     run_dir = Path(run_dir).expanduser().resolve()
-    metrics_path = run_dir / runs.METRICS_FILE
-    if not metrics_path.is_file():
-        raise TrackingError(f"Cannot log {run_dir} to MLflow: it has no {runs.METRICS_FILE}, "
+    if not (run_dir / runfolder.METRICS_FILE).is_file():
+        raise TrackingError(f"Cannot log {run_dir} to MLflow: it has no {runfolder.METRICS_FILE}, "
                             "so the run did not finish. Log only finished run folders.")
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    config_path = run_dir / runs.CONFIG_FILE
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    config = config or {}
-    info = metrics.get("run") or {}
-    start_ms = _ms(info.get("started"))
-    end_ms = _ms(info.get("finished"))
+    try:
+        record = load_record(run_dir)
+    except RecordError as e:
+        raise TrackingError(f"Cannot log {run_dir} to MLflow: {e}") from None
+    config = record.config
+    start_ms = _ms(record.run.started)
+    end_ms = _ms(record.run.finished)
     stamp = end_ms or start_ms or int(time.time() * 1000)  # MLflow wants a timestamp on every metric
 
     tags = {
@@ -191,8 +194,8 @@ def log_run(
                                    run_name=run_name or run_dir.name).info.run_id
         try:
             _log_batches(client, run_id, params=_params(config))
-            _log_batches(client, run_id, metrics=_history_metrics(run_dir / runs.HISTORY_FILE, stamp)
-                         + _final_metrics(metrics, stamp))
+            _log_batches(client, run_id, metrics=_history_metrics(run_dir / runfolder.HISTORY_FILE, stamp)
+                         + _final_metrics(record, stamp))
             for plot in sorted(run_dir.glob("*.png")):
                 client.log_artifact(run_id, str(plot))
             client.log_artifacts(run_id, str(run_dir), artifact_path="run")
@@ -306,7 +309,7 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     if not uri.startswith("sqlite:///"):
         return None  # file stores keep artifacts inside; servers decide for themselves
     db = Path(unquote(uri[len("sqlite:///"):].split("?")[0])).resolve()
-    return (db.parent / "mlartifacts" / runs.safe_name(experiment)).as_uri()
+    return (db.parent / "mlartifacts" / runfolder.safe_name(experiment)).as_uri()
 
 
 def _find_run(client: MlflowClient, exp_id: str, tag: str, value: str) -> str | None:
@@ -360,7 +363,7 @@ def _history_metrics(path: Path, stamp: int) -> list:
     if not path.is_file():
         return []
     out = []
-    for row in runs.read_csv(path):
+    for row in files.read_csv(path):
         step = int(row.pop("epoch"))
         for col, text in row.items():
             value = _number(text)
@@ -369,20 +372,19 @@ def _history_metrics(path: Path, stamp: int) -> list:
     return out
 
 
-def _final_metrics(metrics: dict[str, Any], stamp: int) -> list:
+def _final_metrics(record: RunRecord, stamp: int) -> list:
     """``<split>_<classifier>_<metric>`` for head, forest and every classifier, plus run totals."""
     from mlflow.entities import Metric
 
-    models = {"head": metrics.get("head"), "forest": metrics.get("forest"), **(metrics.get("classifiers") or {})}
     values: dict[str, float | None] = {}
-    for model, result in models.items():
+    for model, result in record.classifiers.items():
         for split in SPLITS:
-            scores = (result or {}).get(split) or {}
+            scores = result.split(split)
             for name in FINAL_METRICS:
-                values[f"{split}_{model}_{name}"] = _number(scores.get(name))
-    values["frozen_share"] = _number((metrics.get("freeze") or {}).get("frozen_share"))
-    values["trainable_params"] = _number((metrics.get("params") or {}).get("trainable"))
-    values["wall_time_s"] = _number((metrics.get("timings_s") or {}).get("total"))
+                values[f"{split}_{model}_{name}"] = _number(getattr(scores, name))
+    values["frozen_share"] = _number(record.freeze.frozen_share)
+    values["trainable_params"] = _number(record.params.trainable)
+    values["wall_time_s"] = _number(record.timings_s.get("total"))
     return [Metric(_key(k), v, stamp, 0) for k, v in values.items() if v is not None]
 
 

@@ -4,7 +4,7 @@ Figures are built on ``matplotlib.figure.Figure`` directly rather than through p
 pyplot keeps global state (open figures, the backend), and switching a notebook's
 backend to Agg from inside a library call would break its inline plots. A bare Figure
 renders PNGs with Agg whatever backend the caller has chosen. Every PNG is written
-atomically through :func:`tlexp.runs.atomic_path`.
+atomically through :func:`tlexp.files.atomic_path`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from tlexp.runs import atomic_path
+from tlexp.files import atomic_path
 
 if TYPE_CHECKING:  # matplotlib stays a lazy import at run time
     from matplotlib.axes import Axes
@@ -216,7 +216,7 @@ def _check_confusion(name: str, cm: Any, k: int) -> np.ndarray:
 
 def _roc_or_none(name: str, y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray, float] | None:
     """ROC points of one classifier, or None when y_true holds a single class (0/0 rates)."""
-    from tlexp.metrics import roc_points
+    from tlexp.results.metrics import roc_points
 
     if np.unique(np.asarray(y_true)).size < 2:
         return None

@@ -1,7 +1,11 @@
-"""Run folders: fixed file names, never-overwritten folders, atomic writes. No TensorFlow.
+"""Files that other processes read appear whole or not at all. No TensorFlow.
 
-Every file a run writes has a fixed name (documented in the README, section "The run
-folder"), so tools that read run folders (sweeps, reports) never have to guess.
+Every write a reader may see (metrics, tables, manifests, caches, saved models) goes
+through this module: a file is written under a temporary name in the same folder and
+renamed into place (:func:`atomic_path`); a folder of files is built in a temporary
+sibling folder and renamed (:func:`build_folder`). A crash leaves at most a hidden
+temporary that nobody reads and that is removed on the way out (or, after a hard kill,
+swept once it is a day old).
 """
 
 from __future__ import annotations
@@ -10,67 +14,29 @@ import contextlib
 import csv
 import json
 import os
-import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 
-# Fixed file names inside a run folder.
-CONFIG_FILE = "config.yaml"  # resolved config; the first file written
-SPLIT_FILE = "split.csv"  # path,label,split for every image used
-SKIPPED_FILE = "skipped.csv"  # images that passed the data check but failed to decode later: path,label,split,reason
-REJECTED_FILE = "rejected.csv"  # files the data check rejected: path,label,reason
-DUPLICATES_FILE = "duplicates.csv"  # groups of byte-identical usable images: group,path,label,split,sha256
-PREDICTIONS_FILE = "predictions.csv"  # per decoded image: split, label, each classifier's prediction
-HISTORY_FILE = "history.csv"  # one row per epoch: loss, accuracy, val_loss, val_accuracy
-METRICS_FILE = "metrics.json"  # the results; written last, so its presence means "finished"
-LOG_FILE = "run.log"  # everything logged during the run
-MODEL_FILE = "model.keras"  # the fine-tuned model (output.save_model); classifiers: <name>.joblib
-TENSORBOARD_DIR = "tensorboard"  # TensorBoard logs (tracking.tensorboard)
-CURVES_PLOT = "curves.png"  # loss and accuracy per epoch, train and val
-CONFUSION_PLOT = "confusion.png"  # confusion matrices (test split), head and forest
-ROC_PLOT = "roc.png"  # ROC curves (test split), head and forest; two-class tasks only
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(name: str) -> str:
-    """Turn a free-form run name into a folder name (letters, digits, ``._-``)."""
-    cleaned = _SAFE_NAME.sub("_", name).strip("._")
-    return cleaned or "run"
-
-
-def new_run_dir(parent: str | os.PathLike, name: str) -> Path:
-    """Create and return a fresh run folder ``parent/name``, never reusing an existing one.
-
-    If ``name`` is taken, ``name2``, ``name3``, ... are tried (as ultralytics does with
-    ``runs/exp2``). Creation uses ``mkdir`` without ``exist_ok``, so two processes
-    racing for the same name cannot end up sharing a folder.
-    """
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    base = safe_name(name)
-    for i in range(1, 10_000):
-        candidate = parent / (base if i == 1 else f"{base}{i}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise RuntimeError(f"Could not find a free run folder name for {base!r} in {parent}")
+_STALE_TMP_SECONDS = 24 * 3600
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place atomically.
 
     Readers never see a half-written file: either the old content (or nothing) or the
     complete new file. On error the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        suffix: of the temporary name, for writers that insist on one (Keras: ``.keras``).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -133,3 +99,40 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
         return None
     return x
+
+
+@contextlib.contextmanager
+def build_folder(final: Path, marker: str) -> Iterator[Path]:
+    """A private temporary folder beside ``final`` that becomes ``final`` when the block ends.
+
+    The block writes everything into the yielded folder, ``marker`` last (readers trust a
+    folder that has it). The rename is atomic; if another process finished ``final``
+    first, its folder is kept and this one removed. An error or interrupt removes the
+    temporary folder, and builds killed harder are swept away once a day old.
+    """
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / marker).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_stale_builds(parent: Path) -> None:
+    """Temporary folders of builds killed long ago: nobody reads them; free the disk."""
+    now = time.time()
+    for d in parent.glob(".build-*"):
+        try:
+            if now - d.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass

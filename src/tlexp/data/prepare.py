@@ -8,17 +8,18 @@ what of it goes into the run folder and metrics.json. No TensorFlow.
 from __future__ import annotations
 
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tlexp import runs
+from tlexp.results import runfolder
+from tlexp import files
 from tlexp.config import Config
-from tlexp.data import SPLITS, Dataset, assign_splits, discover
+from tlexp.data.dataset import Dataset, SPLITS, assign_splits, discover
 from tlexp.errors import DataError
+from tlexp.logs import show_progress
 
 log = logging.getLogger("tlexp")
 
@@ -35,19 +36,19 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
         (``check_result`` is None without a check).
     """
     if cfg.data.synthetic.enabled:
-        from tlexp.synthetic import ensure_demo_dataset
+        from tlexp.data.demo import ensure_demo_dataset
 
         ensure_demo_dataset(cfg.data.root, cfg.data.synthetic.per_class)
     result = None
     if check:
-        from tlexp.datacheck import check_dataset
+        from tlexp.data.check import check_dataset
 
         result = check_dataset(cfg.data.root, cfg.data.layout, cache_dir=cache_dir(cfg), progress=show_progress())
         found = usable_dataset(result)
         rejected = len(result.rejected())
         log.info("data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, %d rejected%s",
                  len(result.files), result.seconds, result.reused, len(found.paths), rejected,
-                 f"; see {runs.REJECTED_FILE}" if rejected else "")
+                 f"; see {runfolder.REJECTED_FILE}" if rejected else "")
     else:
         found = discover(cfg.data.root, cfg.data.layout)
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
@@ -63,7 +64,7 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
 
 def cache_dir(cfg: Config) -> Path:
     """The folder of data checks and decoded-image caches for this config."""
-    from tlexp.imagecache import default_cache_dir
+    from tlexp.data.imagecache import default_cache_dir
 
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
 
@@ -86,22 +87,22 @@ def usable_dataset(result) -> Dataset:
 def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
     """rejected.csv and duplicates.csv of the data check in the run folder; returns what
     the check found, for metrics.json, and warns about duplicates that leak."""
-    from tlexp.datacheck import reject_reason, write_rejected
+    from tlexp.data.check import reject_reason, write_rejected
 
-    write_rejected(check, run_dir / runs.REJECTED_FILE)
+    write_rejected(check, run_dir / runfolder.REJECTED_FILE)
     split_of = dict(zip(ds.paths, ds.split))
     groups = check.duplicates()
-    runs.write_csv(run_dir / runs.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
+    files.write_csv(run_dir / runfolder.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
                    ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
                     for g, group in enumerate(groups, start=1) for f in group))
     across = [g for g in groups if len({split_of[f.path] for f in g if f.path in split_of}) > 1]
     conflicts = check.conflicting_duplicates()
     if across:
         log.warning("data: %d group(s) of identical images sit in more than one split (a train/test leak); "
-                    "see %s", len(across), runs.DUPLICATES_FILE)
+                    "see %s", len(across), runfolder.DUPLICATES_FILE)
     if conflicts:
         log.warning("data: %d group(s) of identical images carry different labels; see %s", len(conflicts),
-                    runs.DUPLICATES_FILE)
+                    runfolder.DUPLICATES_FILE)
     rejected = check.rejected()
     reasons = dict(Counter(reject_reason(f.detail) for f in rejected))
     usable = check.usable()
@@ -121,11 +122,11 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
 
 def make_decoder(cfg: Config, ds: Dataset, check):
     """Images for the pipeline: rows of the decoded-image cache, or files decoded on the fly."""
-    from tlexp.pipeline import Decoder
+    from tlexp.data.decode import Decoder
 
     if not cfg.data.decoded_cache:
         return Decoder(ds.root, ds.paths, cfg.data.image_size)
-    from tlexp.imagecache import CachedDecoder, ensure_image_cache
+    from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
 
     sha = {f.path: f.sha256 for f in check.usable()}
     cache = ensure_image_cache(ds.root, [(p, sha[p]) for p in ds.paths], cfg.data.image_size, cache_dir(cfg),
@@ -135,9 +136,3 @@ def make_decoder(cfg: Config, ds: Dataset, check):
 
 def data_summary(ds: Dataset) -> dict[str, Any]:
     return {"root": str(ds.root), "layout": ds.layout, "class_names": ds.class_names, "counts": ds.counts()}
-
-
-def show_progress() -> bool:
-    """Progress bars only for a person watching: a terminal that shows INFO (not --quiet)."""
-    return sys.stderr.isatty() and any(
-        type(h) is logging.StreamHandler and h.level <= logging.INFO for h in log.handlers)

@@ -1,6 +1,17 @@
-"""tf.data input pipeline: parallel decode, preprocess, batch, prefetch.
+"""Feeds: what training, evaluation and feature export read, and the model that reads it.
 
-Images are decoded by :func:`tlexp.data.load_image` (Pillow) inside the pipeline, so
+A run trains in one of two ways, and this module is the only place that knows which:
+
+* :class:`ImageFeed`: images, decoded and preprocessed, through the whole model;
+* :class:`ActivationFeed`: the frozen prefix's cached activations through the rest of
+  the model (the same layer objects, so training it trains the whole model).
+
+Both give the same ``(x, label, file index)`` batches in the same order (same seed,
+same shuffle), so a run's steps do not depend on the path taken; :func:`open_feed`
+picks the path and records why. The feeds sit above ``data/`` and ``model/``: they
+know images and activations both.
+
+Images are decoded by :func:`tlexp.data.decode.load_image` (Pillow) inside the pipeline, so
 training and any later check decode a file identically. A file that cannot be decoded
 does not stop training: it is dropped from the stream and recorded in ``Decoder.failed``.
 Every element carries its index into the dataset's file list, so predictions can always
@@ -10,30 +21,11 @@ be matched with their file and label, whatever was dropped.
 from __future__ import annotations
 
 import os
-import threading
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from tlexp.data import load_image
-
-
-class Decoder:
-    """Decodes files by index; remembers which failed and why (thread-safe)."""
-
-    def __init__(self, root: Path, paths: Sequence[str], size: int):
-        self.root, self.paths, self.size = root, list(paths), size
-        self.failed: dict[int, str] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, index: np.int64) -> tuple[np.ndarray, np.bool_]:
-        try:
-            return load_image(self.root / self.paths[int(index)], self.size), np.bool_(True)
-        except Exception as e:  # noqa: BLE001 - any decode failure means "skip this file"
-            with self._lock:
-                self.failed[int(index)] = f"{type(e).__name__}: {e}"[:200]
-            return np.zeros((self.size, self.size, 3), np.uint8), np.bool_(False)
+from tlexp.data.decode import Decoder  # noqa: F401 - re-exported for callers of the feeds
 
 
 def make_dataset(
@@ -135,7 +127,7 @@ def activation_dataset(
     """
     import tensorflow as tf
 
-    from tlexp.prefixcache import numpy_dtype
+    from tlexp.model.prefixcache import numpy_dtype
 
     idx = np.asarray(indices, dtype=np.int64)
     lab = np.asarray(labels)[idx].astype(label_dtype)

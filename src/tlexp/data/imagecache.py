@@ -19,18 +19,16 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from tlexp.data import load_image
+from tlexp.data.decode import load_image
+from tlexp.files import build_folder
 
 log = logging.getLogger("tlexp")
 
@@ -50,6 +48,11 @@ def cache_key(files: Sequence[tuple[str, str]], size: int) -> str:
     """Key of a cache: image size, decoder version and every (path, content hash)."""
     h = hashlib.sha256(json.dumps([DECODER_VERSION, size, sorted(files)]).encode())
     return h.hexdigest()[:24]
+
+
+def image_key(paths: Sequence[str], sha256: Sequence[str], size: int) -> str:
+    """Identity of the images in row order (content hashes, so a changed file is a new key)."""
+    return hashlib.sha256(json.dumps([DECODER_VERSION, size, list(zip(paths, sha256))]).encode()).hexdigest()
 
 
 class ImageCache:
@@ -125,45 +128,8 @@ def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, 
     return cache
 
 
-@contextmanager
-def build_folder(final: Path, marker: str) -> Iterator[Path]:
-    """A private temporary folder beside ``final`` that becomes ``final`` when the block ends.
-
-    The block writes everything into the yielded folder, ``marker`` last (readers trust a
-    folder that has it). The rename is atomic; if another process finished ``final``
-    first, its folder is kept and this one removed. An error or interrupt removes the
-    temporary folder, and builds killed harder are swept away once a day old.
-    """
-    parent = final.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / marker).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_stale_builds(parent: Path) -> None:
-    """Temporary folders of builds killed long ago: nobody reads them; free the disk."""
-    now = time.time()
-    for d in parent.glob(".build-*"):
-        try:
-            if now - d.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            pass
-
-
 class CachedDecoder:
-    """Same interface as :class:`tlexp.pipeline.Decoder`, reading rows of an ImageCache."""
+    """Same interface as :class:`tlexp.feeds.Decoder`, reading rows of an ImageCache."""
 
     def __init__(self, cache: ImageCache, paths: Sequence[str]):
         self.cache, self.size = cache, cache.size

@@ -1,4 +1,4 @@
-"""Find images and labels on disk, split them, decode one image. No TensorFlow.
+"""Find images and labels on disk and split them. No TensorFlow.
 
 Two layouts are understood:
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name
 from tlexp.errors import DataError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 SPLITS = ("train", "val", "test")
 
 
@@ -164,36 +164,11 @@ def assign_splits(
     )
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode one image file to RGB uint8, shape (size, size, 3).
-
-    EXIF orientation is applied and any mode (grayscale, CMYK, palette, RGBA) becomes
-    RGB, so every file yields the same kind of array. Raises on an undecodable file.
-    """
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is enough
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit (or 32-bit int) gray: Pillow's convert("RGB") clips at 255, which turns
-            # a real 16-bit photo nearly white; scale the range down instead.
-            wide = np.asarray(img, dtype=np.float64)
-            img = Image.fromarray(np.clip(wide / (257.0 if wide.max() > 255 else 1.0), 0, 255).astype(np.uint8), "L")
-        img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
 def _is_file(entry: os.DirEntry) -> bool:
     try:
         return entry.is_file()
     except OSError:  # a symlink loop: not a usable file (the data check reports it)
         return False
-
-
-def is_image_name(name: str) -> bool:
-    """Whether a file name is one tlexp reads: an image extension (any case), not hidden."""
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def has_images(folder: Path) -> bool:

@@ -104,13 +104,6 @@ def blocker(backbone, cut: int, *, enabled: bool, batchnorm: str, distribute: st
     return None
 
 
-def image_key(paths: Sequence[str], sha256: Sequence[str], size: int) -> str:
-    """Identity of the images in row order (content hashes, so a changed file is a new key)."""
-    from tlexp.imagecache import DECODER_VERSION
-
-    return hashlib.sha256(json.dumps([DECODER_VERSION, size, list(zip(paths, sha256))]).encode()).hexdigest()
-
-
 def layer_hashes(backbone, cut: int, seed_text: str) -> list[str]:
     """Chained hashes: entry ``j`` identifies ``backbone.layers[:j]`` (architecture and weights).
 
@@ -162,7 +155,7 @@ class ActivationStore:
     def build(self, key: str, specs: Sequence[tuple[tuple[int, ...], str]], n: int, layer: str,
               fill: Callable[[list[np.ndarray], np.ndarray, dict[int, str]], None], source: str) -> PrefixActivations:
         """Create entry ``key`` with ``fill(arrays, ok, failed)`` writing every row."""
-        from tlexp.imagecache import build_folder
+        from tlexp.files import build_folder
 
         t0 = time.perf_counter()
         with build_folder(self.folder(key), META) as tmp:
@@ -225,7 +218,7 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
     Raises:
         Fallback: the entry would not fit the budget, or float16 cannot hold the values.
     """
-    from tlexp.segments import frontier_spec, inference_fn, segment
+    from tlexp.model.segments import frontier_spec, inference_fn, segment
 
     compute = frontier_spec(backbone, cut)
     specs = [(shape, dt if dtype == "auto" else dtype) for shape, dt in compute]

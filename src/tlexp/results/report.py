@@ -21,9 +21,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from tlexp import runs
+from tlexp.results import runfolder
+from tlexp import files
 from tlexp.config import flatten
 from tlexp.errors import UserError
+from tlexp.results.record import RunRecord, load_record
 
 log = logging.getLogger("tlexp")
 
@@ -55,14 +57,22 @@ class _Run:
     config: dict[str, Any] = field(default_factory=dict)  # flattened: "model.freeze" -> 0.3
     config_text: str = ""
     config_source: str = "resolved config.yaml"  # what config_text is, for the HTML page
-    metrics: dict[str, Any] | None = None
+    record: RunRecord | None = None  # finished runs only
     error: str = ""
 
-    def scores(self, clf: str) -> dict[str, Any]:
-        """``{train, val, test}`` metrics of classifier ``clf``; empty if it did not run."""
-        m = self.metrics or {}
-        found = m.get(clf) if clf in ("head", "forest") else (m.get("classifiers") or {}).get(clf)
-        return found or {}
+    def ran(self, clf: str) -> bool:
+        """Whether classifier ``clf`` ran in this (finished) run."""
+        return self.record is not None and clf in self.record.classifiers
+
+    def score(self, clf: str, split: str, metric: str) -> Any:
+        """One number of the run record (e.g. ``head``, ``test``, ``accuracy``); None if absent."""
+        if not self.ran(clf):
+            return None
+        return getattr(self.record.classifiers[clf].split(split), metric)
+
+    @property
+    def frozen_share(self) -> float | None:
+        return self.record.freeze.frozen_share if self.record else None
 
 
 @dataclass
@@ -122,13 +132,13 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path
         if not root.is_dir():
             raise UserError(f"The report path {str(p)!r} is not a folder. Pass run folders, or folders that "
                             "contain them (e.g. a sweep's output folder).")
-        for here, dirs, files in os.walk(root):
-            if runs.CONFIG_FILE in files:
+        for here, dirs, names in os.walk(root):
+            if runfolder.CONFIG_FILE in names:
                 found.add(Path(here).resolve())
                 dirs[:] = []
     ordered = sorted(found)
-    return ([d for d in ordered if (d / runs.METRICS_FILE).is_file()],
-            [d for d in ordered if not (d / runs.METRICS_FILE).is_file()])
+    return ([d for d in ordered if (d / runfolder.METRICS_FILE).is_file()],
+            [d for d in ordered if not (d / runfolder.METRICS_FILE).is_file()])
 
 
 def build_report(
@@ -157,7 +167,7 @@ def build_report(
     Returns:
         File name -> path of every file written (see ``OUTPUTS``).
     """
-    from tlexp import plots
+    from tlexp.results import plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,24 +177,24 @@ def build_report(
     written: dict[str, Path] = {}
 
     header, rows = _summary_rows(items, clfs, out)
-    runs.write_csv(out / SUMMARY_CSV, header, rows)
+    files.write_csv(out / SUMMARY_CSV, header, rows)
     written[SUMMARY_CSV] = out / SUMMARY_CSV
     by_setting = _by_setting(done, clfs)
     if by_setting:
-        runs.write_csv(out / BY_SETTING_CSV, *by_setting[0])
+        files.write_csv(out / BY_SETTING_CSV, *by_setting[0])
         written[BY_SETTING_CSV] = out / BY_SETTING_CSV
     paired, notes = _paired(done, clfs)
     if paired:
-        runs.write_csv(out / PAIRED_CSV, _PAIRED_HEADER, [[p[k] for k in _PAIRED_HEADER] for p in paired])
+        files.write_csv(out / PAIRED_CSV, _PAIRED_HEADER, [[p[k] for k in _PAIRED_HEADER] for p in paired])
         written[PAIRED_CSV] = out / PAIRED_CSV
 
     figures: list[tuple[str, str]] = []  # (file name, caption)
     if done:
-        acc = {b: {c: [(r.metrics["freeze"]["frozen_share"], r.scores(c)["test"]["accuracy"])
-                       for r in done if r.config.get("model.backbone") == b and "test" in r.scores(c)]
+        acc = {b: {c: [(r.frozen_share, r.score(c, "test", "accuracy"))
+                       for r in done if r.config.get("model.backbone") == b and r.ran(c)]
                    for c in clfs} for b in _backbones(done)}
         plots.plot_accuracy_vs_frozen(acc, out / ACCURACY_PLOT)
-        times = {b: [(r.metrics["freeze"]["frozen_share"], r.metrics["timings_s"]["total"])
+        times = {b: [(r.frozen_share, r.record.timings_s["total"])
                      for r in done if r.config.get("model.backbone") == b] for b in _backbones(done)}
         plots.plot_time_vs_frozen(times, out / TIME_PLOT)
         # Error bars exist exactly when some setting ran with several seeds.
@@ -200,9 +210,9 @@ def build_report(
     md = [f"# {title}", "", f"Generated {stamp}. {counts}", ""]
     for heading, intro, table in sections:
         md += [f"## {heading}", "", *([intro, ""] if intro else []), *([table.markdown(), ""] if table else [])]
-    runs.write_text(out / SUMMARY_MD, "\n".join(md))
+    files.write_text(out / SUMMARY_MD, "\n".join(md))
     written[SUMMARY_MD] = out / SUMMARY_MD
-    runs.write_text(out / HTML_REPORT, _html(title, stamp, counts, sections, out, figures, items))
+    files.write_text(out / HTML_REPORT, _html(title, stamp, counts, sections, out, figures, items))
     written[HTML_REPORT] = out / HTML_REPORT
 
     for name in OUTPUTS:
@@ -216,17 +226,16 @@ def build_report(
 
 
 def _load_run(run_dir: Path) -> _Run:
-    config_file = run_dir / runs.CONFIG_FILE
+    config_file = run_dir / runfolder.CONFIG_FILE
     text = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
     config = flatten(yaml.safe_load(text) or {}) if text else {}
     name = str(config.get("name") or run_dir.name)
-    metrics_file = run_dir / runs.METRICS_FILE
+    metrics_file = run_dir / runfolder.METRICS_FILE
     if not metrics_file.is_file():
         return _Run(name, "unfinished", run_dir, config, text,
-                    error=f"no {runs.METRICS_FILE}: the run has not finished (still running, or stopped)")
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    name = str((metrics.get("run") or {}).get("name") or name)
-    return _Run(name, "finished", run_dir, config, text, metrics=metrics)
+                    error=f"no {runfolder.METRICS_FILE}: the run has not finished (still running, or stopped)")
+    record = load_record(run_dir)
+    return _Run(record.run.name, "finished", run_dir, config, text, record=record)
 
 
 def _failed_run(entry: dict[str, Any]) -> _Run:
@@ -244,8 +253,7 @@ def _classifiers(done: Sequence[_Run]) -> list[str]:
     """Classifier names in report order: head, forest, then the others as first seen."""
     names = ["head"]
     for r in done:
-        m = r.metrics or {}
-        for c in (["forest"] if m.get("forest") else []) + list(m.get("classifiers") or {}):
+        for c in r.record.classifiers:
             if c not in names:
                 names.append(c)
     if "forest" in names:  # forest right after head, whichever run listed it first
@@ -263,16 +271,9 @@ def _sort_key(r: _Run) -> tuple:
     rank = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
     freeze = _share(r.config.get("model.freeze"))
     if freeze is None:  # a layer name: order by what it achieved
-        freeze = ((r.metrics or {}).get("freeze") or {}).get("frozen_share", math.inf)
+        freeze = r.frozen_share if r.record else math.inf
     seed = r.config.get("seed")
     return rank, backbone, freeze, seed if isinstance(seed, int) else math.inf, r.name
-
-
-def _cached_prefix(info: dict[str, Any] | None) -> str | None:
-    """The last cached layer, or why the run did not cache its prefix (None before tlexp had it)."""
-    if not info:
-        return None
-    return info.get("layer") if info.get("used") else f"no: {info.get('reason')}"
 
 
 def _share(x: Any) -> float | None:
@@ -292,26 +293,25 @@ def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[li
     header += ["epochs", "wall_time_s", "cached_prefix", "device", "run_dir", "error"]
     rows = []
     for r in items:
-        m = r.metrics or {}
+        rec = r.record
         row: dict[str, Any] = {
             "name": r.name, "status": r.status, "backbone": r.config.get("model.backbone"),
             "seed": r.config.get("seed"), "freeze_requested": r.config.get("model.freeze"),
-            "frozen_share": (m.get("freeze") or {}).get("frozen_share"),
-            "last_frozen_layer": (m.get("freeze") or {}).get("last_frozen_layer"),
-            "trainable_params": (m.get("params") or {}).get("trainable"),
-            "epochs": len((m.get("history") or {}).get("loss") or []) or None,  # epochs actually run
-            "wall_time_s": (m.get("timings_s") or {}).get("total"),
-            "cached_prefix": _cached_prefix(m.get("prefix_cache")),
-            "device": (m.get("environment") or {}).get("device"),
+            "frozen_share": r.frozen_share,
+            "last_frozen_layer": rec.freeze.last_frozen_layer if rec else None,
+            "trainable_params": rec.params.trainable if rec else None,
+            "epochs": rec.history.epochs if rec else None,  # epochs actually run
+            "wall_time_s": rec.timings_s.get("total") if rec else None,
+            "cached_prefix": rec.prefix_cache.describe() if rec else None,
+            "device": rec.environment.device if rec else None,
             "run_dir": _relative(r.dir, out) if r.dir else None, "error": r.error,
         }
         for c in clfs:
-            s = r.scores(c)
             for split in ("train", "val", "test"):  # more than the header asks for; the header picks
-                row[f"{c}_{split}_accuracy"] = s.get(split, {}).get("accuracy")
-                row[f"{c}_{split}_loss"] = s.get(split, {}).get("log_loss")
-            row[f"{c}_test_f1"] = s.get("test", {}).get("f1")
-            row[f"{c}_test_roc_auc"] = s.get("test", {}).get("roc_auc")
+                row[f"{c}_{split}_accuracy"] = r.score(c, split, "accuracy")
+                row[f"{c}_{split}_loss"] = r.score(c, split, "log_loss")
+            row[f"{c}_test_f1"] = r.score(c, "test", "f1")
+            row[f"{c}_test_roc_auc"] = r.score(c, "test", "roc_auc")
         rows.append(["" if row[k] is None else row[k] for k in header])
     return header, rows
 
@@ -354,9 +354,9 @@ def _by_setting(done: Sequence[_Run], clfs: list[str]):
     for g in groups.values():
         first = g[0]
         setting = ", ".join(f"{k}={first.config.get(k)}" for k in varying)
-        stats = [_mean_std([r.scores(c).get(s, {}).get(k) for r in g]) for c, s, k, _ in metrics]
-        stats.append(_mean_std([(r.metrics.get("timings_s") or {}).get("total") for r in g]))
-        shares = [r.metrics["freeze"]["frozen_share"] for r in g]
+        stats = [_mean_std([r.score(c, s, k) for r in g]) for c, s, k, _ in metrics]
+        stats.append(_mean_std([r.record.timings_s.get("total") for r in g]))
+        shares = [r.frozen_share for r in g]
         seeds = " ".join(str(r.config.get("seed")) for r in g)
         csv_rows.append([first.config.get("model.backbone"), first.config.get("model.freeze"),
                          sum(shares) / len(shares), setting, len(g), seeds, " ".join(r.name for r in g)]
@@ -405,26 +405,26 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
     """
     import numpy as np
 
-    from tlexp.stats import bootstrap_ci, mcnemar
+    from tlexp.results.stats import bootstrap_ci, mcnemar
 
     rows, notes = [], []
     for r in done:
-        path = r.dir / runs.PREDICTIONS_FILE
-        others = [c for c in clfs[1:] if r.scores(c)]
+        path = r.dir / runfolder.PREDICTIONS_FILE
+        others = [c for c in clfs[1:] if r.ran(c)]
         if not others:
             continue
         if not path.is_file():
-            notes.append(f"{r.name}: no {runs.PREDICTIONS_FILE}, so its classifiers were not compared.")
+            notes.append(f"{r.name}: no {runfolder.PREDICTIONS_FILE}, so its classifiers were not compared.")
             continue
-        test = [p for p in runs.read_csv(path) if p.get("split") == "test"]
+        test = [p for p in files.read_csv(path) if p.get("split") == "test"]
         if not test:
-            notes.append(f"{r.name}: {runs.PREDICTIONS_FILE} holds no test-split rows; not compared.")
+            notes.append(f"{r.name}: {runfolder.PREDICTIONS_FILE} holds no test-split rows; not compared.")
             continue
         label = np.array([p["label"] for p in test])
         right_a = np.array([p.get("head") for p in test]) == label
         for c in others:
             if c not in test[0]:
-                notes.append(f"{r.name}: {runs.PREDICTIONS_FILE} has no column {c!r}; head vs {c} not compared.")
+                notes.append(f"{r.name}: {runfolder.PREDICTIONS_FILE} has no column {c!r}; head vs {c} not compared.")
                 continue
             right_b = np.array([p[c] for p in test]) == label
             t, ci = mcnemar(right_a, right_b), bootstrap_ci(right_a, right_b)
@@ -436,7 +436,7 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
                 reading = f"no significant difference (p{p})"
             rows.append({"run": r.name, "backbone": r.config.get("model.backbone"),
                          "freeze_requested": r.config.get("model.freeze"),
-                         "frozen_share": r.metrics["freeze"]["frozen_share"], "seed": r.config.get("seed"),
+                         "frozen_share": r.frozen_share, "seed": r.config.get("seed"),
                          "classifier_a": "head", "classifier_b": c, "split": "test", "n": t["n"],
                          "accuracy_a": t["accuracy_a"], "accuracy_b": t["accuracy_b"], "b": t["b"], "c": t["c"],
                          "p_value": t["p_value"], "diff": ci["diff"]["estimate"], "diff_low": ci["diff"]["low"],
@@ -450,13 +450,11 @@ def _sections(items, clfs, by_setting, paired, notes) -> list[tuple[str, str, _T
     problems = [r for r in items if r.status != "finished"]
     rows = []
     for r in items:
-        m = r.metrics or {}
-        head = r.scores("head")
         cells = [r.name, str(r.config.get("model.backbone", "")), _fmt_freeze(r.config.get("model.freeze")),
-                 _pct((m.get("freeze") or {}).get("frozen_share")), _fmt(r.config.get("seed"), 0),
-                 _fmt(head.get("train", {}).get("accuracy")), _fmt(head.get("val", {}).get("log_loss")),
-                 _fmt(head.get("val", {}).get("accuracy")), _fmt(head.get("test", {}).get("accuracy"))]
-        cells += [_fmt(r.scores(c).get("test", {}).get("accuracy")) for c in others]
+                 _pct(r.frozen_share), _fmt(r.config.get("seed"), 0),
+                 _fmt(r.score("head", "train", "accuracy")), _fmt(r.score("head", "val", "log_loss")),
+                 _fmt(r.score("head", "val", "accuracy")), _fmt(r.score("head", "test", "accuracy"))]
+        cells += [_fmt(r.score(c, "test", "accuracy")) for c in others]
         rows.append(cells + ([r.status] if problems else []))
     results = _Table(["run", "backbone", "frozen (asked)", "frozen (achieved)", "seed", "train acc", "val loss",
                       "val acc", "test acc"] + [f"{c} test acc" for c in others] + (["status"] if problems else []),

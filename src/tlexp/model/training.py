@@ -9,96 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from pathlib import Path
 
 import numpy as np
 
 from tlexp.config import Config
+from tlexp.model.head import Network
 
 log = logging.getLogger("tlexp")
 
-PENULTIMATE = "penultimate"  # name of the layer whose output feeds the output layer
-_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> traced prediction step
-# model -> its penultimate tensor. The head's layers are shared by the whole model and
-# the suffix model of the cached path, so `layer.output` (the first graph's) is ambiguous.
-_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def build_model(backbone, cfg: Config, n_classes: int):
-    """Backbone -> pooling -> Dense layers (+ dropout) -> output layer.
-
-    The output is one sigmoid unit for two classes, else ``n_classes`` softmax units.
-    The input of the output layer (the "penultimate activations") is exposed as the
-    output of an identity layer named ``penultimate`` so the forest can read it.
-    """
-    import keras
-
-    size = cfg.data.image_size
-    head = cfg.model.head
-    inputs = keras.Input((size, size, 3), name="image")
-    if cfg.model.batchnorm == "train":
-        # fit() passes training=True: BN in the trainable part uses batch statistics and
-        # updates its moving averages; frozen BN layers (trainable=False) stay in inference.
-        x = backbone(inputs)
-    else:
-        # 'inference' and 'frozen': every BN layer keeps its moving statistics.
-        from tlexp.layers import InferenceMode
-
-        x = InferenceMode(backbone, name=f"{backbone.name}_inference")(inputs)
-    x = {
-        "flatten": keras.layers.Flatten(name="flatten"),
-        "avg": keras.layers.GlobalAveragePooling2D(name="avg_pool"),
-        "max": keras.layers.GlobalMaxPooling2D(name="max_pool"),
-    }[head.pooling](x)
-    for i, units in enumerate(head.dense, start=1):
-        x = keras.layers.Dense(units, activation=head.activation, name=f"dense_{i}")(x)
-        if head.dropout > 0:
-            x = keras.layers.Dropout(head.dropout, seed=cfg.seed + i, name=f"dropout_{i}")(x)
-    features = x = keras.layers.Identity(name=PENULTIMATE)(x)
-    if n_classes == 2:
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
-    else:
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output", dtype="float32")(x)
-    model = keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_transfer")
-    _FEATURES[model] = features
-    return model
-
-
-def suffix_model(model, backbone, cut: int, cfg: Config):
-    """The part of ``model`` after ``backbone.layers[:cut]``, fed with the activations there.
-
-    The same layer objects as ``model`` (its backbone layers from ``cut`` on, then its
-    head), called the same way (``InferenceMode`` unless BatchNorm trains), so training
-    this model trains ``model``. Build it in the run's ``accel.scope``: its wrapper layer
-    must have the run's dtype policy.
-    """
-    import keras
-
-    from tlexp.segments import segment
-
-    if cut == len(backbone.layers):  # everything frozen: the cached values are the backbone's output
-        inputs = keras.Input(batch_shape=backbone.output.shape, dtype=backbone.output.dtype, name="cut")
-        x = inputs
-    else:
-        inner = segment(backbone, cut, len(backbone.layers), name=f"{backbone.name}_from_{cut}")
-        inputs = inner.inputs[0] if len(inner.inputs) == 1 else inner.inputs
-        inputs = keras.tree.map_structure(
-            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.replace(":", "_")), inputs)
-        if cfg.model.batchnorm == "train":
-            x = inner(inputs)
-        else:
-            from tlexp.layers import InferenceMode
-
-            x = InferenceMode(inner, name=f"{backbone.name}_inference")(inputs)
-    features = None
-    for layer in model.layers[2:]:  # the head: a chain after the input and the backbone (build_model)
-        x = layer(x)
-        if layer.name == PENULTIMATE:
-            features = x
-    suffix = keras.Model(inputs, x, name=f"{model.name}_from_{cut}")
-    _FEATURES[suffix] = features
-    return suffix
 
 
 def compile_model(model, cfg: Config, n_classes: int) -> None:
@@ -151,26 +70,20 @@ def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Pat
     return out
 
 
-def predict_with_features(model, ds, n_classes: int, progress: str | None = None) -> dict[str, np.ndarray]:
+def predict_with_features(network: Network, ds, n_classes: int, progress: str | None = None) -> dict[str, np.ndarray]:
     """One pass over ``ds`` giving the head's probabilities and the penultimate features.
 
-    ``progress``: label of a progress bar (batches) on stderr; None for no bar.
+    Args:
+        network: the model and its features twin (:class:`tlexp.model.head.Network`).
+        ds: batches ``(x, y, index)``.
+        n_classes: classes of the task (a two-class model has one sigmoid output).
+        progress: label of a progress bar (batches) on stderr; None for no bar.
 
     Returns:
         ``proba`` (n, k) class probabilities, ``features`` (n, d) penultimate activations,
         ``labels`` (n,), ``indices`` (n,): the file index of each row, in stream order.
     """
-    import keras
-
-    from tlexp.segments import inference_fn
-
-    step = _STEPS.get(model)
-    if step is None:
-        features = _FEATURES.get(model)
-        if features is None:  # a loaded model.keras: its layers belong to this one graph
-            features = model.get_layer(PENULTIMATE).output
-        # One trace per model (any batch size), reused for every split.
-        step = _STEPS[model] = inference_fn(keras.Model(model.inputs, [features, model.output]))
+    step = network.predict_step
     feats, probs, labels, indices = [], [], [], []
     if progress:
         from tqdm.auto import tqdm
@@ -194,7 +107,7 @@ def predict_with_features(model, ds, n_classes: int, progress: str | None = None
 
 def param_counts(model) -> dict[str, int]:
     """Trainable / non-trainable / total parameters of the whole model."""
-    from tlexp.backbones import count
+    from tlexp.model.freeze import count
 
     t, n = count(model.trainable_weights), count(model.non_trainable_weights)
     return {"trainable": t, "non_trainable": n, "total": t + n}

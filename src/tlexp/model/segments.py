@@ -7,7 +7,7 @@ DenseNet block it can be two or more (a shortcut and the main branch). A segment
 model maps the frontier at one cut to the frontier at a later cut by calling the
 original layer objects again, so training a segment trains the backbone itself.
 
-Cuts are layer counts, as in :class:`tlexp.backbones.FreezePlan`: cut ``k`` runs after
+Cuts are layer counts, as in :class:`tlexp.model.backbones.FreezePlan`: cut ``k`` runs after
 ``backbone.layers[:k]`` (the input layer counts as one). ``backbone.layers`` is in
 topological order, so every prefix of it can be computed on its own.
 """

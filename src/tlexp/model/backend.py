@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 import tempfile
+from typing import Any
 
 log = logging.getLogger("tlexp")
 
@@ -42,3 +44,28 @@ def import_tensorflow():
     if text:
         log.debug("tensorflow start-up messages:\n%s", text)
     return tf
+
+
+def describe_environment() -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import sklearn
+
+    tf = import_tensorflow()
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for g in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except Exception:  # noqa: BLE001 - details are best effort
+            names.append(g.name)
+    return {
+        "device": ", ".join(names) if names else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }

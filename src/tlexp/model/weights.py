@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from tlexp.backbones import REGISTRY, BackboneSpec
+from tlexp.model.backbones import BackboneSpec, REGISTRY
 from tlexp.errors import WeightsError
 
 log = logging.getLogger("tlexp")
