@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tlexp.results.record import load_record
 import yaml
 
 
@@ -76,46 +77,49 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     assert rejected["dog.91.jpg"].startswith("truncated")
     assert skipped == []  # nothing failed later
 
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = load_record(run_dir)
     planned = Counter(r["split"] for r in split)
-    assert m["data"]["skipped"] == 0
-    assert m["data"]["check"]["rejected"] == 3 and m["data"]["check"]["usable"] == 24
-    assert m["data"]["check"]["variant"] == "custom"
-    assert m["data"]["decoded_cache"]  # images came from the decoded-image cache
+    assert m.data.skipped == 0
+    assert m.data.check.rejected == 3 and m.data.check.usable == 24
+    assert m.data.check.variant == "custom"
+    assert m.data.decoded_cache  # images came from the decoded-image cache
     for s in ("train", "val", "test"):
-        assert sum(m["data"]["counts"][s].values()) == planned[s]
-        assert m["data"]["used"][s] == planned[s]
-        for scores in (m["head"][s], m["forest"][s], m["classifiers"]["logreg"][s]):
-            cm = np.array(scores["confusion"])
-            assert cm.sum() == scores["n"] == m["data"]["used"][s]
-            assert scores["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        assert sum(m.data.counts[s].values()) == planned[s]
+        assert m.data.used[s] == planned[s]
+        assert list(m.classifiers) == ["head", "forest", "logreg"]
+        for scores in (c.split(s) for c in m.classifiers.values()):
+            cm = np.array(scores.confusion)
+            assert cm.sum() == scores.n == m.data.used[s]
+            assert scores.accuracy == pytest.approx(np.trace(cm) / cm.sum())
     # per-class counts in metrics.json agree with split.csv
     by_class = Counter((r["split"], r["label"]) for r in split)
-    assert m["data"]["counts"]["test"] == {c: by_class[("test", c)] for c in ("cat", "dog")}
+    assert m.data.counts["test"] == {c: by_class[("test", c)] for c in ("cat", "dog")}
 
-    assert m["freeze"]["last_frozen_layer"] == "block4_pool"
-    assert m["params"]["non_trainable"] == 7_635_264
-    assert m["forest"]["n_features"] == 16
+    assert m.freeze.last_frozen_layer == "block4_pool"
+    assert m.params.non_trainable == 7_635_264
+    assert m.classifiers["forest"].n_features == 16 and m.classifiers["forest"].kind == "forest"
+    assert m.classifiers["logreg"].estimator == "StandardScaler + LogisticRegression"
     # predictions.csv: one row per decoded image; its accuracies are the ones in metrics.json
     preds = list(csv_rows(run_dir / "predictions.csv"))
-    assert len(preds) == sum(m["data"]["used"].values())
+    assert len(preds) == sum(m.data.used.values())
     assert {r["path"] for r in preds} == {r["path"] for r in split}
-    for clf, scores in (("head", m["head"]), ("forest", m["forest"]), ("logreg", m["classifiers"]["logreg"])):
+    for clf, result in m.classifiers.items():
         test = [r for r in preds if r["split"] == "test"]
-        assert np.mean([r[clf] == r["label"] for r in test]) == pytest.approx(scores["test"]["accuracy"])
+        assert np.mean([r[clf] == r["label"] for r in test]) == pytest.approx(result.test.accuracy)
         assert all(0.0 <= float(r[f"{clf}_p1"]) <= 1.0 for r in test)
     history = list(csv_rows(run_dir / "history.csv"))
     assert [int(r["epoch"]) for r in history] == [1, 2]
-    assert float(history[-1]["val_accuracy"]) == pytest.approx(m["history"]["val_accuracy"][-1])
+    assert float(history[-1]["val_accuracy"]) == pytest.approx(m.history.val_accuracy[-1])
     # each epoch's wall time; together they are the training phase, less its set-up
     seconds = [float(r["seconds"]) for r in history]
-    assert seconds == pytest.approx(m["history"]["seconds"], abs=1e-4) and min(seconds) > 0
-    assert sum(seconds) <= m["timings_s"]["train"] + 1e-3
-    assert set(m["timings_s"]) >= {"weights", "data", "build", "train", "predict", "fit_forest", "fit_logreg",
+    assert seconds == pytest.approx(m.history.seconds, abs=1e-4) and min(seconds) > 0
+    assert sum(seconds) <= m.timings_s["train"] + 1e-3
+    assert set(m.timings_s) >= {"weights", "data", "build", "train", "predict", "fit_forest", "fit_logreg",
                                     "plots", "total"}
-    assert m["environment"]["device"] and m["environment"]["tensorflow"]
+    assert m.environment.device and m.environment.tensorflow
+    assert m.config["model"]["freeze"] == 0.5 and m.run.name == run_dir.name
     # colour-separable classes: the run learns something
-    assert m["forest"]["test"]["accuracy"] >= 0.8
+    assert m.classifiers["forest"].test.accuracy >= 0.8
     for png in ("curves.png", "confusion.png", "roc.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = (run_dir / "run.log").read_text()
@@ -133,9 +137,9 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     assert run2.name == "vgg16_f50_s32"
     assert snapshot(run_dir) == first
     assert (run2 / "split.csv").read_bytes() == (run_dir / "split.csv").read_bytes()
-    m2 = json.loads((run2 / "metrics.json").read_text())
-    assert m2["head"]["test"]["accuracy"] == m["head"]["test"]["accuracy"]
-    assert m2["history"]["loss"] == pytest.approx(m["history"]["loss"], rel=1e-4)
+    m2 = load_record(run2)
+    assert m2.head.test.accuracy == m.head.test.accuracy
+    assert m2.history.loss == pytest.approx(m.history.loss, rel=1e-4)
 
 
 def csv_rows(path: Path):

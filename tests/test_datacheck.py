@@ -19,6 +19,7 @@ from tlexp.data.decode import load_image
 from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
 from tlexp.errors import DataError
 from tlexp.files import read_csv
+from tlexp.results.record import load_record
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads a chmod 000 file anyway
 
@@ -355,7 +356,6 @@ def test_permission_denied_is_unreadable(torture, monkeypatch):
 @pytest.mark.slow
 def test_a_run_on_the_torture_dataset_completes(torture, tmp_path):
     """Every kind of bad file in the data, and a real run still finishes on the good ones."""
-    import json
 
     from tlexp.config import load_config
     from tlexp.experiment import run_experiment
@@ -370,15 +370,15 @@ def test_a_run_on_the_torture_dataset_completes(torture, tmp_path):
                              "train.epochs=1", "train.batch_size=8", "forest.n_estimators=3",
                              f"output.dir={tmp_path / 'out'}", "output.save_model=false"])
     run_dir = run_experiment(cfg)
-    m = json.loads((run_dir / "metrics.json").read_text())
-    c = m["data"]["check"]
-    assert c["usable"] + c["rejected"] == c["files"] == len(check.files)
-    assert c["usable"] == len(check.usable()) and sum(c["rejected_by_reason"].values()) == c["rejected"]
+    m = load_record(run_dir)
+    c = m.data.check
+    assert c.usable + c.rejected == c.files == len(check.files)
+    assert c.usable == len(check.usable()) and sum(c.rejected_by_reason.values()) == c.rejected
     split = read_csv(run_dir / "split.csv")
     rejected = read_csv(run_dir / "rejected.csv")
     assert {r["path"] for r in rejected} == {f.path for f in check.rejected()}
     assert {r["path"] for r in split} == {f.path for f in check.usable()}  # every usable file, nothing else
     assert not {r["path"] for r in split} & {r["path"] for r in rejected}
-    assert sum(m["data"]["used"].values()) == len(split) and m["data"]["skipped"] == 0
-    assert c["duplicate_groups_with_different_labels"] == 1
+    assert sum(m.data.used.values()) == len(split) and m.data.skipped == 0
+    assert c.duplicate_groups_with_different_labels == 1
     assert _snapshot(torture) == before  # the user's folder, byte for byte

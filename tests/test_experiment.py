@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
 from tlexp.config import load_config
+from tlexp.results.record import load_record
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +24,18 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
         f"output.dir={tmp_path / 'out'}", "name=multi", "tracking.tensorboard=true", "output.save_model=false",
     ])
     run_dir = run_experiment(cfg)
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = load_record(run_dir)
     assert run_dir.name == "multi"
-    assert m["data"]["class_names"] == ["Bird", "Cat", "Dog"]
-    assert m["data"]["skipped"] == 0 and m["data"]["check"]["rejected"] == 1  # broken.jpg, caught by the check
+    assert m.data.class_names == ["Bird", "Cat", "Dog"]
+    assert m.data.skipped == 0 and m.data.check.rejected == 1  # broken.jpg, caught by the check
     for clf in ("head", "forest"):
-        t = m[clf]["test"]
-        assert t["average"] == "macro" and np.array(t["confusion"]).shape == (3, 3)
-        assert np.array(t["confusion"]).sum() == t["n"] == m["data"]["used"]["test"]
-    assert m["forest"]["n_features"] == 8
+        t = m.classifiers[clf].test
+        assert t.average == "macro" and np.array(t.confusion).shape == (3, 3)
+        assert np.array(t.confusion).sum() == t.n == m.data.used["test"]
+    assert m.classifiers["forest"].n_features == 8
     assert not (run_dir / "roc.png").exists()  # ROC plots are for two-class tasks
     assert (run_dir / "confusion.png").exists()
-    assert m["freeze"]["batchnorm"] == "train"
+    assert m.freeze.batchnorm == "train"
     events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert {e.parent.name for e in events} == {"train", "validation"}
     assert not (run_dir / "model.keras").exists() and not list(run_dir.glob("*.joblib"))  # save_model=false
@@ -189,13 +189,13 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert f"replicas [{n}]" in proc.stdout  # one strategy, over n devices
-        results[n] = json.loads((out / "m" / "metrics.json").read_text())
+        results[n] = load_record(out / "m")
     one, two = results[1], results[2]
-    assert two["accelerator"]["distribute"] == "mirrored"
-    assert two["prefix_cache"]["used"] is False and "MirroredStrategy" in two["prefix_cache"]["reason"]
-    assert len(two["history"]["loss"]) == 2
+    assert two.accelerator.distribute == "mirrored"
+    assert two.prefix_cache.used is False and "MirroredStrategy" in two.prefix_cache.reason
+    assert two.history.epochs == 2
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(getattr(two.history, key), getattr(one.history, key), rtol=1e-5, err_msg=key)
     for split in ("val", "test"):
-        assert two["head"][split]["log_loss"] == pytest.approx(one["head"][split]["log_loss"], rel=1e-5)
-        assert two["forest"][split]["accuracy"] == one["forest"][split]["accuracy"]
+        assert two.head.split(split).log_loss == pytest.approx(one.head.split(split).log_loss, rel=1e-5)
+        assert two.classifiers["forest"].split(split).accuracy == one.classifiers["forest"].split(split).accuracy

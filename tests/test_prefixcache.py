@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 
 import numpy as np
 import pytest
 
 from tlexp.config import load_config
+from tlexp.results.record import load_record
 
 
 def _small_cfg(tmp_path, root, *overrides):
@@ -26,7 +26,7 @@ def _run(cfg):
     from tlexp.experiment import run_experiment
 
     run_dir = run_experiment(cfg)
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    return run_dir, load_record(run_dir)
 
 
 def _predictions(run_dir):
@@ -82,58 +82,58 @@ def test_cached_path_gives_the_ordinary_results(tmp_path, flat_dataset, name, fr
                          f"train.prefix_cache.enabled={enabled}", f"name={name}_{enabled}")
         runs[enabled] = _run(cfg)
     (plain_dir, plain), (cached_dir, cached) = runs["false"], runs["true"]
-    assert plain["prefix_cache"] == {"used": False, "reason": "train.prefix_cache.enabled is false"}
-    info = cached["prefix_cache"]
-    assert info["used"] and info["layer"] == cached["freeze"]["last_frozen_layer"] and info["source"] == "images"
+    assert plain.prefix_cache.model_dump(exclude_none=True) == {"used": False, "reason": "train.prefix_cache.enabled is false"}
+    info = cached.prefix_cache
+    assert info.used and info.layer == cached.freeze.last_frozen_layer and info.source == "images"
     if name == "resnet50":
-        assert len(info["tensors"]) == 2  # conv4_block5_2_conv: the block's shortcut crosses the cut
+        assert len(info.tensors) == 2  # conv4_block5_2_conv: the block's shortcut crosses the cut
     worst = 0.0
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert len(cached["history"][key]) == 2
-        diff = np.abs(np.subtract(plain["history"][key], cached["history"][key])).max()
+        assert len(getattr(cached.history, key)) == 2
+        diff = np.abs(np.subtract(getattr(plain.history, key), getattr(cached.history, key))).max()
         worst = max(worst, diff)
     for clf in ("head", "forest"):
         for split in ("train", "val", "test"):
-            a, b = plain[clf][split], cached[clf][split]
-            assert a["confusion"] == b["confusion"] and a["n"] == b["n"]
-            worst = max(worst, abs(a["log_loss"] - b["log_loss"]))
+            a, b = plain.classifiers[clf].split(split), cached.classifiers[clf].split(split)
+            assert a.confusion == b.confusion and a.n == b.n
+            worst = max(worst, abs(a.log_loss - b.log_loss))
     p, q = _predictions(plain_dir), _predictions(cached_dir)
     assert p.keys() == q.keys()
     worst = max(worst, max(abs(float(p[k][c]) - float(q[k][c])) for k in p for c in ("head_p1", "forest_p1")))
     print(f"{name}: largest difference cached vs ordinary = {worst:.3g}")
     assert worst < 1e-5
-    assert cached["params"] == plain["params"]  # the same model was trained
+    assert cached.params == plain.params  # the same model was trained
 
 
 @pytest.mark.slow
 def test_sweep_cells_share_the_prefix_and_a_rerun_reuses_it(tmp_path, flat_dataset):
     """A deeper cut is computed from a shallower entry; the same cut again is reused;
     other weights (another seed of a random init) never read an entry of this one."""
-    first = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.3", "name=a"))[1]["prefix_cache"]
-    deeper = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=b"))[1]["prefix_cache"]
-    again = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=c"))[1]["prefix_cache"]
-    other_seed = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "seed=1", "name=d"))[1]["prefix_cache"]
-    assert (first["layer"], first["source"]) == ("block4_conv2", "images")
-    assert (deeper["layer"], deeper["source"]) == ("block5_conv1", "block4_conv2")
-    assert again["source"] == "reused" and again["folder"] == deeper["folder"]
-    assert other_seed["source"] == "images" and other_seed["folder"] != deeper["folder"]
+    first = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.3", "name=a")).prefix_cache
+    deeper = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=b")).prefix_cache
+    again = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=c")).prefix_cache
+    other_seed = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "seed=1", "name=d")).prefix_cache
+    assert (first.layer, first.source) == ("block4_conv2", "images")
+    assert (deeper.layer, deeper.source) == ("block5_conv1", "block4_conv2")
+    assert again.source == "reused" and again.folder == deeper.folder
+    assert other_seed.source == "images" and other_seed.folder != deeper.folder
     # 24 images x 4 x 4 x 512 float32 at block4_conv2 (32 px input)
-    assert first["mb"] == round(24 * 4 * 4 * 512 * 4 / 1e6, 1)
+    assert first.mb == round(24 * 4 * 4 * 512 * 4 / 1e6, 1)
 
 
 @pytest.mark.slow
 def test_falls_back_when_over_budget_or_unwritable_and_says_why(tmp_path, flat_dataset, monkeypatch, caplog):
     m = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.max_gb=0.0001", "name=budget"))[1]
-    assert m["prefix_cache"]["used"] is False
-    assert "need 0.8 MB for 24 images, more than train.prefix_cache.max_gb=0.0001" in m["prefix_cache"]["reason"]
-    assert len(m["history"]["loss"]) == 2  # and the run trained the ordinary way
+    assert m.prefix_cache.used is False
+    assert "need 0.8 MB for 24 images, more than train.prefix_cache.max_gb=0.0001" in m.prefix_cache.reason
+    assert len(m.history.loss) == 2  # and the run trained the ordinary way
 
     cache = tmp_path / "cache2"
     cache.mkdir()
     (cache / "activations").write_text("a file where the cache folder should be")
     m = _run(_small_cfg(tmp_path, flat_dataset, f"data.cache_dir={cache}", "name=unwritable"))[1]
-    assert m["prefix_cache"]["used"] is False
-    assert m["prefix_cache"]["reason"].startswith("could not write the activation cache")
+    assert m.prefix_cache.used is False
+    assert m.prefix_cache.reason.startswith("could not write the activation cache")
     assert "no cached prefix (could not write" in caplog.text
 
 
@@ -141,20 +141,20 @@ def test_falls_back_when_over_budget_or_unwritable_and_says_why(tmp_path, flat_d
 def test_float16_storage_halves_the_cache_and_stays_close(tmp_path, flat_dataset):
     exact = _run(_small_cfg(tmp_path, flat_dataset, "name=f32"))[1]
     half = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.dtype=float16", "name=f16"))[1]
-    assert (exact["prefix_cache"]["dtype"], half["prefix_cache"]["dtype"]) == ("float32", "float16")
-    assert half["prefix_cache"]["mb"] == pytest.approx(exact["prefix_cache"]["mb"] / 2, abs=0.1)
-    stored = np.load(os.path.join(half["prefix_cache"]["folder"], "frontier0.npy"))
-    full = np.load(os.path.join(exact["prefix_cache"]["folder"], "frontier0.npy"))
+    assert (exact.prefix_cache.dtype, half.prefix_cache.dtype) == ("float32", "float16")
+    assert half.prefix_cache.mb == pytest.approx(exact.prefix_cache.mb / 2, abs=0.1)
+    stored = np.load(os.path.join(half.prefix_cache.folder, "frontier0.npy"))
+    full = np.load(os.path.join(exact.prefix_cache.folder, "frontier0.npy"))
     assert stored.dtype == np.float16 and full.dtype == np.float32
     # float16 keeps 11 significant bits: a relative rounding error of at most 2**-11.
     big = np.abs(full) > 1e-3
     assert np.abs(stored[big] / full[big] - 1).max() <= 2**-11
     # The first epoch's loss barely moves; later epochs drift further (training amplifies).
-    assert half["history"]["loss"][0] == pytest.approx(exact["history"]["loss"][0], rel=1e-2)
+    assert half.history.loss[0] == pytest.approx(exact.history.loss[0], rel=1e-2)
     # A deeper cut is computed from the float16 entry (cast back to the float32 model).
     deeper = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.dtype=float16", "model.freeze=0.7",
-                             "name=f16deep"))[1]["prefix_cache"]
-    assert (deeper["source"], deeper["dtype"]) == ("block4_conv2", "float16")
+                             "name=f16deep")).prefix_cache
+    assert (deeper.source, deeper.dtype) == ("block4_conv2", "float16")
 
 
 # --------------------------------------------------------------------------- the store and the rules

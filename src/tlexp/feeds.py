@@ -20,12 +20,148 @@ be matched with their file and label, whatever was dropped.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tlexp.data.decode import Decoder  # noqa: F401 - re-exported for callers of the feeds
+from tlexp.config import Config
+from tlexp.data.dataset import Dataset
+from tlexp.data.decode import Decoder
+from tlexp.model.head import Network
+
+log = logging.getLogger("tlexp")
+
+
+@dataclass
+class Feed:
+    """Batches of one run's data and the network that reads them.
+
+    Attributes:
+        network: the model to train and its features twin (whole model, or the part
+            after the cached prefix).
+        dataset: the run's files, labels and splits.
+        prefix_cache: what the run record keeps of the path taken (``used``, and the
+            entry, or the ``reason`` it was not used).
+        failed: dataset index -> why that file could not be decoded (filled while
+            images are decoded; complete once every split was read).
+    """
+
+    network: Network
+    dataset: Dataset
+    batch_size: int
+    seed: int
+    prefix_cache: dict[str, Any]
+    failed: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def label_dtype(self) -> str:
+        # One sigmoid unit for two classes (float labels), softmax otherwise (int labels).
+        return "float32" if len(self.dataset.class_names) == 2 else "int32"
+
+    def batches(self, split: str, shuffle: bool = False):
+        """``(x, label, file index)`` batches of one split; ``shuffle`` reshuffles every epoch."""
+        raise NotImplementedError
+
+    def fit_batches(self, split: str, shuffle: bool):
+        """``(x, label)`` batches for ``model.fit``."""
+        return without_index(self.batches(split, shuffle))
+
+
+@dataclass
+class ImageFeed(Feed):
+    """Images through the whole model, decoded (or read from the decoded cache) every epoch."""
+
+    decoder: Decoder | None = None
+    preprocess: Callable | None = None
+
+    def __post_init__(self) -> None:
+        self.failed = self.decoder.failed  # the decoder fills it as files fail
+
+    def batches(self, split: str, shuffle: bool = False):
+        return self.rows(self.dataset.indices(split), shuffle)
+
+    def rows(self, indices: np.ndarray, shuffle: bool = False):
+        """Batches of the files ``indices`` (any subset of the dataset)."""
+        return make_dataset(self.decoder, indices, self.dataset.labels, batch_size=self.batch_size,
+                            preprocess=self.preprocess, shuffle=shuffle, seed=self.seed, label_dtype=self.label_dtype)
+
+
+@dataclass
+class ActivationFeed(Feed):
+    """Cached activations of the frozen prefix through the rest of the model."""
+
+    activations: Any = None  # tlexp.model.prefixcache.PrefixActivations
+
+    def __post_init__(self) -> None:
+        self.failed = self.activations.failed
+
+    def batches(self, split: str, shuffle: bool = False):
+        dtypes = [str(t.dtype) for t in self.network.model.inputs]
+        return activation_dataset(self.activations.arrays, self.activations.ok, self.dataset.indices(split),
+                                  self.dataset.labels, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
+                                  label_dtype=self.label_dtype, dtypes=dtypes)
+
+
+def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder: Decoder) -> Feed:
+    """The feed of a run: cached activations where the frozen prefix can be cached, else images.
+
+    Args:
+        whole: the run's :class:`tlexp.model.head.TransferModel`, frozen per ``plan``.
+        plan: its :class:`tlexp.model.freeze.FreezePlan`.
+        accel: the run's resolved :class:`tlexp.model.accel.Accel`.
+        check: the data check (content hashes key the cache).
+        decoder: decodes the dataset's files (or reads them from the decoded cache).
+    """
+    from tlexp.model.backbones import preprocess_fn
+
+    images = ImageFeed(whole, ds, cfg.train.batch_size, cfg.seed, {}, decoder=decoder,
+                       preprocess=preprocess_fn(cfg.model.backbone))
+    acts, why = _prefix_activations(cfg, ds, whole, plan, accel, check, images)
+    if acts is None:
+        log.info("train: no cached prefix (%s); every epoch runs the whole model", why)
+        images.prefix_cache = {"used": False, "reason": why}
+        return images
+
+    from tlexp.model import accel as accel_mod
+    from tlexp.model.head import suffix_model
+    from tlexp.model.training import compile_model
+
+    with accel_mod.scope(accel):
+        suffix = suffix_model(whole, plan.layers_frozen, cfg.model.batchnorm)
+        compile_model(suffix.model, cfg, len(ds.class_names))
+    how = "reused" if acts.source == "reused" else f"computed from {acts.source} in {acts.seconds:.1f}s"
+    log.info("train: cached prefix: %s (%s, %s); training %s on it", acts.summary(), acts.dtype, how, suffix.model.name)
+    return ActivationFeed(suffix, ds, cfg.train.batch_size, cfg.seed, acts.describe(), activations=acts)
+
+
+def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, images: ImageFeed):
+    """``(activations, None)`` of the frozen prefix for every image, or ``(None, why not)``."""
+    from tlexp.data.imagecache import image_key
+    from tlexp.data.prepare import cache_dir
+    from tlexp.model.prefixcache import ActivationStore, Fallback, blocker, prefix_activations
+
+    pc, cut = cfg.train.prefix_cache, plan.layers_frozen
+    why = blocker(whole.backbone, cut, enabled=pc.enabled, batchnorm=cfg.model.batchnorm, distribute=accel.distribute)
+    if why is not None:
+        return None, why
+    sha = {f.path: f.sha256 for f in check.usable()}
+    # The compute dtype is part of the key: mixed precision changes the activations.
+    key = f"{image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size)}|{accel.precision}"
+    store = ActivationStore(cache_dir(cfg), int(pc.max_gb * 1e9))
+    try:
+        acts = prefix_activations(whole.backbone, cut, store=store, images=lambda: images.rows(np.arange(len(ds.paths))),
+                                  failures=lambda: dict(images.failed), n_files=len(ds.paths), data_key=key,
+                                  dtype=pc.dtype, batch_size=cfg.train.batch_size)
+    except Fallback as e:
+        return None, str(e)
+    except OSError as e:  # disk full, no permission: the run still works the ordinary way
+        return None, f"could not write the activation cache: {e}"
+    return acts, None
+
+
 
 
 def make_dataset(
