@@ -1,6 +1,7 @@
 """Backbone registry, ImageNet weights, and freezing a share of a backbone's parameters.
 
-Adding a backbone is one ``REGISTRY`` entry (and its name in ``config.BACKBONES``).
+Adding a backbone is one ``REGISTRY`` entry (and its name in ``ModelConfig.backbone``'s choices; a test
+checks that the two agree).
 The weights file names and MD5 hashes are the ones Keras' own loaders use; a test
 checks them against the installed Keras.
 """
@@ -26,14 +27,11 @@ class BackboneSpec:
     Attributes:
         constructor: attribute of ``keras.applications`` (e.g. ``"VGG16"``).
         module: submodule whose ``preprocess_input`` matches the ImageNet training.
-        preprocess_mode: for humans: 'caffe' (RGB->BGR, mean subtracted) or 'torch'
-            (scaled to [0, 1], ImageNet mean/std).
         weights_file, weights_url, weights_md5: the no-top ImageNet file Keras downloads.
     """
 
     constructor: str
     module: str
-    preprocess_mode: str
     weights_file: str
     weights_url: str
     weights_md5: str
@@ -41,19 +39,19 @@ class BackboneSpec:
 
 REGISTRY: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec(
-        "VGG16", "vgg16", "caffe",
+        "VGG16", "vgg16",
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         _KERAS_APPS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "6d6bbae143d832006294945121d1f1fc",
     ),
     "resnet50": BackboneSpec(
-        "ResNet50", "resnet50", "caffe",
+        "ResNet50", "resnet50",
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         _KERAS_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "4d473c1dd8becc155b73f8504c6f6626",
     ),
     "densenet121": BackboneSpec(
-        "DenseNet121", "densenet", "torch",
+        "DenseNet121", "densenet",
         "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
         _KERAS_APPS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "30ee3e1110167f948a6b9946edeeb738",
