@@ -37,7 +37,11 @@ def test_extra_classifier_from_config_and_disabling(tmp_path):
         (["classifiers.x.estimator=sklearn.linear_model.LogisticRegresion"], r"which scikit-learn does not have"),
         (["classifiers.x.estimator=sklearn.linear_model.LogisticRegression", "classifiers.x.params={bogus: 1}"],
          r"'classifiers.x.params' parameter does not fit LogisticRegression"),
-        (["classifiers.x.estimator=sklearn.svm.SVC"], r"must name a classifier with predict_proba \(for SVC"),
+        (["classifiers.x.estimator=sklearn.svm.SVC"],
+         r"must name a classifier with predict_proba \(for an SVM: estimator: sklearn.calibration"),
+        (["classifiers.x.estimator=sklearn.calibration.CalibratedClassifierCV",
+          "classifiers.x.params={estimator: {estimator: os.system}}"],
+         r"'classifiers.x.params.estimator.estimator' parameter must be the dotted path of a scikit-learn class"),
         (["classifiers.x.estimator=sklearn.linear_model.LinearRegression"], r"must name a classifier"),
     ],
 )
@@ -54,3 +58,27 @@ def test_class_proba_fills_classes_absent_in_training():
     p = class_proba(est, x, 3)
     assert p.shape == (4, 3) and np.all(p[:, 1] == 0)
     np.testing.assert_allclose(p.sum(1), 1.0)
+
+
+def test_meta_estimator_from_nested_spec_without_deprecated_probability(tmp_path):
+    """An SVM with probabilities the way scikit-learn >= 1.9 wants it (SVC(probability=True)
+    is deprecated): CalibratedClassifierCV around SVC, built from a nested spec."""
+    import warnings
+
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    clfs = build_classifiers(cfg(tmp_path, "seed=3", "forest.enabled=false", "classifiers.logreg=null",
+                                 "classifiers.svm.estimator=sklearn.calibration.CalibratedClassifierCV",
+                                 "classifiers.svm.params={estimator: {estimator: sklearn.svm.SVC, params: {C: 2.0}}, "
+                                 "ensemble: false}"))
+    scaler, est = (s for _, s in clfs["svm"].steps)
+    assert isinstance(est, CalibratedClassifierCV) and est.ensemble is False
+    assert isinstance(est.estimator, SVC) and est.estimator.C == 2.0 and est.estimator.random_state == 3
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(3, 1, (30, 4))]
+    y = np.r_[np.zeros(30, int), np.ones(30, int)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FutureWarning on the path the README recommends
+        p = class_proba(clfs["svm"].fit(x, y), x, 2)
+    assert p.shape == (60, 2) and (p.argmax(1) == y).mean() > 0.9

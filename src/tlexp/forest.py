@@ -40,24 +40,37 @@ def _build(name: str, dotted: str, params: dict[str, Any], scale: bool, seed: in
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    key = f"classifiers.{name}.estimator"
+    est = _estimator(f"classifiers.{name}", dotted, params, seed)
+    if not is_classifier(est) or not hasattr(est, "predict_proba"):
+        raise UserError(f"The 'classifiers.{name}.estimator' parameter must name a classifier with predict_proba "
+                        "(for an SVM: estimator: sklearn.calibration.CalibratedClassifierCV, params: {estimator: "
+                        f"{{estimator: sklearn.svm.SVC}}, ensemble: false}}). Got {dotted!r} instead.")
+    return make_pipeline(StandardScaler(), est) if scale else est
+
+
+def _estimator(key: str, dotted: str, params: dict[str, Any], seed: int):
+    """``dotted(**params)``; a parameter that is itself ``{estimator: sklearn.x.Y, params: {...}}``
+    is built first (meta-estimators: ``CalibratedClassifierCV(estimator=SVC())``)."""
+    if not (isinstance(dotted, str) and dotted.startswith("sklearn.")):
+        # Only scikit-learn classes: a config file must not be a way to import arbitrary code.
+        raise UserError(f"The '{key}.estimator' parameter must be the dotted path of a scikit-learn class, e.g. "
+                        f"sklearn.svm.SVC. Got {dotted!r} instead.")
     module_name, _, cls_name = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError):
-        raise UserError(f"The '{key}' parameter names {dotted!r}, which scikit-learn does not have. "
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(f"The '{key}.estimator' parameter names {dotted!r}, which scikit-learn does not have. "
                         "Check the spelling, e.g. sklearn.linear_model.LogisticRegression.") from None
+    built = {k: _estimator(f"{key}.params.{k}", v["estimator"], v.get("params") or {}, seed)
+             if isinstance(v, dict) and set(v) <= {"estimator", "params"} and "estimator" in v else v
+             for k, v in params.items()}
     try:
-        est = cls(**params)
+        est = cls(**built)
     except TypeError as e:
-        raise UserError(f"The 'classifiers.{name}.params' parameter does not fit {cls_name}: {e}. "
-                        f"Got {params!r} instead.") from None
-    if not is_classifier(est) or not hasattr(est, "predict_proba"):
-        raise UserError(f"The '{key}' parameter must name a classifier with predict_proba (for SVC set "
-                        f"params: {{probability: true}}). Got {dotted!r} instead.")
-    if "random_state" in est.get_params() and "random_state" not in params:
+        raise UserError(f"The '{key}.params' parameter does not fit {cls_name}: {e}. Got {params!r} instead.") from None
+    if "random_state" in est.get_params(deep=False) and "random_state" not in params:
         est.set_params(random_state=seed)  # randomness goes through the run's seed
-    return make_pipeline(StandardScaler(), est) if scale else est
+    return est
 
 
 def class_proba(estimator, features: np.ndarray, n_classes: int) -> np.ndarray:
