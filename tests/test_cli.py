@@ -125,6 +125,8 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     log = (run_dir / "run.log").read_text()
     assert "data: flat layout" in log and "model: vgg16, frozen 15/19 layers" in log  # logged before the folder existed
     assert "24 usable, 3 rejected" in log and "run: done" in log
+    assert "forest: fitting RandomForestClassifier on" in log and "\nrf: " not in log and " rf: " not in log
+    assert "logreg: fitting StandardScaler + LogisticRegression on" in log
     assert "Traceback" not in proc.stderr
 
     # same command again, quietly: a new folder, the first run untouched, same split and same numbers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pathlib import Path
 
 from tlexp.config import load_config
 from tlexp.results.record import load_record
@@ -199,3 +200,31 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
     for split in ("val", "test"):
         assert two.head.split(split).log_loss == pytest.approx(one.head.split(split).log_loss, rel=1e-5)
         assert two.classifiers["forest"].split(split).accuracy == one.classifiers["forest"].split(split).accuracy
+
+
+def test_a_save_stopped_half_way_leaves_no_temp_folder(tmp_path, monkeypatch):
+    """Keras stages a model's assets in tempfile.mkdtemp(); a save that is interrupted
+    (Ctrl-C, SIGTERM) leaves neither that folder nor a partial model.keras behind."""
+    import tempfile
+
+    import keras
+
+    from tlexp.experiment import _save_models
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    staged = []
+
+    def interrupted_save(self, path, *args, **kwargs):
+        staged.append(Path(tempfile.mkdtemp()))  # what Keras' saving does first
+        (staged[-1] / "assets").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", interrupted_save)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _save_models(run_dir, model, {})
+    assert staged and staged[0].parent.parent == run_dir  # staged inside the run folder, not in /tmp
+    assert not staged[0].exists() and list(run_dir.iterdir()) == []  # and removed, with no partial model
+    assert tempfile.gettempdir() != str(staged[0].parent)  # the process-wide temp folder is restored

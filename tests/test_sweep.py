@@ -198,6 +198,7 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
     sweep_dir = tmp_path / "results" / "grow"
     assert tlexp("sweep", str(cfg), cwd=tmp_path).returncode == 0
     done = (sweep_dir / "vgg16_f50_s0" / "metrics.json").stat().st_mtime_ns
+    assert (sweep_dir / "vgg16_f50_s0" / "run.log").read_text().count("mlflow: logged") == 1  # said once
 
     changed = tlexp("sweep", str(cfg), "train.learning_rate=0.01", cwd=tmp_path)
     assert changed.returncode == 2
