@@ -287,3 +287,19 @@ def test_weights_command_reports_missing_files(tmp_path):
     assert imp.returncode == 2 and "matches none of the no-top ImageNet weights files" in imp.stderr
     models = tmp_path / "kh" / "models"
     assert not models.exists() or not any(models.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_failed_weight_download_is_one_message_without_tensorflow_noise(tmp_path, flat_dataset):
+    """Keras' download imports TensorFlow; its C++ start-up notes must go into tlexp's
+    capture (shown with -v), not onto the terminal. The proxy on a closed loopback port
+    makes the download fail at once, with or without internet."""
+    env = {"KERAS_HOME": str(tmp_path / "keras"), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "TF_CPP_MIN_LOG_LEVEL": "0"}
+    proc = tlexp("run", str(tiny_config(tmp_path, flat_dataset)), "model.weights=imagenet", cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith("weights: downloading vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert lines[1].startswith("tlexp: error: Could not download ImageNet weights for vgg16")
+    assert len(lines) == 2, proc.stderr  # nothing else: no absl / oneDNN / CUDA notes, no traceback
+    assert not (tmp_path / "results").exists()  # failed before any run folder
