@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -235,28 +234,19 @@ def import_weights(
 
 def _atomic_copy(src: Path, dest: Path, md5: str) -> None:
     """Copy ``src`` to ``dest`` through a verified temp file in ``dest``'s folder."""
+    from tlexp.files import atomic_path
+
     how_to = "Free some space or set $KERAS_HOME to a writable folder, then run the import again."
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as e:
-        raise WeightsError(f"Could not write into '{dest.parent}': {e.strerror or e}. {how_to}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        shutil.copyfile(src, tmp)
-        # mkstemp makes the file private (0600); a shared $KERAS_HOME must stay readable
-        # by everyone, as a file Keras downloads itself would be.
-        os.chmod(tmp, 0o644)
-        copied = _md5(tmp)
-        if copied != md5:
-            raise WeightsError(f"The copy of '{src}' in '{dest.parent}' has MD5 {copied}, not {md5}: the disk or "
-                               f"the source changed while copying. Nothing was replaced; run the import again.")
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:  # readable by everyone, as a file Keras downloads itself would be
+            shutil.copyfile(src, tmp)
+            copied = _md5(tmp)
+            if copied != md5:
+                raise WeightsError(f"The copy of '{src}' in '{dest.parent}' has MD5 {copied}, not {md5}: the disk "
+                                   "or the source changed while copying. Nothing was replaced; run the import again.")
     except OSError as e:
         raise WeightsError(f"Could not copy '{src}' to '{dest}': {e.strerror or e}. {how_to}") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # after os.replace the name is gone: a no-op
 
 
 def _unknown_file_message(src: Path, md5: str, size: int, registry: Mapping[str, BackboneSpec]) -> str:
