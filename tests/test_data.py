@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def test_flat_layout_detected(flat_dataset):
     assert ds.layout == "flat"
     assert ds.class_names == ["cat", "dog"]
     assert len(ds.paths) == 24
-    assert all(p.startswith(ds.class_names[y] + ".") for p, y in zip(ds.paths, ds.labels))
+    assert all(p.startswith(ds.class_names[y] + ".") for p, y in zip(ds.paths, ds.labels, strict=True))
 
 
 def test_folder_layout_detected(folder_dataset):
@@ -24,7 +26,7 @@ def test_folder_layout_detected(folder_dataset):
     assert ds.layout == "folders"
     assert ds.class_names == ["Bird", "Cat", "Dog"]
     assert np.bincount(ds.labels).tolist() == [6, 10, 8]  # Thumbs.db is not an image
-    assert all(p.split("/")[0] == ds.class_names[y] for p, y in zip(ds.paths, ds.labels))
+    assert all(p.split("/")[0] == ds.class_names[y] for p, y in zip(ds.paths, ds.labels, strict=True))
 
 
 def test_nested_folders_and_hidden_files(tmp_path):
@@ -38,16 +40,38 @@ def test_nested_folders_and_hidden_files(tmp_path):
 
 def test_mixed_layout_needs_explicit_choice(flat_dataset):
     write_image(flat_dataset / "extra" / "z.jpg", (1, 2, 3))
-    with pytest.raises(DataError, match="set data.layout to 'flat' or 'folders'"):
+    with pytest.raises(DataError, match=r"sub-folders \(extra\); set the layout to 'flat' or 'folders' \(data.layout"):
         discover(flat_dataset)
     assert discover(flat_dataset, "flat").layout == "flat"
 
 
-def test_flat_names_need_a_label(tmp_path):
+def test_unlabelled_flat_files_are_left_out_with_a_warning(tmp_path, caplog):
+    """A flat-layout name without 'class.' prefix has no label: discover leaves the file out
+    and says so once, as the data check reports it under '(no label)'."""
+    for name in ("cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "img001.jpg", "photo.png"):
+        write_image(tmp_path / name, (1, 2, 3))
+    with caplog.at_level(logging.INFO, logger="tlexp"):
+        ds = discover(tmp_path)
+    assert ds.layout == "flat" and ds.class_names == ["cat", "dog"]
+    assert ds.paths == ["cat.0.jpg", "cat.1.jpg", "dog.0.jpg"] and ds.labels.tolist() == [0, 0, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "left out 2 of 5 image file(s)" in warnings[0] and "e.g. 'img001.jpg'" in warnings[0]
+
+
+def test_flat_files_all_unlabelled_or_of_one_class(tmp_path):
+    write_image(tmp_path / "img001.jpg", (1, 2, 3))
+    write_image(tmp_path / "img002.jpg", (1, 2, 3))
+    with pytest.raises(DataError, match=r"None of the 2 image file\(s\) .* has a label \(e.g. 'img001.jpg'\)"):
+        discover(tmp_path)
     write_image(tmp_path / "cat.1.jpg", (1, 2, 3))
-    write_image(tmp_path / "photo.jpg", (1, 2, 3))
-    with pytest.raises(DataError, match=r"1 file\(s\) have none, e.g. 'photo.jpg'"):
+    with pytest.raises(DataError, match=r"only one class \('cat'\)"):
         discover(tmp_path, "flat")
+
+
+def test_bad_layout_is_refused(flat_dataset):
+    with pytest.raises(ValueError, match="The 'layout' parameter must be one of .* Got 'kaggle' instead"):
+        discover(flat_dataset, "kaggle")
 
 
 def test_single_class_and_empty_folder(tmp_path):
@@ -117,5 +141,5 @@ def test_load_image_applies_exif_orientation(tmp_path):
 @pytest.mark.parametrize("content", [b"", b"\xff\xd8\xff\xe0 truncated", b"hello, not an image"])
 def test_load_image_raises_on_bad_files(tmp_path, content):
     (tmp_path / "bad.jpg").write_bytes(content)
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):  # PIL.UnidentifiedImageError is one too
         load_image(tmp_path / "bad.jpg", 32)

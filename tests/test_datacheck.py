@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -162,10 +164,21 @@ def test_every_verdict(torture):
     assert _snapshot(torture) == before  # nothing changed, moved, or created
 
 
-def test_labels_match_discover(torture):
-    ds = discover(torture)  # folders layout: discover copes with this tree too
-    res = check_dataset(torture)
-    assert [(f.path, f.label) for f in res.files] == [(p, ds.class_names[y]) for p, y in zip(ds.paths, ds.labels)]
+@pytest.mark.parametrize("tree", ["torture", "flat_torture"])
+def test_labels_match_discover(tree, request, caplog):
+    """One scanner: discover lists exactly the check's candidates that have a label, in both
+    layouts; an unlabelled flat file is left out with a warning (not an error)."""
+    root = request.getfixturevalue(tree)
+    with caplog.at_level(logging.WARNING, logger="tlexp"):
+        ds = discover(root)
+    res = check_dataset(root)
+    assert ds.layout == res.layout and ds.class_names == res.class_names == ["cat", "dog"]
+    assert [(p, ds.class_names[y]) for p, y in zip(ds.paths, ds.labels, strict=True)] == [
+        (f.path, f.label) for f in res.files if f.label is not None]
+    unlabelled = [f.path for f in res.files if f.label is None]
+    assert unlabelled == ([] if tree == "torture" else ["photo.jpg"])
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == (
+        [] if tree == "torture" else ["data: left out 1 of 9 image file(s)"])
 
 
 def test_duplicates_and_csv_files(torture, tmp_path):
@@ -196,10 +209,14 @@ def test_duplicates_and_csv_files(torture, tmp_path):
 
     text = format_summary(res)
     assert "variant custom" in text and "empty 1" in text and "truncated 1" in text and "not an image 2" in text
-    assert "2 group(s)" in text and "1 with different labels" in text and "cat/same.jpg (cat) = dog/same.jpg (dog)" in text
+    assert "2 group(s)" in text and "1 with different labels" in text
+    assert "cat/same.jpg (cat) = dog/same.jpg (dog)" in text
 
 
-def test_flat_layout_survives_links_and_unlabelled_files(tmp_path):
+@pytest.fixture
+def flat_torture(tmp_path: Path) -> Path:
+    """Flat layout: good, converted and truncated files, links that cannot be opened, a file
+    without a label, files that are no images."""
     from PIL import Image
 
     root = tmp_path / "train"
@@ -209,10 +226,15 @@ def test_flat_layout_survives_links_and_unlabelled_files(tmp_path):
     _save(root / "cat.2.jpg", Image.fromarray(_noise(3)).convert("CMYK"))
     (root / "dog.2.jpg").write_bytes(_jpeg_bytes(4)[:300])
     write_image(root / "photo.jpg", (1, 2, 3))  # no 'class.' prefix: no label
-    os.symlink("cat.loop.jpg", root / "cat.loop.jpg")  # discover's scandir().is_file() raises on this
+    os.symlink("cat.loop.jpg", root / "cat.loop.jpg")  # scandir().is_file() raises on this
     os.symlink("missing.jpg", root / "dog.gone.jpg")
     (root / "Thumbs.db").write_bytes(b"x")
     (root / "cat.notes.txt").write_text("x")
+    return root
+
+
+def test_flat_layout_survives_links_and_unlabelled_files(flat_torture):
+    root = flat_torture
     before = _snapshot(root)
 
     res = check_dataset(root)
@@ -336,6 +358,73 @@ def test_bad_parameters_and_folders(tmp_path):
     with pytest.raises(DataError, match="set the layout to 'flat' or 'folders'"):
         check_dataset(tmp_path)
     assert [f.path for f in check_dataset(tmp_path, "folders").files] == ["dog/0.jpg"]
+
+
+@pytest.fixture
+def tlexp_main():
+    """``tlexp.cli.main`` in this process; the tlexp logger is restored afterwards (main adds a
+    terminal handler on the test's captured stderr)."""
+    from tlexp.cli import main
+
+    log = logging.getLogger("tlexp")
+    saved = list(log.handlers), log.level, log.propagate
+    yield main
+    for h in log.handlers[:]:
+        log.removeHandler(h)
+    for h in saved[0]:
+        log.addHandler(h)
+    log.setLevel(saved[1])
+    log.propagate = saved[2]
+
+
+def test_missing_folder_is_one_message_everywhere(tmp_path, capsys, tlexp_main):
+    missing = tmp_path / "nope"
+    expected = (f"Dataset folder not found: '{missing}' does not exist or is not a folder. Point data.root (or the "
+                "ROOT of 'tlexp data check') at the folder that holds the images.")
+    for call in (discover, check_dataset):
+        with pytest.raises(DataError) as e:
+            call(missing)
+        assert str(e.value) == expected, call.__name__
+    assert tlexp_main(["data", "check", str(missing), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"tlexp: error: {expected}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_quiet_data_check_prints_only_the_report_folder(flat_torture, tmp_path, capsys, tlexp_main):
+    out = tmp_path / "results"
+    assert tlexp_main(["-q", "data", "check", str(flat_torture), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    (report,) = out.iterdir()
+    assert captured.out == f"{report}\n"  # what a script reads, nothing else
+    assert captured.err == ""  # nothing went wrong: no warning
+    assert sorted(os.listdir(report)) == ["duplicates.csv", "manifest.csv", "rejected.csv"]
+
+    assert tlexp_main(["data", "check", str(flat_torture), "--out", str(out)]) == 0  # without -q: as before
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"data check: {flat_torture} (flat layout, variant custom): 9 files in ")
+    assert lines[1].split() == ["class", "good", "converted", "rejected", "ignored"]
+    assert lines[-1] == str(out / f"{report.name}2") and len(lines) > 6
+
+
+def test_a_run_logs_the_check_in_one_line(flat_dataset, tmp_path, caplog):
+    """prepare_data (the start of every run) says what the check found once, the reused count in one wording."""
+    from tlexp.config import load_config
+    from tlexp.data.prepare import prepare_data
+
+    write_image(flat_dataset / "photo.jpg", (1, 2, 3))  # no label
+    (flat_dataset / "dog.99.jpg").write_bytes(b"")  # rejected: empty
+    cfg = load_config(None, [f"data.root={flat_dataset}", f"data.cache_dir={tmp_path / 'cache'}"])
+    for reused in (0, 26):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tlexp"):
+            ds, check = prepare_data(cfg)
+        lines = [r.getMessage() for r in caplog.records]
+        checked = [m for m in lines if "checked" in m]
+        assert len(checked) == 1, lines
+        assert re.fullmatch(rf"data: checked 26 files in [0-9.]+s \({reused} unchanged since the last check\): "
+                            r"24 usable, 1 rejected, 1 without a label; see rejected.csv", checked[0])
+        assert sum("left out 1 of 26 image file(s)" in m and "'photo.jpg'" in m for m in lines) == 1
+        assert len(ds.paths) == 24 and check.reused == reused
 
 
 def test_permission_denied_is_unreadable(torture, monkeypatch):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from tlexp.data import demo
 from tlexp.data.dataset import discover
 from tlexp.data.decode import load_image
 from tlexp.errors import DataError
@@ -56,3 +59,46 @@ def test_other_size_is_refused(tmp_path):
     ensure_demo_dataset(tmp_path / "d", per_class=4)
     with pytest.raises(DataError, match="per_class=4, but the config asks for data.synthetic.per_class=5"):
         ensure_demo_dataset(tmp_path / "d", per_class=5)
+
+
+@pytest.mark.parametrize("before", ["missing", "empty"])
+def test_two_concurrent_builds_both_succeed(tmp_path, monkeypatch, before):
+    """Two runs of a sweep generating the demo data at once: both succeed, one dataset results."""
+    root = tmp_path / "demo"
+    if before == "empty":
+        root.mkdir()
+    barrier = threading.Barrier(2)
+    draw = demo._draw
+
+    def draw_together(label, index):
+        if (label, index) == (0, 0):
+            try:  # both builds are under way before either finishes
+                barrier.wait(timeout=10)
+            except threading.BrokenBarrierError:
+                pass
+        return draw(label, index)
+
+    monkeypatch.setattr(demo, "_draw", draw_together)
+    with ThreadPoolExecutor(2) as pool:
+        results = [f.result() for f in [pool.submit(ensure_demo_dataset, root, 5) for _ in range(2)]]
+    assert results == [root, root]
+    assert not barrier.broken  # the race did happen
+    monkeypatch.setattr(demo, "_draw", draw)
+    assert digest(root) == digest(ensure_demo_dataset(tmp_path / "reference", per_class=5))
+    assert len(digest(root)) == 11  # 5 per class and the marker
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "reference"]  # no build left behind
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    def broken(label, index):
+        if index == 2:
+            raise KeyboardInterrupt  # Ctrl-C halfway through
+        return draw(label, index)
+
+    draw = demo._draw
+    monkeypatch.setattr(demo, "_draw", broken)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo_dataset(tmp_path / "demo", per_class=4)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(demo, "_draw", draw)
+    assert len(digest(ensure_demo_dataset(tmp_path / "demo", per_class=4))) == 9  # the next run builds it

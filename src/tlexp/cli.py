@@ -188,20 +188,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlexp.results import runfolder
     from tlexp.data.check import check_dataset, format_summary, write_check
     from tlexp.data.imagecache import default_cache_dir
-
-    root = Path(args.root)
-    if not root.is_dir():
-        raise UserError(f"Dataset folder not found: '{root}'. Give the folder that holds the images.")
     from tlexp.logs import show_progress
+    from tlexp.results import runfolder
 
-    result = check_dataset(root, args.layout, cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+    result = check_dataset(args.root, args.layout,
+                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                            progress=show_progress())
-    out = runfolder.new_run_dir(args.out, f"check-{root.resolve().name}")
+    out = runfolder.new_run_dir(args.out, f"check-{result.root.name}")
     write_check(result, out)
-    print(format_summary(result))
+    if not args.quiet:  # --quiet: only the report folder, what a script reads
+        print(format_summary(result))
     print(out)
     return 0
 
@@ -229,7 +227,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tlexp.predict import find_images, predict_images, write_predictions, write_submission
 
     if args.out and Path(args.out).exists() and not args.overwrite:
-        raise UserError(f"'{args.out}' exists; tlexp does not overwrite it silently. Pass --overwrite or another --out.")
+        raise UserError(f"'{args.out}' exists; tlexp does not overwrite it silently. Pass --overwrite or another "
+                        "--out.")
     images = find_images(args.images)
     log.info("predict: %d image(s) with the %s of %s", len(images), args.classifier, args.run_dir)
     class_names, rows = predict_images(args.run_dir, images, args.classifier)
@@ -277,7 +276,8 @@ def format_plan(plan: dict, config_yaml: str) -> str:
                      + f" {sum(per_class.values()):>7}")
     lines += [
         "", "# freeze plan",
-        f"backbone: {plan['config']['model']['backbone']} ({f['layers_total']} layers, {f['total_params']:,} parameters)",
+        f"backbone: {plan['config']['model']['backbone']} ({f['layers_total']} layers, "
+        f"{f['total_params']:,} parameters)",
         f"requested: {f['requested']}",
         f"frozen: {f['layers_frozen']} layers, through {f['last_frozen_layer']}",
         f"frozen share of backbone parameters: {100 * f['frozen_share']:.2f} % ({f['frozen_params']:,})",
@@ -303,7 +303,8 @@ def format_sweep_plan(plan: dict) -> str:
                      f"{f['backbone_trainable']:,}", f"{f['backbone_non_trainable']:,}", f"{m['total']:,}"))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+        cells = enumerate(zip(r, widths, strict=True))
+        lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in cells))
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import shutil
@@ -112,7 +113,8 @@ def build_folder(final: Path, marker: str) -> Iterator[Path]:
     """
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(parent)
+    # Only leftovers of this very folder: the parent may be the user's (the demo dataset's).
+    _remove_stale_builds(parent, final.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=parent))
     try:
         yield tmp
@@ -127,10 +129,11 @@ def build_folder(final: Path, marker: str) -> Iterator[Path]:
         raise
 
 
-def _remove_stale_builds(parent: Path) -> None:
-    """Temporary folders of builds killed long ago: nobody reads them; free the disk."""
+def _remove_stale_builds(parent: Path, name: str | None = None) -> None:
+    """Temporary folders of builds (of ``name``, else of any folder) killed long ago: nobody reads them;
+    free the disk."""
     now = time.time()
-    for d in parent.glob(".build-*"):
+    for d in parent.glob(".build-*" if name is None else f".build-{glob.escape(name)}-*"):
         try:
             if now - d.stat().st_mtime > _STALE_TMP_SECONDS:
                 shutil.rmtree(d, ignore_errors=True)

@@ -16,7 +16,6 @@ whose (size, mtime, inode) changed.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -30,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name, load_image
-from tlexp.data.dataset import has_images
-from tlexp.errors import DataError
+from tlexp.data.decode import load_image
+from tlexp.data.scan import NO_LABEL, Candidate, scan_dataset
 from tlexp.files import write_csv, write_text
 
 log = logging.getLogger("tlexp")
@@ -41,7 +39,6 @@ CACHE_VERSION = 1  # bump whenever a rule below changes: older caches are then i
 STATUSES = ("good", "converted", "rejected")
 REJECT_REASONS = ("empty", "truncated", "not an image", "unsupported", "too small", "unreadable")
 KAGGLE, PETIMAGES, CUSTOM = "kaggle-dogs-vs-cats-train", "microsoft-petimages", "custom"
-NO_LABEL = "(no label)"  # summary row of flat-layout files named without 'class.' prefix
 MANIFEST_FILE, REJECTED_FILE, DUPLICATES_FILE = "manifest.csv", "rejected.csv", "duplicates.csv"
 _SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
 
@@ -168,8 +165,10 @@ def check_dataset(
 ) -> CheckResult:
     """Classify every candidate file under ``root``. Never modifies, moves or deletes a file.
 
-    Candidates are the files :func:`tlexp.data.dataset.discover` would list (same layout rule,
-    same labels), plus image-named broken symlinks and symlink loops (rejected).
+    Candidates are the image-named files of :func:`tlexp.data.scan.scan_dataset`, the walk
+    :func:`tlexp.data.dataset.discover` uses too: the same files and labels, plus flat-layout
+    files without a label (summed up under :data:`NO_LABEL`, never usable). Broken symlinks,
+    symlink loops and FIFOs are rejected without being opened.
 
     Args:
         root: dataset folder.
@@ -183,14 +182,10 @@ def check_dataset(
         ValueError: a bad parameter.
         DataError: ``root`` missing, unlistable, holding no image files, or ambiguous.
     """
-    _check_params(layout, workers, min_side)
+    _check_params(workers, min_side)
     t0 = time.perf_counter()
-    if not Path(root).is_dir():
-        raise DataError(f"Dataset folder not found: '{root}'. Give the folder that holds the images.")
-    root = Path(root).resolve()
-    layout, candidates, ignored = _scan(root, layout)
-    class_names = sorted({c.label for c in candidates if c.label is not None})
-    ignored = {k: n for k, n in ignored.items() if k in class_names or k == NO_LABEL}
+    found = scan_dataset(root, layout)
+    root, layout, candidates = found.root, found.layout, found.files
 
     cache_path = None
     if cache_dir is not None:
@@ -215,10 +210,13 @@ def check_dataset(
             _save_cache(cache_path, header, verdicts.values())
     files = [verdicts[c.rel] for c in candidates]
     counts = Counter(f.label for f in files if f.label is not None)
-    result = CheckResult(root, layout, class_names, files, detect_variant(layout, counts),
-                         time.perf_counter() - t0, reused, ignored)
-    log.info("data: checked %d files in %.1fs (%d from cache): %d usable, %d rejected", len(files),
-             result.seconds, reused, len(result.usable()), len(result.rejected()))
+    result = CheckResult(root, layout, found.class_names, files, detect_variant(layout, counts),
+                         time.perf_counter() - t0, reused, found.ignored)
+    # The one log line of a check, for 'tlexp data check' and every run alike.
+    rejected, unlabelled = len(result.rejected()), sum(f.label is None and f.status != "rejected" for f in files)
+    log.info("data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, "
+             "%d rejected%s%s", len(files), result.seconds, reused, len(result.usable()), rejected,
+             f", {unlabelled} without a label" if unlabelled else "", f"; see {REJECTED_FILE}" if rejected else "")
     return result
 
 
@@ -252,7 +250,7 @@ def format_summary(result: CheckResult) -> str:
     w = max(len("class"), *(len(k) for k in rows))
     lines = [
         f"data check: {result.root} ({result.layout} layout, variant {result.variant}): {len(result.files)} "
-        f"files in {result.seconds:.1f}s, {result.reused} from cache",
+        f"files in {result.seconds:.1f}s, {result.reused} unchanged since the last check",
         f"{'class':<{w}}  " + "  ".join(f"{c:>9}" for c in cols),
     ]
     lines += [f"{k:<{w}}  " + "  ".join(f"{r[c]:>9,}" for c in cols) for k, r in rows.items()]
@@ -281,117 +279,17 @@ def reject_reason(detail: str) -> str:
     return next((r for r in REJECT_REASONS if detail.startswith(r)), detail)
 
 
-def _check_params(layout: str, workers: int | None, min_side: int) -> None:
-    if layout not in ("auto", "flat", "folders"):
-        raise ValueError(f"The 'layout' parameter must be one of 'auto', 'flat', 'folders'. Got {layout!r} instead.")
+def _check_params(workers: int | None, min_side: int) -> None:
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"The 'workers' parameter must be an int >= 1 or None (all cores). Got {workers!r} instead.")
     if not isinstance(min_side, int) or min_side < 1:
         raise ValueError(f"The 'min_side' parameter must be an int >= 1. Got {min_side!r} instead.")
 
 
-# --- finding the files ---------------------------------------------------------------
-
-
-@dataclass
-class _Candidate:
-    rel: str
-    label: str | None
-    st: os.stat_result | None  # of the file a symlink points to
-    error: str = ""  # set when the file cannot be opened at all: it is then never opened
-
-
-def _scan(root: Path, layout: str) -> tuple[str, list[_Candidate], Counter]:
-    """Layout (resolving "auto" exactly as discover does), sorted candidates, ignored counts."""
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as e:
-        raise DataError(f"Cannot list the dataset folder '{root}': {e.strerror}. Check its permissions.") from None
-    top, subdirs, others = [], [], []
-    for e in entries:
-        st, err = _stat(root / e.name)
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            if not e.name.startswith("."):
-                subdirs.append(e.name)
-        elif st is not None and stat.S_ISREG(st.st_mode) and is_image_name(e.name):
-            top.append(_Candidate(e.name, None, st))
-        else:
-            others.append((e.name, st, err))
-    if layout == "auto":
-        # Checked only when it matters: walking every class folder twice costs time.
-        if top and any(has_images(root / d) for d in subdirs):
-            raise DataError(
-                f"'{root}' holds images both directly ({len(top)}) and in sub-folders; set the layout "
-                "to 'flat' or 'folders' to say which to use."
-            )
-        layout = "flat" if top else "folders"
-    candidates, ignored = _scan_flat(top, others) if layout == "flat" else _scan_folders(root, subdirs)
-    if not candidates:
-        raise DataError(
-            f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' with layout '{layout}'. "
-            "Expected class sub-folders (root/cat/*.jpg) or Kaggle-style files (root/cat.0.jpg)."
-        )
-    return layout, sorted(candidates, key=lambda c: c.rel), ignored
-
-
-def _scan_flat(top: list[_Candidate], others: list) -> tuple[list[_Candidate], Counter]:
-    candidates = list(top)
-    ignored_names = []
-    for name, st, err in others:
-        if is_image_name(name):  # a broken link, a loop, a FIFO...: reported, never opened
-            candidates.append(_Candidate(name, None, st, err or "unreadable: not a regular file"))
-        else:
-            ignored_names.append(name)
-    for c in candidates:
-        c.label = _flat_label(c.rel)
-    classes = {c.label for c in candidates}
-    # Thumbs.db has no class; 'cat.0.txt' counts under cat.
-    ignored = Counter(lbl if (lbl := _flat_label(n)) in classes - {None} else NO_LABEL for n in ignored_names)
-    return candidates, ignored
-
-
-def _scan_folders(root: Path, subdirs: list[str]) -> tuple[list[_Candidate], Counter]:
-    candidates, ignored = [], Counter()
-    for d in subdirs:
-        # followlinks=False (the default): a symlinked folder (even one pointing to its
-        # parent) is listed but never entered, so the walk cannot loop.
-        for dirpath, dirnames, filenames in os.walk(root / d, onerror=_warn_unlistable):
-            dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
-            rel_dir = Path(dirpath).relative_to(root)
-            for f in sorted(filenames):
-                if not is_image_name(f):
-                    ignored[d] += 1
-                    continue
-                st, err = _stat(Path(dirpath) / f)
-                if st is not None and not stat.S_ISREG(st.st_mode):
-                    err = "unreadable: not a regular file"
-                candidates.append(_Candidate((rel_dir / f).as_posix(), d, st, err))
-    return candidates, ignored
-
-
-def _stat(path: Path) -> tuple[os.stat_result | None, str]:
-    try:
-        return os.stat(path), ""
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return None, "unreadable: symlink loop"
-        if e.errno == errno.ENOENT and os.path.islink(path):
-            return None, "unreadable: broken symlink (its target does not exist)"
-        return None, f"unreadable: {e.strerror or e}"
-
-
-def _warn_unlistable(e: OSError) -> None:
-    log.warning("data: cannot list '%s' (%s); files in it are not checked", e.filename, e.strerror)
-
-
-def _flat_label(name: str) -> str | None:
-    return name.split(".", 1)[0] if "." in Path(name).stem else None
-
-
 # --- checking one file ---------------------------------------------------------------
 
 
-def _check_all(root: Path, todo: list[_Candidate], verdicts: dict[str, FileVerdict], workers: int,
+def _check_all(root: Path, todo: list[Candidate], verdicts: dict[str, FileVerdict], workers: int,
                min_side: int, progress: bool, total: int) -> None:
     """Check ``todo`` in threads (Pillow releases the GIL while decoding), filling ``verdicts``."""
     if not todo:
@@ -503,7 +401,7 @@ def _load_cache(path: Path, header: dict) -> dict:
     return {}
 
 
-def _from_cache(entry: object, c: _Candidate) -> FileVerdict | None:
+def _from_cache(entry: object, c: Candidate) -> FileVerdict | None:
     """The cached verdict if ``entry`` matches the file's (size, mtime, inode), else None."""
     try:
         size, mtime_ns, inode, status, detail, sha, width, height = entry  # type: ignore[misc]

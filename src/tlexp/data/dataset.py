@@ -1,10 +1,7 @@
-"""Find images and labels on disk and split them. No TensorFlow.
+"""The images of a dataset and their labels, and the seeded split. No TensorFlow.
 
-Two layouts are understood:
-
-* ``folders``: ``root/<class>/*.jpg`` (any number of classes; e.g. ``PetImages/Cat``).
-* ``flat``: the Kaggle dogs-vs-cats ``train`` folder, ``root/cat.0.jpg``; the label is
-  the file name before the first dot.
+The files come from :mod:`tlexp.data.scan`, which explains the two layouts (``folders``:
+``root/<class>/*.jpg``; ``flat``: Kaggle's ``root/cat.0.jpg``).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name
+from tlexp.data.scan import scan_dataset, warn_unlabelled
 from tlexp.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -58,63 +55,37 @@ class Dataset:
 def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
     """List the images under ``root`` and their labels. Decodes nothing.
 
+    The files are those the data check lists (:func:`tlexp.data.scan.scan_dataset`); flat-layout
+    files without a label (``img001.jpg`` beside ``cat.0.jpg``) are left out with a warning.
+
     Args:
         root: dataset folder.
         layout: ``"auto"``, ``"folders"`` or ``"flat"``.
 
     Raises:
-        DataError: no images, a single class, or an ambiguous layout.
+        ValueError: a bad ``layout``.
+        DataError: no images, none with a label, a single class, or an ambiguous layout.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"Dataset folder not found: '{root}'. Set data.root to the folder holding the images.")
-    entries = list(os.scandir(root))
-    top_images = sorted(e.name for e in entries if _is_file(e) and is_image_name(e.name))
-    subdirs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-    if layout == "auto":
-        class_dirs = [d for d in subdirs if has_images(root / d)]
-        if top_images and class_dirs:
-            raise DataError(
-                f"'{root}' holds images both directly ({len(top_images)}) and in sub-folders "
-                f"({', '.join(class_dirs[:5])}); set data.layout to 'flat' or 'folders' to say which to use."
-            )
-        layout = "flat" if top_images else "folders"
-
-    if layout == "flat":
-        paths = top_images
-        names = [p.split(".", 1)[0] for p in paths]
-        undotted = [p for p in paths if "." not in Path(p).stem]
-        if undotted:
-            raise DataError(
-                f"Flat layout needs file names like 'cat.0.jpg' (label before the first dot), but "
-                f"{len(undotted)} file(s) have none, e.g. '{undotted[0]}'. Use class sub-folders instead."
-            )
-    else:
-        paths, names = [], []
-        for d in subdirs:
-            for dirpath, dirnames, filenames in os.walk(root / d):  # followlinks=False: no symlink loops
-                dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
-                rel = Path(dirpath).relative_to(root)
-                for f in sorted(filenames):
-                    if is_image_name(f):
-                        paths.append((rel / f).as_posix())
-                        names.append(d)
-    if not paths:
+    found = scan_dataset(root, layout)
+    root, layout = found.root, found.layout
+    unlabelled = found.unlabelled()
+    if len(unlabelled) == len(found.files):
         raise DataError(
-            f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in '{root}' with layout '{layout}'. "
-            "Expected class sub-folders (root/cat/*.jpg) or Kaggle-style files (root/cat.0.jpg)."
+            f"None of the {len(unlabelled)} image file(s) in '{root}' has a label (e.g. '{unlabelled[0]}'): the "
+            "flat layout needs names like 'cat.0.jpg' (label before the first dot). Rename them or use class "
+            "sub-folders (root/cat/*.jpg)."
         )
-    class_names = sorted(set(names))
+    warn_unlabelled(root, unlabelled, len(found.files))
+    class_names = found.class_names
     if len(class_names) < 2:
         raise DataError(
             f"Found only one class ({class_names[0]!r}) in '{root}' (layout '{layout}'); "
             "a classifier needs at least two. Check data.root."
         )
     index = {c: i for i, c in enumerate(class_names)}
-    order = np.argsort(paths, kind="stable")
-    paths = [paths[i] for i in order]
-    labels = np.array([index[names[i]] for i in order], dtype=np.int64)
-    return Dataset(root=root.resolve(), layout=layout, class_names=class_names, paths=paths, labels=labels)
+    labelled = [c for c in found.files if c.label is not None]  # sorted by path, as scanned
+    return Dataset(root=root, layout=layout, class_names=class_names, paths=[c.rel for c in labelled],
+                   labels=np.array([index[c.label] for c in labelled], dtype=np.int64))
 
 
 def assign_splits(
@@ -162,15 +133,3 @@ def assign_splits(
         labels=ds.labels[keep_all],
         split=np.array(split, dtype=object)[order],
     )
-
-
-def _is_file(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_file()
-    except OSError:  # a symlink loop: not a usable file (the data check reports it)
-        return False
-
-
-def has_images(folder: Path) -> bool:
-    """Whether any file below ``folder`` is an image by name (layout detection)."""
-    return any(any(is_image_name(f) for f in files) for _, _, files in os.walk(folder))

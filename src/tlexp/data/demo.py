@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tlexp.errors import DataError
+from tlexp.files import build_folder
 
 log = logging.getLogger("tlexp")
 
@@ -36,37 +35,44 @@ def ensure_demo_dataset(root: str | os.PathLike, per_class: int) -> Path:
     """
     root = Path(root)
     wanted = {"generator": "tlexp demo", "version": GENERATOR_VERSION, "per_class": per_class, "classes": list(CLASSES)}
-    marker = root / MARKER
-    if marker.is_file():
-        found = json.loads(marker.read_text())
-        if found == wanted:
-            log.info("data: reusing the demo dataset in %s", root)
-            return root
-        raise DataError(
-            f"'{root}' holds a tlexp demo dataset with per_class={found.get('per_class')}, but the config asks "
-            f"for data.synthetic.per_class={per_class}. Use another data.root or remove that folder yourself."
-        )
+    if _is_demo(root, wanted):
+        log.info("data: reusing the demo dataset in %s", root)
+        return root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(
             f"data.synthetic.enabled is true but '{root}' already exists and is not a tlexp demo dataset; "
             "tlexp never writes into existing data. Point data.root at a new folder."
         )
     log.info("data: generating the demo dataset (%d images per class) in %s", per_class, root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a sibling temp folder and rename, so a killed run never leaves half a dataset.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    # Built beside root and renamed into place (an empty root is replaced): a killed run never
+    # leaves half a dataset, and when two processes generate it at once, the first rename wins
+    # and the other one's copy is dropped.
+    with build_folder(root, MARKER) as tmp:
         for label, cls in enumerate(CLASSES):
             for i in range(per_class):
                 _draw(label, i).save(tmp / f"{cls}.{i}.jpg", quality=90)
         (tmp / MARKER).write_text(json.dumps(wanted))
-        if root.exists():
-            root.rmdir()  # empty, checked above
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _is_demo(root, wanted)  # raises if the winner of a race was asked for another size
     return root
+
+
+def _is_demo(root: Path, wanted: dict) -> bool:
+    """Whether ``root`` holds the demo dataset ``wanted`` describes; False if it holds none.
+
+    Raises:
+        DataError: it holds a demo dataset of another size.
+    """
+    marker = root / MARKER
+    if not marker.is_file():
+        return False
+    found = json.loads(marker.read_text())
+    if found != wanted:
+        raise DataError(
+            f"'{root}' holds a tlexp demo dataset with per_class={found.get('per_class')}, but the config asks "
+            f"for data.synthetic.per_class={wanted['per_class']}. Use another data.root or remove that folder "
+            "yourself."
+        )
+    return True
 
 
 def _draw(label: int, index: int):

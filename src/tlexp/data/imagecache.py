@@ -52,7 +52,8 @@ def cache_key(files: Sequence[tuple[str, str]], size: int) -> str:
 
 def image_key(paths: Sequence[str], sha256: Sequence[str], size: int) -> str:
     """Identity of the images in row order (content hashes, so a changed file is a new key)."""
-    return hashlib.sha256(json.dumps([DECODER_VERSION, size, list(zip(paths, sha256))]).encode()).hexdigest()
+    pairs = list(zip(paths, sha256, strict=True))
+    return hashlib.sha256(json.dumps([DECODER_VERSION, size, pairs]).encode()).hexdigest()
 
 
 class ImageCache:

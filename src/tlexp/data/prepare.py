@@ -18,6 +18,7 @@ from tlexp.results import runfolder
 from tlexp import files
 from tlexp.config import Config
 from tlexp.data.dataset import Dataset, SPLITS, assign_splits, discover
+from tlexp.data.scan import warn_unlabelled
 from tlexp.errors import DataError
 from tlexp.logs import show_progress
 
@@ -45,10 +46,6 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
 
         result = check_dataset(cfg.data.root, cfg.data.layout, cache_dir=cache_dir(cfg), progress=show_progress())
         found = usable_dataset(result)
-        rejected = len(result.rejected())
-        log.info("data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, %d rejected%s",
-                 len(result.files), result.seconds, result.reused, len(found.paths), rejected,
-                 f"; see {runfolder.REJECTED_FILE}" if rejected else "")
     else:
         found = discover(cfg.data.root, cfg.data.layout)
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
@@ -70,7 +67,11 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def usable_dataset(result) -> Dataset:
-    """A Dataset of the files a data check passed (good or converted, with a label)."""
+    """A Dataset of the files a data check passed (good or converted, with a label).
+
+    Files without a label are left out with a warning, as :func:`tlexp.data.dataset.discover` does.
+    """
+    warn_unlabelled(result.root, [f.path for f in result.files if f.label is None], len(result.files))
     usable = sorted(result.usable(), key=lambda f: f.path)
     class_names = sorted({f.label for f in usable})
     if len(class_names) < 2:
@@ -90,7 +91,7 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
     from tlexp.data.check import reject_reason, write_rejected
 
     write_rejected(check, run_dir / runfolder.REJECTED_FILE)
-    split_of = dict(zip(ds.paths, ds.split))
+    split_of = dict(zip(ds.paths, ds.split, strict=True))
     groups = check.duplicates()
     files.write_csv(run_dir / runfolder.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
                    ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
