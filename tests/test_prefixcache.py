@@ -109,10 +109,10 @@ def test_cached_path_gives_the_ordinary_results(tmp_path, flat_dataset, name, fr
 def test_sweep_cells_share_the_prefix_and_a_rerun_reuses_it(tmp_path, flat_dataset):
     """A deeper cut is computed from a shallower entry; the same cut again is reused;
     other weights (another seed of a random init) never read an entry of this one."""
-    first = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.3", "name=a")).prefix_cache
-    deeper = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=b")).prefix_cache
-    again = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=c")).prefix_cache
-    other_seed = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "seed=1", "name=d")).prefix_cache
+    first = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.3", "name=a"))[1].prefix_cache
+    deeper = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=b"))[1].prefix_cache
+    again = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "name=c"))[1].prefix_cache
+    other_seed = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.7", "seed=1", "name=d"))[1].prefix_cache
     assert (first.layer, first.source) == ("block4_conv2", "images")
     assert (deeper.layer, deeper.source) == ("block5_conv1", "block4_conv2")
     assert again.source == "reused" and again.folder == deeper.folder
@@ -153,7 +153,7 @@ def test_float16_storage_halves_the_cache_and_stays_close(tmp_path, flat_dataset
     assert half.history.loss[0] == pytest.approx(exact.history.loss[0], rel=1e-2)
     # A deeper cut is computed from the float16 entry (cast back to the float32 model).
     deeper = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.dtype=float16", "model.freeze=0.7",
-                             "name=f16deep")).prefix_cache
+                             "name=f16deep"))[1].prefix_cache
     assert (deeper.source, deeper.dtype) == ("block4_conv2", "float16")
 
 
