@@ -103,11 +103,11 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         with clock("build"):
             built = _build(cfg, len(ds.class_names), weights_path)
         run_dir = _open_run_dir(cfg, run_dir, run_log)
-        files.write_yaml(run_dir / runfolder.CONFIG_FILE, cfg.to_dict())
-        files.write_csv(run_dir / runfolder.SPLIT_FILE, ["path", "label", "split"],
-                        ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)))
-        check_info = write_run_check(run_dir, check, ds)
-        try:
+        try:  # from here on, whatever stops the run says so in its run.log
+            files.write_yaml(run_dir / runfolder.CONFIG_FILE, cfg.to_dict())
+            files.write_csv(run_dir / runfolder.SPLIT_FILE, ["path", "label", "split"],
+                            ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)))
+            check_info = write_run_check(run_dir, check, ds)
             with clock("decode"):
                 decoder = make_decoder(cfg, ds, check)
             with clock("prefix"):
