@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,9 +14,23 @@ import pytest
 
 # TensorFlow's C++ start-up notes are noise in test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Data checks and decoded-image caches of the tests go to a private folder, not ~/.cache
-# (subprocesses inherit it).
-os.environ["TLEXP_CACHE_DIR"] = tempfile.mkdtemp(prefix="tlexp-test-cache-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Data checks and decoded-image caches of the tests go to a private folder, not
+    ~/.cache (subprocesses inherit it through TLEXP_CACHE_DIR), removed when the session
+    ends, passed or failed. It lies under pytest's own temp folder, so even a run killed
+    outright (the "thread" timeout) leaves it only where pytest prunes old runs itself."""
+    folder = tmp_path_factory.mktemp("tlexp-cache")
+    previous = os.environ.get("TLEXP_CACHE_DIR")
+    os.environ["TLEXP_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["TLEXP_CACHE_DIR"]
+    else:
+        os.environ["TLEXP_CACHE_DIR"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 36), seed: int = 0) -> Path:
