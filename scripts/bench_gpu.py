@@ -75,8 +75,9 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
     for backbone in args.backbones.split(","):
         for precision, jit in settings:
             cfg = load_config(None, [
-                f"data.root={out / 'data'}", "data.synthetic.enabled=true", f"data.synthetic.per_class={args.per_class}",
-                f"data.image_size={args.size}", f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
+                f"data.root={out / 'data'}", "data.synthetic.enabled=true",
+                f"data.synthetic.per_class={args.per_class}", f"data.image_size={args.size}",
+                f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
                 "model.weights=none", "model.freeze=0.3", "model.head.pooling=avg", f"train.batch_size={args.batch}",
                 f"train.epochs={args.epochs}", f"train.precision={precision}", f"train.jit_compile={str(jit).lower()}",
                 f"train.prefix_cache.enabled={str(args.prefix_cache).lower()}",

@@ -74,7 +74,8 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     skipped = list(csv_rows(run_dir / "skipped.csv"))
     # the data check rejects the bad files before training: they never reach a split
     assert len(split) == 24 and not {r["path"] for r in split} & set(rejected)
-    assert rejected == {"cat.90.jpg": "empty", "dog.91.jpg": rejected["dog.91.jpg"], "dog.92.jpg": "not an image (HTML)"}
+    assert rejected == {"cat.90.jpg": "empty", "dog.91.jpg": rejected["dog.91.jpg"],
+                        "dog.92.jpg": "not an image (HTML)"}
     assert rejected["dog.91.jpg"].startswith("truncated")
     assert skipped == []  # nothing failed later
 
@@ -202,7 +203,7 @@ def test_config_command_prints_every_key_with_its_default_type_and_description(t
     rows = describe()
     lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
     assert len(lines) == 2 * len(rows)  # per key: "key  default  type", then its description indented
-    for (key, default, typ, desc), line, below in zip(rows, lines[0::2], lines[1::2]):
+    for (key, default, typ, desc), line, below in zip(rows, lines[0::2], lines[1::2], strict=True):
         printed_key, rest = line.split(maxsplit=1)
         assert printed_key == key
         # The default and the type, as describe() gives them, apart by at least two spaces (column padding).

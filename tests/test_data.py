@@ -16,7 +16,7 @@ def test_flat_layout_detected(flat_dataset):
     assert ds.layout == "flat"
     assert ds.class_names == ["cat", "dog"]
     assert len(ds.paths) == 24
-    assert all(p.startswith(ds.class_names[y] + ".") for p, y in zip(ds.paths, ds.labels))
+    assert all(p.startswith(ds.class_names[y] + ".") for p, y in zip(ds.paths, ds.labels, strict=True))
 
 
 def test_folder_layout_detected(folder_dataset):
@@ -24,7 +24,7 @@ def test_folder_layout_detected(folder_dataset):
     assert ds.layout == "folders"
     assert ds.class_names == ["Bird", "Cat", "Dog"]
     assert np.bincount(ds.labels).tolist() == [6, 10, 8]  # Thumbs.db is not an image
-    assert all(p.split("/")[0] == ds.class_names[y] for p, y in zip(ds.paths, ds.labels))
+    assert all(p.split("/")[0] == ds.class_names[y] for p, y in zip(ds.paths, ds.labels, strict=True))
 
 
 def test_nested_folders_and_hidden_files(tmp_path):

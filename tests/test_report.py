@@ -72,8 +72,8 @@ def make_run(
     if not finished:
         return run_dir
     auc_kw = {"auc": auc, "classes": classes}
-    clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses)}}
-    clfs.update({c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs)}
+    clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses, strict=True)}}
+    clfs.update({c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs, strict=True)}
                  for c, accs in others.items()})
     cache = ({"used": True, "layer": "block4_conv2", "mb": 3.1} if freeze != "block3_conv1"
              else {"used": False, "reason": "train.prefix_cache.enabled is false"})

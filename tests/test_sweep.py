@@ -201,7 +201,8 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
 
     changed = tlexp("sweep", str(cfg), "train.learning_rate=0.01", cwd=tmp_path)
     assert changed.returncode == 2
-    assert "The config changed since 1 cell(s)" in changed.stderr and "train.learning_rate: 0.001 -> 0.01" in changed.stderr
+    assert "The config changed since 1 cell(s)" in changed.stderr
+    assert "train.learning_rate: 0.001 -> 0.01" in changed.stderr
     assert "--new" in changed.stderr and "Traceback" not in changed.stderr
 
     grown = tlexp("sweep", str(cfg), "sweep.model.freeze=[0.5, 0.7]", cwd=tmp_path)
