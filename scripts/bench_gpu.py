@@ -21,6 +21,7 @@ includes that epoch's validation pass but no tracing or XLA compilation.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ def main() -> int:
     ap.add_argument("--per-class", type=int, default=512, help="generated images per class")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2, help="the first epoch includes tracing/XLA compilation")
-    ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--out", default=None, help="folder for the runs, kept (default: a temporary one, removed)")
     ap.add_argument("--prefix-cache", action="store_true",
                     help="train on cached frozen-prefix activations (tlexp's default) instead of the whole model")
     ap.add_argument("--csv", default=None, help="also write the rows to this CSV file, each as soon as it is measured "
@@ -51,18 +52,32 @@ def main() -> int:
     # last M calls ... triggered tf.function retracing") is expected when cells share a
     # process; each model is traced once.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if args.out:
+        return _bench(args, Path(args.out))
+    # Without --out the runs are scratch: their folder goes when the script ends, also on an
+    # error, Ctrl-C or SIGTERM (a job's time limit), so repeated tries do not fill the temp dir.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with tempfile.TemporaryDirectory(prefix="tlexp-bench-gpu-") as tmp:
+        return _bench(args, Path(tmp))
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so the temporary folder is removed
+
+
+def _bench(args: argparse.Namespace, out: Path) -> int:
     from tlexp.config import load_config
     from tlexp.experiment import run_experiment
     from tlexp.results.record import load_record
 
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tlexp-bench-gpu-"))
     settings = [("float32", False), ("float32", True), ("auto", False), ("auto", True)]
     rows = []
     for backbone in args.backbones.split(","):
         for precision, jit in settings:
             cfg = load_config(None, [
-                f"data.root={out / 'data'}", "data.synthetic.enabled=true", f"data.synthetic.per_class={args.per_class}",
-                f"data.image_size={args.size}", f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
+                f"data.root={out / 'data'}", "data.synthetic.enabled=true",
+                f"data.synthetic.per_class={args.per_class}", f"data.image_size={args.size}",
+                f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
                 "model.weights=none", "model.freeze=0.3", "model.head.pooling=avg", f"train.batch_size={args.batch}",
                 f"train.epochs={args.epochs}", f"train.precision={precision}", f"train.jit_compile={str(jit).lower()}",
                 f"train.prefix_cache.enabled={str(args.prefix_cache).lower()}",
@@ -78,16 +93,16 @@ def main() -> int:
                 "backbone": backbone, "precision": m.accelerator.precision,
                 "xla": "on" if m.accelerator.jit_compile else "off",
                 "train img/s (last epoch)": n_train / last_epoch,
-                "train img/s (all epochs)": n_train * args.epochs / m["timings_s"]["train"],
-                "predict img/s": n_all / m["timings_s"]["predict"],
-                "cell s": time.perf_counter() - t, "device": m["accelerator"]["gpus"] or ["CPU"],
+                "train img/s (all epochs)": n_train * args.epochs / m.timings_s["train"],
+                "predict img/s": n_all / m.timings_s["predict"],
+                "cell s": time.perf_counter() - t, "device": m.accelerator.gpus or ["CPU"],
             })
             print(_row(rows[-1]), flush=True)
             if args.csv:
                 _write_csv(Path(args.csv), rows)
     trained = "cached frozen-prefix activations" if args.prefix_cache else "the whole model on images"
-    print(f"\n{args.size}px, batch {args.batch}, {args.per_class * 2} generated images, trained {trained}; "
-          f"runs in {out / 'runs'}")
+    where = f"runs in {out / 'runs'}" if args.out else "runs not kept (--out keeps them)"
+    print(f"\n{args.size}px, batch {args.batch}, {args.per_class * 2} generated images, trained {trained}; {where}")
     return 0
 
 

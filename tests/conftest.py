@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,9 +16,23 @@ import pytest
 
 # TensorFlow's C++ start-up notes are noise in test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Data checks and decoded-image caches of the tests go to a private folder, not ~/.cache
-# (subprocesses inherit it).
-os.environ["TLEXP_CACHE_DIR"] = tempfile.mkdtemp(prefix="tlexp-test-cache-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Data checks and decoded-image caches of the tests go to a private folder, not
+    ~/.cache (subprocesses inherit it through TLEXP_CACHE_DIR), removed when the session
+    ends, passed or failed. It lies under pytest's own temp folder, so even a run killed
+    outright (the "thread" timeout) leaves it only where pytest prunes old runs itself."""
+    folder = tmp_path_factory.mktemp("tlexp-cache")
+    previous = os.environ.get("TLEXP_CACHE_DIR")
+    os.environ["TLEXP_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["TLEXP_CACHE_DIR"]
+    else:
+        os.environ["TLEXP_CACHE_DIR"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 36), seed: int = 0) -> Path:
@@ -78,12 +94,64 @@ def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini", **s
 def start_sweep(cfg: Path, *extra: str, cwd: Path, started: Path, **popen) -> subprocess.Popen:
     """``tlexp sweep CFG EXTRA...`` in the background, returned once ``started`` (a cell's
     ``config.yaml``: that cell is running) exists. Output is discarded unless ``popen``
-    says otherwise."""
-    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    says otherwise. The sweep leads a session of its own, so that :func:`end_session`
+    finds everything it started (a Ray runtime's processes too); if ``started`` never
+    appears, the sweep and all of that is ended before the failure is raised."""
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True, **popen}
     proc = subprocess.Popen([sys.executable, "-m", "tlexp", "sweep", str(cfg), *extra], cwd=cwd, **popen)
     deadline = time.time() + 300
-    while not started.exists():
-        assert proc.poll() is None, f"the sweep ended before {started} appeared"
-        assert time.time() < deadline, f"{started} did not appear within 300 s"
-        time.sleep(0.05)
+    try:
+        while not started.exists():
+            assert proc.poll() is None, f"the sweep ended before {started} appeared"
+            assert time.time() < deadline, f"{started} did not appear within 300 s"
+            time.sleep(0.05)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        if popen["start_new_session"]:
+            end_session(proc)
+        raise
     return proc
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """Running processes of session ``sid``, pid -> command line (Linux: read from /proc;
+    elsewhere none are found).
+
+    A process started with ``start_new_session=True`` leads a new session whose id is its
+    pid, and all it starts stays in that session (Ray's workers move to process groups of
+    their own, but not out of the session), also once reparented to init.
+    """
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, _, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
+            if int(session) == sid and state not in ("Z", "X"):  # zombies have ended
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue  # ended while we looked
+    return found
+
+
+def end_session(proc: subprocess.Popen, grace_s: float = 0.0) -> dict[int, str]:
+    """End what ``proc`` (started with ``start_new_session=True``, ended and waited for) left
+    running: the processes still in its session after up to ``grace_s`` seconds, each by
+    its pid (without /proc: the leader's process group). Tests end only what they started.
+
+    Returns:
+        The processes that were still running and had to be ended, pid -> command line.
+    """
+    assert proc.returncode is not None, "end the session's leader first (and wait for it)"
+    deadline = time.time() + grace_s
+    left = session_processes(proc.pid)
+    while left and time.time() < deadline:
+        time.sleep(0.2)
+        left = session_processes(proc.pid)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if not Path("/proc/self/stat").exists():
+        # No session to read: the leader's group, i.e. all that did not move to a group of its own.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -73,7 +74,8 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     skipped = list(csv_rows(run_dir / "skipped.csv"))
     # the data check rejects the bad files before training: they never reach a split
     assert len(split) == 24 and not {r["path"] for r in split} & set(rejected)
-    assert rejected == {"cat.90.jpg": "empty", "dog.91.jpg": rejected["dog.91.jpg"], "dog.92.jpg": "not an image (HTML)"}
+    assert rejected == {"cat.90.jpg": "empty", "dog.91.jpg": rejected["dog.91.jpg"],
+                        "dog.92.jpg": "not an image (HTML)"}
     assert rejected["dog.91.jpg"].startswith("truncated")
     assert skipped == []  # nothing failed later
 
@@ -195,13 +197,20 @@ def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_datas
     assert "test" in out and not (tmp_path / "results").exists()
 
 
-def test_config_command_lists_every_key(tmp_path):
+def test_config_command_prints_every_key_with_its_default_type_and_description(tmp_path):
     from tlexp.config import describe
 
     proc = tlexp("config", cwd=tmp_path)
-    assert proc.returncode == 0
-    for key, default, _, _ in describe():
-        assert key in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    rows = describe()
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert len(lines) == 2 * len(rows)  # per key: "key  default  type", then its description indented
+    for (key, default, typ, desc), line, below in zip(rows, lines[0::2], lines[1::2], strict=True):
+        printed_key, rest = line.split(maxsplit=1)
+        assert printed_key == key
+        # The default and the type, as describe() gives them, apart by at least two spaces (column padding).
+        assert re.fullmatch(rf"{re.escape(default)} {{2,}}{re.escape(typ)}", rest), (key, rest)
+        assert below.startswith(" ") and below.strip() == desc, key
 
 
 def test_help_does_not_import_tensorflow(tmp_path):

@@ -161,16 +161,27 @@ def test_every_problem_is_reported_at_once(tmp_path):
         assert needle in text
 
 
-def test_validation_is_fast_and_imports_no_tensorflow(tmp_path):
-    # The whole point of validating first: a bad config fails in well under a second.
+def test_validation_lists_every_problem_before_any_heavy_import(tmp_path):
+    # The whole point of validating first: a bad config fails at once, because nothing that
+    # takes seconds to import (a deep-learning backend, plotting, scikit-learn) is loaded to
+    # find its problems. A fresh process, so that other tests' imports do not count.
+    import json
     import subprocess
 
-    code = ("import sys, time; t=time.perf_counter(); from tlexp.config import load_config\n"
-            "try: load_config(None, ['train.epochs=0'])\nexcept Exception: pass\n"
-            "print(time.perf_counter()-t, 'tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert float(out[0]) < 1.0
-    assert out[1] == "False"
+    code = ("import json, sys\nfrom tlexp.config import load_config\nfrom tlexp.errors import ConfigError\n"
+            "try:\n    load_config(None, ['train.epochs=0'])\n    problems = None\n"
+            "except ConfigError as e:\n    problems = e.problems\n"
+            "heavy = {'tensorflow', 'keras', 'jax', 'torch', 'matplotlib', 'sklearn', 'scipy', 'ray', 'mlflow'}\n"
+            "imported = sorted(heavy & {m.split('.')[0] for m in sys.modules})\n"
+            "print(json.dumps({'problems': problems, 'imported': imported}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["imported"] == []
+    # both problems, not just the first: epochs, and the default data.root missing under tmp_path
+    assert len(out["problems"]) == 2, out["problems"]
+    assert "'train.epochs' parameter must be >= 1. Got 0 instead" in out["problems"][0]
+    assert "'data.root' folder does not exist" in out["problems"][1]
 
 
 def test_describe_covers_every_leaf_key_with_description():

@@ -138,8 +138,13 @@ def test_load_image_applies_exif_orientation(tmp_path):
     assert arr[29, 16, 0] > 200  # bottom is red
 
 
-@pytest.mark.parametrize("content", [b"", b"\xff\xd8\xff\xe0 truncated", b"hello, not an image"])
-def test_load_image_raises_on_bad_files(tmp_path, content):
+@pytest.mark.parametrize(("content", "match"), [
+    (b"", "cannot identify image file"),
+    (b"\xff\xd8\xff\xe0 truncated", "(?i)truncated"),  # a JPEG header, then nothing
+    (b"hello, not an image", "cannot identify image file"),
+])
+def test_load_image_raises_on_bad_files(tmp_path, content, match):
+    # Pillow's own errors (UnidentifiedImageError is an OSError), saying what is wrong with the file.
     (tmp_path / "bad.jpg").write_bytes(content)
-    with pytest.raises(OSError):  # PIL.UnidentifiedImageError is one too
+    with pytest.raises(OSError, match=match):
         load_image(tmp_path / "bad.jpg", 32)

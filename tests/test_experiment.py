@@ -72,29 +72,32 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
 
 
 def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_dataset):
-    import keras
-
     from tlexp.model.backbones import build_backbone
     from tlexp.model.head import build_model
     from tlexp.model.training import predict_with_features
 
-    cfg = load_config(None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]"])
+    # Dropout in the head: a pass in training mode would give other numbers than inference.
+    cfg = load_config(None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]",
+                             "model.head.dropout=0.5"])
     network = build_model(build_backbone("vgg16", 32), cfg, n_classes=2)
     model = network.model
     x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype("float32")
     import tensorflow as tf
 
-    stream = tf.data.Dataset.from_tensor_slices((x, np.zeros(7, "float32"), np.arange(7))).batch(3)
+    labels = np.arange(7) % 2
+    stream = tf.data.Dataset.from_tensor_slices((x, labels.astype("float32"), np.arange(7))).batch(3)
     out = predict_with_features(network, stream, 2)
     assert out["proba"].shape == (7, 2) and out["features"].shape == (7, 4)
     np.testing.assert_allclose(out["proba"].sum(1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(out["proba"][:, 1], np.asarray(model(x)).ravel(), rtol=1e-5)
+    inference = np.asarray(model(x, training=False)).ravel()
+    assert not np.allclose(np.asarray(model(x, training=True)).ravel(), inference)  # the dropout is real
+    np.testing.assert_allclose(out["proba"][:, 1], inference, rtol=1e-5)  # and the pass ran in inference mode
     # the features are the input of the output layer: applying it reproduces the prediction
     w, b = model.get_layer("output").get_weights()
     manual = 1 / (1 + np.exp(-(out["features"] @ w + b)))
     np.testing.assert_allclose(manual.ravel(), out["proba"][:, 1], rtol=1e-4)
     assert out["indices"].tolist() == list(range(7))
-    assert keras.backend.backend() == "tensorflow"
+    assert out["labels"].tolist() == labels.tolist() and out["labels"].dtype == np.int64  # rows keep their labels
 
 
 @pytest.mark.parametrize("policy", ["inference", "frozen", "train"])

@@ -94,4 +94,8 @@ def test_file_broken_after_the_check_is_marked_not_ok(tmp_path, images):
     assert list(dec.failed) == [4]
     _, ok = dec(np.int64(4))
     assert not ok
-    assert isinstance(ImageCache(cache.folder), ImageCache)  # reopens from disk
+    # Reopened from disk, the failure is still known: the file stays marked, the others fine.
+    reopened = ImageCache(cache.folder)
+    assert reopened.errors == cache.errors and reopened.ok.tolist() == cache.ok.tolist()
+    assert reopened.ok.sum() == len(files) - 1
+    np.testing.assert_array_equal(reopened.images, cache.images)

@@ -54,8 +54,27 @@ def test_plot_history_missing_keys(tmp_path, history):
 def test_plot_history_overwrites_atomically(tmp_path):
     path = tmp_path / "curves.png"
     path.write_bytes(b"old")
-    plot_history(HISTORY, path)
-    assert_png(path)
+    with open(path, "rb") as reader:  # opened the old file before the plot was written
+        plot_history(HISTORY, path)
+        # A new file took the name (os.replace); writing into the old one would show here.
+        assert reader.read() == b"old"
+    assert_png(path, min_size=(800, 300))  # the new plot in its place, no temp file beside it
+
+
+def test_failed_plot_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def disk_full(self, fname, **kwargs):
+        Path(fname).write_bytes(b"half a PNG")
+        raise OSError(28, "No space left on device")
+
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        plot_history(HISTORY, path)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
 
 
 def test_plot_history_creates_parent_folder(tmp_path):
@@ -103,7 +122,14 @@ def test_plot_confusions_errors(tmp_path, matrices, match):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
-def test_plot_roc(tmp_path):
+def test_plot_roc(tmp_path, monkeypatch):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from tlexp.results import plots
+
+    # The figure as it is saved, to read back what was drawn (the PNG alone shows only pixels).
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 100)
     curves = {
@@ -112,6 +138,20 @@ def test_plot_roc(tmp_path):
         "one-class": ([1, 1, 1], [0.2, 0.5, 0.9]),  # listed as undefined, not drawn
     }
     assert_png(plot_roc(curves, tmp_path / "roc.png"), min_size=(400, 400))
+
+    (ax,) = figures[0].axes
+    auc = {name: roc_auc_score(*curves[name]) for name in ("head", "forest")}
+    assert auc["head"] > 0.8 and 0.3 < auc["forest"] < 0.7  # an informative score and a random one
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"head (AUC = {auc['head']:.3f})", f"forest (AUC = {auc['forest']:.3f})",
+                      "one-class (AUC undefined: one class)", "chance (AUC = 0.500)"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name, label in zip(("head", "forest"), labels[:2], strict=True):  # each line is that classifier's ROC curve
+        fpr, tpr, _ = roc_curve(*curves[name])
+        np.testing.assert_allclose(lines[label].get_xdata(), fpr)
+        np.testing.assert_allclose(lines[label].get_ydata(), tpr)
+    assert len(lines[labels[2]].get_xdata()) == 0  # in the legend only
+    assert list(lines[labels[3]].get_xdata()) == [0, 1] and list(lines[labels[3]].get_ydata()) == [0, 1]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_sweep, sweep_config
+from conftest import end_session, start_sweep, sweep_config
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -24,8 +24,21 @@ def config(tmp_path: Path, root: Path, grid: dict, name: str) -> Path:
 
 
 def sweep(cfg: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tlexp", "sweep", str(cfg), *extra], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
+    """``tlexp sweep CFG EXTRA...`` to its end, in a session of its own; it must leave no
+    process of its own running (with Ray: tlexp shuts down the runtime it started)."""
+    args = [sys.executable, "-m", "tlexp", "sweep", str(cfg), *extra]
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # Ray's processes end within moments of ray.shutdown(), not all before the driver exits.
+        left = end_session(proc, grace_s=30)
+    assert not left, f"the sweep left processes running:\n{left}\n{err}"
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def rows(sweep_dir: Path) -> dict[str, dict[str, str]]:
@@ -78,12 +91,21 @@ def test_killed_ray_driver_resumes(tmp_path, flat_dataset):
     cfg = config(tmp_path, flat_dataset, {"model.freeze": [0.3, 0.5, 0.7]}, "killed")
     sweep_dir = tmp_path / "results" / "killed"
     proc = start_sweep(cfg, "--executor", "ray", cwd=tmp_path, started=sweep_dir / "vgg16_f30_s0" / "config.yaml")
-    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its local Ray runtime goes with it
-    proc.wait()
-    # Ray's own workers outlive the runtime by seconds, enough to finish a cell this small
-    # now and then; tlexp's end with their raylet (test_sweep: a worker ends with its parent).
-    time.sleep(8)
-    assert not list(sweep_dir.glob("*/metrics.json"))
+    try:
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its local Ray runtime goes with it
+        proc.wait()
+        # Ray's own workers outlive the runtime by seconds, enough to finish a cell this small
+        # now and then; tlexp's end with their raylet (test_sweep: a worker ends with its parent).
+        time.sleep(8)
+        assert not list(sweep_dir.glob("*/metrics.json"))
+    finally:
+        # What is left is Ray's: its dashboard and runtime-env agents see the raylet die at
+        # once, then spend a minute trying to report that to the GCS, dead too, before they
+        # exit. They are the sweep's, so the test ends them (by pid, in the sweep's session).
+        proc.kill()
+        proc.wait()
+        left = end_session(proc)
+    assert not [cmd for cmd in left.values() if "_ray_cell" in cmd], left  # no cell of tlexp's ran on
 
     again = sweep(cfg, "--executor", "ray", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -91,7 +113,6 @@ def test_killed_ray_driver_resumes(tmp_path, flat_dataset):
     assert all(c["status"] == "finished" for c in st.values())
     assert (sweep_dir / ".attempts" / "vgg16_f30_s0.attempt").is_dir()
     assert sorted(rows(sweep_dir)) == ["vgg16_f30_s0", "vgg16_f50_s0", "vgg16_f70_s0"]
-    subprocess.run(["pkill", "-f", "ray::(DashboardAgent|RuntimeEnvAgent)"], check=False)  # Ray leaves these
 
 
 def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
@@ -101,12 +122,18 @@ def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
     sweep_dir = tmp_path / "results" / "term"
     proc = start_sweep(cfg, "--executor", "ray", cwd=tmp_path, started=sweep_dir / "vgg16_f30_s0" / "config.yaml",
                        stderr=subprocess.PIPE, text=True, env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
-    proc.terminate()
-    _, err = proc.communicate(timeout=120)
+    try:
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = end_session(proc, grace_s=30)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "tlexp: terminated (SIGTERM)" in err and "Traceback" not in err
     assert {c["status"] for c in statuses(sweep_dir).values()} == {"interrupted"}
-    subprocess.run(["pkill", "-f", "ray::(DashboardAgent|RuntimeEnvAgent)"], check=False)
+    assert not left, f"tlexp did not shut its Ray runtime down: {left}"  # unlike a killed driver, it can
 
 
 def test_missing_ray_is_a_clear_error(tmp_path, flat_dataset):

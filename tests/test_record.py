@@ -78,7 +78,9 @@ def test_unfinished_run_has_no_record(tmp_path):
 
 def test_record_rejects_bad_values_when_written():
     """A run cannot write a record that readers would refuse."""
-    with pytest.raises(Exception, match="kind"):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"classifiers\.head\.kind\s+Input should be 'head', 'forest' or"):
         RunRecord.model_validate({**_record_dict(), "classifiers": {"head": {"kind": "dense"}}})
 
 

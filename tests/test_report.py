@@ -72,8 +72,8 @@ def make_run(
     if not finished:
         return run_dir
     auc_kw = {"auc": auc, "classes": classes}
-    clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses)}}
-    clfs.update({c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs)}
+    clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses, strict=True)}}
+    clfs.update({c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs, strict=True)}
                  for c, accs in others.items()})
     cache = ({"used": True, "layer": "block4_conv2", "mb": 3.1} if freeze != "block3_conv1"
              else {"used": False, "reason": "train.prefix_cache.enabled is false"})
@@ -377,10 +377,26 @@ def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
     assert [p.name for p in tmp_path.iterdir()] == ["acc.png"]  # no temp file left
 
 
-def test_time_chart_and_empty_input(tmp_path):
+def test_time_chart_and_empty_input(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tlexp.results import plots
     from tlexp.results.plots import plot_accuracy_vs_frozen, plot_time_vs_frozen
 
-    assert plot_time_vs_frozen({"vgg16": [(0.36, 10.0)]}, tmp_path / "t.png").is_file()
+    # The figure as it is saved, to read back what was drawn.
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    points = {"vgg16": [(0.36, 10.0), (0.36, 14.0), (0.5, 20.0)], "resnet50": [(0.3, 30.0)]}
+    out = plot_time_vs_frozen(points, tmp_path / "t.png")
+    assert out == tmp_path / "t.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = figures[0].axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vgg16", "resnet50"]
+    assert ax.get_title() == "Wall time per run vs frozen share (mean ± std over seeds)"
+    line, _, (bars,) = ax.containers[0]  # vgg16: the means, one error bar per share
+    assert line.get_xdata() == pytest.approx([36, 50]) and line.get_ydata() == pytest.approx([12, 20])
+    half = float(np.std([10.0, 14.0], ddof=1))
+    assert np.asarray(bars.get_segments()[0])[:, 1] == pytest.approx([12 - half, 12 + half])
+    assert ax.get_ylim()[0] == 0  # from zero: heights compare as ratios
     with pytest.raises(ValueError, match="at least one"):
         plot_time_vs_frozen({"vgg16": []}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="at least one"):

@@ -202,7 +202,8 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
 
     changed = tlexp("sweep", str(cfg), "train.learning_rate=0.01", cwd=tmp_path)
     assert changed.returncode == 2
-    assert "The config changed since 1 cell(s)" in changed.stderr and "train.learning_rate: 0.001 -> 0.01" in changed.stderr
+    assert "The config changed since 1 cell(s)" in changed.stderr
+    assert "train.learning_rate: 0.001 -> 0.01" in changed.stderr
     assert "--new" in changed.stderr and "Traceback" not in changed.stderr
 
     grown = tlexp("sweep", str(cfg), "sweep.model.freeze=[0.5, 0.7]", cwd=tmp_path)
@@ -268,23 +269,29 @@ def test_sigterm_is_recorded_like_ctrl_c(tmp_path, flat_dataset):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
 def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
     # What a Ray cell does first (_exit_with_raylet), in a child of a stand-in raylet. When
-    # that parent is killed, the child must end within a second, not run on to finish a cell.
+    # that parent is killed, the child must end, not run on to finish its cell (here: sleep
+    # two minutes, then say so).
     child = ("import time\nfrom tlexp.sweep import _exit_with_raylet\n_exit_with_raylet()\n"
-             "print('ready', flush=True)\ntime.sleep(60)\nprint('ran on', flush=True)")
+             "print('ready', flush=True)\ntime.sleep(120)\nprint('ran on', flush=True)")
     raylet = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\n"
                                f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
                                "print(p.pid, flush=True)\np.wait()"], stdout=subprocess.PIPE, text=True)
     pid = int(raylet.stdout.readline())
-    assert raylet.stdout.readline().strip() == "ready"
-    assert _alive(pid)
-    raylet.kill()
-    raylet.wait()
-    deadline = time.time() + 5
-    while _alive(pid) and time.time() < deadline:
-        time.sleep(0.05)
-    ended_after = 5 - (deadline - time.time())
-    assert not _alive(pid), "the worker outlived its raylet by 5 s"
-    assert ended_after < 1.0
+    try:
+        assert raylet.stdout.readline().strip() == "ready"
+        assert _alive(pid)
+        raylet.kill()
+        raylet.wait()
+        # Generous: the watcher looks every 0.2 s, so only a worker that runs on gets near it.
+        deadline = time.time() + 60
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), "the worker outlived its raylet by 60 s"
+        assert raylet.stdout.read() == ""  # the pipe closed with the worker, before it could say 'ran on'
+    finally:
+        if _alive(pid):  # the worker this test started (through the stand-in): never left running
+            os.kill(pid, signal.SIGKILL)
+        raylet.stdout.close()
 
 
 def _alive(pid: int) -> bool:
