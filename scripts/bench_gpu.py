@@ -36,10 +36,17 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2, help="the first epoch includes tracing/XLA compilation")
     ap.add_argument("--out", default=None, help="folder for the runs, kept (default: a temporary one, removed)")
-    ap.add_argument("--prefix-cache", action="store_true",
-                    help="train on cached frozen-prefix activations (tlexp's default) instead of the whole model")
-    ap.add_argument("--csv", default=None, help="also write the rows to this CSV file, each as soon as it is measured "
-                                                "(a run cut short by a time limit keeps what it measured)")
+    ap.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="train on cached frozen-prefix activations (tlexp's default) instead of the whole model",
+    )
+    ap.add_argument(
+        "--csv",
+        default=None,
+        help="also write the rows to this CSV file, each as soon as it is measured "
+        "(a run cut short by a time limit keeps what it measured)",
+    )
     args = ap.parse_args()
 
     import logging
@@ -74,29 +81,47 @@ def _bench(args: argparse.Namespace, out: Path) -> int:
     rows = []
     for backbone in args.backbones.split(","):
         for precision, jit in settings:
-            cfg = load_config(None, [
-                f"data.root={out / 'data'}", "data.synthetic.enabled=true",
-                f"data.synthetic.per_class={args.per_class}", f"data.image_size={args.size}",
-                f"data.cache_dir={out / 'cache'}", f"model.backbone={backbone}",
-                "model.weights=none", "model.freeze=0.3", "model.head.pooling=avg", f"train.batch_size={args.batch}",
-                f"train.epochs={args.epochs}", f"train.precision={precision}", f"train.jit_compile={str(jit).lower()}",
-                f"train.prefix_cache.enabled={str(args.prefix_cache).lower()}",
-                "forest.n_estimators=10", "classifiers={}", "output.save_model=false", f"output.dir={out / 'runs'}",
-                f"name={backbone}_{precision}_{'xla' if jit else 'noxla'}",
-            ])
+            cfg = load_config(
+                None,
+                [
+                    f"data.root={out / 'data'}",
+                    "data.synthetic.enabled=true",
+                    f"data.synthetic.per_class={args.per_class}",
+                    f"data.image_size={args.size}",
+                    f"data.cache_dir={out / 'cache'}",
+                    f"model.backbone={backbone}",
+                    "model.weights=none",
+                    "model.freeze=0.3",
+                    "model.head.pooling=avg",
+                    f"train.batch_size={args.batch}",
+                    f"train.epochs={args.epochs}",
+                    f"train.precision={precision}",
+                    f"train.jit_compile={str(jit).lower()}",
+                    f"train.prefix_cache.enabled={str(args.prefix_cache).lower()}",
+                    "forest.n_estimators=10",
+                    "classifiers={}",
+                    "output.save_model=false",
+                    f"output.dir={out / 'runs'}",
+                    f"name={backbone}_{precision}_{'xla' if jit else 'noxla'}",
+                ],
+            )
             t = time.perf_counter()
             run_dir = run_experiment(cfg)
             m = load_record(run_dir)
             n_train, n_all = m.data.used["train"], sum(m.data.used.values())
             last_epoch = m.history.seconds[-1]  # no tracing or compilation in it
-            rows.append({
-                "backbone": backbone, "precision": m.accelerator.precision,
-                "xla": "on" if m.accelerator.jit_compile else "off",
-                "train img/s (last epoch)": n_train / last_epoch,
-                "train img/s (all epochs)": n_train * args.epochs / m.timings_s["train"],
-                "predict img/s": n_all / m.timings_s["predict"],
-                "cell s": time.perf_counter() - t, "device": m.accelerator.gpus or ["CPU"],
-            })
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "precision": m.accelerator.precision,
+                    "xla": "on" if m.accelerator.jit_compile else "off",
+                    "train img/s (last epoch)": n_train / last_epoch,
+                    "train img/s (all epochs)": n_train * args.epochs / m.timings_s["train"],
+                    "predict img/s": n_all / m.timings_s["predict"],
+                    "cell s": time.perf_counter() - t,
+                    "device": m.accelerator.gpus or ["CPU"],
+                }
+            )
             print(_row(rows[-1]), flush=True)
             if args.csv:
                 _write_csv(Path(args.csv), rows)
@@ -121,9 +146,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _row(r: dict) -> str:
-    return (f"{r['backbone']:<12} {r['precision']:<15} XLA {r['xla']:<3}  train {r['train img/s (last epoch)']:8.1f} "
-            f"img/s (last epoch), {r['train img/s (all epochs)']:8.1f} (all)  predict {r['predict img/s']:8.1f} "
-            f"img/s  cell {r['cell s']:6.1f}s  {', '.join(r['device'])}")
+    return (
+        f"{r['backbone']:<12} {r['precision']:<15} XLA {r['xla']:<3}  train {r['train img/s (last epoch)']:8.1f} "
+        f"img/s (last epoch), {r['train img/s (all epochs)']:8.1f} (all)  predict {r['predict img/s']:8.1f} "
+        f"img/s  cell {r['cell s']:6.1f}s  {', '.join(r['device'])}"
+    )
 
 
 if __name__ == "__main__":

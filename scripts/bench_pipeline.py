@@ -40,14 +40,14 @@ def main() -> int:
     from tlexp.model.backend import import_tensorflow
 
     tf = import_tensorflow()
-    from tlexp.model.freeze import apply_freeze, plan_freeze
-    from tlexp.model.backbones import build_backbone, preprocess_fn
     from tlexp.config import load_config
     from tlexp.data.dataset import discover
-    from tlexp.model.backend import describe_environment
-    from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
     from tlexp.data.decode import Decoder
+    from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
     from tlexp.feeds import make_dataset
+    from tlexp.model.backbones import build_backbone, preprocess_fn
+    from tlexp.model.backend import describe_environment
+    from tlexp.model.freeze import apply_freeze, plan_freeze
     from tlexp.model.head import build_model
     from tlexp.model.training import compile_model
 
@@ -61,9 +61,16 @@ def main() -> int:
         ds = discover(root)
 
         def rate(decoder) -> float:
-            stream = make_dataset(decoder, np.arange(len(ds.paths)), ds.labels, batch_size=args.batch,
-                                  preprocess=preprocess_fn(args.backbone), shuffle=True, seed=0,
-                                  label_dtype="float32")
+            stream = make_dataset(
+                decoder,
+                np.arange(len(ds.paths)),
+                ds.labels,
+                batch_size=args.batch,
+                preprocess=preprocess_fn(args.backbone),
+                shuffle=True,
+                seed=0,
+                label_dtype="float32",
+            )
             for _ in stream.take(1):  # warm-up: thread pools, tracing
                 pass
             t = time.perf_counter()
@@ -77,8 +84,15 @@ def main() -> int:
         build_rate = len(files) / (time.perf_counter() - t)
         cached_rate = rate(CachedDecoder(cache, ds.paths))
 
-        cfg = load_config(None, [f"data.root={root}", f"data.image_size={args.size}",
-                                 f"model.backbone={args.backbone}", f"model.freeze={args.freeze}"])
+        cfg = load_config(
+            None,
+            [
+                f"data.root={root}",
+                f"data.image_size={args.size}",
+                f"model.backbone={args.backbone}",
+                f"model.freeze={args.freeze}",
+            ],
+        )
         backbone = build_backbone(args.backbone, args.size)
         apply_freeze(backbone, plan_freeze(backbone, args.freeze, "inference"))
         model = build_model(backbone, cfg, 2).model

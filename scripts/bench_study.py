@@ -129,8 +129,9 @@ def read_split(cells: list[dict]) -> list[tuple[str, str, str]]:
 
 def plain_model(keras, name: str, size: int):
     """Random-init backbone + the study's head, built as Keras' transfer-learning guide does."""
-    backbone = getattr(keras.applications, CONSTRUCTORS[name])(include_top=False, weights=None,
-                                                               input_shape=(size, size, 3))
+    backbone = getattr(keras.applications, CONSTRUCTORS[name])(
+        include_top=False, weights=None, input_shape=(size, size, 3)
+    )
     inputs = keras.Input((size, size, 3))
     x = backbone(inputs, training=False)  # BatchNorm stays in inference mode, frozen or not
     x = keras.layers.Flatten()(x)
@@ -144,8 +145,8 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
     """One cell of the plain recipe, timed from building the pipeline to the scored forest."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from tlexp.model.freeze import plan_freeze
     from tlexp.model.backbones import preprocess_fn
+    from tlexp.model.freeze import plan_freeze
 
     t0 = time.perf_counter()
     classes = sorted({label for _, label, _ in rows})
@@ -161,8 +162,11 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
         labels[s] = np.array([y for _, y in part], dtype=np.float32)
         paths = tf.constant([p for p, _ in part])
         # .cache() after decode+resize: every image is decoded once per cell (first epoch).
-        decoded[s] = tf.data.Dataset.from_tensor_slices((paths, labels[s])).map(
-            load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        decoded[s] = (
+            tf.data.Dataset.from_tensor_slices((paths, labels[s]))
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            .cache()
+        )
 
     # tf.data's autotuner stalls the teardown of every finished iterator for seconds on
     # this kind of machine (see tlexp.feeds); tlexp turns it off, so the plain recipe
@@ -171,8 +175,12 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
     options.autotune.enabled = False
 
     def finish(ds):
-        return (ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(args.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options))
+        return (
+            ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(args.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options)
+        )
 
     train_fit = finish(decoded["train"].shuffle(len(labels["train"]), seed=args.seed, reshuffle_each_iteration=True))
     ordered = {s: finish(decoded[s]) for s in SPLITS}  # unshuffled, for evaluation and features
@@ -190,8 +198,12 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
     forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=args.seed)
     forest.fit(feats["train"], labels["train"])
     forest_acc = forest.score(feats["test"], labels["test"])
-    return {"plain_s": time.perf_counter() - t0, "plain_layers_frozen": k,
-            "plain_head_acc": float(head_acc), "plain_forest_acc": float(forest_acc)}
+    return {
+        "plain_s": time.perf_counter() - t0,
+        "plain_layers_frozen": k,
+        "plain_head_acc": float(head_acc),
+        "plain_forest_acc": float(forest_acc),
+    }
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -267,8 +279,11 @@ def flop_budget(args, bb: dict, cells: list[dict], n: dict) -> dict[str, float]:
         c["frozen_flop_share"] = f_frozen / f_total
         training += args.epochs * 3 * n["train"] * f_train
         forward += args.epochs * n["val"] * f_train + n_all * f_train
-        plain_flops += (args.epochs * (n["train"] * (f_frozen + 3 * f_train) + n["val"] * f_total)
-                        + n["test"] * f_total + n_all * f_total)
+        plain_flops += (
+            args.epochs * (n["train"] * (f_frozen + 3 * f_train) + n["val"] * f_total)
+            + n["test"] * f_total
+            + n_all * f_total
+        )
     return {"forward": forward, "training": training, "plain": plain_flops}
 
 
@@ -289,10 +304,14 @@ def fmt(v, spec: str, unit: str = "") -> str:
 
 def report(args, cells: list[dict], totals: dict, machine: str, command: str) -> str:
     """The Markdown table and totals."""
-    lines = [f"machine: {machine}", f"command: {command}", "",
-             "| cell | frozen FLOP share | plain s | tlexp s | speed-up | head test acc plain / tlexp "
-             "| forest test acc plain / tlexp | cached prefix |",
-             "|---|---:|---:|---:|---:|---|---|---|"]
+    lines = [
+        f"machine: {machine}",
+        f"command: {command}",
+        "",
+        "| cell | frozen FLOP share | plain s | tlexp s | speed-up | head test acc plain / tlexp "
+        "| forest test acc plain / tlexp | cached prefix |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+    ]
     for c in cells:
         plain = c.get("plain_s")
         speed = plain / c["tlexp_s"] if plain is not None and c["tlexp_s"] else None
@@ -301,23 +320,24 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
             f"| {fmt(speed, '.2f', 'x')} "
             f"| {fmt(c.get('plain_head_acc'), '.3f')} / {c['tlexp_head_acc']:.3f} "
             f"| {fmt(c.get('plain_forest_acc'), '.3f')} / {fmt(c['tlexp_forest_acc'], '.3f')} "
-            f"| {describe_prefix_cache(c['prefix_cache'])} |")
+            f"| {describe_prefix_cache(c['prefix_cache'])} |"
+        )
     t = totals
-    lines += ["",
-              "rates (forward pass, whole model): "
-              + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["rates"].items()),
-              f"plain total (sum of cells, data loading included): {fmt(t['plain_s'], '.1f', ' s')}",
-              f"tlexp wall total (subprocess: start-up, data check, decoding, all cells, report): "
-              f"{t['tlexp_wall_s']:.1f} s",
-              f"speed-up plain / tlexp: {fmt(t['speedup'], '.2f', 'x')}",
-              "rates (training step, whole model, 3x forward FLOPs): "
-              + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["train_rates"].items()),
-              f"FLOP lower bound for tlexp (every FLOP at the forward rate): {t['bound_s']:.1f} s; "
-              f"tlexp / bound = {t['tlexp_over_bound']:.2f}",
-              f"same FLOPs, training steps at the training rate: {t['bound_train_s']:.1f} s; "
-              f"tlexp / that = {t['tlexp_over_bound_train']:.2f}",
-              f"FLOPs: plain {t['plain_flops'] / 1e12:.2f} TFLOP, tlexp at least {t['tlexp_flops'] / 1e12:.2f} TFLOP; "
-              f"ideal speed-up from FLOPs alone = {t['ideal_speedup']:.2f}x"]
+    lines += [
+        "",
+        "rates (forward pass, whole model): " + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["rates"].items()),
+        f"plain total (sum of cells, data loading included): {fmt(t['plain_s'], '.1f', ' s')}",
+        f"tlexp wall total (subprocess: start-up, data check, decoding, all cells, report): {t['tlexp_wall_s']:.1f} s",
+        f"speed-up plain / tlexp: {fmt(t['speedup'], '.2f', 'x')}",
+        "rates (training step, whole model, 3x forward FLOPs): "
+        + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["train_rates"].items()),
+        f"FLOP lower bound for tlexp (every FLOP at the forward rate): {t['bound_s']:.1f} s; "
+        f"tlexp / bound = {t['tlexp_over_bound']:.2f}",
+        f"same FLOPs, training steps at the training rate: {t['bound_train_s']:.1f} s; "
+        f"tlexp / that = {t['tlexp_over_bound_train']:.2f}",
+        f"FLOPs: plain {t['plain_flops'] / 1e12:.2f} TFLOP, tlexp at least {t['tlexp_flops'] / 1e12:.2f} TFLOP; "
+        f"ideal speed-up from FLOPs alone = {t['ideal_speedup']:.2f}x",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -325,8 +345,8 @@ def main() -> int:
     args = parse_args()
     command = " ".join([Path(sys.executable).name, *sys.argv])
     warnings.filterwarnings("ignore", category=UserWarning)  # Keras' notes about tf.data input
-    from tlexp.results.runfolder import new_run_dir
     from tlexp.data.demo import ensure_demo_dataset
+    from tlexp.results.runfolder import new_run_dir
 
     out_arg = Path(args.out).resolve()
     out = new_run_dir(out_arg.parent, out_arg.name)  # never over an earlier benchmark
@@ -363,8 +383,10 @@ def main() -> int:
         mine = [c for c in cells if c["backbone"] == name]
         for c in mine:
             if c["tlexp_layers_frozen"] not in (None, bb["ks"][c["freeze"]]):
-                print(f"warning: {c['cell']}: tlexp froze {c['tlexp_layers_frozen']} layers, "
-                      f"plan_freeze says {bb['ks'][c['freeze']]}")
+                print(
+                    f"warning: {c['cell']}: tlexp froze {c['tlexp_layers_frozen']} layers, "
+                    f"plan_freeze says {bb['ks'][c['freeze']]}"
+                )
         budget = flop_budget(args, bb, mine, n)
         rates[name], train_rates[name] = bb["rate"], bb["train_rate"]
         tlexp_flops += budget["forward"] + budget["training"]
@@ -380,13 +402,18 @@ def main() -> int:
               "train_rates": train_rates,
               "tlexp_flops": tlexp_flops, "plain_flops": plain_flops, "ideal_speedup": plain_flops / tlexp_flops,
               "rates": rates, "split": n}  # fmt: skip
-    machine = (f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-               f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    machine = (
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
     text = report(args, cells, totals, machine, command)
     print("\n" + text)
     (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"command": command, "machine": machine, "args": vars(args),
-                                                  "cells": cells, "totals": totals}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {"command": command, "machine": machine, "args": vars(args), "cells": cells, "totals": totals}, indent=2
+        )
+    )
     print(f"written: {out / 'results.md'}, {out / 'results.json'}")
     return 0
 

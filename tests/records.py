@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tlexp.results.record import RunRecord
 
 SPLITS = ("train", "val", "test")
 
 
-def scores(acc: float, loss: float | None = 0.1, *, f1: float | None = None, auc: float | None = 0.99,
-           classes: Sequence[str] = ("cat", "dog"), n: int = 20) -> dict[str, Any]:
+def scores(
+    acc: float,
+    loss: float | None = 0.1,
+    *,
+    f1: float | None = None,
+    auc: float | None = 0.99,
+    classes: Sequence[str] = ("cat", "dog"),
+    n: int = 20,
+) -> dict[str, Any]:
     """One split's metrics, in the shape tlexp.results.metrics.classification_metrics returns."""
-    return {"n": n, "accuracy": acc, "log_loss": loss, "precision": acc, "recall": acc,
-            "f1": acc if f1 is None else f1, "average": "binary" if len(classes) == 2 else "macro",
-            "positive_class": classes[1] if len(classes) == 2 else None, "roc_auc": auc,
-            "confusion": [[0] * len(classes) for _ in classes], "class_names": list(classes)}
+    return {
+        "n": n,
+        "accuracy": acc,
+        "log_loss": loss,
+        "precision": acc,
+        "recall": acc,
+        "f1": acc if f1 is None else f1,
+        "average": "binary" if len(classes) == 2 else "macro",
+        "positive_class": classes[1] if len(classes) == 2 else None,
+        "roc_auc": auc,
+        "confusion": [[0] * len(classes) for _ in classes],
+        "class_names": list(classes),
+    }
 
 
 def make_record(
@@ -35,29 +52,75 @@ def make_record(
     """A valid record: ``classifiers`` in order (head first), everything else plausible."""
     kinds = {"head": ("head", "dense head"), "forest": ("forest", "RandomForestClassifier")}
     return RunRecord(
-        run={"name": name, "dir": run_dir, "started": "2026-01-02T03:04:05+00:00",
-             "finished": "2026-01-02T03:05:05+00:00"},
+        run={
+            "name": name,
+            "dir": run_dir,
+            "started": "2026-01-02T03:04:05+00:00",
+            "finished": "2026-01-02T03:05:05+00:00",
+        },
         config=config,
-        data={"root": "/data", "layout": "flat", "class_names": list(classes),
-              "counts": {s: {c: 10 for c in classes} for s in SPLITS}, "used": {s: 10 * len(classes) for s in SPLITS},
-              "skipped": 0, "decoded_cache": None,
-              "check": {"variant": "custom", "files": 60, "usable": 60, "converted": 0, "rejected": 0,
-                        "rejected_by_reason": {}, "duplicate_groups": 0, "duplicate_groups_across_splits": 0,
-                        "duplicate_groups_with_different_labels": 0, "seconds": 0.1}},
-        freeze={"requested": freeze, "layers_frozen": 13, "layers_total": 19, "last_frozen_layer": "block4_conv2",
-                "frozen_params": int(share * 1000), "total_params": 1000, "frozen_share": share,
-                "batchnorm": "inference", "backbone_trainable": 640, "backbone_non_trainable": 360},
+        data={
+            "root": "/data",
+            "layout": "flat",
+            "class_names": list(classes),
+            "counts": {s: {c: 10 for c in classes} for s in SPLITS},
+            "used": {s: 10 * len(classes) for s in SPLITS},
+            "skipped": 0,
+            "decoded_cache": None,
+            "check": {
+                "variant": "custom",
+                "files": 60,
+                "usable": 60,
+                "converted": 0,
+                "rejected": 0,
+                "rejected_by_reason": {},
+                "duplicate_groups": 0,
+                "duplicate_groups_across_splits": 0,
+                "duplicate_groups_with_different_labels": 0,
+                "seconds": 0.1,
+            },
+        },
+        freeze={
+            "requested": freeze,
+            "layers_frozen": 13,
+            "layers_total": 19,
+            "last_frozen_layer": "block4_conv2",
+            "frozen_params": int(share * 1000),
+            "total_params": 1000,
+            "frozen_share": share,
+            "batchnorm": "inference",
+            "backbone_trainable": 640,
+            "backbone_non_trainable": 360,
+        },
         params={"trainable": trainable, "non_trainable": 500, "total": trainable + 500},
-        classifiers={n: {"kind": kinds.get(n, ("sklearn",))[0], "estimator": kinds.get(n, (None, n))[1],
-                         "n_features": None if n == "head" else 64, **splits}
-                     for n, splits in classifiers.items()},
-        history={"loss": [0.5] * epochs, "accuracy": [0.8] * epochs, "val_loss": [0.4] * epochs,
-                 "val_accuracy": [0.85] * epochs, "seconds": [1.0] * epochs},
+        classifiers={
+            n: {
+                "kind": kinds.get(n, ("sklearn",))[0],
+                "estimator": kinds.get(n, (None, n))[1],
+                "n_features": None if n == "head" else 64,
+                **splits,
+            }
+            for n, splits in classifiers.items()
+        },
+        history={
+            "loss": [0.5] * epochs,
+            "accuracy": [0.8] * epochs,
+            "val_loss": [0.4] * epochs,
+            "val_accuracy": [0.85] * epochs,
+            "seconds": [1.0] * epochs,
+        },
         prefix_cache=prefix_cache or {"used": False, "reason": "train.prefix_cache.enabled is false"},
         timings_s={"train": wall / 2, "total": wall},
         accelerator={"gpus": [], "precision": "float32", "jit_compile": False, "distribute": "none"},
-        environment={"device": "CPU (test)", "python": "3.11", "tensorflow": "2.x", "keras": "3.x",
-                     "scikit_learn": "1.x", "numpy": "2.x", "platform": "test"},
+        environment={
+            "device": "CPU (test)",
+            "python": "3.11",
+            "tensorflow": "2.x",
+            "keras": "3.x",
+            "scikit_learn": "1.x",
+            "numpy": "2.x",
+            "platform": "test",
+        },
     )
 
 
@@ -68,7 +131,10 @@ def first_layout(new: dict[str, Any]) -> dict[str, Any]:
     old = {k: v for k, v in new.items() if k not in ("version", "config", "classifiers")}
     clfs = new["classifiers"]
     old["head"] = {s: clfs["head"][s] for s in SPLITS}
-    old["forest"] = ({"n_features": clfs["forest"]["n_features"], **{s: clfs["forest"][s] for s in SPLITS}}
-                     if "forest" in clfs else None)
+    old["forest"] = (
+        {"n_features": clfs["forest"]["n_features"], **{s: clfs["forest"][s] for s in SPLITS}}
+        if "forest" in clfs
+        else None
+    )
     old["classifiers"] = {n: {s: c[s] for s in SPLITS} for n, c in clfs.items() if n not in ("head", "forest")}
     return old

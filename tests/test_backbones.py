@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tlexp.errors import UserError
 from tlexp.model.backbones import REGISTRY, build_backbone
 from tlexp.model.freeze import apply_freeze, choose_prefix, plan_freeze
-from tlexp.errors import UserError
 
 pytestmark = pytest.mark.slow
 
@@ -92,11 +92,13 @@ def test_registry_matches_config_choices():
 
 def test_weights_files_match_installed_keras():
     """The file names and hashes tlexp checks are the ones Keras itself downloads."""
-    import inspect
     import importlib
+    import inspect
 
     for name, spec in REGISTRY.items():
-        module = importlib.import_module(f"keras.src.applications.{spec.module if spec.module != 'resnet50' else 'resnet'}")
+        module = importlib.import_module(
+            f"keras.src.applications.{spec.module if spec.module != 'resnet50' else 'resnet'}"
+        )
         src = inspect.getsource(module)
         assert spec.weights_file in src or spec.weights_file.replace(name, "") in src, name
         assert spec.weights_md5 in src, name

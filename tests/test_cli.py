@@ -11,19 +11,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tlexp.results.record import load_record
 import yaml
 
+from tlexp.results.record import load_record
 
-RUN_FILES = {"config.yaml", "split.csv", "skipped.csv", "rejected.csv", "duplicates.csv", "history.csv",
-             "predictions.csv", "metrics.json", "run.log", "curves.png", "confusion.png", "roc.png", "model.keras",
-             "forest.joblib", "logreg.joblib"}
+RUN_FILES = {
+    "config.yaml",
+    "split.csv",
+    "skipped.csv",
+    "rejected.csv",
+    "duplicates.csv",
+    "history.csv",
+    "predictions.csv",
+    "metrics.json",
+    "run.log",
+    "curves.png",
+    "confusion.png",
+    "roc.png",
+    "model.keras",
+    "forest.joblib",
+    "logreg.joblib",
+}
 
 
 def tlexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tlexp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tlexp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def tiny_config(tmp_path: Path, root: Path, **extra: str) -> Path:
@@ -74,8 +93,11 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     skipped = list(csv_rows(run_dir / "skipped.csv"))
     # the data check rejects the bad files before training: they never reach a split
     assert len(split) == 24 and not {r["path"] for r in split} & set(rejected)
-    assert rejected == {"cat.90.jpg": "empty", "dog.91.jpg": rejected["dog.91.jpg"],
-                        "dog.92.jpg": "not an image (HTML)"}
+    assert rejected == {
+        "cat.90.jpg": "empty",
+        "dog.91.jpg": rejected["dog.91.jpg"],
+        "dog.92.jpg": "not an image (HTML)",
+    }
     assert rejected["dog.91.jpg"].startswith("truncated")
     assert skipped == []  # nothing failed later
 
@@ -116,8 +138,17 @@ def test_run_end_to_end(tmp_path, dirty_flat_dataset):
     seconds = [float(r["seconds"]) for r in history]
     assert seconds == pytest.approx(m.history.seconds, abs=1e-4) and min(seconds) > 0
     assert sum(seconds) <= m.timings_s["train"] + 1e-3
-    assert set(m.timings_s) >= {"weights", "data", "build", "train", "predict", "fit_forest", "fit_logreg",
-                                    "plots", "total"}
+    assert set(m.timings_s) >= {
+        "weights",
+        "data",
+        "build",
+        "train",
+        "predict",
+        "fit_forest",
+        "fit_logreg",
+        "plots",
+        "total",
+    }
     assert m.environment.device and m.environment.tensorflow
     assert m.config["model"]["freeze"] == 0.5 and m.run.name == run_dir.name
     # colour-separable classes: the run learns something
@@ -167,8 +198,14 @@ def test_bad_config_exits_2_with_every_problem(tmp_path):
 
 def test_missing_imagenet_weights_fail_before_any_work(tmp_path, flat_dataset):
     cfg = tiny_config(tmp_path, flat_dataset)
-    proc = tlexp("run", str(cfg), "model.weights=imagenet", "model.download=false", cwd=tmp_path,
-                 env={"KERAS_HOME": str(tmp_path / "kh")})
+    proc = tlexp(
+        "run",
+        str(cfg),
+        "model.weights=imagenet",
+        "model.download=false",
+        cwd=tmp_path,
+        env={"KERAS_HOME": str(tmp_path / "kh")},
+    )
     assert proc.returncode == 2
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in proc.stderr
     assert str(tmp_path / "kh" / "models") in proc.stderr
@@ -185,8 +222,9 @@ def test_bad_layer_name_is_a_user_error(tmp_path, flat_dataset):
 
 @pytest.mark.slow
 def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_dataset):
-    proc = tlexp("plan", str(tiny_config(tmp_path, folder_dataset)), "model.freeze=0.3", "data.image_size=224",
-                 cwd=tmp_path)
+    proc = tlexp(
+        "plan", str(tiny_config(tmp_path, folder_dataset)), "model.freeze=0.3", "data.image_size=224", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "layout: folders" in out and "classes: Bird, Cat, Dog" in out
@@ -214,8 +252,10 @@ def test_config_command_prints_every_key_with_its_default_type_and_description(t
 
 
 def test_help_does_not_import_tensorflow(tmp_path):
-    code = "import sys; from tlexp.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
-           "print('TF' if 'tensorflow' in sys.modules else 'noTF')"
+    code = (
+        "import sys; from tlexp.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+        "print('TF' if 'tensorflow' in sys.modules else 'noTF')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.stdout.strip().endswith("noTF")
 
@@ -245,8 +285,17 @@ def test_predict_with_a_saved_run(tmp_path, flat_dataset):
 
     for clf in ("head", "forest", "logreg"):
         out = tmp_path / f"{clf}.csv"
-        p = tlexp("predict", str(run_dir), str(flat_dataset), str(tmp_path / "junk.jpg"), "--classifier", clf,
-                  "--out", str(out), cwd=tmp_path)
+        p = tlexp(
+            "predict",
+            str(run_dir),
+            str(flat_dataset),
+            str(tmp_path / "junk.jpg"),
+            "--classifier",
+            clf,
+            "--out",
+            str(out),
+            cwd=tmp_path,
+        )
         assert p.returncode == 0, p.stderr
         rows = list(csv_rows(out))
         assert len(rows) == 25
@@ -303,8 +352,12 @@ def test_failed_weight_download_is_one_message_without_tensorflow_noise(tmp_path
     """Keras' download imports TensorFlow; its C++ start-up notes must go into tlexp's
     capture (shown with -v), not onto the terminal. The proxy on a closed loopback port
     makes the download fail at once, with or without internet."""
-    env = {"KERAS_HOME": str(tmp_path / "keras"), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "TF_CPP_MIN_LOG_LEVEL": "0"}
+    env = {
+        "KERAS_HOME": str(tmp_path / "keras"),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "TF_CPP_MIN_LOG_LEVEL": "0",
+    }
     proc = tlexp("run", str(tiny_config(tmp_path, flat_dataset)), "model.weights=imagenet", cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

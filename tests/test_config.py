@@ -36,8 +36,16 @@ def test_merge_order_defaults_file_overrides(tmp_path, data_root):
 
 
 def test_override_values_are_yaml(data_root):
-    cfg = load_config(None, [f"data.root={data_root}", "model.head.dense=[128]", "forest.max_depth=null",
-                             "model.freeze=block4_pool", "model.weights=none"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={data_root}",
+            "model.head.dense=[128]",
+            "forest.max_depth=null",
+            "model.freeze=block4_pool",
+            "model.weights=none",
+        ],
+    )
     assert cfg.model.head.dense == [128]
     assert cfg.forest.max_depth is None
     assert cfg.model.freeze == "block4_pool"
@@ -46,8 +54,11 @@ def test_override_values_are_yaml(data_root):
 
 def test_exponent_numbers_are_numbers(tmp_path, data_root):
     # PyYAML (YAML 1.1) reads 1e-4 as a string; tlexp reads it as YAML 1.2 does.
-    p = write(tmp_path, f"data: {{root: {data_root}}}\ntrain: {{learning_rate: 1e-4}}\n"
-                        "sweep: {train.learning_rate: [3E-4, 1.5e-3]}\n")
+    p = write(
+        tmp_path,
+        f"data: {{root: {data_root}}}\ntrain: {{learning_rate: 1e-4}}\n"
+        "sweep: {train.learning_rate: [3E-4, 1.5e-3]}\n",
+    )
     assert load_config(p).train.learning_rate == 1e-4
     assert load_config(p).sweep == {"train.learning_rate": [3e-4, 1.5e-3]}
     assert load_config(p, ["train.learning_rate=2e-5"]).train.learning_rate == 2e-5
@@ -108,8 +119,11 @@ def test_out_of_range(data_root, override, match):
 
 
 def test_unknown_backbone_lists_choices(data_root):
-    with pytest.raises(ConfigError, match=r"'model.backbone' parameter must be one of 'vgg16', 'resnet50' or "
-                                          r"'densenet121'. Got 'vgg19' instead"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'model.backbone' parameter must be one of 'vgg16', 'resnet50' or "
+        r"'densenet121'. Got 'vgg19' instead",
+    ):
         load_config(None, [f"data.root={data_root}", "model.backbone=vgg19"])
 
 
@@ -150,8 +164,11 @@ def test_malformed_override(data_root):
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    p = write(tmp_path, f"data: {{root: {tmp_path / 'missing'}, image_size: 8}}\nmodel: {{freeze: 2, bakbone: x}}\n"
-                        "train: {epochs: 0}\n")
+    p = write(
+        tmp_path,
+        f"data: {{root: {tmp_path / 'missing'}, image_size: 8}}\nmodel: {{freeze: 2, bakbone: x}}\n"
+        "train: {epochs: 0}\n",
+    )
     with pytest.raises(ConfigError) as info:
         load_config(p)
     problems = info.value.problems
@@ -168,12 +185,14 @@ def test_validation_lists_every_problem_before_any_heavy_import(tmp_path):
     import json
     import subprocess
 
-    code = ("import json, sys\nfrom tlexp.config import load_config\nfrom tlexp.errors import ConfigError\n"
-            "try:\n    load_config(None, ['train.epochs=0'])\n    problems = None\n"
-            "except ConfigError as e:\n    problems = e.problems\n"
-            "heavy = {'tensorflow', 'keras', 'jax', 'torch', 'matplotlib', 'sklearn', 'scipy', 'ray', 'mlflow'}\n"
-            "imported = sorted(heavy & {m.split('.')[0] for m in sys.modules})\n"
-            "print(json.dumps({'problems': problems, 'imported': imported}))")
+    code = (
+        "import json, sys\nfrom tlexp.config import load_config\nfrom tlexp.errors import ConfigError\n"
+        "try:\n    load_config(None, ['train.epochs=0'])\n    problems = None\n"
+        "except ConfigError as e:\n    problems = e.problems\n"
+        "heavy = {'tensorflow', 'keras', 'jax', 'torch', 'matplotlib', 'sklearn', 'scipy', 'ray', 'mlflow'}\n"
+        "imported = sorted(heavy & {m.split('.')[0] for m in sys.modules})\n"
+        "print(json.dumps({'problems': problems, 'imported': imported}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -227,10 +246,13 @@ def test_readme_documents_every_key_and_run_file():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for key, *_ in describe():
         assert f"`{key}`" in readme, f"README's config table lacks {key}"
-    from tlexp.results import report
     from tlexp import sweep
+    from tlexp.results import report
 
-    for module, suffixes in ((runfolder, ("_FILE", "_PLOT")), (sweep, ("_FILE", "_DIR")),
-                             (report, ("_CSV", "_MD", "_PLOT", "_REPORT"))):
+    for module, suffixes in (
+        (runfolder, ("_FILE", "_PLOT")),
+        (sweep, ("_FILE", "_DIR")),
+        (report, ("_CSV", "_MD", "_PLOT", "_REPORT")),
+    ):
         for name in (v for k, v in vars(module).items() if k.isupper() and k.endswith(suffixes)):
             assert f"`{name}`" in readme, f"README lacks {module.__name__}'s {name}"

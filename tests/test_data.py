@@ -7,10 +7,11 @@ import logging
 import numpy as np
 import pytest
 
-from conftest import write_image
 from tlexp.data.dataset import assign_splits, discover
 from tlexp.data.decode import load_image
 from tlexp.errors import DataError
+
+from conftest import write_image
 
 
 def test_flat_layout_detected(flat_dataset):
@@ -138,11 +139,14 @@ def test_load_image_applies_exif_orientation(tmp_path):
     assert arr[29, 16, 0] > 200  # bottom is red
 
 
-@pytest.mark.parametrize(("content", "match"), [
-    (b"", "cannot identify image file"),
-    (b"\xff\xd8\xff\xe0 truncated", "(?i)truncated"),  # a JPEG header, then nothing
-    (b"hello, not an image", "cannot identify image file"),
-])
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "cannot identify image file"),
+        (b"\xff\xd8\xff\xe0 truncated", "(?i)truncated"),  # a JPEG header, then nothing
+        (b"hello, not an image", "cannot identify image file"),
+    ],
+)
 def test_load_image_raises_on_bad_files(tmp_path, content, match):
     # Pillow's own errors (UnidentifiedImageError is an OSError), saying what is wrong with the file.
     (tmp_path / "bad.jpg").write_bytes(content)

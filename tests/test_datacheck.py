@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_image
 from tlexp.data import check as datacheck
+from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
 from tlexp.data.dataset import discover
 from tlexp.data.decode import load_image
-from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
 from tlexp.errors import DataError
 from tlexp.files import read_csv
 from tlexp.results.record import load_record
+
+from conftest import write_image
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads a chmod 000 file anyway
 
@@ -86,7 +87,7 @@ def torture(tmp_path: Path) -> Path:
     _save(cat / "gray.jpg", Image.fromarray(_noise(3)).convert("L"))
     _save(cat / "palette.jpg", Image.fromarray(_noise(4)).convert("P"), format="GIF")
     _save(cat / "rgba.png", Image.fromarray(np.dstack([_noise(5), _noise(6)[..., 0]]), "RGBA"))
-    deep = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)  # a real 16-bit range
+    deep = np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50  # a real 16-bit range
     _save(cat / "deep.png", Image.fromarray(deep))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
@@ -174,11 +175,13 @@ def test_labels_match_discover(tree, request, caplog):
     res = check_dataset(root)
     assert ds.layout == res.layout and ds.class_names == res.class_names == ["cat", "dog"]
     assert [(p, ds.class_names[y]) for p, y in zip(ds.paths, ds.labels, strict=True)] == [
-        (f.path, f.label) for f in res.files if f.label is not None]
+        (f.path, f.label) for f in res.files if f.label is not None
+    ]
     unlabelled = [f.path for f in res.files if f.label is None]
     assert unlabelled == ([] if tree == "torture" else ["photo.jpg"])
     assert [r.getMessage().split(" in ")[0] for r in caplog.records] == (
-        [] if tree == "torture" else ["data: left out 1 of 9 image file(s)"])
+        [] if tree == "torture" else ["data: left out 1 of 9 image file(s)"]
+    )
 
 
 def test_duplicates_and_csv_files(torture, tmp_path):
@@ -198,12 +201,17 @@ def test_duplicates_and_csv_files(torture, tmp_path):
     assert (row["label"], row["width"], row["height"], row["detail"]) == ("cat", "30", "40", "EXIF-rotated")
     rejected = read_csv(paths["rejected"])
     assert {r["path"]: r["reason"] for r in rejected} == {f.path: f.detail for f in res.rejected()}
-    assert next(r for r in rejected if r["path"] == "cat/empty.jpg") == {"path": "cat/empty.jpg", "label": "cat",
-                                                                         "reason": "empty"}
+    assert next(r for r in rejected if r["path"] == "cat/empty.jpg") == {
+        "path": "cat/empty.jpg",
+        "label": "cat",
+        "reason": "empty",
+    }
     dups = read_csv(paths["duplicates"])
     assert [(r["group"], r["path"], r["label"]) for r in dups] == [
-        ("1", "cat/same.jpg", "cat"), ("1", "dog/same.jpg", "dog"),
-        ("2", "dog/alias.jpg", "dog"), ("2", "dog/sub/nested.jpg", "dog"),
+        ("1", "cat/same.jpg", "cat"),
+        ("1", "dog/same.jpg", "dog"),
+        ("2", "dog/alias.jpg", "dog"),
+        ("2", "dog/sub/nested.jpg", "dog"),
     ]
     assert dups[0]["sha256"] == dups[1]["sha256"] != dups[2]["sha256"]
 
@@ -240,10 +248,15 @@ def test_flat_layout_survives_links_and_unlabelled_files(flat_torture):
     res = check_dataset(root)
     got = {f.path: (f.label, f.status, f.detail.split(":")[0].split(" (")[0]) for f in res.files}
     assert got == {
-        "cat.0.jpg": ("cat", "good", ""), "cat.1.jpg": ("cat", "good", ""), "dog.0.jpg": ("dog", "good", ""),
-        "dog.1.jpg": ("dog", "good", ""), "cat.2.jpg": ("cat", "converted", "CMYK->RGB"),
-        "dog.2.jpg": ("dog", "rejected", "truncated"), "photo.jpg": (None, "good", ""),
-        "cat.loop.jpg": ("cat", "rejected", "unreadable"), "dog.gone.jpg": ("dog", "rejected", "unreadable"),
+        "cat.0.jpg": ("cat", "good", ""),
+        "cat.1.jpg": ("cat", "good", ""),
+        "dog.0.jpg": ("dog", "good", ""),
+        "dog.1.jpg": ("dog", "good", ""),
+        "cat.2.jpg": ("cat", "converted", "CMYK->RGB"),
+        "dog.2.jpg": ("dog", "rejected", "truncated"),
+        "photo.jpg": (None, "good", ""),
+        "cat.loop.jpg": ("cat", "rejected", "unreadable"),
+        "dog.gone.jpg": ("dog", "rejected", "unreadable"),
     }
     assert res.layout == "flat" and res.class_names == ["cat", "dog"]
     assert "photo.jpg" not in [f.path for f in res.usable()]  # good, but without a label
@@ -379,8 +392,10 @@ def tlexp_main():
 
 def test_missing_folder_is_one_message_everywhere(tmp_path, capsys, tlexp_main):
     missing = tmp_path / "nope"
-    expected = (f"Dataset folder not found: '{missing}' does not exist or is not a folder. Point data.root (or the "
-                "ROOT of 'tlexp data check') at the folder that holds the images.")
+    expected = (
+        f"Dataset folder not found: '{missing}' does not exist or is not a folder. Point data.root (or the "
+        "ROOT of 'tlexp data check') at the folder that holds the images."
+    )
     for call in (discover, check_dataset):
         with pytest.raises(DataError) as e:
             call(missing)
@@ -421,8 +436,11 @@ def test_a_run_logs_the_check_in_one_line(flat_dataset, tmp_path, caplog):
         lines = [r.getMessage() for r in caplog.records]
         checked = [m for m in lines if "checked" in m]
         assert len(checked) == 1, lines
-        assert re.fullmatch(rf"data: checked 26 files in [0-9.]+s \({reused} unchanged since the last check\): "
-                            r"24 usable, 1 rejected, 1 without a label; see rejected.csv", checked[0])
+        assert re.fullmatch(
+            rf"data: checked 26 files in [0-9.]+s \({reused} unchanged since the last check\): "
+            r"24 usable, 1 rejected, 1 without a label; see rejected.csv",
+            checked[0],
+        )
         assert sum("left out 1 of 26 image file(s)" in m and "'photo.jpg'" in m for m in lines) == 1
         assert len(ds.paths) == 24 and check.reused == reused
 
@@ -454,10 +472,22 @@ def test_a_run_on_the_torture_dataset_completes(torture, tmp_path):
             (torture / cls / f"extra{i}.jpg").write_bytes(_jpeg_bytes(100 + 10 * i + (cls == "dog")))
     before = _snapshot(torture)
     check = check_dataset(torture)
-    cfg = load_config(None, [f"data.root={torture}", "data.image_size=32", "data.val_fraction=0.2",
-                             "data.test_fraction=0.2", "model.weights=none", "model.head.dense=[4]",
-                             "train.epochs=1", "train.batch_size=8", "forest.n_estimators=3",
-                             f"output.dir={tmp_path / 'out'}", "output.save_model=false"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={torture}",
+            "data.image_size=32",
+            "data.val_fraction=0.2",
+            "data.test_fraction=0.2",
+            "model.weights=none",
+            "model.head.dense=[4]",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "forest.n_estimators=3",
+            f"output.dir={tmp_path / 'out'}",
+            "output.save_model=false",
+        ],
+    )
     run_dir = run_experiment(cfg)
     m = load_record(run_dir)
     c = m.data.check

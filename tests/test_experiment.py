@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 
 from tlexp.config import load_config
 from tlexp.results.record import load_record
@@ -17,13 +17,31 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
     from tlexp.experiment import run_experiment
 
     (folder_dataset / "Dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
-    cfg = load_config(None, [
-        f"data.root={folder_dataset}", "data.image_size=32", "data.val_fraction=0.2", "data.test_fraction=0.2",
-        "model.backbone=resnet50", "model.weights=none", "model.freeze=0.7", "model.batchnorm=train",
-        "model.head.pooling=avg", "model.head.dense=[8]", "model.head.dropout=0.2", "train.epochs=1",
-        "train.batch_size=4", "train.optimizer=sgd", "forest.n_estimators=5", "forest.max_depth=3",
-        f"output.dir={tmp_path / 'out'}", "name=multi", "tracking.tensorboard=true", "output.save_model=false",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={folder_dataset}",
+            "data.image_size=32",
+            "data.val_fraction=0.2",
+            "data.test_fraction=0.2",
+            "model.backbone=resnet50",
+            "model.weights=none",
+            "model.freeze=0.7",
+            "model.batchnorm=train",
+            "model.head.pooling=avg",
+            "model.head.dense=[8]",
+            "model.head.dropout=0.2",
+            "train.epochs=1",
+            "train.batch_size=4",
+            "train.optimizer=sgd",
+            "forest.n_estimators=5",
+            "forest.max_depth=3",
+            f"output.dir={tmp_path / 'out'}",
+            "name=multi",
+            "tracking.tensorboard=true",
+            "output.save_model=false",
+        ],
+    )
     run_dir = run_experiment(cfg)
     m = load_record(run_dir)
     assert run_dir.name == "multi"
@@ -52,9 +70,16 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
     (flat_dataset / "cat.50.jpg").write_bytes(b"garbage")
     ds = discover(flat_dataset)
     decoder = Decoder(ds.root, ds.paths, 32)
-    stream = make_dataset(decoder, np.arange(len(ds.paths)), ds.labels, batch_size=5,
-                          preprocess=keras.applications.vgg16.preprocess_input, shuffle=True, seed=0,
-                          label_dtype="float32")
+    stream = make_dataset(
+        decoder,
+        np.arange(len(ds.paths)),
+        ds.labels,
+        batch_size=5,
+        preprocess=keras.applications.vgg16.preprocess_input,
+        shuffle=True,
+        seed=0,
+        label_dtype="float32",
+    )
     seen, labels = [], []
     for x, y, i in stream:
         assert x.shape[1:] == (32, 32, 3)
@@ -65,9 +90,20 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
     assert labels == [float(ds.labels[k]) for k in seen]  # labels travel with their file
     assert list(decoder.failed) == [bad]
     # shuffling is seeded: a second pass with the same seed gives the same first-epoch order
-    again = [k for _, _, i in make_dataset(decoder, np.arange(len(ds.paths)), ds.labels, batch_size=5,
-                                            preprocess=keras.applications.vgg16.preprocess_input, shuffle=True,
-                                            seed=0, label_dtype="float32") for k in np.asarray(i).tolist()]
+    again = [
+        k
+        for _, _, i in make_dataset(
+            decoder,
+            np.arange(len(ds.paths)),
+            ds.labels,
+            batch_size=5,
+            preprocess=keras.applications.vgg16.preprocess_input,
+            shuffle=True,
+            seed=0,
+            label_dtype="float32",
+        )
+        for k in np.asarray(i).tolist()
+    ]
     assert again == seen
 
 
@@ -77,8 +113,9 @@ def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_da
     from tlexp.model.training import predict_with_features
 
     # Dropout in the head: a pass in training mode would give other numbers than inference.
-    cfg = load_config(None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]",
-                             "model.head.dropout=0.5"])
+    cfg = load_config(
+        None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]", "model.head.dropout=0.5"]
+    )
     network = build_model(build_backbone("vgg16", 32), cfg, n_classes=2)
     model = network.model
     x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype("float32")
@@ -106,14 +143,23 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     Only 'train' moves the moving averages; only 'frozen' keeps BN scale/offset fixed."""
     import keras
 
-    from tlexp.model.freeze import apply_freeze, plan_freeze
     from tlexp.model.backbones import build_backbone
+    from tlexp.model.freeze import apply_freeze, plan_freeze
     from tlexp.model.head import build_model
     from tlexp.model.training import compile_model
 
-    cfg = load_config(None, [f"data.root={tmp_path}", "model.backbone=resnet50", f"model.batchnorm={policy}",
-                             "data.image_size=32", "model.freeze=0.7", "model.head.pooling=avg",
-                             "train.learning_rate=0.01"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={tmp_path}",
+            "model.backbone=resnet50",
+            f"model.batchnorm={policy}",
+            "data.image_size=32",
+            "model.freeze=0.7",
+            "model.head.pooling=avg",
+            "train.learning_rate=0.01",
+        ],
+    )
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet50", 32)
     apply_freeze(backbone, plan_freeze(backbone, 0.7, policy))
@@ -140,8 +186,16 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     from tlexp.model.head import build_model
     from tlexp.model.training import compile_model
 
-    cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=32", "train.precision=mixed_bfloat16",
-                             "train.jit_compile=false", "model.head.dense=[4]"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={tmp_path}",
+            "data.image_size=32",
+            "train.precision=mixed_bfloat16",
+            "train.jit_compile=false",
+            "model.head.dense=[4]",
+        ],
+    )
     auto = accel.resolve(load_config(None, [f"data.root={tmp_path}"]).train)
     assert (auto.precision, auto.distribute, auto.gpus) == ("float32", "none", [])  # this CPU-only machine
     settings = accel.resolve(cfg.train)
@@ -186,11 +240,25 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
     (tmp_path / "c.yaml").write_text("{}\n")
     for n in (1, 2):
         out = tmp_path / f"x{n}"
-        args = [f"data.root={flat_dataset}", "data.image_size=32", "model.weights=none", "model.head.dense=[8]",
-                "train.epochs=2", "train.batch_size=8", "train.distribute=mirrored", "forest.n_estimators=5",
-                "output.save_model=false", f"output.dir={out}", "name=m"]
-        proc = subprocess.run([sys.executable, "-c", _MIRRORED_RUN, str(n), str(tmp_path / "c.yaml"), *args],
-                              capture_output=True, text=True, timeout=300)
+        args = [
+            f"data.root={flat_dataset}",
+            "data.image_size=32",
+            "model.weights=none",
+            "model.head.dense=[8]",
+            "train.epochs=2",
+            "train.batch_size=8",
+            "train.distribute=mirrored",
+            "forest.n_estimators=5",
+            "output.save_model=false",
+            f"output.dir={out}",
+            "name=m",
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", _MIRRORED_RUN, str(n), str(tmp_path / "c.yaml"), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"replicas [{n}]" in proc.stdout  # one strategy, over n devices
         results[n] = load_record(out / "m")

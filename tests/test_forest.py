@@ -24,9 +24,16 @@ def test_default_is_forest_and_scaled_logistic_regression(tmp_path):
 
 
 def test_extra_classifier_from_config_and_disabling(tmp_path):
-    clfs = build_classifiers(cfg(tmp_path, "forest.enabled=false", "classifiers.logreg=null",
-                                 "classifiers.knn.estimator=sklearn.neighbors.KNeighborsClassifier",
-                                 "classifiers.knn.params={n_neighbors: 3}", "classifiers.knn.scale=false"))
+    clfs = build_classifiers(
+        cfg(
+            tmp_path,
+            "forest.enabled=false",
+            "classifiers.logreg=null",
+            "classifiers.knn.estimator=sklearn.neighbors.KNeighborsClassifier",
+            "classifiers.knn.params={n_neighbors: 3}",
+            "classifiers.knn.scale=false",
+        )
+    )
     assert list(clfs) == ["knn"]
     assert clfs["knn"].n_neighbors == 3
 
@@ -35,13 +42,21 @@ def test_extra_classifier_from_config_and_disabling(tmp_path):
     ("overrides", "match"),
     [
         (["classifiers.x.estimator=sklearn.linear_model.LogisticRegresion"], r"which scikit-learn does not have"),
-        (["classifiers.x.estimator=sklearn.linear_model.LogisticRegression", "classifiers.x.params={bogus: 1}"],
-         r"'classifiers.x.params' parameter does not fit LogisticRegression"),
-        (["classifiers.x.estimator=sklearn.svm.SVC"],
-         r"must name a classifier with predict_proba \(for an SVM: estimator: sklearn.calibration"),
-        (["classifiers.x.estimator=sklearn.calibration.CalibratedClassifierCV",
-          "classifiers.x.params={estimator: {estimator: os.system}}"],
-         r"'classifiers.x.params.estimator.estimator' parameter must be the dotted path of a scikit-learn class"),
+        (
+            ["classifiers.x.estimator=sklearn.linear_model.LogisticRegression", "classifiers.x.params={bogus: 1}"],
+            r"'classifiers.x.params' parameter does not fit LogisticRegression",
+        ),
+        (
+            ["classifiers.x.estimator=sklearn.svm.SVC"],
+            r"must name a classifier with predict_proba \(for an SVM: estimator: sklearn.calibration",
+        ),
+        (
+            [
+                "classifiers.x.estimator=sklearn.calibration.CalibratedClassifierCV",
+                "classifiers.x.params={estimator: {estimator: os.system}}",
+            ],
+            r"'classifiers.x.params.estimator.estimator' parameter must be the dotted path of a scikit-learn class",
+        ),
         (["classifiers.x.estimator=sklearn.linear_model.LinearRegression"], r"must name a classifier"),
     ],
 )
@@ -68,10 +83,16 @@ def test_meta_estimator_from_nested_spec_without_deprecated_probability(tmp_path
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
 
-    clfs = build_classifiers(cfg(tmp_path, "seed=3", "forest.enabled=false", "classifiers.logreg=null",
-                                 "classifiers.svm.estimator=sklearn.calibration.CalibratedClassifierCV",
-                                 "classifiers.svm.params={estimator: {estimator: sklearn.svm.SVC, params: {C: 2.0}}, "
-                                 "ensemble: false}"))
+    clfs = build_classifiers(
+        cfg(
+            tmp_path,
+            "seed=3",
+            "forest.enabled=false",
+            "classifiers.logreg=null",
+            "classifiers.svm.estimator=sklearn.calibration.CalibratedClassifierCV",
+            "classifiers.svm.params={estimator: {estimator: sklearn.svm.SVC, params: {C: 2.0}}, ensemble: false}",
+        )
+    )
     scaler, est = (s for _, s in clfs["svm"].steps)
     assert isinstance(est, CalibratedClassifierCV) and est.ensemble is False
     assert isinstance(est.estimator, SVC) and est.estimator.C == 2.0 and est.estimator.random_state == 3

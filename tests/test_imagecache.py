@@ -8,11 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from conftest import write_image
 from tlexp import files as files_mod
 from tlexp.data import imagecache
 from tlexp.data.decode import load_image
 from tlexp.data.imagecache import CachedDecoder, ImageCache, cache_key, ensure_image_cache
+
+from conftest import write_image
 
 
 def files_of(root):

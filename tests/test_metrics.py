@@ -107,9 +107,7 @@ def test_agrees_with_sklearn_on_random_input(k):
     assert m["f1"] == pytest.approx(skm.f1_score(y, pred, average=average, zero_division=0))
     assert m["confusion"] == skm.confusion_matrix(y, pred).tolist()
     expected_auc = (
-        skm.roc_auc_score(y, proba[:, 1])
-        if k == 2
-        else skm.roc_auc_score(y, proba, multi_class="ovr", average="macro")
+        skm.roc_auc_score(y, proba[:, 1]) if k == 2 else skm.roc_auc_score(y, proba, multi_class="ovr", average="macro")
     )
     assert m["roc_auc"] == pytest.approx(expected_auc)
     # No probability here is near 0 or 1, so clipping is a no-op and sklearn agrees.
@@ -156,9 +154,13 @@ HALF = [[0.5, 0.5]] * 2  # two rows of a valid two-class proba
 @pytest.mark.parametrize(
     ("y", "proba", "names", "match"),
     [
-        ([0, 1], [[0.5, 0.5, 0.0]] * 2, AB,
-         r"proba must have shape \(n, k\) with k == len\(class_names\) == 2\. "
-         r"Got \(2, 3\) instead"),
+        (
+            [0, 1],
+            [[0.5, 0.5, 0.0]] * 2,
+            AB,
+            r"proba must have shape \(n, k\) with k == len\(class_names\) == 2\. "
+            r"Got \(2, 3\) instead",
+        ),
         ([0, 1], [0.3, 0.7], AB, r"proba must be a 2-D array .* Got shape \(2,\)"),
         ([0, 1, 1], HALF, AB, r"same number of samples\. Got 3 labels and 2 rows"),
         ([], np.zeros((0, 2)), AB, r"y_true is empty"),

@@ -143,8 +143,12 @@ def test_plot_roc(tmp_path, monkeypatch):
     auc = {name: roc_auc_score(*curves[name]) for name in ("head", "forest")}
     assert auc["head"] > 0.8 and 0.3 < auc["forest"] < 0.7  # an informative score and a random one
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == [f"head (AUC = {auc['head']:.3f})", f"forest (AUC = {auc['forest']:.3f})",
-                      "one-class (AUC undefined: one class)", "chance (AUC = 0.500)"]
+    assert labels == [
+        f"head (AUC = {auc['head']:.3f})",
+        f"forest (AUC = {auc['forest']:.3f})",
+        "one-class (AUC undefined: one class)",
+        "chance (AUC = 0.500)",
+    ]
     lines = {line.get_label(): line for line in ax.get_lines()}
     for name, label in zip(("head", "forest"), labels[:2], strict=True):  # each line is that classifier's ROC curve
         fpr, tpr, _ = roc_curve(*curves[name])

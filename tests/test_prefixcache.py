@@ -13,13 +13,27 @@ from tlexp.results.record import load_record
 
 
 def _small_cfg(tmp_path, root, *overrides):
-    return load_config(None, [
-        f"data.root={root}", "data.image_size=32", "data.val_fraction=0.25", "data.test_fraction=0.25",
-        "model.weights=none", "model.head.dense=[8]", "train.epochs=2", "train.batch_size=8",
-        "train.learning_rate=0.001", "forest.n_estimators=5", "forest.n_jobs=1", "classifiers={}",
-        f"output.dir={tmp_path / 'out'}", "output.save_model=false", f"data.cache_dir={tmp_path / 'cache'}",
-        *overrides,
-    ])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            "data.image_size=32",
+            "data.val_fraction=0.25",
+            "data.test_fraction=0.25",
+            "model.weights=none",
+            "model.head.dense=[8]",
+            "train.epochs=2",
+            "train.batch_size=8",
+            "train.learning_rate=0.001",
+            "forest.n_estimators=5",
+            "forest.n_jobs=1",
+            "classifiers={}",
+            f"output.dir={tmp_path / 'out'}",
+            "output.save_model=false",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            *overrides,
+        ],
+    )
 
 
 def _run(cfg):
@@ -78,11 +92,20 @@ def test_cached_path_gives_the_ordinary_results(tmp_path, flat_dataset, name, fr
     """
     runs = {}
     for enabled in ("false", "true"):
-        cfg = _small_cfg(tmp_path, flat_dataset, f"model.backbone={name}", f"model.freeze={freeze}",
-                         f"train.prefix_cache.enabled={enabled}", f"name={name}_{enabled}")
+        cfg = _small_cfg(
+            tmp_path,
+            flat_dataset,
+            f"model.backbone={name}",
+            f"model.freeze={freeze}",
+            f"train.prefix_cache.enabled={enabled}",
+            f"name={name}_{enabled}",
+        )
         runs[enabled] = _run(cfg)
     (plain_dir, plain), (cached_dir, cached) = runs["false"], runs["true"]
-    assert plain.prefix_cache.model_dump(exclude_none=True) == {"used": False, "reason": "train.prefix_cache.enabled is false"}
+    assert plain.prefix_cache.model_dump(exclude_none=True) == {
+        "used": False,
+        "reason": "train.prefix_cache.enabled is false",
+    }
     info = cached.prefix_cache
     assert info.used and info.layer == cached.freeze.last_frozen_layer and info.source == "images"
     if name == "resnet50":
@@ -152,8 +175,9 @@ def test_float16_storage_halves_the_cache_and_stays_close(tmp_path, flat_dataset
     # The first epoch's loss barely moves; later epochs drift further (training amplifies).
     assert half.history.loss[0] == pytest.approx(exact.history.loss[0], rel=1e-2)
     # A deeper cut is computed from the float16 entry (cast back to the float32 model).
-    deeper = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.dtype=float16", "model.freeze=0.7",
-                             "name=f16deep"))[1].prefix_cache
+    deeper = _run(
+        _small_cfg(tmp_path, flat_dataset, "train.prefix_cache.dtype=float16", "model.freeze=0.7", "name=f16deep")
+    )[1].prefix_cache
     assert (deeper.source, deeper.dtype) == ("block4_conv2", "float16")
 
 
@@ -172,11 +196,29 @@ def test_float16_overflow_falls_back_instead_of_storing_infinities(tmp_path):
     batches = [(np.ones((3, 4), np.float32), np.zeros(3), np.arange(3))]
     store = ActivationStore(tmp_path, max_bytes=10**6)
     with pytest.raises(Fallback, match=r"exceed the float16 range \(max \|x\| = 1e\+06\)"):
-        prefix_activations(model, 2, store=store, images=lambda: batches, failures=dict, n_files=3,
-                           data_key="k", dtype="float16", batch_size=3)
+        prefix_activations(
+            model,
+            2,
+            store=store,
+            images=lambda: batches,
+            failures=dict,
+            n_files=3,
+            data_key="k",
+            dtype="float16",
+            batch_size=3,
+        )
     assert not list((tmp_path / "activations").iterdir())  # the half-built entry is gone
-    entry = prefix_activations(model, 2, store=store, images=lambda: batches, failures=dict, n_files=3,
-                               data_key="k", dtype="auto", batch_size=3)
+    entry = prefix_activations(
+        model,
+        2,
+        store=store,
+        images=lambda: batches,
+        failures=dict,
+        n_files=3,
+        data_key="k",
+        dtype="auto",
+        batch_size=3,
+    )
     assert entry.dtype == "float32" and entry.ok.all() and float(entry.arrays[0].max()) == 1e6
 
 

@@ -27,8 +27,15 @@ def sweep(cfg: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
     """``tlexp sweep CFG EXTRA...`` to its end, in a session of its own; it must leave no
     process of its own running (with Ray: tlexp shuts down the runtime it started)."""
     args = [sys.executable, "-m", "tlexp", "sweep", str(cfg), *extra]
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"}, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"},
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=600)
     finally:
@@ -120,8 +127,16 @@ def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
     # interruption is recorded as with the local executor.
     cfg = config(tmp_path, flat_dataset, {"model.freeze": [0.3, 0.5]}, "term")
     sweep_dir = tmp_path / "results" / "term"
-    proc = start_sweep(cfg, "--executor", "ray", cwd=tmp_path, started=sweep_dir / "vgg16_f30_s0" / "config.yaml",
-                       stderr=subprocess.PIPE, text=True, env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"})
+    proc = start_sweep(
+        cfg,
+        "--executor",
+        "ray",
+        cwd=tmp_path,
+        started=sweep_dir / "vgg16_f30_s0" / "config.yaml",
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TLEXP_RAY_NUM_CPUS": "2"},
+    )
     try:
         proc.terminate()
         _, err = proc.communicate(timeout=120)
@@ -137,9 +152,11 @@ def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
 
 
 def test_missing_ray_is_a_clear_error(tmp_path, flat_dataset):
-    code = ("import sys; sys.modules['ray'] = None\nfrom tlexp.cli import main\n"
-            f"sys.exit(main(['sweep', {str(config(tmp_path, flat_dataset, {'seed': [0]}, 'noray'))!r}, "
-            "'--executor', 'ray']))")
+    code = (
+        "import sys; sys.modules['ray'] = None\nfrom tlexp.cli import main\n"
+        f"sys.exit(main(['sweep', {str(config(tmp_path, flat_dataset, {'seed': [0]}, 'noray'))!r}, "
+        "'--executor', 'ray']))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert "pip install 'tlexp[ray]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,16 +6,20 @@ import json
 
 import pytest
 
-from records import first_layout, make_record, scores
 from tlexp.files import write_yaml
 from tlexp.results.record import VERSION, RecordError, RunRecord, load_record
+
+from records import first_layout, make_record, scores
 
 SPLITS = ("train", "val", "test")
 
 
 def _record(tmp_path, **kw):
-    clfs = {"head": {s: scores(0.9) for s in SPLITS}, "forest": {s: scores(0.8) for s in SPLITS},
-            "svc": {s: scores(0.7) for s in SPLITS}}
+    clfs = {
+        "head": {s: scores(0.9) for s in SPLITS},
+        "forest": {s: scores(0.8) for s in SPLITS},
+        "svc": {s: scores(0.7) for s in SPLITS},
+    }
     config = {"name": "r", "classifiers": {"svc": {"estimator": "sklearn.svm.SVC"}}}
     return make_record("r", str(tmp_path), config, clfs, **kw)
 
@@ -55,11 +59,14 @@ def test_newer_version_is_refused_with_a_fix(tmp_path):
         load_record(tmp_path)
 
 
-@pytest.mark.parametrize("edit, where", [
-    (lambda d: d["classifiers"]["head"]["test"].pop("accuracy"), "classifiers.head.test.accuracy"),
-    (lambda d: d.update(surprise=1), "surprise"),
-    (lambda d: d["freeze"].update(frozen_share="most"), "freeze.frozen_share"),
-])
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (lambda d: d["classifiers"]["head"]["test"].pop("accuracy"), "classifiers.head.test.accuracy"),
+        (lambda d: d.update(surprise=1), "surprise"),
+        (lambda d: d["freeze"].update(frozen_share="most"), "freeze.frozen_share"),
+    ],
+)
 def test_a_record_that_does_not_fit_is_refused_not_misread(tmp_path, edit, where):
     data = _record(tmp_path).to_dict()
     edit(data)

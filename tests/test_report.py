@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import yaml
 
-from tlexp.results import report
-from tlexp.results import runfolder
 from tlexp import files
 from tlexp.errors import UserError
+from tlexp.results import report, runfolder
 
 from records import SPLITS, first_layout, make_record, scores
-
 
 
 def make_run(
@@ -43,7 +42,8 @@ def make_run(
     run_dir = parent / name
     run_dir.mkdir(parents=True)
     cfg: dict[str, Any] = {
-        "name": name, "seed": seed,
+        "name": name,
+        "seed": seed,
         "data": {"root": "/data", "image_size": 32, "split_seed": None},
         "model": {"backbone": backbone, "weights": "none", "freeze": freeze},
         "train": {"epochs": epochs, "learning_rate": 0.001},
@@ -66,19 +66,38 @@ def make_run(
         split_rows += [("test", y, {n: predictions[n][i] for n in names}) for i, y in enumerate(predictions["label"])]
         rows = []
         for i, (split, label, pred) in enumerate(split_rows):
-            rows.append([f"img{i}.jpg", split, label]
-                        + [c for n in names for c in ([pred[n], "0.5"] if binary else [pred[n]])])
+            rows.append(
+                [f"img{i}.jpg", split, label] + [c for n in names for c in ([pred[n], "0.5"] if binary else [pred[n]])]
+            )
         files.write_csv(run_dir / runfolder.PREDICTIONS_FILE, header, rows)
     if not finished:
         return run_dir
     auc_kw = {"auc": auc, "classes": classes}
     clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses, strict=True)}}
-    clfs.update({c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs, strict=True)}
-                 for c, accs in others.items()})
-    cache = ({"used": True, "layer": "block4_conv2", "mb": 3.1} if freeze != "block3_conv1"
-             else {"used": False, "reason": "train.prefix_cache.enabled is false"})
-    make_record(name, str(run_dir), cfg, clfs, share=share, freeze=freeze, epochs=epochs, wall=wall,
-                trainable=1000 + seed, prefix_cache=cache, classes=classes).save(run_dir)
+    clfs.update(
+        {
+            c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs, strict=True)}
+            for c, accs in others.items()
+        }
+    )
+    cache = (
+        {"used": True, "layer": "block4_conv2", "mb": 3.1}
+        if freeze != "block3_conv1"
+        else {"used": False, "reason": "train.prefix_cache.enabled is false"}
+    )
+    make_record(
+        name,
+        str(run_dir),
+        cfg,
+        clfs,
+        share=share,
+        freeze=freeze,
+        epochs=epochs,
+        wall=wall,
+        trainable=1000 + seed,
+        prefix_cache=cache,
+        classes=classes,
+    ).save(run_dir)
     return run_dir
 
 
@@ -150,27 +169,55 @@ def test_summary_rows_sorted_and_exact(tmp_path):
 
     md = (out / "summary.md").read_text()
     table = md_table(md, "Results")
-    assert table[0] == ["run", "backbone", "frozen (asked)", "frozen (achieved)", "seed", "train acc", "val loss",
-                        "val acc", "test acc", "forest test acc"]
+    assert table[0] == [
+        "run",
+        "backbone",
+        "frozen (asked)",
+        "frozen (achieved)",
+        "seed",
+        "train acc",
+        "val loss",
+        "val acc",
+        "test acc",
+        "forest test acc",
+    ]
     assert table[2] == ["v70", "vgg16", "70 %", "68.0 %", "0", "0.9900", "0.2000", "0.9700", "0.9600", "0.7500"]
     assert table[6][2] == "through block3_conv1"
     # resnet50 at 30 % ran with two seeds: a means table, one row per setting, in the same order.
     means = md_table(md, "Mean ± std over seeds")
-    assert [(r[0], r[1], r[3]) for r in means[1:]] == [("vgg16", "10 %", "0"), ("vgg16", "70 %", "0"),
-                                                      ("resnet50", "30 %", "0 1"), ("densenet121", "70 %", "0"),
-                                                      ("efficientnetb0", "through block3_conv1", "0"),
-                                                      ("mobilenetv2", "10 %", "0")]
-    assert set(written) == {"summary.csv", "summary_by_setting.csv", "summary.md", "accuracy_vs_frozen.png",
-                            "time_vs_frozen.png", "report.html"}  # no paired.csv: no predictions.csv
+    assert [(r[0], r[1], r[3]) for r in means[1:]] == [
+        ("vgg16", "10 %", "0"),
+        ("vgg16", "70 %", "0"),
+        ("resnet50", "30 %", "0 1"),
+        ("densenet121", "70 %", "0"),
+        ("efficientnetb0", "through block3_conv1", "0"),
+        ("mobilenetv2", "10 %", "0"),
+    ]
+    assert set(written) == {
+        "summary.csv",
+        "summary_by_setting.csv",
+        "summary.md",
+        "accuracy_vs_frozen.png",
+        "time_vs_frozen.png",
+        "report.html",
+    }  # no paired.csv: no predictions.csv
     assert all(path.is_file() and path.parent == out for path in written.values())
     assert "v70: no predictions.csv, so its classifiers were not compared." in md
 
 
 def test_mean_and_std_over_seeds(tmp_path):
     p = tmp_path / "runs"
-    dirs = [make_run(p, f"v30s{s}", seed=s, head=(0.9, 0.8, acc),
-                     others={"forest": (1, 0.7, rf), "logreg": (1, .5, .6)}, wall=w)
-            for s, acc, rf, w in [(0, 0.80, 0.70, 10.0), (1, 0.85, 0.75, 20.0), (2, 0.90, 0.80, 30.0)]]
+    dirs = [
+        make_run(
+            p,
+            f"v30s{s}",
+            seed=s,
+            head=(0.9, 0.8, acc),
+            others={"forest": (1, 0.7, rf), "logreg": (1, 0.5, 0.6)},
+            wall=w,
+        )
+        for s, acc, rf, w in [(0, 0.80, 0.70, 10.0), (1, 0.85, 0.75, 20.0), (2, 0.90, 0.80, 30.0)]
+    ]
     dirs.append(make_run(p, "v70s0", freeze=0.7, share=0.7, head=(0.9, 0.8, 0.5)))  # its own setting, one seed
     # Same backbone and freeze but another learning rate: another setting, told apart by a column.
     dirs.append(make_run(p, "v30lr", config={"train.learning_rate": 0.1}, head=(0.9, 0.8, 0.4)))
@@ -208,8 +255,13 @@ def test_paired_mcnemar_from_predictions(tmp_path):
     flip = {"cat": "dog", "dog": "cat"}
     head = [y if i < 16 else flip[y] for i, y in enumerate(labels)]
     forest = [y if i < 10 or i in (16, 17) else flip[y] for i, y in enumerate(labels)]
-    run = make_run(tmp_path / "runs", "one", head=(1.0, 1.0, 0.8), others={"forest": (1, 1, 0.6)},
-                   predictions={"label": labels, "head": head, "forest": forest})
+    run = make_run(
+        tmp_path / "runs",
+        "one",
+        head=(1.0, 1.0, 0.8),
+        others={"forest": (1, 1, 0.6)},
+        predictions={"label": labels, "head": head, "forest": forest},
+    )
     report.build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
     assert (row["run"], row["classifier_a"], row["classifier_b"], row["split"]) == ("one", "head", "forest", "test")
@@ -229,8 +281,13 @@ def test_paired_significant_reading(tmp_path):
     labels = ["a", "b"] * 20
     head = ["a"] * 40  # right on the 20 "a" images only
     logreg = list(labels)  # right on all 40: b=0, c=20, p = 2 / 2**20
-    run = make_run(tmp_path / "r", "x", classes=("a", "b"), others={"logreg": (1, 1, 1)},
-                   predictions={"label": labels, "head": head, "logreg": logreg})
+    run = make_run(
+        tmp_path / "r",
+        "x",
+        classes=("a", "b"),
+        others={"logreg": (1, 1, 1)},
+        predictions={"label": labels, "head": head, "logreg": logreg},
+    )
     report.build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
     assert (row["b"], row["c"]) == ("0", "20")
@@ -242,8 +299,13 @@ def test_failed_and_unfinished_rows(tmp_path):
     p = tmp_path / "runs"
     dirs = [make_run(p, f"v30s{s}", seed=s, head=(0.9, 0.8, 0.8 + 0.1 * s)) for s in (0, 1)]
     unfinished = make_run(p, "v70s0", freeze=0.7, finished=False)
-    failed = [{"name": "resnet50_f30_s0", "error": "ResourceExhaustedError: OOM when allocating\nTraceback ...",
-               "overrides": {"model.backbone": "resnet50", "model.freeze": 0.3, "seed": 0}}]
+    failed = [
+        {
+            "name": "resnet50_f30_s0",
+            "error": "ResourceExhaustedError: OOM when allocating\nTraceback ...",
+            "overrides": {"model.backbone": "resnet50", "model.freeze": 0.3, "seed": 0},
+        }
+    ]
     out = tmp_path / "rep"
     report.build_report([*dirs, unfinished], out, failed=failed)
 
@@ -266,16 +328,31 @@ def test_failed_and_unfinished_rows(tmp_path):
     assert results[0][-1] == "status" and results[-1][-1] == "failed"
     problems = md_table(md, "Failed and unfinished runs")
     assert problems[1] == ["v70s0", "vgg16", "70 %", "0", "unfinished", problems[1][-1]]
-    assert problems[2] == ["resnet50_f30_s0", "resnet50", "30 %", "0", "failed",
-                           "ResourceExhaustedError: OOM when allocating"]
+    assert problems[2] == [
+        "resnet50_f30_s0",
+        "resnet50",
+        "30 %",
+        "0",
+        "failed",
+        "ResourceExhaustedError: OOM when allocating",
+    ]
 
 
 def test_multiclass_run(tmp_path):
     classes = ("bird", "cat", "dog")
     labels = ["bird", "cat", "dog"] * 4
-    run = make_run(tmp_path / "r", "three", classes=classes, auc=None, others={"forest": (1, 1, 8 / 12)},
-                   predictions={"label": labels, "head": labels,
-                                "forest": ["bird"] * 3 + labels[3:6] + ["cat", "cat", "cat"] + labels[9:]})
+    run = make_run(
+        tmp_path / "r",
+        "three",
+        classes=classes,
+        auc=None,
+        others={"forest": (1, 1, 8 / 12)},
+        predictions={
+            "label": labels,
+            "head": labels,
+            "forest": ["bird"] * 3 + labels[3:6] + ["cat", "cat", "cat"] + labels[9:],
+        },
+    )
     header = (run / "predictions.csv").read_text().splitlines()[0]
     assert header == "path,split,label,head,forest"  # no _p1 columns with three classes
     out = tmp_path / "rep"
@@ -299,13 +376,23 @@ def test_single_run_without_classifiers_and_stale_files(tmp_path):
     assert (out / "notes.txt").read_text() == "mine\n"  # files of other names are left alone
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
     assert [c for c in header if c.startswith("forest")] == []
-    assert header[-9:] == ["head_test_accuracy", "head_test_f1", "head_test_roc_auc", "epochs", "wall_time_s",
-                           "cached_prefix", "device", "run_dir", "error"]
+    assert header[-9:] == [
+        "head_test_accuracy",
+        "head_test_f1",
+        "head_test_roc_auc",
+        "epochs",
+        "wall_time_s",
+        "cached_prefix",
+        "device",
+        "run_dir",
+        "error",
+    ]
     md = (out / "summary.md").read_text()
     assert md.startswith("# Solo <run>\n") and "Head vs other" not in md
     assert "Solo &lt;run&gt;" in (out / "report.html").read_text()
-    assert sorted(written) == sorted(["summary.csv", "summary.md", "accuracy_vs_frozen.png", "time_vs_frozen.png",
-                                      "report.html"])
+    assert sorted(written) == sorted(
+        ["summary.csv", "summary.md", "accuracy_vs_frozen.png", "time_vs_frozen.png", "report.html"]
+    )
 
 
 def test_report_with_only_failed_runs(tmp_path):
@@ -327,8 +414,10 @@ def test_report_has_no_tensorflow_import():
     import subprocess
     import sys
 
-    code = ("import sys, tlexp.results.report, tlexp.results.stats, tlexp.results.plots; "
-            "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)")
+    code = (
+        "import sys, tlexp.results.report, tlexp.results.stats, tlexp.results.plots; "
+        "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -348,8 +437,14 @@ def test_first_layout_metrics_without_predictions(tmp_path):
 def test_failed_entry_with_resolved_config(tmp_path):
     """A sweep that did not vary the backbone can pass the cell's config to show it anyway."""
     out = tmp_path / "rep"
-    failed = [{"name": "f30_s2", "error": "boom", "overrides": {"model.freeze": 0.3, "seed": 2},
-               "config": {"seed": 0, "model": {"backbone": "densenet121", "freeze": 0.1}}}]
+    failed = [
+        {
+            "name": "f30_s2",
+            "error": "boom",
+            "overrides": {"model.freeze": 0.3, "seed": 2},
+            "config": {"seed": 0, "model": {"backbone": "densenet121", "freeze": 0.1}},
+        }
+    ]
     report.build_report([], out, failed=failed)
     (row,) = csv_rows(out / "summary.csv")
     # The overrides win over the base values in the config.
@@ -360,8 +455,9 @@ def test_failed_entry_with_resolved_config(tmp_path):
 # --------------------------------------------------------------------------- the two sweep charts
 
 
-@pytest.mark.parametrize("n_backbones, n_classifiers, size", [(1, 2, (500, 400)), (3, 3, (1500, 400)),
-                                                              (4, 4, (1000, 850))])
+@pytest.mark.parametrize(
+    "n_backbones, n_classifiers, size", [(1, 2, (500, 400)), (3, 3, (1500, 400)), (4, 4, (1000, 850))]
+)
 def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
     from PIL import Image
 
@@ -369,8 +465,13 @@ def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
 
     names = ["vgg16", "resnet50", "densenet121", "mobilenetv2"][:n_backbones]
     clfs = ["head", "forest", "logreg", "svc"][:n_classifiers]
-    points = {b: {c: [(s, 0.9 + 0.01 * k + 0.001 * seed) for k, s in enumerate((0.1, 0.3, 0.5)) for seed in (0, 1)]
-                  for c in clfs} for b in names}
+    points = {
+        b: {
+            c: [(s, 0.9 + 0.01 * k + 0.001 * seed) for k, s in enumerate((0.1, 0.3, 0.5)) for seed in (0, 1)]
+            for c in clfs
+        }
+        for b in names
+    }
     path = plot_accuracy_vs_frozen(points, tmp_path / "acc.png")
     with Image.open(path) as im:
         assert im.size[0] >= size[0] and im.size[1] >= size[1]

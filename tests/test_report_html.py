@@ -25,18 +25,30 @@ TIMEOUT_S = 60
 
 if BROWSER is None:
     if os.environ.get("TLEXP_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"TLEXP_REQUIRE_BROWSER=1 but no Chromium found (tried {', '.join(CANDIDATES)}).",
-                    pytrace=False)
-    pytest.skip(f"Chromium not installed (tried {', '.join(CANDIDATES)}); set TLEXP_REQUIRE_BROWSER=1 to make "
-                "this a failure.", allow_module_level=True)
+        pytest.fail(f"TLEXP_REQUIRE_BROWSER=1 but no Chromium found (tried {', '.join(CANDIDATES)}).", pytrace=False)
+    pytest.skip(
+        f"Chromium not installed (tried {', '.join(CANDIDATES)}); set TLEXP_REQUIRE_BROWSER=1 to make this a failure.",
+        allow_module_level=True,
+    )
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """Run headless Chromium with a fresh profile and nothing that reaches the network."""
     profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
-    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
+    cmd = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
@@ -49,9 +61,17 @@ def built(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     for freeze, share in ((0.3, 0.36), (0.7, 0.68)):
         for seed in (0, 1):
             forest = [y if i != seed else "dog" for i, y in enumerate(labels)]
-            dirs.append(make_run(root / "runs", f"vgg16_f{int(freeze * 100)}_s{seed}", freeze=freeze, share=share,
-                                 seed=seed, head=(0.9, 0.9, 0.9 + 0.01 * seed),
-                                 predictions={"label": labels, "head": labels, "forest": forest}))
+            dirs.append(
+                make_run(
+                    root / "runs",
+                    f"vgg16_f{int(freeze * 100)}_s{seed}",
+                    freeze=freeze,
+                    share=share,
+                    seed=seed,
+                    head=(0.9, 0.9, 0.9 + 0.01 * seed),
+                    predictions={"label": labels, "head": labels, "forest": forest},
+                )
+            )
     failed = [{"name": "resnet50_f30_s0", "error": "OOM <b>not bold</b>", "overrides": {"model.backbone": "resnet50"}}]
     written = report.build_report(dirs, root / "report", failed=failed, title="HTML check")
     return root, written
@@ -70,8 +90,13 @@ def test_html_is_self_contained(built):
 def test_screenshot_renders(built, tmp_path):
     _, written = built
     shot = tmp_path / "shot.png"
-    result = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars",
-                      written["report.html"].as_uri())
+    result = chromium(
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        "--hide-scrollbars",
+        written["report.html"].as_uri(),
+    )
     assert shot.is_file(), f"no screenshot; chromium said:\n{result.stderr[-2000:]}"
     with Image.open(shot) as im:
         assert im.size == (1280, 2000)

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from tlexp.results import runfolder
 from tlexp import files
+from tlexp.results import runfolder
 
 
 def test_new_run_dir_never_reuses(tmp_path):
@@ -55,4 +55,7 @@ def test_json_handles_numpy_and_nan(tmp_path):
 
 def test_csv_roundtrip(tmp_path):
     files.write_csv(tmp_path / "s.csv", ["path", "label"], [("a,b.jpg", "cat"), ("c.jpg", "dog")])
-    assert files.read_csv(tmp_path / "s.csv") == [{"path": "a,b.jpg", "label": "cat"}, {"path": "c.jpg", "label": "dog"}]
+    assert files.read_csv(tmp_path / "s.csv") == [
+        {"path": "a,b.jpg", "label": "cat"},
+        {"path": "c.jpg", "label": "dog"},
+    ]

@@ -124,8 +124,9 @@ def test_bootstrap_many_replicates_in_chunks():
     assert r["diff"]["low"] < 0 < r["diff"]["high"]
 
 
-@pytest.mark.parametrize("kwargs, match", [({"n_boot": 0}, "n_boot"), ({"level": 1.0}, "level"),
-                                           ({"level": 0}, "level")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"n_boot": 0}, "n_boot"), ({"level": 1.0}, "level"), ({"level": 0}, "level")]
+)
 def test_bootstrap_rejects_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap_ci([True, False], **kwargs)

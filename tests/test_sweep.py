@@ -14,22 +14,35 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import start_sweep, sweep_config
-
 from tlexp.config import expand_sweep, load_config
 from tlexp.errors import ConfigError, UserError
 
+from conftest import start_sweep, sweep_config
 
 # --------------------------------------------------------------------------- grid (no TensorFlow)
 
 
 def test_grid_expansion_order_names_and_shared_split(tmp_path):
-    cfg = load_config(None, [f"data.root={tmp_path}", "seed=4", "sweep.model.backbone=[vgg16, resnet50]",
-                             "sweep.model.freeze=[0.1, 0.7]", "sweep.seed=[0, 1]"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={tmp_path}",
+            "seed=4",
+            "sweep.model.backbone=[vgg16, resnet50]",
+            "sweep.model.freeze=[0.1, 0.7]",
+            "sweep.seed=[0, 1]",
+        ],
+    )
     cells = expand_sweep(cfg)
     assert [c.name for c in cells] == [
-        "vgg16_f10_s0", "vgg16_f10_s1", "vgg16_f70_s0", "vgg16_f70_s1",
-        "resnet50_f10_s0", "resnet50_f10_s1", "resnet50_f70_s0", "resnet50_f70_s1",
+        "vgg16_f10_s0",
+        "vgg16_f10_s1",
+        "vgg16_f70_s0",
+        "vgg16_f70_s1",
+        "resnet50_f10_s0",
+        "resnet50_f10_s1",
+        "resnet50_f70_s0",
+        "resnet50_f70_s1",
     ]
     assert cells[5].overrides == {"model.backbone": "resnet50", "model.freeze": 0.1, "seed": 1}
     assert cells[5].config.model.backbone == "resnet50" and cells[5].config.seed == 1
@@ -40,11 +53,15 @@ def test_grid_expansion_order_names_and_shared_split(tmp_path):
 
 def test_nested_yaml_grid_and_other_keys_in_names(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text(f"data: {{root: {tmp_path}}}\nsweep:\n  model:\n    head:\n      dense: [[256], [64, 32]]\n"
-                    "  train.learning_rate: [0.001]\n")
+    path.write_text(
+        f"data: {{root: {tmp_path}}}\nsweep:\n  model:\n    head:\n      dense: [[256], [64, 32]]\n"
+        "  train.learning_rate: [0.001]\n"
+    )
     cells = expand_sweep(load_config(path))
-    assert [c.name for c in cells] == ["vgg16_f30_s0_dense-256_learning_rate-0.001",
-                                       "vgg16_f30_s0_dense-64-32_learning_rate-0.001"]
+    assert [c.name for c in cells] == [
+        "vgg16_f30_s0_dense-256_learning_rate-0.001",
+        "vgg16_f30_s0_dense-64-32_learning_rate-0.001",
+    ]
     assert cells[1].config.model.head.dense == [64, 32]
 
 
@@ -52,8 +69,9 @@ def test_command_line_narrows_the_grid(tmp_path):
     study = Path(__file__).resolve().parents[1] / "configs" / "study.yaml"
     full = expand_sweep(load_config(study, [f"data.root={tmp_path}"]))
     assert len(full) == 12
-    narrowed = expand_sweep(load_config(study, [f"data.root={tmp_path}", "sweep.model.backbone=[densenet121]",
-                                                "sweep.seed=2"]))  # a single value is a one-value list
+    narrowed = expand_sweep(
+        load_config(study, [f"data.root={tmp_path}", "sweep.model.backbone=[densenet121]", "sweep.seed=2"])
+    )  # a single value is a one-value list
     assert [c.name for c in narrowed] == [f"densenet121_f{f}_s2" for f in (10, 30, 50, 70)]
 
 
@@ -84,8 +102,7 @@ def test_run_refuses_a_sweep_config(tmp_path):
 
 
 def tlexp(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tlexp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "tlexp", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def summary(sweep_dir: Path) -> dict[str, dict[str, str]]:
@@ -146,14 +163,21 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
     for machine, cells in (("m1", CELLS[:2]), ("m2", CELLS[2:])):
         for cell in cells:
             shutil.copytree(ref_dir / cell, tmp_path / "gathered" / machine / cell)
-    rep = tlexp("report", str(tmp_path / "gathered" / "m1"), str(tmp_path / "gathered" / "m2"),
-                "--out", str(tmp_path / "rebuilt"), cwd=tmp_path)
+    rep = tlexp(
+        "report",
+        str(tmp_path / "gathered" / "m1"),
+        str(tmp_path / "gathered" / "m2"),
+        "--out",
+        str(tmp_path / "rebuilt"),
+        cwd=tmp_path,
+    )
     assert rep.returncode == 0, rep.stderr
     rebuilt = summary(tmp_path / "rebuilt")
     assert sorted(rebuilt) == CELLS
     for cell in CELLS:  # every column but where the folder is
-        assert {k: v for k, v in rebuilt[cell].items() if k != "run_dir"} == \
-            {k: v for k, v in want[cell].items() if k != "run_dir"}
+        assert {k: v for k, v in rebuilt[cell].items() if k != "run_dir"} == {
+            k: v for k, v in want[cell].items() if k != "run_dir"
+        }
     assert (tmp_path / "rebuilt" / "report.html").is_file() and (tmp_path / "rebuilt" / "paired.csv").is_file()
 
 
@@ -215,8 +239,12 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
     fresh = tlexp("sweep", str(cfg), "train.learning_rate=0.01", "--new", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.strip().endswith("grow2")
-    assert yaml.safe_load((tmp_path / "results" / "grow2" / "vgg16_f50_s0" / "config.yaml").read_text())[
-        "train"]["learning_rate"] == 0.01
+    assert (
+        yaml.safe_load((tmp_path / "results" / "grow2" / "vgg16_f50_s0" / "config.yaml").read_text())["train"][
+            "learning_rate"
+        ]
+        == 0.01
+    )
 
     # MLflow: one parent run per sweep folder, one nested run per cell, none logged twice
     from tlexp.results.tracking import resolve_uri
@@ -233,14 +261,21 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
     by_parent = {Path(parents[r.data.tags["mlflow.parentRunId"]]).name: [] for r in children}
     for r in children:
         by_parent[Path(parents[r.data.tags["mlflow.parentRunId"]]).name].append(r.info.run_name)
-    assert {k: sorted(v) for k, v in by_parent.items()} == {"grow": ["vgg16_f50_s0", "vgg16_f70_s0"],
-                                                            "grow2": ["vgg16_f50_s0"]}
+    assert {k: sorted(v) for k, v in by_parent.items()} == {
+        "grow": ["vgg16_f50_s0", "vgg16_f70_s0"],
+        "grow2": ["vgg16_f50_s0"],
+    }
 
 
 @pytest.mark.slow
 def test_plan_lists_cells_without_training(tmp_path, flat_dataset):
-    proc = tlexp("plan", str(sweep_config(tmp_path, flat_dataset, {"model.backbone": ["vgg16", "resnet50"],
-                                                                 "model.freeze": [0.3, 0.7]})), cwd=tmp_path)
+    proc = tlexp(
+        "plan",
+        str(
+            sweep_config(tmp_path, flat_dataset, {"model.backbone": ["vgg16", "resnet50"], "model.freeze": [0.3, 0.7]})
+        ),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "# 4 cells" in lines
@@ -254,8 +289,9 @@ def test_sigterm_is_recorded_like_ctrl_c(tmp_path, flat_dataset):
     # Slurm's time limit, `timeout` and `kill` send SIGTERM: the sweep records it and exits 143.
     cfg = sweep_config(tmp_path, flat_dataset, GRID, name="term")
     sweep_dir = tmp_path / "results" / "term"
-    proc = start_sweep(cfg, cwd=tmp_path, started=sweep_dir / CELLS[0] / "config.yaml", stderr=subprocess.PIPE,
-                       text=True)
+    proc = start_sweep(
+        cfg, cwd=tmp_path, started=sweep_dir / CELLS[0] / "config.yaml", stderr=subprocess.PIPE, text=True
+    )
     proc.terminate()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -271,11 +307,21 @@ def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
     # What a Ray cell does first (_exit_with_raylet), in a child of a stand-in raylet. When
     # that parent is killed, the child must end, not run on to finish its cell (here: sleep
     # two minutes, then say so).
-    child = ("import time\nfrom tlexp.sweep import _exit_with_raylet\n_exit_with_raylet()\n"
-             "print('ready', flush=True)\ntime.sleep(120)\nprint('ran on', flush=True)")
-    raylet = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\n"
-                               f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
-                               "print(p.pid, flush=True)\np.wait()"], stdout=subprocess.PIPE, text=True)
+    child = (
+        "import time\nfrom tlexp.sweep import _exit_with_raylet\n_exit_with_raylet()\n"
+        "print('ready', flush=True)\ntime.sleep(120)\nprint('ran on', flush=True)"
+    )
+    raylet = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+            "print(p.pid, flush=True)\np.wait()",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     pid = int(raylet.stdout.readline())
     try:
         assert raylet.stdout.readline().strip() == "ready"

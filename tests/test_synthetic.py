@@ -12,8 +12,8 @@ import pytest
 from tlexp.data import demo
 from tlexp.data.dataset import discover
 from tlexp.data.decode import load_image
-from tlexp.errors import DataError
 from tlexp.data.demo import ensure_demo_dataset
+from tlexp.errors import DataError
 
 
 def digest(root):
@@ -41,8 +41,10 @@ def test_demo_dataset_is_reproducible_and_reused(tmp_path):
 
 def test_classes_differ_in_colour(tmp_path):
     root = ensure_demo_dataset(tmp_path / "d", per_class=20)
-    mean = {c: np.mean([load_image(root / f"{c}.{i}.jpg", 32).reshape(-1, 3).mean(0) for i in range(20)], axis=0)
-            for c in ("disc", "stripes")}
+    mean = {
+        c: np.mean([load_image(root / f"{c}.{i}.jpg", 32).reshape(-1, 3).mean(0) for i in range(20)], axis=0)
+        for c in ("disc", "stripes")
+    }
     assert mean["disc"][0] - mean["disc"][2] > mean["stripes"][0] - mean["stripes"][2] + 20
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tlexp.results import runfolder
 from tlexp import files
-from tlexp.results import tracking
+from tlexp.errors import UserError
+from tlexp.results import runfolder, tracking
 
 from records import make_record, scores
-from tlexp.errors import UserError
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="MLflow not installed")
 needs_sqlalchemy = pytest.mark.skipif(
@@ -38,7 +37,8 @@ def make_run(parent: Path, name: str, *, backbone: str = "vgg16", seed: int = 0)
     run_dir = parent / name
     run_dir.mkdir(parents=True)
     config = {
-        "name": name, "seed": seed,
+        "name": name,
+        "seed": seed,
         "model": {"backbone": backbone, "freeze": 0.3, "head": {"dense": [256, 64]}},
         "train": {"epochs": 2, "learning_rate": 0.0003},
         "forest": {"enabled": True, "max_depth": None},
@@ -47,13 +47,24 @@ def make_run(parent: Path, name: str, *, backbone: str = "vgg16", seed: int = 0)
         "sweep": {},
     }
     files.write_yaml(run_dir / runfolder.CONFIG_FILE, config)
-    files.write_csv(run_dir / runfolder.HISTORY_FILE, ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"],
-                   [[1, 0.9, 0.5, 0.8, 0.55], [2, 0.4, 0.75, 0.6, 0.7]])
-    make_record(name, str(run_dir), config, {
-        "head": {s: scores(a, 0.5, f1=0.6, auc=0.9) for s, a in (("train", 1.0), ("val", 0.75), ("test", 0.5))},
-        "forest": {s: scores(0.25, 0.5, f1=0.6, auc=None) for s in ("train", "val", "test")},
-        "logreg": {s: scores(0.625, 0.5, f1=0.6, auc=0.9) for s in ("train", "val", "test")},
-    }, share=0.31, wall=2.5, trainable=1234).save(run_dir)
+    files.write_csv(
+        run_dir / runfolder.HISTORY_FILE,
+        ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"],
+        [[1, 0.9, 0.5, 0.8, 0.55], [2, 0.4, 0.75, 0.6, 0.7]],
+    )
+    make_record(
+        name,
+        str(run_dir),
+        config,
+        {
+            "head": {s: scores(a, 0.5, f1=0.6, auc=0.9) for s, a in (("train", 1.0), ("val", 0.75), ("test", 0.5))},
+            "forest": {s: scores(0.25, 0.5, f1=0.6, auc=None) for s in ("train", "val", "test")},
+            "logreg": {s: scores(0.625, 0.5, f1=0.6, auc=0.9) for s in ("train", "val", "test")},
+        },
+        share=0.31,
+        wall=2.5,
+        trainable=1234,
+    ).save(run_dir)
     (run_dir / runfolder.LOG_FILE).write_text("train: done\n")
     for plot in (runfolder.CURVES_PLOT, runfolder.CONFUSION_PLOT):
         Image.new("RGB", (4, 4), (255, 0, 0)).save(run_dir / plot)
@@ -242,4 +253,3 @@ def test_require_mlflow_sqlite_needs_sqlalchemy(monkeypatch):
     with pytest.raises(UserError, match="needs sqlalchemy"):
         tracking.require_mlflow("sqlite:///mlflow.db")
     tracking.require_mlflow("http://host:5000")  # servers need nothing more
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tlexp.errors import WeightsError
 from tlexp.model.backbones import REGISTRY, build_backbone
 from tlexp.model.weights import keras_cache_dir, resolve_weights
-from tlexp.errors import WeightsError
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_local_weights_file_is_loaded(tmp_path):
     source.save_weights(path)
     keras.utils.set_random_seed(2)
     loaded = build_backbone("vgg16", 32, path)
-    for a, b in zip(source.get_weights(), loaded.get_weights()):
+    for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -60,8 +60,11 @@ def test_local_weights_file_is_loaded(tmp_path):
 def test_weights_of_another_backbone_are_a_clear_error(tmp_path):
     path = tmp_path / "vgg.weights.h5"
     build_backbone("vgg16", 32).save_weights(path)
-    with pytest.raises(WeightsError, match=r"Could not load weights .* into ResNet50 without its top.*"
-                                           r"resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+    with pytest.raises(
+        WeightsError,
+        match=r"Could not load weights .* into ResNet50 without its top.*"
+        r"resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ):
         build_backbone("resnet50", 32, path)
 
 
@@ -76,5 +79,5 @@ def test_legacy_h5_file_like_keras_imagenet_files_is_loaded(tmp_path):
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
     loaded = build_backbone("resnet50", 32, path)
-    for a, b in zip(source.get_weights(), loaded.get_weights()):
+    for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

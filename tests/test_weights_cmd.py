@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import tlexp.model.weights
-from tlexp.model.backbones import REGISTRY
 from tlexp.errors import WeightsError
+from tlexp.model.backbones import REGISTRY
 from tlexp.model.weights import format_weights_status, import_weights, resolve_weights, weights_status
 
 CONTENT = {name: f"fake {name} no-top weights ".encode() * 50 for name in REGISTRY}

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from tlexp import __version__
 from tlexp.errors import UserError
@@ -72,68 +72,101 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"tlexp {__version__}")
     noise = p.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true",
-                       help="debug logging, TensorFlow's start-up messages and tracebacks of failed sweep cells")
+    noise.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, TensorFlow's start-up messages and tracebacks of failed sweep cells",
+    )
     noise.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(name: str, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("config", help="YAML config file (holds overrides of the defaults; see 'tlexp config')")
-        sp.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="override config values, e.g. model.freeze=0.5 train.epochs=1")
+        sp.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key.sub=value",
+            help="override config values, e.g. model.freeze=0.5 train.epochs=1",
+        )
         return sp
 
     with_config("run", "Run one experiment and write its run folder.").set_defaults(func=_cmd_run)
-    sp = with_config("sweep", "Run every cell of the config's sweep: grid (resumes an unfinished sweep), "
-                              "then write summary tables, plots and report.html.")
-    sp.add_argument("--new", action="store_true",
-                    help="start a new sweep folder (name2, ...) instead of resuming the existing one")
-    sp.add_argument("--executor", choices=["local", "ray"], default="local",
-                    help="local: cells one after another in this process (default); ray: each cell a Ray task "
-                    "with the CPUs/GPUs of resources.* (pip install 'tlexp[ray]')")
+    sp = with_config(
+        "sweep",
+        "Run every cell of the config's sweep: grid (resumes an unfinished sweep), "
+        "then write summary tables, plots and report.html.",
+    )
+    sp.add_argument(
+        "--new", action="store_true", help="start a new sweep folder (name2, ...) instead of resuming the existing one"
+    )
+    sp.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: cells one after another in this process (default); ray: each cell a Ray task "
+        "with the CPUs/GPUs of resources.* (pip install 'tlexp[ray]')",
+    )
     sp.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray runtime")
     sp.set_defaults(func=_cmd_sweep)
-    with_config("plan", "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; "
-                        "no training, no weights.").set_defaults(func=_cmd_plan)
-    sp = sub.add_parser("data", help="'data check ROOT': classify every file of a dataset (good, converted, "
-                                     "rejected with a reason), find duplicates; never modifies the files.",
-                        description="'tlexp data check ROOT' walks the dataset once and classifies every file: good, "
-                        "converted (CMYK, grayscale, palette, RGBA, 16-bit, EXIF-rotated, wrong extension) or "
-                        "rejected with a reason (empty, truncated, not an image, unsupported, too small, unreadable). "
-                        "It writes manifest.csv, rejected.csv and duplicates.csv into a new folder under --out. "
-                        "Every run does the same check first; results are cached, so unchanged files are not "
-                        "decoded again.")
+    with_config(
+        "plan",
+        "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; no training, no weights.",
+    ).set_defaults(func=_cmd_plan)
+    sp = sub.add_parser(
+        "data",
+        help="'data check ROOT': classify every file of a dataset (good, converted, "
+        "rejected with a reason), find duplicates; never modifies the files.",
+        description="'tlexp data check ROOT' walks the dataset once and classifies every file: good, "
+        "converted (CMYK, grayscale, palette, RGBA, 16-bit, EXIF-rotated, wrong extension) or "
+        "rejected with a reason (empty, truncated, not an image, unsupported, too small, unreadable). "
+        "It writes manifest.csv, rejected.csv and duplicates.csv into a new folder under --out. "
+        "Every run does the same check first; results are cached, so unchanged files are not "
+        "decoded again.",
+    )
     sp.add_argument("action", choices=["check"])
     sp.add_argument("root", metavar="ROOT", help="the dataset folder")
     sp.add_argument("--layout", default="auto", choices=["auto", "folders", "flat"])
     sp.add_argument("--out", default="results", help="parent folder of the check's report folder (default: results)")
     sp.add_argument("--cache-dir", help="tlexp's cache folder (default: $TLEXP_CACHE_DIR or ~/.cache/tlexp)")
     sp.set_defaults(func=_cmd_data)
-    sp = sub.add_parser("weights", help="List the ImageNet weights files Keras expects, where, and whether they "
-                                        "are there and intact; 'weights import FILE' puts a downloaded one in place.",
-                        description="Without arguments: for each backbone, the no-top ImageNet weights file Keras "
-                        "expects, where Keras looks for it ($KERAS_HOME), whether it is there and whether its MD5 "
-                        "matches Keras' published hash (exit code 1 if any is missing or corrupt). "
-                        "'weights import FILE': verify a downloaded file and copy it where Keras will find it.")
+    sp = sub.add_parser(
+        "weights",
+        help="List the ImageNet weights files Keras expects, where, and whether they "
+        "are there and intact; 'weights import FILE' puts a downloaded one in place.",
+        description="Without arguments: for each backbone, the no-top ImageNet weights file Keras "
+        "expects, where Keras looks for it ($KERAS_HOME), whether it is there and whether its MD5 "
+        "matches Keras' published hash (exit code 1 if any is missing or corrupt). "
+        "'weights import FILE': verify a downloaded file and copy it where Keras will find it.",
+    )
     sp.add_argument("action", nargs="?", choices=["import"], help="import FILE into the Keras cache")
     sp.add_argument("file", nargs="?", metavar="FILE", help="the downloaded weights file (with 'import')")
     sp.set_defaults(func=_cmd_weights)
-    sp = sub.add_parser("predict", help="Classify images with a finished run's saved model or classifier.",
-                        description="Classify images (files or folders) with a finished run, using the run's own "
-                        "preprocessing. Writes CSV: path, prediction, one probability per class, error.")
+    sp = sub.add_parser(
+        "predict",
+        help="Classify images with a finished run's saved model or classifier.",
+        description="Classify images (files or folders) with a finished run, using the run's own "
+        "preprocessing. Writes CSV: path, prediction, one probability per class, error.",
+    )
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written with output.save_model=true")
     sp.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders")
     sp.add_argument("--classifier", default="head", help="head (default), forest, or another classifier of the run")
     sp.add_argument("--out", metavar="FILE.csv", help="write here instead of standard output")
-    sp.add_argument("--submission", action="store_true",
-                    help="write the Kaggle dogs-vs-cats submission format instead: id,label with label = P(positive)")
+    sp.add_argument(
+        "--submission",
+        action="store_true",
+        help="write the Kaggle dogs-vs-cats submission format instead: id,label with label = P(positive)",
+    )
     sp.add_argument("--positive", default="dog", help="class whose probability --submission writes (default: dog)")
     sp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     sp.set_defaults(func=_cmd_predict)
-    sp = sub.add_parser("report", help="Rebuild summary tables, plots and report.html from run or sweep folders.",
-                        description="Rebuild summary tables, plots and report.html from run folders (found "
-                        "recursively under each DIR; unfinished runs are ignored).")
+    sp = sub.add_parser(
+        "report",
+        help="Rebuild summary tables, plots and report.html from run or sweep folders.",
+        description="Rebuild summary tables, plots and report.html from run folders (found "
+        "recursively under each DIR; unfinished runs are ignored).",
+    )
     sp.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders, or folders holding them")
     sp.add_argument("--out", help="where to write the report (default: DIR if one is given, else results/report)")
     sp.set_defaults(func=_cmd_report)
@@ -161,8 +194,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.address and args.executor != "ray":
         raise UserError("--address is the Ray cluster to join; it needs --executor ray.")
-    result = run_sweep(cfg, new=args.new, default_name=Path(args.config).stem, executor=args.executor,
-                       address=args.address)
+    result = run_sweep(
+        cfg, new=args.new, default_name=Path(args.config).stem, executor=args.executor, address=args.address
+    )
     print(result.dir)
     return 1 if result.failed else 0
 
@@ -193,9 +227,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from tlexp.logs import show_progress
     from tlexp.results import runfolder
 
-    result = check_dataset(args.root, args.layout,
-                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-                           progress=show_progress())
+    result = check_dataset(
+        args.root,
+        args.layout,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        progress=show_progress(),
+    )
     out = runfolder.new_run_dir(args.out, f"check-{result.root.name}")
     write_check(result, out)
     if not args.quiet:  # --quiet: only the report folder, what a script reads
@@ -227,8 +264,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tlexp.predict import find_images, predict_images, write_predictions, write_submission
 
     if args.out and Path(args.out).exists() and not args.overwrite:
-        raise UserError(f"'{args.out}' exists; tlexp does not overwrite it silently. Pass --overwrite or another "
-                        "--out.")
+        raise UserError(
+            f"'{args.out}' exists; tlexp does not overwrite it silently. Pass --overwrite or another --out."
+        )
     images = find_images(args.images)
     log.info("predict: %d image(s) with the %s of %s", len(images), args.classifier, args.run_dir)
     class_names, rows = predict_images(args.run_dir, images, args.classifier)
@@ -267,15 +305,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def format_plan(plan: dict, config_yaml: str) -> str:
     """Human-readable text of :func:`tlexp.experiment.plan_experiment`'s result."""
     d, f, m = plan["data"], plan["freeze"], plan["model"]
-    lines = ["# resolved config", config_yaml.rstrip(), "", "# data",
-             f"root: {d['root']}", f"layout: {d['layout']}", f"classes: {', '.join(d['class_names'])}"]
+    lines = [
+        "# resolved config",
+        config_yaml.rstrip(),
+        "",
+        "# data",
+        f"root: {d['root']}",
+        f"layout: {d['layout']}",
+        f"classes: {', '.join(d['class_names'])}",
+    ]
     width = max(len(c) for c in d["class_names"])
     lines.append(f"{'split':<6} " + " ".join(f"{c:>{max(width, 6)}}" for c in d["class_names"]) + f" {'total':>7}")
     for split, per_class in d["counts"].items():
-        lines.append(f"{split:<6} " + " ".join(f"{n:>{max(width, 6)}}" for n in per_class.values())
-                     + f" {sum(per_class.values()):>7}")
+        lines.append(
+            f"{split:<6} "
+            + " ".join(f"{n:>{max(width, 6)}}" for n in per_class.values())
+            + f" {sum(per_class.values()):>7}"
+        )
     lines += [
-        "", "# freeze plan",
+        "",
+        "# freeze plan",
         f"backbone: {plan['config']['model']['backbone']} ({f['layers_total']} layers, "
         f"{f['total_params']:,} parameters)",
         f"requested: {f['requested']}",
@@ -292,15 +341,25 @@ def format_sweep_plan(plan: dict) -> str:
     """One line per cell of :func:`tlexp.sweep.plan_sweep`'s result: its freeze plan and counts."""
     d = plan["data"]
     counts = {s: sum(c.values()) for s, c in d["counts"].items()}
-    lines = [f"# data: {d['root']} ({d['layout']} layout; classes {', '.join(d['class_names'])}; "
-             f"train {counts['train']} / val {counts['val']} / test {counts['test']}, same split in every cell)",
-             f"# {len(plan['cells'])} cells"]
+    lines = [
+        f"# data: {d['root']} ({d['layout']} layout; classes {', '.join(d['class_names'])}; "
+        f"train {counts['train']} / val {counts['val']} / test {counts['test']}, same split in every cell)",
+        f"# {len(plan['cells'])} cells",
+    ]
     header = ("cell", "frozen through", "achieved", "backbone trainable", "non-trainable", "model total")
     rows = []
     for c in plan["cells"]:
         f, m = c["plan"]["freeze"], c["plan"]["model"]
-        rows.append((c["name"], str(f["last_frozen_layer"]), f"{100 * f['frozen_share']:.1f} %",
-                     f"{f['backbone_trainable']:,}", f"{f['backbone_non_trainable']:,}", f"{m['total']:,}"))
+        rows.append(
+            (
+                c["name"],
+                str(f["last_frozen_layer"]),
+                f"{100 * f['frozen_share']:.1f} %",
+                f"{f['backbone_trainable']:,}",
+                f"{f['backbone_non_trainable']:,}",
+                f"{m['total']:,}",
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         cells = enumerate(zip(r, widths, strict=True))

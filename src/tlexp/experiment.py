@@ -18,11 +18,12 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -70,12 +71,15 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
     backbone = cache[model_key]
     plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
     whole = build_model(backbone, cfg, len(ds.class_names))
-    return {"config": cfg.to_dict(), "data": data_summary(ds), "freeze": plan.to_dict(),
-            "model": param_counts(whole.model)}
+    return {
+        "config": cfg.to_dict(),
+        "data": data_summary(ds),
+        "freeze": plan.to_dict(),
+        "model": param_counts(whole.model),
+    }
 
 
-def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
-                   mlflow_parent: str | None = None) -> Path:
+def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlflow_parent: str | None = None) -> Path:
     """Run one experiment end to end and write its run folder.
 
     Order matters for the user: weights and data problems fail in seconds, before a run
@@ -92,8 +96,10 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         The run folder.
     """
     if cfg.sweep:
-        raise UserError(f"This config defines a sweep over {', '.join(cfg.sweep)}; run it with 'tlexp sweep', "
-                        "or add sweep={} to run its base config once.")
+        raise UserError(
+            f"This config defines a sweep over {', '.join(cfg.sweep)}; run it with 'tlexp sweep', "
+            "or add sweep={} to run its base config once."
+        )
     clock = _Clock()
     with RunLog() as run_log:
         with clock("weights"):
@@ -105,8 +111,11 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         run_dir = _open_run_dir(cfg, run_dir, run_log)
         try:  # from here on, whatever stops the run says so in its run.log
             files.write_yaml(run_dir / runfolder.CONFIG_FILE, cfg.to_dict())
-            files.write_csv(run_dir / runfolder.SPLIT_FILE, ["path", "label", "split"],
-                            ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split)))
+            files.write_csv(
+                run_dir / runfolder.SPLIT_FILE,
+                ["path", "label", "split"],
+                ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split, strict=True)),
+            )
             check_info = write_run_check(run_dir, check, ds)
             with clock("decode"):
                 decoder = make_decoder(cfg, ds, check)
@@ -137,13 +146,22 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *,
         record = RunRecord(
             run={"name": run_dir.name, "dir": str(run_dir), "started": clock.started, "finished": _now()},
             config=cfg.to_dict(),
-            data={**data_summary(ds), "used": {s: len(out[s]["labels"]) for s in SPLITS},
-                  "skipped": len(feed.failed), "check": check_info,
-                  "decoded_cache": str(decoder.cache.folder) if hasattr(decoder, "cache") else None},
-            freeze=built.plan.to_dict(), params=built.counts, classifiers=results,
-            history={k: v for k, v in history.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy",
-                                                                 "seconds")},
-            prefix_cache=feed.prefix_cache, timings_s=clock.seconds(), accelerator=built.accel.to_dict(),
+            data={
+                **data_summary(ds),
+                "used": {s: len(out[s]["labels"]) for s in SPLITS},
+                "skipped": len(feed.failed),
+                "check": check_info,
+                "decoded_cache": str(decoder.cache.folder) if hasattr(decoder, "cache") else None,
+            },
+            freeze=built.plan.to_dict(),
+            params=built.counts,
+            classifiers=results,
+            history={
+                k: v for k, v in history.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+            },
+            prefix_cache=feed.prefix_cache,
+            timings_s=clock.seconds(),
+            accelerator=built.accel.to_dict(),
             environment=_environment(),
         )
         record.save(run_dir)
@@ -206,13 +224,26 @@ def _build(cfg: Config, n_classes: int, weights_path: Path | None) -> _Built:
         whole = build_model(backbone, cfg, n_classes)
         compile_model(whole.model, cfg, n_classes)
     accel.jit_compile = bool(whole.model.jit_compile)  # what Keras resolved "auto" to
-    log.info("model: %s, precision %s, XLA %s, distribution %s", ", ".join(accel.gpus) or "CPU", accel.precision,
-             "on" if accel.jit_compile else "off", accel.distribute)
+    log.info(
+        "model: %s, precision %s, XLA %s, distribution %s",
+        ", ".join(accel.gpus) or "CPU",
+        accel.precision,
+        "on" if accel.jit_compile else "off",
+        accel.distribute,
+    )
     counts = param_counts(whole.model)
-    log.info("model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
-             "trainable %s, non-trainable %s", cfg.model.backbone, plan.layers_frozen, plan.layers_total,
-             plan.last_frozen_layer, 100 * plan.frozen_share, plan.requested, f"{counts['trainable']:,}",
-             f"{counts['non_trainable']:,}")
+    log.info(
+        "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
+        "trainable %s, non-trainable %s",
+        cfg.model.backbone,
+        plan.layers_frozen,
+        plan.layers_total,
+        plan.last_frozen_layer,
+        100 * plan.frozen_share,
+        plan.requested,
+        f"{counts['trainable']:,}",
+        f"{counts['non_trainable']:,}",
+    )
     return _Built(whole, plan, accel, counts)
 
 
@@ -232,18 +263,33 @@ def _train(cfg: Config, feed, run_dir: Path) -> dict[str, list[float]]:
     """Fit the feed's network; history.csv; an error if not one training image decoded."""
     from tlexp.model.training import fit
 
-    log.info("train: %d epoch(s), batch %d, %s lr=%g", cfg.train.epochs, cfg.train.batch_size, cfg.train.optimizer,
-             cfg.train.learning_rate)
-    history = fit(feed.network.model, feed.fit_batches("train", shuffle=True), feed.fit_batches("val", shuffle=False),
-                  cfg.train.epochs, verbose=1 if show_progress() else 0,
-                  tensorboard_dir=run_dir / runfolder.TENSORBOARD_DIR if cfg.tracking.tensorboard else None)
+    log.info(
+        "train: %d epoch(s), batch %d, %s lr=%g",
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        cfg.train.optimizer,
+        cfg.train.learning_rate,
+    )
+    history = fit(
+        feed.network.model,
+        feed.fit_batches("train", shuffle=True),
+        feed.fit_batches("val", shuffle=False),
+        cfg.train.epochs,
+        verbose=1 if show_progress() else 0,
+        tensorboard_dir=run_dir / runfolder.TENSORBOARD_DIR if cfg.tracking.tensorboard else None,
+    )
     if not history.get("loss"):  # every training image failed to decode: fit() ran no step
         _write_skipped(run_dir, feed.dataset, feed.failed)
-        raise DataError(f"None of the {len(feed.dataset.indices('train'))} training images could be decoded; "
-                        f"see {run_dir / runfolder.SKIPPED_FILE} for the reasons.")
+        raise DataError(
+            f"None of the {len(feed.dataset.indices('train'))} training images could be decoded; "
+            f"see {run_dir / runfolder.SKIPPED_FILE} for the reasons."
+        )
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds") if k in history]
-    files.write_csv(run_dir / runfolder.HISTORY_FILE, ["epoch", *keys],
-                    ([e + 1, *(history[k][e] for k in keys)] for e in range(len(history["loss"]))))
+    files.write_csv(
+        run_dir / runfolder.HISTORY_FILE,
+        ["epoch", *keys],
+        ([e + 1, *(history[k][e] for k in keys)] for e in range(len(history["loss"]))),
+    )
     return history
 
 
@@ -252,12 +298,17 @@ def _predict(feed, run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     from tlexp.model.training import predict_with_features
 
     n_classes = len(feed.dataset.class_names)
-    out = {s: predict_with_features(feed.network, feed.batches(s), n_classes,
-                                    progress=f"predict {s}" if show_progress() else None) for s in SPLITS}
+    out = {
+        s: predict_with_features(
+            feed.network, feed.batches(s), n_classes, progress=f"predict {s}" if show_progress() else None
+        )
+        for s in SPLITS
+    }
     skipped = _write_skipped(run_dir, feed.dataset, feed.failed)
     if skipped:
-        log.warning("data: %d file(s) could not be decoded and were skipped; see %s", len(skipped),
-                    runfolder.SKIPPED_FILE)
+        log.warning(
+            "data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runfolder.SKIPPED_FILE
+        )
     empty = [s for s in SPLITS if len(out[s]["labels"]) == 0]
     if empty:
         raise DataError(f"No decodable image left in split(s) {empty}; see {run_dir / runfolder.SKIPPED_FILE}.")
@@ -280,18 +331,24 @@ def _classify(out: dict, ds: Dataset, classifiers: dict[str, Any], clock: _Clock
 
     probas = {"head": {s: out[s]["proba"] for s in SPLITS}}
     results = {"head": {"kind": "head", "estimator": "dense head", **scores(probas["head"])}}
-    log.info("head: val acc %.4f, test acc %.4f", results["head"]["val"]["accuracy"],
-             results["head"]["test"]["accuracy"])
+    log.info(
+        "head: val acc %.4f, test acc %.4f", results["head"]["val"]["accuracy"], results["head"]["test"]["accuracy"]
+    )
     feats = out["train"]["features"]
     for name, estimator in classifiers.items():
         with clock(f"fit_{name}"):
             log.info("%s: fitting %s on %d x %d penultimate activations", name, describe(estimator), *feats.shape)
             estimator.fit(feats, out["train"]["labels"])
             probas[name] = {s: class_proba(estimator, out[s]["features"], len(ds.class_names)) for s in SPLITS}
-        results[name] = {"kind": "forest" if name == "forest" else "sklearn", "estimator": describe(estimator),
-                         "n_features": int(feats.shape[1]), **scores(probas[name])}
-        log.info("%s: val acc %.4f, test acc %.4f", name, results[name]["val"]["accuracy"],
-                 results[name]["test"]["accuracy"])
+        results[name] = {
+            "kind": "forest" if name == "forest" else "sklearn",
+            "estimator": describe(estimator),
+            "n_features": int(feats.shape[1]),
+            **scores(probas[name]),
+        }
+        log.info(
+            "%s: val acc %.4f, test acc %.4f", name, results[name]["val"]["accuracy"], results[name]["test"]["accuracy"]
+        )
     return results, probas
 
 
@@ -331,8 +388,11 @@ def _write_predictions(run_dir: Path, ds: Dataset, out: dict, probas: dict[str, 
 
 def _write_skipped(run_dir: Path, ds: Dataset, failed: dict[int, str]) -> list[tuple[int, str]]:
     skipped = sorted(failed.items())
-    files.write_csv(run_dir / runfolder.SKIPPED_FILE, ["path", "label", "split", "reason"],
-                    ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped))
+    files.write_csv(
+        run_dir / runfolder.SKIPPED_FILE,
+        ["path", "label", "split", "reason"],
+        ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped),
+    )
     return skipped
 
 
@@ -349,7 +409,9 @@ def _save_models(run_dir: Path, model, classifiers: dict[str, Any]) -> None:
     for name, estimator in classifiers.items():
         with files.atomic_path(run_dir / f"{name}.joblib") as path:
             joblib.dump(estimator, path)
-    log.info("run: saved %s and %s", runfolder.MODEL_FILE, ", ".join(f"{n}.joblib" for n in classifiers) or "no classifier")
+    log.info(
+        "run: saved %s and %s", runfolder.MODEL_FILE, ", ".join(f"{n}.joblib" for n in classifiers) or "no classifier"
+    )
 
 
 @contextmanager
@@ -378,8 +440,13 @@ def _track(run_dir: Path, cfg: Config, parent: str | None) -> None:
     from tlexp.results.tracking import TrackingError, log_run
 
     try:
-        log_run(run_dir, cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, parent_run_id=parent,
-                run_name=run_dir.name)  # logs "mlflow: logged ..." itself
+        log_run(
+            run_dir,
+            cfg.tracking.mlflow.uri,
+            cfg.tracking.mlflow.experiment,
+            parent_run_id=parent,
+            run_name=run_dir.name,
+        )  # logs "mlflow: logged ..." itself
     except TrackingError as e:
         log.warning("mlflow: could not log %s: %s (the run folder itself is complete)", run_dir, e)
 
@@ -391,7 +458,7 @@ def _environment() -> dict[str, Any]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _Clock:

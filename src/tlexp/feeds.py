@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,16 @@ class ImageFeed(Feed):
 
     def rows(self, indices: np.ndarray, shuffle: bool = False):
         """Batches of the files ``indices`` (any subset of the dataset)."""
-        return make_dataset(self.decoder, indices, self.dataset.labels, batch_size=self.batch_size,
-                            preprocess=self.preprocess, shuffle=shuffle, seed=self.seed, label_dtype=self.label_dtype)
+        return make_dataset(
+            self.decoder,
+            indices,
+            self.dataset.labels,
+            batch_size=self.batch_size,
+            preprocess=self.preprocess,
+            shuffle=shuffle,
+            seed=self.seed,
+            label_dtype=self.label_dtype,
+        )
 
 
 @dataclass
@@ -100,9 +109,17 @@ class ActivationFeed(Feed):
 
     def batches(self, split: str, shuffle: bool = False):
         dtypes = [str(t.dtype) for t in self.network.model.inputs]
-        return activation_dataset(self.activations.arrays, self.activations.ok, self.dataset.indices(split),
-                                  self.dataset.labels, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
-                                  label_dtype=self.label_dtype, dtypes=dtypes)
+        return activation_dataset(
+            self.activations.arrays,
+            self.activations.ok,
+            self.dataset.indices(split),
+            self.dataset.labels,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            label_dtype=self.label_dtype,
+            dtypes=dtypes,
+        )
 
 
 def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder: Decoder) -> Feed:
@@ -117,8 +134,9 @@ def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder: Deco
     """
     from tlexp.model.backbones import preprocess_fn
 
-    images = ImageFeed(whole, ds, cfg.train.batch_size, cfg.seed, {}, decoder=decoder,
-                       preprocess=preprocess_fn(cfg.model.backbone))
+    images = ImageFeed(
+        whole, ds, cfg.train.batch_size, cfg.seed, {}, decoder=decoder, preprocess=preprocess_fn(cfg.model.backbone)
+    )
     acts, why = _prefix_activations(cfg, ds, whole, plan, accel, check, images)
     if acts is None:
         log.info("train: no cached prefix (%s); every epoch runs the whole model", why)
@@ -152,16 +170,22 @@ def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, ima
     key = f"{image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size)}|{accel.precision}"
     store = ActivationStore(cache_dir(cfg), int(pc.max_gb * 1e9))
     try:
-        acts = prefix_activations(whole.backbone, cut, store=store, images=lambda: images.rows(np.arange(len(ds.paths))),
-                                  failures=lambda: dict(images.failed), n_files=len(ds.paths), data_key=key,
-                                  dtype=pc.dtype, batch_size=cfg.train.batch_size)
+        acts = prefix_activations(
+            whole.backbone,
+            cut,
+            store=store,
+            images=lambda: images.rows(np.arange(len(ds.paths))),
+            failures=lambda: dict(images.failed),
+            n_files=len(ds.paths),
+            data_key=key,
+            dtype=pc.dtype,
+            batch_size=cfg.train.batch_size,
+        )
     except Fallback as e:
         return None, str(e)
     except OSError as e:  # disk full, no permission: the run still works the ordinary way
         return None, f"could not write the activation cache: {e}"
     return acts, None
-
-
 
 
 def make_dataset(
@@ -268,7 +292,7 @@ def activation_dataset(
     idx = np.asarray(indices, dtype=np.int64)
     lab = np.asarray(labels)[idx].astype(label_dtype)
     # Only this split's rows, in memory, addressed by their position in `idx`.
-    rows = [tf.convert_to_tensor(np.asarray(a[idx], dtype=numpy_dtype(d))) for a, d in zip(arrays, dtypes)]
+    rows = [tf.convert_to_tensor(np.asarray(a[idx], dtype=numpy_dtype(d))) for a, d in zip(arrays, dtypes, strict=True)]
     usable = tf.constant(np.asarray(ok, dtype=bool)[idx])
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(idx)), lab))
     if shuffle:  # a permutation that depends on the length and seed only: make_dataset's

@@ -28,8 +28,12 @@ def build_classifiers(cfg: Config) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     if cfg.forest.enabled:
-        out["forest"] = RandomForestClassifier(n_estimators=cfg.forest.n_estimators, max_depth=cfg.forest.max_depth,
-                                               n_jobs=cfg.forest.n_jobs, random_state=cfg.seed)
+        out["forest"] = RandomForestClassifier(
+            n_estimators=cfg.forest.n_estimators,
+            max_depth=cfg.forest.max_depth,
+            n_jobs=cfg.forest.n_jobs,
+            random_state=cfg.seed,
+        )
     for name, spec in cfg.classifiers.items():
         out[name] = _build(name, spec.estimator, spec.params, spec.scale, cfg.seed)
     return out
@@ -42,9 +46,11 @@ def _build(name: str, dotted: str, params: dict[str, Any], scale: bool, seed: in
 
     est = _estimator(f"classifiers.{name}", dotted, params, seed)
     if not is_classifier(est) or not hasattr(est, "predict_proba"):
-        raise UserError(f"The 'classifiers.{name}.estimator' parameter must name a classifier with predict_proba "
-                        "(for an SVM: estimator: sklearn.calibration.CalibratedClassifierCV, params: {estimator: "
-                        f"{{estimator: sklearn.svm.SVC}}, ensemble: false}}). Got {dotted!r} instead.")
+        raise UserError(
+            f"The 'classifiers.{name}.estimator' parameter must name a classifier with predict_proba "
+            "(for an SVM: estimator: sklearn.calibration.CalibratedClassifierCV, params: {estimator: "
+            f"{{estimator: sklearn.svm.SVC}}, ensemble: false}}). Got {dotted!r} instead."
+        )
     return make_pipeline(StandardScaler(), est) if scale else est
 
 
@@ -53,17 +59,24 @@ def _estimator(key: str, dotted: str, params: dict[str, Any], seed: int):
     is built first (meta-estimators: ``CalibratedClassifierCV(estimator=SVC())``)."""
     if not (isinstance(dotted, str) and dotted.startswith("sklearn.")):
         # Only scikit-learn classes: a config file must not be a way to import arbitrary code.
-        raise UserError(f"The '{key}.estimator' parameter must be the dotted path of a scikit-learn class, e.g. "
-                        f"sklearn.svm.SVC. Got {dotted!r} instead.")
+        raise UserError(
+            f"The '{key}.estimator' parameter must be the dotted path of a scikit-learn class, e.g. "
+            f"sklearn.svm.SVC. Got {dotted!r} instead."
+        )
     module_name, _, cls_name = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError, ValueError):
-        raise UserError(f"The '{key}.estimator' parameter names {dotted!r}, which scikit-learn does not have. "
-                        "Check the spelling, e.g. sklearn.linear_model.LogisticRegression.") from None
-    built = {k: _estimator(f"{key}.params.{k}", v["estimator"], v.get("params") or {}, seed)
-             if isinstance(v, dict) and set(v) <= {"estimator", "params"} and "estimator" in v else v
-             for k, v in params.items()}
+        raise UserError(
+            f"The '{key}.estimator' parameter names {dotted!r}, which scikit-learn does not have. "
+            "Check the spelling, e.g. sklearn.linear_model.LogisticRegression."
+        ) from None
+    built = {
+        k: _estimator(f"{key}.params.{k}", v["estimator"], v.get("params") or {}, seed)
+        if isinstance(v, dict) and set(v) <= {"estimator", "params"} and "estimator" in v
+        else v
+        for k, v in params.items()
+    }
     try:
         est = cls(**built)
     except TypeError as e:

@@ -39,8 +39,9 @@ def setup_terminal(level: int) -> None:
 
 def show_progress() -> bool:
     """Progress bars only for a person watching: a terminal that shows INFO (not --quiet)."""
-    return sys.stderr.isatty() and any(isinstance(h, _TerminalHandler) and h.level <= logging.INFO
-                                       for h in log.handlers)
+    return sys.stderr.isatty() and any(
+        isinstance(h, _TerminalHandler) and h.level <= logging.INFO for h in log.handlers
+    )
 
 
 class RunLog:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from tlexp.results import runfolder
 from tlexp import files
 from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name
 from tlexp.errors import UserError
+from tlexp.results import runfolder
 
 log = logging.getLogger("tlexp")
 
@@ -46,8 +47,9 @@ def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return list(found)
 
 
-def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifier: str = "head",
-                   batch_size: int = 64) -> tuple[list[str], list[dict[str, Any]]]:
+def predict_images(
+    run_dir: str | os.PathLike, images: Sequence[Path], classifier: str = "head", batch_size: int = 64
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Class probabilities of ``images`` from one classifier of a finished run.
 
     Args:
@@ -68,8 +70,10 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifie
     if not (run_dir / runfolder.METRICS_FILE).is_file():
         raise UserError(f"'{run_dir}' is not a finished run folder (no {runfolder.METRICS_FILE}).")
     if not model_file.is_file():
-        raise UserError(f"'{run_dir}' has no saved model ({runfolder.MODEL_FILE}): it ran with output.save_model=false. "
-                        "Run it again with output.save_model=true.")
+        raise UserError(
+            f"'{run_dir}' has no saved model ({runfolder.MODEL_FILE}): it ran with output.save_model=false. "
+            "Run it again with output.save_model=true."
+        )
     from tlexp.results.record import load_record
 
     record = load_record(run_dir)
@@ -84,17 +88,24 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifie
     import keras
 
     import tlexp.model.layers  # noqa: F401 - registers the layers the saved model uses
-    from tlexp.model.backbones import preprocess_fn
     from tlexp.data.decode import Decoder
     from tlexp.feeds import make_dataset
+    from tlexp.model.backbones import preprocess_fn
     from tlexp.model.head import Network
     from tlexp.model.training import predict_with_features
 
     model = keras.saving.load_model(model_file, compile=False)
     decoder = Decoder(Path("/"), [str(p.resolve()) for p in images], cfg["data"]["image_size"])
-    stream = make_dataset(decoder, np.arange(len(images)), np.zeros(len(images), np.int64), batch_size=batch_size,
-                          preprocess=preprocess_fn(cfg["model"]["backbone"]), shuffle=False, seed=0,
-                          label_dtype="int32")
+    stream = make_dataset(
+        decoder,
+        np.arange(len(images)),
+        np.zeros(len(images), np.int64),
+        batch_size=batch_size,
+        preprocess=preprocess_fn(cfg["model"]["backbone"]),
+        shuffle=False,
+        seed=0,
+        label_dtype="int32",
+    )
     out = predict_with_features(Network.of_saved(model), stream, len(class_names))
     proba = out["proba"]
     if classifier != "head":
@@ -104,12 +115,18 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifie
 
         estimator = joblib.load(run_dir / f"{classifier}.joblib")
         proba = class_proba(estimator, out["features"], len(class_names))
-    by_index = {int(i): p for i, p in zip(out["indices"], proba)}
+    by_index = {int(i): p for i, p in zip(out["indices"], proba, strict=True)}
     rows = []
     for k, path in enumerate(images):
         p = by_index.get(k)
-        rows.append({"path": str(path), "prediction": class_names[int(np.argmax(p))] if p is not None else "",
-                     "proba": p.tolist() if p is not None else None, "error": decoder.failed.get(k)})
+        rows.append(
+            {
+                "path": str(path),
+                "prediction": class_names[int(np.argmax(p))] if p is not None else "",
+                "proba": p.tolist() if p is not None else None,
+                "error": decoder.failed.get(k),
+            }
+        )
     bad = sum(r["error"] is not None for r in rows)
     if bad:
         log.warning("predict: %d of %d file(s) could not be decoded; their rows say why", bad, len(rows))
@@ -119,13 +136,16 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[Path], classifie
 def write_predictions(path: str | os.PathLike | None, class_names: list[str], rows: list[dict[str, Any]]) -> None:
     """CSV ``path,prediction,p_<class>...,error``; to stdout when ``path`` is None."""
     header = ["path", "prediction", *(f"p_{c}" for c in class_names), "error"]
-    lines = [[r["path"], r["prediction"], *(_fmt(r["proba"], i) for i in range(len(class_names))), r["error"] or ""]
-             for r in rows]
+    lines = [
+        [r["path"], r["prediction"], *(_fmt(r["proba"], i) for i in range(len(class_names))), r["error"] or ""]
+        for r in rows
+    ]
     _emit(path, header, lines)
 
 
-def write_submission(path: str | os.PathLike | None, class_names: list[str], rows: list[dict[str, Any]],
-                     positive: str) -> None:
+def write_submission(
+    path: str | os.PathLike | None, class_names: list[str], rows: list[dict[str, Any]], positive: str
+) -> None:
     """Kaggle dogs-vs-cats submission: ``id,label`` with label = P(``positive``), sorted by id.
 
     The id is the file name's number (``test1/123.jpg`` -> 123).

@@ -18,16 +18,16 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tlexp.results import runfolder
 from tlexp import files
 from tlexp.config import Cell, Config, expand_sweep, flatten
 from tlexp.errors import UserError
+from tlexp.results import runfolder
 
 log = logging.getLogger("tlexp")
 
@@ -51,8 +51,9 @@ class SweepResult:
     report: dict[str, Path] = field(default_factory=dict)
 
 
-def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", executor: str = "local",
-              address: str | None = None) -> SweepResult:
+def run_sweep(
+    cfg: Config, *, new: bool = False, default_name: str = "sweep", executor: str = "local", address: str | None = None
+) -> SweepResult:
     """Run every cell of ``cfg.sweep`` that has not finished yet, then write the summary.
 
     Args:
@@ -79,8 +80,10 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", ex
     if executor == "ray":
         _import_ray()  # a missing extra fails before anything is written
     if not cfg.sweep:
-        raise UserError("This config has no sweep: section, so there is no grid to run. Add e.g. "
-                        "sweep: {model.freeze: [0.1, 0.3]}, or use 'tlexp run' for a single run.")
+        raise UserError(
+            "This config has no sweep: section, so there is no grid to run. Add e.g. "
+            "sweep: {model.freeze: [0.1, 0.3]}, or use 'tlexp run' for a single run."
+        )
     cells = expand_sweep(cfg)
     sweep_dir = _open_sweep_dir(cfg, cfg.name or default_name, new)
     _refuse_changed_cells(sweep_dir, cells)
@@ -90,7 +93,9 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", ex
     parent = _mlflow_parent(cfg, sweep_dir)
     todo = [c for c in cells if not _finished(sweep_dir / c.name)]
     result.skipped = [c.name for c in cells if c not in todo]
-    log.info("sweep: %s: %d cells, %d finished before, %d to run", sweep_dir, len(cells), len(result.skipped), len(todo))
+    log.info(
+        "sweep: %s: %d cells, %d finished before, %d to run", sweep_dir, len(cells), len(result.skipped), len(todo)
+    )
 
     progress = _Progress(sweep_dir, cells, status, result, len(todo))
     if executor == "ray":
@@ -104,7 +109,7 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", ex
             except KeyboardInterrupt:
                 progress.interrupted(cell)
                 raise
-            except Exception as e:  # noqa: BLE001 - a failing cell must not stop the sweep
+            except Exception as e:
                 if not isinstance(e, UserError):
                     log.debug("sweep: %s traceback:\n%s", cell.name, traceback.format_exc())
                 progress.done(cell, time.perf_counter() - t_cell, e)
@@ -114,14 +119,22 @@ def run_sweep(cfg: Config, *, new: bool = False, default_name: str = "sweep", ex
     from tlexp.results.report import build_report
 
     done = [sweep_dir / c.name for c in cells if _finished(sweep_dir / c.name)]
-    failed = [{"name": c.name, "overrides": c.overrides, "config": c.config.to_dict(),
-               "error": status.cells[c.name].get("error") or "not run yet"}
-              for c in cells if not _finished(sweep_dir / c.name)]
+    failed = [
+        {
+            "name": c.name,
+            "overrides": c.overrides,
+            "config": c.config.to_dict(),
+            "error": status.cells[c.name].get("error") or "not run yet",
+        }
+        for c in cells
+        if not _finished(sweep_dir / c.name)
+    ]
     result.report = build_report(done, sweep_dir, failed=failed, title=f"tlexp sweep {sweep_dir.name}")
     log.info("sweep: summary in %s (%d finished, %d failed)", sweep_dir, len(done), len(failed))
     if failed:
-        log.warning("sweep: failed cells: %s; re-run the same command to retry them",
-                    ", ".join(f["name"] for f in failed))
+        log.warning(
+            "sweep: failed cells: %s; re-run the same command to retry them", ", ".join(f["name"] for f in failed)
+        )
     return result
 
 
@@ -135,8 +148,9 @@ def plan_sweep(cfg: Config) -> dict[str, Any]:
     from tlexp.experiment import plan_experiment
 
     cache: dict[Any, Any] = {}
-    cells = [{"name": c.name, "overrides": c.overrides, "plan": plan_experiment(c.config, cache)}
-             for c in expand_sweep(cfg)]
+    cells = [
+        {"name": c.name, "overrides": c.overrides, "plan": plan_experiment(c.config, cache)} for c in expand_sweep(cfg)
+    ]
     return {"cells": cells, "data": cells[0]["plan"]["data"] if cells else None}
 
 
@@ -146,7 +160,7 @@ def plan_sweep(cfg: Config) -> dict[str, Any]:
 class _Progress:
     """Status updates and the one-line-per-cell progress display, for any executor."""
 
-    def __init__(self, sweep_dir: Path, cells: list[Cell], status: "_Status", result: SweepResult, todo: int):
+    def __init__(self, sweep_dir: Path, cells: list[Cell], status: _Status, result: SweepResult, todo: int):
         self.sweep_dir, self.status, self.result = sweep_dir, status, result
         self.total, self.todo, self.index = len(cells), todo, 0
         self.labels: dict[str, str] = {}
@@ -156,14 +170,21 @@ class _Progress:
     def start(self, cell: Cell) -> None:
         self.index += 1
         label = self.labels[cell.name] = (
-            f"[{len(self.result.skipped) + self.index:>{len(str(self.total))}}/{self.total}] {cell.name}")
+            f"[{len(self.result.skipped) + self.index:>{len(str(self.total))}}/{self.total}] {cell.name}"
+        )
         cell_dir = self.sweep_dir / cell.name
         if cell_dir.exists():
             moved = _set_aside(self.sweep_dir, cell_dir)
             log.info("sweep: %s: an unfinished earlier attempt was moved to %s; running it again", label, moved)
         log.info("sweep: %s: started", label)
-        self.status.update(cell.name, status="running", started=_now(), finished=None, seconds=None,
-                           attempts=self.status.attempts(cell.name) + 1)
+        self.status.update(
+            cell.name,
+            status="running",
+            started=_now(),
+            finished=None,
+            seconds=None,
+            attempts=self.status.attempts(cell.name) + 1,
+        )
 
     def interrupted(self, cell: Cell) -> None:
         self.status.update(cell.name, status="interrupted", finished=_now())
@@ -190,13 +211,14 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--executor ray needs Ray, which is not installed. Install it with: "
-                        "pip install 'tlexp[ray]' (or use the default --executor local).") from None
+        raise UserError(
+            "--executor ray needs Ray, which is not installed. Install it with: "
+            "pip install 'tlexp[ray]' (or use the default --executor local)."
+        ) from None
     return ray
 
 
-def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg: Config,
-                  address: str | None) -> None:
+def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg: Config, address: str | None) -> None:
     """Every cell a Ray task; results land in the same folder layout and status file.
 
     Ray assigns CPUs/GPUs per task (``resources``), so on one multi-GPU machine
@@ -208,18 +230,24 @@ def _run_with_ray(todo: list[Cell], progress: _Progress, parent: str | None, cfg
     started_here = not ray.is_initialized()
     if started_here:
         # TLEXP_RAY_NUM_CPUS caps a local runtime (tests, shared machines); ignored when joining a cluster.
-        num_cpus = int(os.environ["TLEXP_RAY_NUM_CPUS"]) if os.environ.get("TLEXP_RAY_NUM_CPUS") and not address else None
+        num_cpus = (
+            int(os.environ["TLEXP_RAY_NUM_CPUS"]) if os.environ.get("TLEXP_RAY_NUM_CPUS") and not address else None
+        )
         on_sigterm = signal.getsignal(signal.SIGTERM)
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
+        ray.init(
+            address=address,
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}},
+        )
         if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
             # ray.init installs a SIGTERM handler that calls sys.exit, which would skip the
             # recording of interrupted cells below. A handler of the caller's own (the CLI's
             # raises KeyboardInterrupt) shuts down just as well; without one, Ray's stays.
             signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        task = ray.remote(_ray_cell).options(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus,
-                                             max_retries=0)
+        task = ray.remote(_ray_cell).options(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus, max_retries=0)
         pending = {}
         for cell in todo:
             progress.start(cell)
@@ -277,7 +305,7 @@ def _exit_with_raylet() -> None:
     def watch() -> None:
         while os.getppid() == raylet:
             time.sleep(0.2)
-        os._exit(1)  # noqa: SLF001 - no clean-up: the run folder is left unfinished on purpose
+        os._exit(1)
 
     threading.Thread(target=watch, name="tlexp-raylet-watch", daemon=True).start()
 
@@ -353,8 +381,10 @@ def _open_sweep_dir(cfg: Config, name: str, new: bool) -> Path:
         files.write_yaml(sweep_dir / SWEEP_FILE, {"grid": grid, "base": base})
         return sweep_dir
     if not (target / SWEEP_FILE).is_file():
-        raise UserError(f"'{target}' exists and is not a sweep folder (no {SWEEP_FILE}); it is left alone. "
-                        "Set name=<another name> or pass --new.")
+        raise UserError(
+            f"'{target}' exists and is not a sweep folder (no {SWEEP_FILE}); it is left alone. "
+            "Set name=<another name> or pass --new."
+        )
     return target
 
 
@@ -373,8 +403,11 @@ def _refuse_changed_cells(sweep_dir: Path, cells: list[Cell]) -> None:
             continue
         stored = flatten(yaml.safe_load(stored_file.read_text()))
         now = flatten(cell.config.to_dict())
-        diff = {k: (stored.get(k), now.get(k)) for k in stored.keys() | now.keys()
-                if k not in _IGNORED_KEYS and stored.get(k) != now.get(k)}
+        diff = {
+            k: (stored.get(k), now.get(k))
+            for k in stored.keys() | now.keys()
+            if k not in _IGNORED_KEYS and stored.get(k) != now.get(k)
+        }
         if diff:
             affected.append(cell.name)
             changes.update(diff)
@@ -401,8 +434,16 @@ class _Status:
         self.sweep = sweep_dir.name
         self.cells: dict[str, dict[str, Any]] = {}
         for c in cells:
-            entry = {"name": c.name, "overrides": c.overrides, "status": "pending", "attempts": 0,
-                     "started": None, "finished": None, "seconds": None, "error": None}
+            entry = {
+                "name": c.name,
+                "overrides": c.overrides,
+                "status": "pending",
+                "attempts": 0,
+                "started": None,
+                "finished": None,
+                "seconds": None,
+                "error": None,
+            }
             entry.update({k: v for k, v in old.get(c.name, {}).items() if k in entry and k != "overrides"})
             # The folder, not the old status file, says what is done: a process killed
             # between writing metrics.json and status.json must not redo a cell.
@@ -424,12 +465,13 @@ class _Status:
         counts: dict[str, int] = {}
         for c in self.cells.values():
             counts[c["status"]] = counts.get(c["status"], 0) + 1
-        files.write_json(self.path, {"sweep": self.sweep, "updated": _now(), "counts": counts,
-                                    "cells": list(self.cells.values())})
+        files.write_json(
+            self.path, {"sweep": self.sweep, "updated": _now(), "counts": counts, "cells": list(self.cells.values())}
+        )
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _hms(seconds: float) -> str:

@@ -25,7 +25,20 @@ from tlexp.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CLASSIFIERS", "Cell", "ClassifierConfig", "Config", "DataConfig", "ForestConfig", "HeadConfig",
-    "ModelConfig", "OutputConfig", "PrefixCacheConfig", "TrainConfig", "describe", "expand_sweep", "flatten",
-    "load_config", "load_yaml",
+    "DEFAULT_CLASSIFIERS",
+    "Cell",
+    "ClassifierConfig",
+    "Config",
+    "DataConfig",
+    "ForestConfig",
+    "HeadConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "PrefixCacheConfig",
+    "TrainConfig",
+    "describe",
+    "expand_sweep",
+    "flatten",
+    "load_config",
+    "load_yaml",
 ]

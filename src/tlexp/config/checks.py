@@ -27,8 +27,11 @@ def _semantic_problems(cfg: Config) -> list[str]:
 
 def _describe_error(err: dict[str, Any]) -> str:
     """One line per pydantic error: the dotted key, what is wrong, the value, a fix."""
-    loc = [str(p) for p in err["loc"]
-           if not str(p).startswith(("function-", "float", "str", "int", "bool", "literal[", "list[", "dict["))]
+    loc = [
+        str(p)
+        for p in err["loc"]
+        if not str(p).startswith(("function-", "float", "str", "int", "bool", "literal[", "list[", "dict["))
+    ]
     # pydantic adds the union member tried ('float', 'str') to loc; the user never wrote those.
     key = ".".join(loc) if loc else "(top level)"
     kind = err["type"]
@@ -141,7 +144,6 @@ _DEFAULTS = {
     "model.weights": ModelConfig.model_fields["weights"].default,
     "data.synthetic.enabled": SyntheticConfig.model_fields["enabled"].default,
 }
-
 
 
 def _absolutize(cfg: Config) -> Config:

@@ -16,7 +16,6 @@ from tlexp.config.checks import _absolutize, _describe_error, _semantic_problems
 from tlexp.config.schema import _SECTIONS, Config, _all_keys
 from tlexp.errors import ConfigError
 
-
 # Keys a sweep may not vary: they name and place the sweep itself.
 _UNSWEEPABLE = ("name", "output.dir", "sweep")
 
@@ -54,7 +53,7 @@ def _cells(cfg: Config) -> list[Cell]:
         base["data"]["split_seed"] = cfg.seed
     cells, seen = [], Counter()
     for values in itertools.product(*(cfg.sweep[k] for k in keys)):
-        overrides = dict(zip(keys, values))
+        overrides = dict(zip(keys, values, strict=True))
         raw = copy.deepcopy(base)
         for key, value in overrides.items():
             _set(raw, key, copy.deepcopy(value))
@@ -77,8 +76,9 @@ def _sweep_problems(cfg: Config) -> list[str]:
         if key in _UNSWEEPABLE:
             problems.append(f"'sweep.{key}' cannot be swept: it names or places the sweep itself.")
         elif key in _SECTIONS:  # a whole section per cell would silently reset its other keys
-            problems.append(f"'sweep.{key}' is a section; sweep its keys instead, e.g. 'sweep.{key}."
-                            f"{_first_leaf(key)}'.")
+            problems.append(
+                f"'sweep.{key}' is a section; sweep its keys instead, e.g. 'sweep.{key}.{_first_leaf(key)}'."
+            )
         elif pattern not in valid:
             problems.append(f"Unknown key 'sweep.{key}'.{_suggest(key).replace(chr(39), chr(39) + 'sweep.', 1)}")
         elif not values:
@@ -92,20 +92,25 @@ def _sweep_problems(cfg: Config) -> list[str]:
             raw["sweep"] = {}
             _set(raw, key, value)
             try:
-                problems.extend(f"sweep value {key}={value!r}: {p}" for p in _semantic_problems(Config.model_validate(raw)))
+                problems.extend(
+                    f"sweep value {key}={value!r}: {p}" for p in _semantic_problems(Config.model_validate(raw))
+                )
             except ValidationError as e:
                 problems.extend(f"sweep value {key}={value!r}: {_describe_error(err)}" for err in e.errors())
     return problems
 
 
 def _first_leaf(section: str) -> str:
-    return next(k for k in _all_keys() if k.startswith(section + ".") and k not in _SECTIONS)[len(section) + 1:]
+    return next(k for k in _all_keys() if k.startswith(section + ".") and k not in _SECTIONS)[len(section) + 1 :]
 
 
 def _cell_name(cfg: Config, overrides: dict[str, Any]) -> str:
     """``<backbone>_f<freeze %>_s<seed>`` plus ``_<key>-<value>`` for every other swept key."""
-    extra = [f"{k.rpartition('.')[2]}-{_short(v)}" for k, v in overrides.items()
-             if k not in ("model.backbone", "model.freeze", "seed")]
+    extra = [
+        f"{k.rpartition('.')[2]}-{_short(v)}"
+        for k, v in overrides.items()
+        if k not in ("model.backbone", "model.freeze", "seed")
+    ]
     base = Config.model_validate({**cfg.to_dict(), "name": None}).run_name()
     return "_".join([base, *extra])
 

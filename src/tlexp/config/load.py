@@ -38,7 +38,7 @@ _YamlLoader.add_implicit_resolver(
 
 def load_yaml(text: str) -> Any:
     """Parse YAML as config files and overrides are read (see :class:`_YamlLoader`)."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -71,8 +71,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         cfg = Config.model_validate(raw)
     except ValidationError as e:
         problems = [_describe_error(err) for err in e.errors()]
-        problems.extend(_check_paths(_lookup(raw, "data.root"), _lookup(raw, "model.weights"),
-                                     _lookup(raw, "data.synthetic.enabled")))
+        problems.extend(
+            _check_paths(
+                _lookup(raw, "data.root"), _lookup(raw, "model.weights"), _lookup(raw, "data.synthetic.enabled")
+            )
+        )
         raise ConfigError(problems, source) from None
 
     problems.extend(_semantic_problems(cfg))
@@ -101,7 +104,8 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         problems.append(
-            f"The config file must be a YAML mapping (key: value lines). Got a {type(data).__name__} in '{path}' instead."
+            "The config file must be a YAML mapping (key: value lines). "
+            f"Got a {type(data).__name__} in '{path}' instead."
         )
         return {}
     return data
@@ -116,7 +120,9 @@ def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None
     try:
         value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
-        problems.append(f"Could not parse the value of override '{item}' as YAML. Quote strings that contain ':' or '#'.")
+        problems.append(
+            f"Could not parse the value of override '{item}' as YAML. Quote strings that contain ':' or '#'."
+        )
         return
     node = raw
     parts = key.split(".")

@@ -39,19 +39,23 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for validation.")
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for the final test.")
     split_seed: int | None = Field(
-        None, ge=0, description="Seed of the train/val/test split; null = the run's seed. Sweeps fix it so all "
-        "cells share one split."
+        None,
+        ge=0,
+        description="Seed of the train/val/test split; null = the run's seed. Sweeps fix it so all "
+        "cells share one split.",
     )
     limit_per_class: int | None = Field(
         None, ge=3, description="Use at most this many images per class (a seeded random subset); null = all."
     )
     cache_dir: str | None = Field(
-        None, description="Where tlexp keeps data checks and decoded-image caches (never inside data.root); "
-        "null = $TLEXP_CACHE_DIR, else ~/.cache/tlexp."
+        None,
+        description="Where tlexp keeps data checks and decoded-image caches (never inside data.root); "
+        "null = $TLEXP_CACHE_DIR, else ~/.cache/tlexp.",
     )
     decoded_cache: bool = Field(
-        True, description="Decode and resize every image once per (dataset, image_size) into a uint8 cache in "
-        "cache_dir, shared by all runs (224 px: about 150 kB per image); false = decode on the fly every epoch."
+        True,
+        description="Decode and resize every image once per (dataset, image_size) into a uint8 cache in "
+        "cache_dir, shared by all runs (224 px: about 150 kB per image); false = decode on the fly every epoch.",
     )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
@@ -139,18 +143,22 @@ class ModelConfig(_Section):
 
 class PrefixCacheConfig(_Section):
     enabled: bool = Field(
-        True, description="Run the frozen part of the backbone once per image, keep its activations on disk "
+        True,
+        description="Run the frozen part of the backbone once per image, keep its activations on disk "
         "(cache_dir/activations, shared by the cells of a sweep) and train only the rest on them; the ordinary path "
         "(whole model every epoch) where that would be wrong or does not fit max_gb. false = always the ordinary "
-        "path. metrics.json records which path was taken, and why."
+        "path. metrics.json records which path was taken, and why.",
     )
     dtype: Literal["auto", "float16", "float32"] = Field(
-        "auto", description="Storage type of cached activations; auto = the compute dtype (exact: float32 on CPU, "
-        "16-bit under mixed precision); float16 halves a float32 cache at a relative rounding error below 5e-4."
+        "auto",
+        description="Storage type of cached activations; auto = the compute dtype (exact: float32 on CPU, "
+        "16-bit under mixed precision); float16 halves a float32 cache at a relative rounding error below 5e-4.",
     )
     max_gb: float = Field(
-        8.0, gt=0.0, description="Disk budget of the activation cache, in GB: larger entries are not cached, and "
-        "the least recently used entries are removed to stay under it."
+        8.0,
+        gt=0.0,
+        description="Disk budget of the activation cache, in GB: larger entries are not cached, and "
+        "the least recently used entries are removed to stay under it.",
     )
 
 
@@ -160,12 +168,14 @@ class TrainConfig(_Section):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
     learning_rate: float = Field(1e-4, gt=0.0, description="Learning rate of the optimizer.")
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
-        "auto", description="Compute dtype; the output layer and loss stay float32. auto = mixed_bfloat16 on GPUs "
-        "of compute capability >= 8.0, mixed_float16 on 7.x, float32 on CPU."
+        "auto",
+        description="Compute dtype; the output layer and loss stay float32. auto = mixed_bfloat16 on GPUs "
+        "of compute capability >= 8.0, mixed_float16 on 7.x, float32 on CPU.",
     )
     jit_compile: bool | Literal["auto"] = Field(
         "auto", description="XLA compilation of the train step; auto = Keras' choice (on for GPUs, off on CPU)."
     )
+
     @field_validator("jit_compile", mode="before")
     @classmethod
     def _true_false_auto(cls, v: Any) -> Any:
@@ -174,8 +184,9 @@ class TrainConfig(_Section):
         return v
 
     distribute: Literal["auto", "none", "mirrored"] = Field(
-        "auto", description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
-        "GPU is visible (train.batch_size is the global batch)."
+        "auto",
+        description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
+        "GPU is visible (train.batch_size is the global batch).",
     )
     prefix_cache: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 
@@ -230,23 +241,26 @@ class OutputConfig(_Section):
 
 class MlflowConfig(_Section):
     uri: str | None = Field(
-        None, description="MLflow tracking URI (file:./mlruns, http://host:5000, ...); null = no MLflow. "
-        "Needs pip install 'tlexp[mlflow]'."
+        None,
+        description="MLflow tracking URI (file:./mlruns, http://host:5000, ...); null = no MLflow. "
+        "Needs pip install 'tlexp[mlflow]'.",
     )
     experiment: str = Field("tlexp", description="MLflow experiment the runs are logged to.")
 
 
 class TrackingConfig(_Section):
     tensorboard: bool = Field(
-        False, description="Write TensorBoard logs into the run folder (tensorboard/); view with "
-        "'tensorboard --logdir results/'."
+        False,
+        description="Write TensorBoard logs into the run folder (tensorboard/); view with "
+        "'tensorboard --logdir results/'.",
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 
 class Config(_Section):
     name: str | None = Field(
-        None, description="Run folder name; null = '<backbone>_f<freeze %>_s<seed>'. Never overwritten: name2, name3, ..."
+        None,
+        description="Run folder name; null = '<backbone>_f<freeze %>_s<seed>'. Never overwritten: name2, name3, ...",
     )
     seed: int = Field(0, ge=0, description="Seed for the split, weight init, shuffling and the forest.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -323,7 +337,6 @@ def _entry_type(annotation: Any) -> type[BaseModel] | None:
         if _section_type(option) is not None:
             return option
     return None
-
 
 
 # --------------------------------------------------------------------------- reference

@@ -24,10 +24,10 @@ import os
 import stat
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from tlexp.data.decode import load_image
 from tlexp.data.scan import NO_LABEL, Candidate, scan_dataset
@@ -45,9 +45,21 @@ _SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
 _ORIENTATION = 0x0112  # EXIF tag
 _SAME_FORMAT = {"MPO": "JPEG", "DIB": "BMP"}  # camera JPEGs open as MPO; both decode like their base
 _MODE_NAMES = {
-    "1": "1-bit", "L": "grayscale", "LA": "grayscale+alpha", "La": "grayscale+alpha", "P": "palette",
-    "PA": "palette", "RGBA": "RGBA", "RGBa": "RGBA", "CMYK": "CMYK", "I;16": "16-bit", "I;16L": "16-bit",
-    "I;16B": "16-bit", "I;16N": "16-bit", "I": "integer", "F": "float",
+    "1": "1-bit",
+    "L": "grayscale",
+    "LA": "grayscale+alpha",
+    "La": "grayscale+alpha",
+    "P": "palette",
+    "PA": "palette",
+    "RGBA": "RGBA",
+    "RGBa": "RGBA",
+    "CMYK": "CMYK",
+    "I;16": "16-bit",
+    "I;16L": "16-bit",
+    "I;16B": "16-bit",
+    "I;16N": "16-bit",
+    "I": "integer",
+    "F": "float",
 }
 
 
@@ -210,13 +222,28 @@ def check_dataset(
             _save_cache(cache_path, header, verdicts.values())
     files = [verdicts[c.rel] for c in candidates]
     counts = Counter(f.label for f in files if f.label is not None)
-    result = CheckResult(root, layout, found.class_names, files, detect_variant(layout, counts),
-                         time.perf_counter() - t0, reused, found.ignored)
+    result = CheckResult(
+        root,
+        layout,
+        found.class_names,
+        files,
+        detect_variant(layout, counts),
+        time.perf_counter() - t0,
+        reused,
+        found.ignored,
+    )
     # The one log line of a check, for 'tlexp data check' and every run alike.
     rejected, unlabelled = len(result.rejected()), sum(f.label is None and f.status != "rejected" for f in files)
-    log.info("data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, "
-             "%d rejected%s%s", len(files), result.seconds, reused, len(result.usable()), rejected,
-             f", {unlabelled} without a label" if unlabelled else "", f"; see {REJECTED_FILE}" if rejected else "")
+    log.info(
+        "data: checked %d files in %.1fs (%d unchanged since the last check): %d usable, %d rejected%s%s",
+        len(files),
+        result.seconds,
+        reused,
+        len(result.usable()),
+        rejected,
+        f", {unlabelled} without a label" if unlabelled else "",
+        f"; see {REJECTED_FILE}" if rejected else "",
+    )
     return result
 
 
@@ -229,11 +256,17 @@ def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Pa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"manifest": out / MANIFEST_FILE, "rejected": out / REJECTED_FILE, "duplicates": out / DUPLICATES_FILE}
-    write_csv(paths["manifest"], ["path", "label", "size", "sha256", "status", "detail", "width", "height"],
-              [(f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height) for f in result.files])
+    write_csv(
+        paths["manifest"],
+        ["path", "label", "size", "sha256", "status", "detail", "width", "height"],
+        [(f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height) for f in result.files],
+    )
     write_rejected(result, paths["rejected"])
-    write_csv(paths["duplicates"], ["group", "path", "label", "sha256"],
-              [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g])
+    write_csv(
+        paths["duplicates"],
+        ["group", "path", "label", "sha256"],
+        [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g],
+    )
     return paths
 
 
@@ -255,8 +288,9 @@ def format_summary(result: CheckResult) -> str:
     ]
     lines += [f"{k:<{w}}  " + "  ".join(f"{r[c]:>9,}" for c in cols) for k, r in rows.items()]
     lines.append(f"usable: {len(result.usable()):,}")
-    converted = Counter(part.split(" (")[0] for f in result.files if f.status == "converted"
-                        for part in f.detail.split("; "))
+    converted = Counter(
+        part.split(" (")[0] for f in result.files if f.status == "converted" for part in f.detail.split("; ")
+    )
     if converted:
         lines.append("converted: " + ", ".join(f"{k} {n:,}" for k, n in converted.most_common()))
     reasons = Counter(reject_reason(f.detail) for f in result.rejected())
@@ -267,8 +301,10 @@ def format_summary(result: CheckResult) -> str:
     dups = result.duplicates()
     if dups:
         conflicts = result.conflicting_duplicates()
-        lines.append(f"duplicates: {len(dups):,} group(s) of identical files ({sum(map(len, dups)):,} files), "
-                     f"{len(conflicts):,} with different labels")
+        lines.append(
+            f"duplicates: {len(dups):,} group(s) of identical files ({sum(map(len, dups)):,} files), "
+            f"{len(conflicts):,} with different labels"
+        )
         for g in conflicts[:5]:
             lines.append("  different labels: " + " = ".join(f"{f.path} ({f.label})" for f in g))
     return "\n".join(lines)
@@ -289,8 +325,15 @@ def _check_params(workers: int | None, min_side: int) -> None:
 # --- checking one file ---------------------------------------------------------------
 
 
-def _check_all(root: Path, todo: list[Candidate], verdicts: dict[str, FileVerdict], workers: int,
-               min_side: int, progress: bool, total: int) -> None:
+def _check_all(
+    root: Path,
+    todo: list[Candidate],
+    verdicts: dict[str, FileVerdict],
+    workers: int,
+    min_side: int,
+    progress: bool,
+    total: int,
+) -> None:
     """Check ``todo`` in threads (Pillow releases the GIL while decoding), filling ``verdicts``."""
     if not todo:
         return
@@ -329,8 +372,18 @@ def _check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileV
     except OSError as e:
         return FileVerdict(rel, label, "rejected", f"unreadable: {e.strerror or e}", -1, "")
     status, detail, width, height = _inspect(data, os.path.splitext(rel)[1].lower(), min_side)
-    return FileVerdict(rel, label, status, detail, len(data), hashlib.sha256(data).hexdigest(), width, height,
-                       st.st_mtime_ns, st.st_ino)
+    return FileVerdict(
+        rel,
+        label,
+        status,
+        detail,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        width,
+        height,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
 
 
 def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int]:
@@ -358,7 +411,7 @@ def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int]:
         load_image(io.BytesIO(data), 32)  # training's own decoder on the same bytes
     except UnidentifiedImageError:
         return "rejected", f"not an image ({_sniff(data)})", 0, 0
-    except Exception as e:  # noqa: BLE001 - any Pillow failure on user bytes is a verdict, not a crash
+    except Exception as e:
         msg = str(e)
         if isinstance(e, EOFError) or "truncated" in msg.lower():
             return "rejected", f"truncated: {msg}", 0, 0
@@ -407,15 +460,19 @@ def _from_cache(entry: object, c: Candidate) -> FileVerdict | None:
         size, mtime_ns, inode, status, detail, sha, width, height = entry  # type: ignore[misc]
         if (size, mtime_ns, inode) != (c.st.st_size, c.st.st_mtime_ns, c.st.st_ino) or status not in STATUSES:
             return None
-        return FileVerdict(c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height),
-                           mtime_ns, inode)
+        return FileVerdict(
+            c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height), mtime_ns, inode
+        )
     except (TypeError, ValueError):  # a hand-edited or damaged entry: check the file again
         return None
 
 
 def _save_cache(path: Path, header: dict, verdicts: Iterable[FileVerdict]) -> None:
-    files = {v.path: [v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height]
-             for v in verdicts if v.size >= 0}  # unreadable files are re-tried each time: stat is cheap
+    files = {
+        v.path: [v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height]
+        for v in verdicts
+        if v.size >= 0
+    }  # unreadable files are re-tried each time: stat is cheap
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps({"header": header, "files": files}, separators=(",", ":")))

@@ -84,8 +84,13 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> Dataset:
         )
     index = {c: i for i, c in enumerate(class_names)}
     labelled = [c for c in found.files if c.label is not None]  # sorted by path, as scanned
-    return Dataset(root=root, layout=layout, class_names=class_names, paths=[c.rel for c in labelled],
-                   labels=np.array([index[c.label] for c in labelled], dtype=np.int64))
+    return Dataset(
+        root=root,
+        layout=layout,
+        class_names=class_names,
+        paths=[c.rel for c in labelled],
+        labels=np.array([index[c.label] for c in labelled], dtype=np.int64),
+    )
 
 
 def assign_splits(

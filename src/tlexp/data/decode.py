@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class Decoder:
     def __call__(self, index: np.int64) -> tuple[np.ndarray, np.bool_]:
         try:
             return load_image(self.root / self.paths[int(index)], self.size), np.bool_(True)
-        except Exception as e:  # noqa: BLE001 - any decode failure means "skip this file"
+        except Exception as e:
             with self._lock:
                 self.failed[int(index)] = f"{type(e).__name__}: {e}"[:200]
             return np.zeros((self.size, self.size, 3), np.uint8), np.bool_(False)

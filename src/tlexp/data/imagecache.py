@@ -21,9 +21,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -81,8 +81,15 @@ class ImageCache:
         return int(self.images.size)
 
 
-def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, cache_dir: Path,
-                       *, workers: int | None = None, progress: bool = False) -> ImageCache:
+def ensure_image_cache(
+    root: Path,
+    files: Sequence[tuple[str, str]],
+    size: int,
+    cache_dir: Path,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+) -> ImageCache:
     """Return the cache of ``files`` at ``size``, building it first if needed.
 
     Args:
@@ -107,7 +114,7 @@ def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, 
         def decode(i: int) -> None:
             try:
                 images[i] = load_image(root / paths[i], size)
-            except Exception as e:  # noqa: BLE001 - the file changed after the check: record, go on
+            except Exception as e:
                 with lock:
                     errors[paths[i]] = f"{type(e).__name__}: {e}"[:200]
 
@@ -121,11 +128,18 @@ def ensure_image_cache(root: Path, files: Sequence[tuple[str, str]], size: int, 
             for _ in it:
                 pass
         images.flush()
-        (tmp / "index.json").write_text(json.dumps({"size": size, "paths": paths, "errors": errors,
-                                                    "version": DECODER_VERSION, "root": str(root)}))
+        (tmp / "index.json").write_text(
+            json.dumps({"size": size, "paths": paths, "errors": errors, "version": DECODER_VERSION, "root": str(root)})
+        )
     cache = ImageCache(final)
-    log.info("data: decoded %d images at %d px into a %.1f MB cache in %.1fs (%s)", len(files), size,
-             cache.nbytes / 1e6, time.perf_counter() - t0, final)
+    log.info(
+        "data: decoded %d images at %d px into a %.1f MB cache in %.1fs (%s)",
+        len(files),
+        size,
+        cache.nbytes / 1e6,
+        time.perf_counter() - t0,
+        final,
+    )
     return cache
 
 

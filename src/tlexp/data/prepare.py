@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from tlexp.results import runfolder
 from tlexp import files
 from tlexp.config import Config
-from tlexp.data.dataset import Dataset, SPLITS, assign_splits, discover
+from tlexp.data.dataset import SPLITS, Dataset, assign_splits, discover
 from tlexp.data.scan import warn_unlabelled
 from tlexp.errors import DataError
 from tlexp.logs import show_progress
+from tlexp.results import runfolder
 
 log = logging.getLogger("tlexp")
 
@@ -53,7 +53,10 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
     counts = ds.counts()
     log.info(
         "data: %s layout, %d classes (%s), %d images found; using train %d / val %d / test %d",
-        ds.layout, len(ds.class_names), ", ".join(ds.class_names), len(found.paths),
+        ds.layout,
+        len(ds.class_names),
+        ", ".join(ds.class_names),
+        len(found.paths),
         *(sum(counts[s].values()) for s in SPLITS),
     )
     return ds, result
@@ -81,8 +84,13 @@ def usable_dataset(result) -> Dataset:
             f"{result.root}' to see what was rejected and why."
         )
     index = {c: i for i, c in enumerate(class_names)}
-    return Dataset(root=Path(result.root).resolve(), layout=result.layout, class_names=class_names,
-                   paths=[f.path for f in usable], labels=np.array([index[f.label] for f in usable], dtype=np.int64))
+    return Dataset(
+        root=Path(result.root).resolve(),
+        layout=result.layout,
+        class_names=class_names,
+        paths=[f.path for f in usable],
+        labels=np.array([index[f.label] for f in usable], dtype=np.int64),
+    )
 
 
 def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
@@ -93,17 +101,29 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
     write_rejected(check, run_dir / runfolder.REJECTED_FILE)
     split_of = dict(zip(ds.paths, ds.split, strict=True))
     groups = check.duplicates()
-    files.write_csv(run_dir / runfolder.DUPLICATES_FILE, ["group", "path", "label", "split", "sha256"],
-                   ((g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
-                    for g, group in enumerate(groups, start=1) for f in group))
+    files.write_csv(
+        run_dir / runfolder.DUPLICATES_FILE,
+        ["group", "path", "label", "split", "sha256"],
+        (
+            (g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
+            for g, group in enumerate(groups, start=1)
+            for f in group
+        ),
+    )
     across = [g for g in groups if len({split_of[f.path] for f in g if f.path in split_of}) > 1]
     conflicts = check.conflicting_duplicates()
     if across:
-        log.warning("data: %d group(s) of identical images sit in more than one split (a train/test leak); "
-                    "see %s", len(across), runfolder.DUPLICATES_FILE)
+        log.warning(
+            "data: %d group(s) of identical images sit in more than one split (a train/test leak); see %s",
+            len(across),
+            runfolder.DUPLICATES_FILE,
+        )
     if conflicts:
-        log.warning("data: %d group(s) of identical images carry different labels; see %s", len(conflicts),
-                    runfolder.DUPLICATES_FILE)
+        log.warning(
+            "data: %d group(s) of identical images carry different labels; see %s",
+            len(conflicts),
+            runfolder.DUPLICATES_FILE,
+        )
     rejected = check.rejected()
     reasons = dict(Counter(reject_reason(f.detail) for f in rejected))
     usable = check.usable()
@@ -130,8 +150,9 @@ def make_decoder(cfg: Config, ds: Dataset, check):
     from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
 
     sha = {f.path: f.sha256 for f in check.usable()}
-    cache = ensure_image_cache(ds.root, [(p, sha[p]) for p in ds.paths], cfg.data.image_size, cache_dir(cfg),
-                               progress=show_progress())
+    cache = ensure_image_cache(
+        ds.root, [(p, sha[p]) for p in ds.paths], cfg.data.image_size, cache_dir(cfg), progress=show_progress()
+    )
     return CachedDecoder(cache, ds.paths)
 
 

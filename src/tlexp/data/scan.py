@@ -150,9 +150,14 @@ def scan_dataset(root: str | os.PathLike, layout: str = "auto") -> Scan:
 def warn_unlabelled(root: Path, unlabelled: list[str], total: int) -> None:
     """Log, as one warning, how many of ``total`` image files are left out for want of a label, with an example."""
     if unlabelled:
-        log.warning("data: left out %d of %d image file(s) in '%s' that have no label, e.g. '%s' (the flat layout "
-                    "needs names like 'cat.0.jpg'; or use class sub-folders)", len(unlabelled), total, root,
-                    unlabelled[0])
+        log.warning(
+            "data: left out %d of %d image file(s) in '%s' that have no label, e.g. '%s' (the flat layout "
+            "needs names like 'cat.0.jpg'; or use class sub-folders)",
+            len(unlabelled),
+            total,
+            root,
+            unlabelled[0],
+        )
 
 
 def _scan_flat(top: list[Candidate], others: list) -> tuple[list[Candidate], Counter]:

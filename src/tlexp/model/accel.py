@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from tlexp.config import TrainConfig
 
@@ -38,7 +39,7 @@ def resolve(train: TrainConfig) -> Accel:
 
     gpus = tf.config.list_physical_devices("GPU")
     details = [_details(g) for g in gpus]
-    names = [d.get("device_name", g.name) for d, g in zip(details, gpus)]
+    names = [d.get("device_name", g.name) for d, g in zip(details, gpus, strict=True)]
     precision = train.precision
     if precision == "auto":
         capabilities = [d.get("compute_capability", (0, 0)) for d in details]
@@ -79,5 +80,5 @@ def _details(gpu) -> dict[str, Any]:
 
     try:
         return tf.config.experimental.get_device_details(gpu)
-    except Exception:  # noqa: BLE001 - details are best effort
+    except Exception:
         return {}

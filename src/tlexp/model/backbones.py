@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from tlexp.errors import WeightsError
 
 log = logging.getLogger("tlexp")
@@ -88,7 +87,7 @@ def build_backbone(name: str, image_size: int, weights_path: Path | None = None)
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 model.load_weights(str(weights_path))
-        except Exception as e:  # noqa: BLE001 - h5py/Keras raise many kinds of errors here
+        except Exception as e:
             raise WeightsError(
                 f"Could not load weights '{weights_path}' into {spec.constructor} without its top: "
                 f"{type(e).__name__}: {str(e)[:300]}. Use the no-top weights file for this backbone "

@@ -58,10 +58,12 @@ def describe_environment() -> dict[str, Any]:
     for g in gpus:
         try:
             names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
-        except Exception:  # noqa: BLE001 - details are best effort
+        except Exception:
             names.append(g.name)
     return {
-        "device": ", ".join(names) if names else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "device": ", ".join(names)
+        if names
+        else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

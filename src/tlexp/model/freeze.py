@@ -6,8 +6,9 @@ What "freeze 30 %" means (README, and the seed study): the frozen part is the pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

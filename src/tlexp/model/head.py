@@ -81,11 +81,13 @@ def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
         from tlexp.model.layers import InferenceMode
 
         x = InferenceMode(backbone, name=f"{backbone.name}_inference")(inputs)
-    layers = [{
-        "flatten": keras.layers.Flatten(name="flatten"),
-        "avg": keras.layers.GlobalAveragePooling2D(name="avg_pool"),
-        "max": keras.layers.GlobalMaxPooling2D(name="max_pool"),
-    }[head.pooling]]
+    layers = [
+        {
+            "flatten": keras.layers.Flatten(name="flatten"),
+            "avg": keras.layers.GlobalAveragePooling2D(name="avg_pool"),
+            "max": keras.layers.GlobalMaxPooling2D(name="max_pool"),
+        }[head.pooling]
+    ]
     for i, units in enumerate(head.dense, start=1):
         layers.append(keras.layers.Dense(units, activation=head.activation, name=f"dense_{i}"))
         if head.dropout > 0:
@@ -97,8 +99,9 @@ def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
         layers.append(keras.layers.Dense(n_classes, activation="softmax", name="output", dtype="float32"))
     outputs, features = _call_head(layers, x)
     model = keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_transfer")
-    return TransferModel(model, keras.Model(inputs, [features, outputs], name=f"{model.name}_features"),
-                         backbone=backbone, head=layers)
+    return TransferModel(
+        model, keras.Model(inputs, [features, outputs], name=f"{model.name}_features"), backbone=backbone, head=layers
+    )
 
 
 def suffix_model(whole: TransferModel, cut: int, batchnorm: str) -> Network:
@@ -122,7 +125,8 @@ def suffix_model(whole: TransferModel, cut: int, batchnorm: str) -> Network:
         inner = segment(backbone, cut, len(backbone.layers), name=f"{backbone.name}_from_{cut}")
         inputs = inner.inputs[0] if len(inner.inputs) == 1 else inner.inputs
         inputs = keras.tree.map_structure(
-            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.replace(":", "_")), inputs)
+            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.replace(":", "_")), inputs
+        )
         if batchnorm == "train":
             x = inner(inputs)
         else:
@@ -131,7 +135,9 @@ def suffix_model(whole: TransferModel, cut: int, batchnorm: str) -> Network:
             x = InferenceMode(inner, name=f"{backbone.name}_inference")(inputs)
     outputs, features = _call_head(whole.head, x)
     name = f"{whole.model.name}_from_{cut}"
-    return Network(keras.Model(inputs, outputs, name=name), keras.Model(inputs, [features, outputs], name=f"{name}_features"))
+    return Network(
+        keras.Model(inputs, outputs, name=name), keras.Model(inputs, [features, outputs], name=f"{name}_features")
+    )
 
 
 def _call_head(layers: list[Any], x):

@@ -26,9 +26,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,15 @@ log = logging.getLogger("tlexp")
 
 FORMAT_VERSION = 1  # bump when what an entry holds changes: old entries are never read
 META = "meta.json"
-_RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-                  "GaussianDropout", "AlphaDropout")
+_RANDOM_LAYERS = (
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+)
 
 
 class Fallback(Exception):
@@ -72,9 +80,16 @@ class PrefixActivations:
 
     def describe(self) -> dict[str, Any]:
         """What metrics.json records."""
-        return {"used": True, "layer": self.layer, "mb": round(self.nbytes / 1e6, 1), "dtype": self.dtype,
-                "tensors": [list(a.shape[1:]) for a in self.arrays], "source": self.source,
-                "seconds": round(self.seconds, 3), "folder": str(self.folder)}
+        return {
+            "used": True,
+            "layer": self.layer,
+            "mb": round(self.nbytes / 1e6, 1),
+            "dtype": self.dtype,
+            "tensors": [list(a.shape[1:]) for a in self.arrays],
+            "source": self.source,
+            "seconds": round(self.seconds, 3),
+            "folder": str(self.folder),
+        }
 
     def summary(self) -> str:
         return f"{self.layer}, {self.nbytes / 1e6:.0f} MB"
@@ -143,24 +158,43 @@ class ActivationStore:
         try:
             meta = json.loads((folder / META).read_text())
             # .npy has no bfloat16: such files hold 2-byte voids; view them as what they are.
-            arrays = [np.load(folder / f"frontier{i}.npy", mmap_mode="r").view(numpy_dtype(meta["dtype"]))
-                      for i in range(meta["tensors"])]
+            arrays = [
+                np.load(folder / f"frontier{i}.npy", mmap_mode="r").view(numpy_dtype(meta["dtype"]))
+                for i in range(meta["tensors"])
+            ]
             ok = np.load(folder / "ok.npy")
         except (OSError, ValueError, KeyError):
             return None  # absent, or removed by another process's eviction just now
         os.utime(folder / META)  # recently used: evicted last
-        return PrefixActivations(arrays, ok, meta["layer"], meta["dtype"], folder, source, 0.0,
-                                 {int(k): v for k, v in meta.get("failed", {}).items()})
+        return PrefixActivations(
+            arrays,
+            ok,
+            meta["layer"],
+            meta["dtype"],
+            folder,
+            source,
+            0.0,
+            {int(k): v for k, v in meta.get("failed", {}).items()},
+        )
 
-    def build(self, key: str, specs: Sequence[tuple[tuple[int, ...], str]], n: int, layer: str,
-              fill: Callable[[list[np.ndarray], np.ndarray, dict[int, str]], None], source: str) -> PrefixActivations:
+    def build(
+        self,
+        key: str,
+        specs: Sequence[tuple[tuple[int, ...], str]],
+        n: int,
+        layer: str,
+        fill: Callable[[list[np.ndarray], np.ndarray, dict[int, str]], None],
+        source: str,
+    ) -> PrefixActivations:
         """Create entry ``key`` with ``fill(arrays, ok, failed)`` writing every row."""
         from tlexp.files import build_folder
 
         t0 = time.perf_counter()
         with build_folder(self.folder(key), META) as tmp:
-            arrays = [np.lib.format.open_memmap(tmp / f"frontier{i}.npy", mode="w+", dtype=numpy_dtype(dt),
-                                                shape=(n, *shape)) for i, (shape, dt) in enumerate(specs)]
+            arrays = [
+                np.lib.format.open_memmap(tmp / f"frontier{i}.npy", mode="w+", dtype=numpy_dtype(dt), shape=(n, *shape))
+                for i, (shape, dt) in enumerate(specs)
+            ]
             ok = np.zeros(n, dtype=bool)
             failed: dict[int, str] = {}
             fill(arrays, ok, failed)
@@ -168,9 +202,16 @@ class ActivationStore:
                 a.flush()
             del arrays
             np.save(tmp / "ok.npy", ok)
-            meta = {"version": FORMAT_VERSION, "layer": layer, "tensors": len(specs), "n": n,
-                    "dtype": specs[0][1], "source": source, "failed": {str(k): v for k, v in failed.items()},
-                    "seconds": round(time.perf_counter() - t0, 3)}
+            meta = {
+                "version": FORMAT_VERSION,
+                "layer": layer,
+                "tensors": len(specs),
+                "n": n,
+                "dtype": specs[0][1],
+                "source": source,
+                "failed": {str(k): v for k, v in failed.items()},
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
             (tmp / META).write_text(json.dumps(meta))
         entry = self.open(key, source)
         if entry is None:
@@ -198,9 +239,18 @@ class ActivationStore:
                 log.info("train: removed cached activations %s (cache over %.1f GB)", d.name, self.max_bytes / 1e9)
 
 
-def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Callable[[], Iterable],
-                       failures: Callable[[], dict[int, str]], n_files: int, data_key: str, dtype: str,
-                       batch_size: int) -> PrefixActivations:
+def prefix_activations(
+    backbone,
+    cut: int,
+    *,
+    store: ActivationStore,
+    images: Callable[[], Iterable],
+    failures: Callable[[], dict[int, str]],
+    n_files: int,
+    data_key: str,
+    dtype: str,
+    batch_size: int,
+) -> PrefixActivations:
     """The frontier activations at ``cut`` for every image: reused, or computed once.
 
     Args:
@@ -234,8 +284,10 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
     need = n_files * sum(int(np.prod(s)) * numpy_dtype(d).itemsize for s, d in specs)
     if need > store.max_bytes:
         size = f"{need / 1e9:.1f} GB" if need >= 1e8 else f"{need / 1e6:.1f} MB"
-        raise Fallback(f"activations at {layer} need {size} for {n_files} images, more than "
-                       f"train.prefix_cache.max_gb={store.max_bytes / 1e9:g}")
+        raise Fallback(
+            f"activations at {layer} need {size} for {n_files} images, more than "
+            f"train.prefix_cache.max_gb={store.max_bytes / 1e9:g}"
+        )
     # The deepest shallower entry of the same backbone, weights and images, if any.
     source, start = None, 1
     for j in range(cut - 1, 1, -1):
@@ -248,13 +300,15 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
 
     def write(arrays: list[np.ndarray], rows: np.ndarray, outs) -> None:
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for a, o in zip(arrays, outs):
+        for a, o in zip(arrays, outs, strict=True):
             v = np.asarray(o)
             with np.errstate(over="ignore"):  # overflow is checked right below
                 stored = v.astype(a.dtype, copy=False)
             if stored.dtype != v.dtype and not np.isfinite(stored).all() and np.isfinite(v).all():
-                raise Fallback(f"activations at {layer} exceed the {a.dtype} range (max |x| = "
-                               f"{np.abs(v).max():.4g}); set train.prefix_cache.dtype=auto")
+                raise Fallback(
+                    f"activations at {layer} exceed the {a.dtype} range (max |x| = "
+                    f"{np.abs(v).max():.4g}); set train.prefix_cache.dtype=auto"
+                )
             a[rows] = stored
 
     def fill(arrays: list[np.ndarray], ok: np.ndarray, failed: dict[int, str]) -> None:
@@ -268,9 +322,12 @@ def prefix_activations(backbone, cut: int, *, store: ActivationStore, images: Ca
             rows_all = np.flatnonzero(source.ok)
             failed.update(source.failed)
             for s in range(0, len(rows_all), batch_size):
-                rows = rows_all[s:s + batch_size]
+                rows = rows_all[s : s + batch_size]
                 # In the segment's input dtype: a float16 entry may feed a float32 model.
-                xs = [np.asarray(a[rows], dtype=numpy_dtype(d)) for a, (_, d) in zip(source.arrays, seg_inputs)]
+                xs = [
+                    np.asarray(a[rows], dtype=numpy_dtype(d))
+                    for a, (_, d) in zip(source.arrays, seg_inputs, strict=True)
+                ]
                 write(arrays, rows, seg_fn(xs[0] if len(xs) == 1 else xs))
                 ok[rows] = True
 

@@ -19,12 +19,12 @@ from typing import Any
 
 def _nodes(model) -> list[Any]:
     """The model's own graph nodes, inputs first (Keras' Function uses the same order)."""
-    by_depth = model._nodes_by_depth  # noqa: SLF001 - what Function._run_through_graph walks
+    by_depth = model._nodes_by_depth
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
 def _producer(tensor) -> Any:
-    return tensor._keras_history.operation  # noqa: SLF001
+    return tensor._keras_history.operation
 
 
 def frontier(model, cut: int) -> list[Any]:
@@ -68,7 +68,7 @@ def segment(model, start: int, stop: int, name: str | None = None):
         raise ValueError(f"need 1 <= start <= stop <= {len(model.layers)}, got {start}, {stop}")
     src, dst = frontier(model, start), frontier(model, stop)
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=f"cut{start}_{i}") for i, t in enumerate(src)]
-    values = {id(t): x for t, x in zip(src, inputs)}
+    values = {id(t): x for t, x in zip(src, inputs, strict=True)}
     run = {id(layer) for layer in model.layers[start:stop]}
     for node in _nodes(model):
         if id(node.operation) not in run:
@@ -78,14 +78,19 @@ def segment(model, start: int, stop: int, name: str | None = None):
             raise ValueError(f"layer {node.operation.name} needs {missing}, which the cut at {start} does not carry")
         args, kwargs = node.arguments.fill_in(values)
         out = node.operation(*args, **kwargs)
-        for t, x in zip(node.outputs, keras.tree.flatten(out)):
+        for t, x in zip(node.outputs, keras.tree.flatten(out), strict=True):
             values[id(t)] = x
     outputs = [values[id(t)] for t in dst]
     # A Functional model may not return its own input tensor; give it an identity.
-    outputs = [keras.layers.Identity(name=f"pass_{i}")(x) if any(x is i_ for i_ in inputs) else x
-               for i, x in enumerate(outputs)]
-    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,
-                       name=name or f"{model.name}_{start}_{stop}")
+    outputs = [
+        keras.layers.Identity(name=f"pass_{i}")(x) if any(x is i_ for i_ in inputs) else x
+        for i, x in enumerate(outputs)
+    ]
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=name or f"{model.name}_{start}_{stop}",
+    )
 
 
 def frontier_spec(model, cut: int) -> list[tuple[tuple[int, ...], str]]:

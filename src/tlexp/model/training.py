@@ -19,7 +19,6 @@ from tlexp.model.head import Network
 log = logging.getLogger("tlexp")
 
 
-
 def compile_model(model, cfg: Config, n_classes: int) -> None:
     """Compile with a new optimizer (required after any change to ``trainable``)."""
     import keras
@@ -33,11 +32,17 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
     loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
     # The output layer is float32 under any precision policy (set in build_model), so the
     # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
-    model.compile(optimizer=optimizers[cfg.train.optimizer](learning_rate=cfg.train.learning_rate), loss=loss,
-                  metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+    model.compile(
+        optimizer=optimizers[cfg.train.optimizer](learning_rate=cfg.train.learning_rate),
+        loss=loss,
+        metrics=["accuracy"],
+        jit_compile=cfg.train.jit_compile,
+    )
 
 
-def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Path | None = None) -> dict[str, list[float]]:
+def fit(
+    model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Path | None = None
+) -> dict[str, list[float]]:
     """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy,
     and ``seconds``: each epoch's wall time, validation included).
 
@@ -62,8 +67,9 @@ def fit(model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Pat
         # Undecodable files are filtered out of the stream, so its length is unknown and
         # Keras warns at the end of every epoch that the input "ran out of data". Expected.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
-                            callbacks=callbacks)
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks
+        )
     out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     if out.get("loss"):  # none when no training batch could be decoded (the caller raises)
         out["seconds"] = logger.seconds
@@ -96,13 +102,21 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
         labels.append(np.asarray(y))
         indices.append(np.asarray(i))
     if not feats:
-        return {"proba": np.zeros((0, n_classes)), "features": np.zeros((0, 0), np.float32),
-                "labels": np.zeros(0, np.int64), "indices": np.zeros(0, np.int64)}
+        return {
+            "proba": np.zeros((0, n_classes)),
+            "features": np.zeros((0, 0), np.float32),
+            "labels": np.zeros(0, np.int64),
+            "indices": np.zeros(0, np.int64),
+        }
     proba = np.concatenate(probs)
     if n_classes == 2:  # one sigmoid unit -> [P(class 0), P(class 1)]
         proba = np.concatenate([1.0 - proba, proba], axis=1)
-    return {"proba": proba, "features": np.concatenate(feats), "labels": np.concatenate(labels).astype(np.int64),
-            "indices": np.concatenate(indices).astype(np.int64)}
+    return {
+        "proba": proba,
+        "features": np.concatenate(feats),
+        "labels": np.concatenate(labels).astype(np.int64),
+        "indices": np.concatenate(indices).astype(np.int64),
+    }
 
 
 def param_counts(model) -> dict[str, int]:

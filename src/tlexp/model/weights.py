@@ -12,11 +12,12 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from tlexp.model.backbones import BackboneSpec, REGISTRY
 from tlexp.errors import WeightsError
+from tlexp.model.backbones import REGISTRY, BackboneSpec
 
 log = logging.getLogger("tlexp")
 
@@ -63,8 +64,10 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
             )
         return cached
     if not download:
-        raise WeightsError(f"ImageNet weights for {backbone} are not cached ('{spec.weights_file}' missing) "
-                           f"and model.download is false. {how_to}")
+        raise WeightsError(
+            f"ImageNet weights for {backbone} are not cached ('{spec.weights_file}' missing) "
+            f"and model.download is false. {how_to}"
+        )
     from tlexp.model.backend import import_tensorflow
 
     import_tensorflow()  # Keras imports TensorFlow: let it print its start-up notes into the capture, once
@@ -73,7 +76,7 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
     log.info("weights: downloading %s into %s", spec.weights_file, cached.parent)
     try:
         path = get_file(spec.weights_file, spec.weights_url, cache_subdir="models", file_hash=spec.weights_md5)
-    except Exception as e:  # noqa: BLE001 - Keras raises bare Exception for network failures
+    except Exception as e:
         raise WeightsError(f"Could not download ImageNet weights for {backbone}: {e}. {how_to}") from None
     return Path(path)
 
@@ -151,8 +154,9 @@ def format_weights_status(rows: list[dict[str, Any]]) -> str:
         lines.append("Or copy the file to the path shown yourself; Keras only reads the name it expects.")
     else:
         lines.append("All ImageNet weights files are in place and intact.")
-    lines.append(f"Keras reads weights from {folder}; set $KERAS_HOME to use another folder "
-                 "(files go in $KERAS_HOME/models).")
+    lines.append(
+        f"Keras reads weights from {folder}; set $KERAS_HOME to use another folder (files go in $KERAS_HOME/models)."
+    )
     return "\n".join(lines)
 
 
@@ -207,7 +211,9 @@ def import_weights(
     try:
         md5, size = _md5(src), src.stat().st_size
     except OSError as e:
-        raise WeightsError(f"Could not read the weights file '{src}': {e.strerror or e}. Check its permissions.") from None
+        raise WeightsError(
+            f"Could not read the weights file '{src}': {e.strerror or e}. Check its permissions."
+        ) from None
 
     name = next((n for n, spec in registry.items() if spec.weights_md5 == md5), None)
     if name is None:
@@ -225,8 +231,10 @@ def import_weights(
             return name, dest
         log.warning("weights: replacing the corrupt cached file %s (MD5 %s, expected %s)", dest, cached_md5, md5)
     elif dest.exists():
-        raise WeightsError(f"'{dest}' exists but is not a file, so the {name} weights cannot go there. "
-                           f"Remove it and run the import again.")
+        raise WeightsError(
+            f"'{dest}' exists but is not a file, so the {name} weights cannot go there. "
+            f"Remove it and run the import again."
+        )
     _atomic_copy(src, dest, md5)
     log.info("weights: imported '%s' as the %s weights: %s", src, name, dest)
     return name, dest
@@ -243,8 +251,10 @@ def _atomic_copy(src: Path, dest: Path, md5: str) -> None:
             shutil.copyfile(src, tmp)
             copied = _md5(tmp)
             if copied != md5:
-                raise WeightsError(f"The copy of '{src}' in '{dest.parent}' has MD5 {copied}, not {md5}: the disk "
-                                   "or the source changed while copying. Nothing was replaced; run the import again.")
+                raise WeightsError(
+                    f"The copy of '{src}' in '{dest.parent}' has MD5 {copied}, not {md5}: the disk "
+                    "or the source changed while copying. Nothing was replaced; run the import again."
+                )
     except OSError as e:
         raise WeightsError(f"Could not copy '{src}' to '{dest}': {e.strerror or e}. {how_to}") from None
 

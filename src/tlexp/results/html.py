@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tlexp.results.summary import _relative, _Run
 
@@ -50,16 +50,22 @@ def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, ite
             parts.append("<h2>Charts</h2>")
             for name, caption in figures:
                 data = base64.b64encode((out / name).read_bytes()).decode("ascii")
-                parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{e(caption)}">'
-                             f"<figcaption>{e(caption)}</figcaption></figure>")
+                parts.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{e(caption)}">'
+                    f"<figcaption>{e(caption)}</figcaption></figure>"
+                )
     configs = [r for r in items if r.config_text]
     if configs:
         parts.append("<h2>Run configs</h2>")
         for r in configs:
             where = f" — {_relative(r.dir, out)}" if r.dir else ""
-            parts.append(f"<details><summary>{e(r.name)} ({e(r.config_source)}{e(where)})</summary>"
-                         f"<pre>{e(r.config_text)}</pre></details>")
+            parts.append(
+                f"<details><summary>{e(r.name)} ({e(r.config_source)}{e(where)})</summary>"
+                f"<pre>{e(r.config_text)}</pre></details>"
+            )
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{e(title)}</title>\n'
-            f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n<script>\n{_SCRIPT}\n</script>\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{e(title)}</title>\n'
+        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n<script>\n{_SCRIPT}\n</script>\n</body>\n</html>\n"
+    )

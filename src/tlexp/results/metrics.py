@@ -7,7 +7,8 @@ are comparable. Everything returned is plain Python, ready for ``metrics.json``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +58,7 @@ def classification_metrics(y_true: Any, proba: Any, class_names: Sequence[str]) 
     binary = k == 2
     average = "binary" if binary else "macro"
     # pos_label only matters for average="binary"; sklearn ignores it for "macro".
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, pred, average=average, pos_label=1, zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average=average, pos_label=1, zero_division=0)
     confusion = confusion_matrix(y, pred, labels=list(range(k)))
 
     return {
@@ -96,19 +95,13 @@ def roc_points(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray, float]:
     y = _as_labels(y_true, "y_true")
     s = np.asarray(score, dtype=float)
     if s.ndim != 1 or len(s) != len(y):
-        raise ValueError(
-            f"score must have shape (n,) == y_true's shape {y.shape}. Got {s.shape} instead."
-        )
+        raise ValueError(f"score must have shape (n,) == y_true's shape {y.shape}. Got {s.shape} instead.")
     if not set(np.unique(y)) <= {0, 1}:
-        raise ValueError(
-            "y_true must hold 0/1 labels for a ROC curve. "
-            f"Got classes {np.unique(y).tolist()} instead."
-        )
+        raise ValueError(f"y_true must hold 0/1 labels for a ROC curve. Got classes {np.unique(y).tolist()} instead.")
     if len(np.unique(y)) < 2:
         # Without both positives and negatives one of the two rates is 0/0.
         raise ValueError(
-            f"A ROC curve needs both classes in y_true. Got only class {int(y[0])} "
-            f"({len(y)} samples) instead."
+            f"A ROC curve needs both classes in y_true. Got only class {int(y[0])} ({len(y)} samples) instead."
         )
     fpr, tpr, _ = roc_curve(y, s, pos_label=1)
     return fpr, tpr, float(auc(fpr, tpr))
@@ -154,9 +147,7 @@ def _check_class_names(class_names: Sequence[str]) -> list[str]:
         )
     names = [str(c) for c in class_names]
     if len(names) < 2:
-        raise ValueError(
-            f"class_names must name at least 2 classes. Got {len(names)} ({names}) instead."
-        )
+        raise ValueError(f"class_names must name at least 2 classes. Got {len(names)} ({names}) instead.")
     return names
 
 
@@ -164,14 +155,9 @@ def _as_labels(y_true: Any, name: str) -> np.ndarray:
     """Return ``y_true`` as a 1-D int array, accepting integral floats (e.g. from CSV)."""
     y = np.asarray(y_true)
     if y.ndim != 1:
-        raise ValueError(
-            f"{name} must be a 1-D array of class indices with shape (n,). "
-            f"Got shape {y.shape} instead."
-        )
+        raise ValueError(f"{name} must be a 1-D array of class indices with shape (n,). Got shape {y.shape} instead.")
     if len(y) == 0:
-        raise ValueError(
-            f"{name} is empty: metrics need at least one sample. Got shape {y.shape} instead."
-        )
+        raise ValueError(f"{name} is empty: metrics need at least one sample. Got shape {y.shape} instead.")
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         y = y.astype(int)
     if y.dtype.kind not in "iu":
@@ -188,10 +174,7 @@ def _check_inputs(y_true: Any, proba: Any, k: int) -> tuple[np.ndarray, np.ndarr
             "For a two-class task pass np.column_stack([1 - p, p])."
         )
     if p.shape[1] != k:
-        raise ValueError(
-            f"proba must have shape (n, k) with k == len(class_names) == {k}. "
-            f"Got {p.shape} instead."
-        )
+        raise ValueError(f"proba must have shape (n, k) with k == len(class_names) == {k}. Got {p.shape} instead.")
     if p.shape[0] != len(y):
         raise ValueError(
             f"y_true and proba must have the same number of samples. Got {len(y)} labels "
@@ -200,8 +183,7 @@ def _check_inputs(y_true: Any, proba: Any, k: int) -> tuple[np.ndarray, np.ndarr
     bad = (y < 0) | (y >= k)
     if bad.any():
         raise ValueError(
-            f"y_true values must be class indices in [0, {k}). "
-            f"Got {sorted(set(y[bad].tolist()))[:5]} instead."
+            f"y_true values must be class indices in [0, {k}). Got {sorted(set(y[bad].tolist()))[:5]} instead."
         )
     if not np.all(np.isfinite(p)) or (p < 0).any():
         raise ValueError(

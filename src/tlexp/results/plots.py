@@ -10,8 +10,9 @@ atomically through :func:`tlexp.files.atomic_path`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def plot_history(history: dict[str, Sequence[float]], path: str | os.PathLike) -
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, (title, series) in zip(fig.subplots(1, 2), _HISTORY_PANELS.items()):
+    for ax, (title, series) in zip(fig.subplots(1, 2), _HISTORY_PANELS.items(), strict=True):
         drawn = False
         for key, label, style in series:
             values = np.asarray(history.get(key, []), dtype=float)
@@ -283,15 +284,25 @@ def plot_accuracy_vs_frozen(
     fig = Figure(figsize=(4.6 * ncols + 0.6, 3.9 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     low, high, span = _x_limits([x for lines in points.values() for pairs in lines.values() for x, _ in pairs])
-    for ax, (backbone, lines) in zip(axes, points.items()):
+    for ax, (backbone, lines) in zip(axes, points.items(), strict=False):
         for i, clf in enumerate(classifiers):
             if not lines.get(clf):
                 continue
             x, mean, std = _mean_std_by_x(lines[clf])
             offset = (i - (len(classifiers) - 1) / 2) * 0.012 * span
             marker, dash = _CLASSIFIER_STYLES[i % len(_CLASSIFIER_STYLES)]
-            ax.errorbar(100 * x + offset, mean, yerr=std if np.any(std > 0) else None, color=f"C{i}",
-                        marker=marker, linestyle=dash, markersize=6, capsize=3, linewidth=1.6, label=clf)
+            ax.errorbar(
+                100 * x + offset,
+                mean,
+                yerr=std if np.any(std > 0) else None,
+                color=f"C{i}",
+                marker=marker,
+                linestyle=dash,
+                markersize=6,
+                capsize=3,
+                linewidth=1.6,
+                label=clf,
+            )
         ax.set_title(backbone)
         ax.set_xlim(low, high)  # one range for all panels, so shares line up across backbones
         ax.set_xlabel("frozen share of backbone parameters (%)")
@@ -309,13 +320,12 @@ def plot_accuracy_vs_frozen(
         axes[row * ncols].yaxis.set_tick_params(labelleft=True)
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:n]:  # a classifier missing from the first panel still gets a legend entry
-        for h, label in zip(*ax.get_legend_handles_labels()):
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False)
-    spread = any(len(ys) > 1 for lines in points.values() for pairs in lines.values()
-                 for ys in _groups(pairs).values())
+    spread = any(len(ys) > 1 for lines in points.values() for pairs in lines.values() for ys in _groups(pairs).values())
     fig.suptitle("Test accuracy vs frozen share" + (" (mean ± std over seeds)" if spread else ""), fontsize=13)
     return _save(fig, path)
 
@@ -346,8 +356,18 @@ def plot_time_vs_frozen(points: dict[str, Sequence[tuple[float, float]]], path: 
             continue
         x, mean, std = _mean_std_by_x(pairs)
         marker, dash = _CLASSIFIER_STYLES[i % len(_CLASSIFIER_STYLES)]
-        ax.errorbar(100 * x, mean, yerr=std if np.any(std > 0) else None, color=f"C{i}", marker=marker,
-                    linestyle=dash, markersize=6, capsize=3, linewidth=1.6, label=backbone)
+        ax.errorbar(
+            100 * x,
+            mean,
+            yerr=std if np.any(std > 0) else None,
+            color=f"C{i}",
+            marker=marker,
+            linestyle=dash,
+            markersize=6,
+            capsize=3,
+            linewidth=1.6,
+            label=backbone,
+        )
     # From zero, so the heights compare as ratios (a run twice as long looks twice as high).
     ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.05)
     low, high, _ = _x_limits([x for pairs in points.values() for x, _ in pairs])

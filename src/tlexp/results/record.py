@@ -226,16 +226,20 @@ class RunRecord(_Part):
         if version == 1:
             data = _migrate_v1(data, config)
         elif version != VERSION:
-            raise RecordError(f"The run record{where} has version {version!r}; this tlexp reads versions 1 to "
-                              f"{VERSION}. Upgrade tlexp to read it (pip install -U tlexp).")
+            raise RecordError(
+                f"The run record{where} has version {version!r}; this tlexp reads versions 1 to "
+                f"{VERSION}. Upgrade tlexp to read it (pip install -U tlexp)."
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as e:
             first = e.errors()[0]
             at = ".".join(str(p) for p in first["loc"])
-            raise RecordError(f"The run record{where} is not a valid tlexp version-{VERSION} record: {at}: "
-                              f"{first['msg']} ({e.error_count()} problem(s)). Was it edited by hand? Re-run the "
-                              "run to write it again.") from None
+            raise RecordError(
+                f"The run record{where} is not a valid tlexp version-{VERSION} record: {at}: "
+                f"{first['msg']} ({e.error_count()} problem(s)). Was it edited by hand? Re-run the "
+                "run to write it again."
+            ) from None
 
 
 class RecordError(UserError):
@@ -253,8 +257,9 @@ def load_record(run_dir: str | os.PathLike) -> RunRecord:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RecordError(f"'{run_dir}' has no {METRICS_FILE}: the run did not finish (or this is not a run "
-                          "folder).") from None
+        raise RecordError(
+            f"'{run_dir}' has no {METRICS_FILE}: the run did not finish (or this is not a run folder)."
+        ) from None
     except (OSError, ValueError) as e:
         raise RecordError(f"Cannot read '{path}' as JSON: {e}.") from None
     config = None
@@ -280,8 +285,12 @@ def _migrate_v1(old: dict[str, Any], config: dict[str, Any] | None) -> dict[str,
     classifiers: dict[str, Any] = {"head": {"kind": "head", "estimator": "dense head", **old["head"]}}
     if old.get("forest"):
         forest = dict(old["forest"])
-        classifiers["forest"] = {"kind": "forest", "estimator": "RandomForestClassifier",
-                                 "n_features": forest.pop("n_features", None), **forest}
+        classifiers["forest"] = {
+            "kind": "forest",
+            "estimator": "RandomForestClassifier",
+            "n_features": forest.pop("n_features", None),
+            **forest,
+        }
     for name, scores in (old.get("classifiers") or {}).items():
         estimator = ((new["config"].get("classifiers") or {}).get(name) or {}).get("estimator", name)
         classifiers[name] = {"kind": "sklearn", "estimator": str(estimator).rpartition(".")[2], **scores}

@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
-from tlexp.results import runfolder
 from tlexp import files
 from tlexp.config import flatten
 from tlexp.errors import UserError
+from tlexp.results import runfolder
 from tlexp.results.html import _html
 from tlexp.results.record import load_record
 from tlexp.results.summary import (
@@ -67,15 +68,19 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path
     for p in paths:
         root = Path(p)
         if not root.is_dir():
-            raise UserError(f"The report path {str(p)!r} is not a folder. Pass run folders, or folders that "
-                            "contain them (e.g. a sweep's output folder).")
+            raise UserError(
+                f"The report path {str(p)!r} is not a folder. Pass run folders, or folders that "
+                "contain them (e.g. a sweep's output folder)."
+            )
         for here, dirs, names in os.walk(root):
             if runfolder.CONFIG_FILE in names:
                 found.add(Path(here).resolve())
                 dirs[:] = []
     ordered = sorted(found)
-    return ([d for d in ordered if (d / runfolder.METRICS_FILE).is_file()],
-            [d for d in ordered if not (d / runfolder.METRICS_FILE).is_file()])
+    return (
+        [d for d in ordered if (d / runfolder.METRICS_FILE).is_file()],
+        [d for d in ordered if not (d / runfolder.METRICS_FILE).is_file()],
+    )
 
 
 def build_report(
@@ -127,22 +132,36 @@ def build_report(
 
     figures: list[tuple[str, str]] = []  # (file name, caption)
     if done:
-        acc = {b: {c: [(r.frozen_share, r.score(c, "test", "accuracy"))
-                       for r in done if r.config.get("model.backbone") == b and r.ran(c)]
-                   for c in clfs} for b in _backbones(done)}
+        acc = {
+            b: {
+                c: [
+                    (r.frozen_share, r.score(c, "test", "accuracy"))
+                    for r in done
+                    if r.config.get("model.backbone") == b and r.ran(c)
+                ]
+                for c in clfs
+            }
+            for b in _backbones(done)
+        }
         plots.plot_accuracy_vs_frozen(acc, out / ACCURACY_PLOT)
-        times = {b: [(r.frozen_share, r.record.timings_s["total"])
-                     for r in done if r.config.get("model.backbone") == b] for b in _backbones(done)}
+        times = {
+            b: [(r.frozen_share, r.record.timings_s["total"]) for r in done if r.config.get("model.backbone") == b]
+            for b in _backbones(done)
+        }
         plots.plot_time_vs_frozen(times, out / TIME_PLOT)
         # Error bars exist exactly when some setting ran with several seeds.
-        note = ("; points are means over seeds, error bars one standard deviation." if by_setting else ".")
-        figures = [(ACCURACY_PLOT, "Test accuracy vs the achieved frozen share of backbone parameters, "
-                                   "one panel per backbone" + note),
-                   (TIME_PLOT, "Wall time per run (training, prediction and classifiers) vs frozen share" + note)]
+        note = "; points are means over seeds, error bars one standard deviation." if by_setting else "."
+        figures = [
+            (
+                ACCURACY_PLOT,
+                "Test accuracy vs the achieved frozen share of backbone parameters, one panel per backbone" + note,
+            ),
+            (TIME_PLOT, "Wall time per run (training, prediction and classifiers) vs frozen share" + note),
+        ]
         written.update({name: out / name for name, _ in figures})
 
     sections = _sections(items, clfs, by_setting, paired, notes)
-    stamp = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    stamp = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
     counts = _count_line(items)
     md = [f"# {title}", "", f"Generated {stamp}. {counts}", ""]
     for heading, intro, table in sections:
@@ -169,8 +188,14 @@ def _load_run(run_dir: Path) -> _Run:
     name = str(config.get("name") or run_dir.name)
     metrics_file = run_dir / runfolder.METRICS_FILE
     if not metrics_file.is_file():
-        return _Run(name, "unfinished", run_dir, config, text,
-                    error=f"no {runfolder.METRICS_FILE}: the run has not finished (still running, or stopped)")
+        return _Run(
+            name,
+            "unfinished",
+            run_dir,
+            config,
+            text,
+            error=f"no {runfolder.METRICS_FILE}: the run has not finished (still running, or stopped)",
+        )
     record = load_record(run_dir)
     return _Run(record.run.name, "finished", run_dir, config, text, record=record)
 
@@ -182,8 +207,15 @@ def _failed_run(entry: dict[str, Any]) -> _Run:
     lines = str(entry.get("error", "")).strip().splitlines()
     run_dir = Path(entry["run_dir"]) if entry.get("run_dir") else None
     text = yaml.safe_dump(shown, sort_keys=False) if shown else ""
-    return _Run(str(entry.get("name", "?")), "failed", run_dir, config, text,
-                "resolved config" if entry.get("config") else "sweep overrides", error=lines[0] if lines else "")
+    return _Run(
+        str(entry.get("name", "?")),
+        "failed",
+        run_dir,
+        config,
+        text,
+        "resolved config" if entry.get("config") else "sweep overrides",
+        error=lines[0] if lines else "",
+    )
 
 
 def _classifiers(done: Sequence[_Run]) -> list[str]:

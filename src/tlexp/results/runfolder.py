@@ -10,7 +10,6 @@ import os
 import re
 from pathlib import Path
 
-
 # Fixed file names inside a run folder.
 CONFIG_FILE = "config.yaml"  # resolved config; the first file written
 SPLIT_FILE = "split.csv"  # path,label,split for every image used

@@ -101,10 +101,9 @@ def bootstrap_ci(
     kinds = np.array([np.sum(a & b), np.sum(a & ~b), np.sum(~a & b), np.sum(~a & ~b)], dtype=float)
 
     rng = np.random.default_rng(seed)
-    counts = np.concatenate([
-        rng.multinomial(n, kinds / n, size=min(_CHUNK, n_boot - start))
-        for start in range(0, n_boot, _CHUNK)
-    ])  # shape (n_boot, 4)
+    counts = np.concatenate(
+        [rng.multinomial(n, kinds / n, size=min(_CHUNK, n_boot - start)) for start in range(0, n_boot, _CHUNK)]
+    )  # shape (n_boot, 4)
     acc_a = (counts[:, 0] + counts[:, 1]) / n
     acc_b = (counts[:, 0] + counts[:, 2]) / n
 
@@ -114,8 +113,7 @@ def bootstrap_ci(
         low, high = np.quantile(samples, [tail, 1.0 - tail])
         return {"estimate": float(estimate), "low": float(low), "high": float(high)}
 
-    out: dict[str, Any] = {"n": int(n), "n_boot": int(n_boot), "level": float(level),
-                           "a": ci(acc_a, a.mean())}
+    out: dict[str, Any] = {"n": int(n), "n_boot": int(n_boot), "level": float(level), "a": ci(acc_a, a.mean())}
     if correct_b is not None:
         out["b"] = ci(acc_b, b.mean())
         out["diff"] = ci(acc_b - acc_a, b.mean() - a.mean())

@@ -10,9 +10,10 @@ import html
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tlexp import files
 from tlexp.results import runfolder
@@ -70,13 +71,20 @@ class _Table:
 
     def html(self) -> str:
         def row(cells: Sequence[str], tag: str, marked: bool = False) -> str:
-            return ('<tr class="marked">' if marked else "<tr>") + "".join(
-                f'<{tag} class="{"num" if a == "r" else "txt"}">{_no_break(html.escape(c))}</{tag}>'
-                for c, a in zip(cells, self.align)) + "</tr>"
+            return (
+                ('<tr class="marked">' if marked else "<tr>")
+                + "".join(
+                    f'<{tag} class="{"num" if a == "r" else "txt"}">{_no_break(html.escape(c))}</{tag}>'
+                    for c, a in zip(cells, self.align, strict=True)
+                )
+                + "</tr>"
+            )
 
         body = "\n".join(row(r, "td", i in self.marked) for i, r in enumerate(self.rows))
-        return (f'<div class="scroll"><table>\n<thead>{row(self.header, "th")}</thead>\n'
-                f"<tbody>\n{body}\n</tbody></table></div>")
+        return (
+            f'<div class="scroll"><table>\n<thead>{row(self.header, "th")}</thead>\n'
+            f"<tbody>\n{body}\n</tbody></table></div>"
+        )
 
 
 # A table too wide for the page wraps its cells at spaces; these spaces hold a number
@@ -90,15 +98,26 @@ def _no_break(text: str) -> str:
     return text
 
 
-
 # --------------------------------------------------------------------------- tables
 
 
 def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[list[str], list[list[Any]]]:
     others = clfs[1:]
-    header = ["name", "status", "backbone", "seed", "freeze_requested", "frozen_share", "last_frozen_layer",
-              "trainable_params", "head_train_accuracy", "head_val_loss", "head_val_accuracy", "head_test_loss",
-              "head_test_accuracy"]
+    header = [
+        "name",
+        "status",
+        "backbone",
+        "seed",
+        "freeze_requested",
+        "frozen_share",
+        "last_frozen_layer",
+        "trainable_params",
+        "head_train_accuracy",
+        "head_val_loss",
+        "head_val_accuracy",
+        "head_test_loss",
+        "head_test_accuracy",
+    ]
     header += [f"{c}_{s}_accuracy" for c in others for s in ("val", "test")]
     header += [f"{c}_test_{k}" for c in clfs for k in ("f1", "roc_auc")]
     header += ["epochs", "wall_time_s", "cached_prefix", "device", "run_dir", "error"]
@@ -106,8 +125,11 @@ def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[li
     for r in items:
         rec = r.record
         row: dict[str, Any] = {
-            "name": r.name, "status": r.status, "backbone": r.config.get("model.backbone"),
-            "seed": r.config.get("seed"), "freeze_requested": r.config.get("model.freeze"),
+            "name": r.name,
+            "status": r.status,
+            "backbone": r.config.get("model.backbone"),
+            "seed": r.config.get("seed"),
+            "freeze_requested": r.config.get("model.freeze"),
             "frozen_share": r.frozen_share,
             "last_frozen_layer": rec.freeze.last_frozen_layer if rec else None,
             "trainable_params": rec.params.trainable if rec else None,
@@ -115,7 +137,8 @@ def _summary_rows(items: Sequence[_Run], clfs: list[str], out: Path) -> tuple[li
             "wall_time_s": rec.timings_s.get("total") if rec else None,
             "cached_prefix": rec.prefix_cache.describe() if rec else None,
             "device": rec.environment.device if rec else None,
-            "run_dir": _relative(r.dir, out) if r.dir else None, "error": r.error,
+            "run_dir": _relative(r.dir, out) if r.dir else None,
+            "error": r.error,
         }
         for c in clfs:
             for split in ("train", "val", "test"):  # more than the header asks for; the header picks
@@ -136,8 +159,12 @@ def _relative(path: Path, out: Path) -> str:
 
 # (classifier, split, metrics.json key, column label) averaged over seeds, besides each
 # other classifier's test accuracy and the wall time.
-_MEAN_METRICS = [("head", "train", "accuracy", "train acc"), ("head", "val", "log_loss", "val loss"),
-                 ("head", "val", "accuracy", "val acc"), ("head", "test", "accuracy", "test acc")]
+_MEAN_METRICS = [
+    ("head", "train", "accuracy", "train acc"),
+    ("head", "val", "log_loss", "val loss"),
+    ("head", "val", "accuracy", "val acc"),
+    ("head", "test", "accuracy", "test acc"),
+]
 
 
 def _by_setting(done: Sequence[_Run], clfs: list[str]):
@@ -154,8 +181,11 @@ def _by_setting(done: Sequence[_Run], clfs: list[str]):
     # Keys (besides backbone and freeze) that differ between settings: shown so that two
     # rows with the same backbone and freeze can be told apart.
     settings = [json.loads(k) for k in groups]
-    varying = sorted(k for k in set().union(*settings) - {"model.backbone", "model.freeze"}
-                     if len({json.dumps(s.get(k), default=str) for s in settings}) > 1)
+    varying = sorted(
+        k
+        for k in set().union(*settings) - {"model.backbone", "model.freeze"}
+        if len({json.dumps(s.get(k), default=str) for s in settings}) > 1
+    )
     metrics = _MEAN_METRICS + [(c, "test", "accuracy", f"{c} test acc") for c in clfs[1:]]
     keys = [f"{c}_{s}_{'loss' if k == 'log_loss' else k}" for c, s, k, _ in metrics] + ["wall_time_s"]
     labels = [label for *_, label in metrics] + ["time (s)"]
@@ -169,15 +199,34 @@ def _by_setting(done: Sequence[_Run], clfs: list[str]):
         stats.append(_mean_std([r.record.timings_s.get("total") for r in g]))
         shares = [r.frozen_share for r in g]
         seeds = " ".join(str(r.config.get("seed")) for r in g)
-        csv_rows.append([first.config.get("model.backbone"), first.config.get("model.freeze"),
-                         sum(shares) / len(shares), setting, len(g), seeds, " ".join(r.name for r in g)]
-                        + ["" if v is None else v for ms in stats for v in ms])
+        csv_rows.append(
+            [
+                first.config.get("model.backbone"),
+                first.config.get("model.freeze"),
+                sum(shares) / len(shares),
+                setting,
+                len(g),
+                seeds,
+                " ".join(r.name for r in g),
+            ]
+            + ["" if v is None else v for ms in stats for v in ms]
+        )
         digits = [4] * len(metrics) + [1]
-        shown.append([str(first.config.get("model.backbone")), _fmt_freeze(first.config.get("model.freeze")),
-                      _pct(sum(shares) / len(shares))] + ([setting] if varying else []) + [seeds]
-                     + [_fmt_mean_std(*ms, d) for ms, d in zip(stats, digits)])
-    table = _Table(["backbone", "frozen (asked)", "frozen (achieved)"] + (["setting"] if varying else [])
-                   + ["seeds"] + labels, shown, "lrr" + ("l" if varying else "") + "l" + "r" * len(labels))
+        shown.append(
+            [
+                str(first.config.get("model.backbone")),
+                _fmt_freeze(first.config.get("model.freeze")),
+                _pct(sum(shares) / len(shares)),
+            ]
+            + ([setting] if varying else [])
+            + [seeds]
+            + [_fmt_mean_std(*ms, d) for ms, d in zip(stats, digits, strict=True)]
+        )
+    table = _Table(
+        ["backbone", "frozen (asked)", "frozen (achieved)"] + (["setting"] if varying else []) + ["seeds"] + labels,
+        shown,
+        "lrr" + ("l" if varying else "") + "l" + "r" * len(labels),
+    )
     return (header, csv_rows), table
 
 
@@ -187,8 +236,11 @@ def _setting_key(r: _Run) -> str:
     Keys set to null are left out, so a run made before a key existed (absent) and one
     made after (null by default) fall in the same setting.
     """
-    kept = {k: v for k, v in r.config.items()
-            if v is not None and k.split(".", 1)[0] not in NOT_SETTING and k not in NOT_SETTING}
+    kept = {
+        k: v
+        for k, v in r.config.items()
+        if v is not None and k.split(".", 1)[0] not in NOT_SETTING and k not in NOT_SETTING
+    }
     return json.dumps(kept, sort_keys=True, default=str)
 
 
@@ -202,9 +254,26 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
     return mean, std
 
 
-_PAIRED_HEADER = ["run", "backbone", "freeze_requested", "frozen_share", "seed", "classifier_a", "classifier_b",
-                  "split", "n", "accuracy_a", "accuracy_b", "b", "c", "p_value", "diff", "diff_low", "diff_high",
-                  "reading"]
+_PAIRED_HEADER = [
+    "run",
+    "backbone",
+    "freeze_requested",
+    "frozen_share",
+    "seed",
+    "classifier_a",
+    "classifier_b",
+    "split",
+    "n",
+    "accuracy_a",
+    "accuracy_b",
+    "b",
+    "c",
+    "p_value",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "reading",
+]
 
 
 def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -245,13 +314,28 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
                 reading = f"{c if t['c'] > t['b'] else 'head'} better, p{p}"
             else:
                 reading = f"no significant difference (p{p})"
-            rows.append({"run": r.name, "backbone": r.config.get("model.backbone"),
-                         "freeze_requested": r.config.get("model.freeze"),
-                         "frozen_share": r.frozen_share, "seed": r.config.get("seed"),
-                         "classifier_a": "head", "classifier_b": c, "split": "test", "n": t["n"],
-                         "accuracy_a": t["accuracy_a"], "accuracy_b": t["accuracy_b"], "b": t["b"], "c": t["c"],
-                         "p_value": t["p_value"], "diff": ci["diff"]["estimate"], "diff_low": ci["diff"]["low"],
-                         "diff_high": ci["diff"]["high"], "reading": reading})
+            rows.append(
+                {
+                    "run": r.name,
+                    "backbone": r.config.get("model.backbone"),
+                    "freeze_requested": r.config.get("model.freeze"),
+                    "frozen_share": r.frozen_share,
+                    "seed": r.config.get("seed"),
+                    "classifier_a": "head",
+                    "classifier_b": c,
+                    "split": "test",
+                    "n": t["n"],
+                    "accuracy_a": t["accuracy_a"],
+                    "accuracy_b": t["accuracy_b"],
+                    "b": t["b"],
+                    "c": t["c"],
+                    "p_value": t["p_value"],
+                    "diff": ci["diff"]["estimate"],
+                    "diff_low": ci["diff"]["low"],
+                    "diff_high": ci["diff"]["high"],
+                    "reading": reading,
+                }
+            )
     return rows, notes
 
 
@@ -261,41 +345,105 @@ def _sections(items, clfs, by_setting, paired, notes) -> list[tuple[str, str, _T
     problems = [r for r in items if r.status != "finished"]
     rows = []
     for r in items:
-        cells = [r.name, str(r.config.get("model.backbone", "")), _fmt_freeze(r.config.get("model.freeze")),
-                 _pct(r.frozen_share), _fmt(r.config.get("seed"), 0),
-                 _fmt(r.score("head", "train", "accuracy")), _fmt(r.score("head", "val", "log_loss")),
-                 _fmt(r.score("head", "val", "accuracy")), _fmt(r.score("head", "test", "accuracy"))]
+        cells = [
+            r.name,
+            str(r.config.get("model.backbone", "")),
+            _fmt_freeze(r.config.get("model.freeze")),
+            _pct(r.frozen_share),
+            _fmt(r.config.get("seed"), 0),
+            _fmt(r.score("head", "train", "accuracy")),
+            _fmt(r.score("head", "val", "log_loss")),
+            _fmt(r.score("head", "val", "accuracy")),
+            _fmt(r.score("head", "test", "accuracy")),
+        ]
         cells += [_fmt(r.score(c, "test", "accuracy")) for c in others]
         rows.append(cells + ([r.status] if problems else []))
-    results = _Table(["run", "backbone", "frozen (asked)", "frozen (achieved)", "seed", "train acc", "val loss",
-                      "val acc", "test acc"] + [f"{c} test acc" for c in others] + (["status"] if problems else []),
-                     rows, "llrrr" + "r" * (4 + len(others)) + ("l" if problems else ""),
-                     {i for i, r in enumerate(items) if r.status != "finished"})
-    intro = ("Train/val/test columns without a classifier name are the dense head's"
-             + (f"; {', '.join(others)}: classifiers fitted on the head's penultimate activations" if others else "")
-             + ". Frozen: share of backbone parameters, as asked and as achieved by freezing whole layers.")
+    results = _Table(
+        [
+            "run",
+            "backbone",
+            "frozen (asked)",
+            "frozen (achieved)",
+            "seed",
+            "train acc",
+            "val loss",
+            "val acc",
+            "test acc",
+        ]
+        + [f"{c} test acc" for c in others]
+        + (["status"] if problems else []),
+        rows,
+        "llrrr" + "r" * (4 + len(others)) + ("l" if problems else ""),
+        {i for i, r in enumerate(items) if r.status != "finished"},
+    )
+    intro = (
+        "Train/val/test columns without a classifier name are the dense head's"
+        + (f"; {', '.join(others)}: classifiers fitted on the head's penultimate activations" if others else "")
+        + ". Frozen: share of backbone parameters, as asked and as achieved by freezing whole layers."
+    )
     sections = [("Results", intro, results)]
     if by_setting:
-        sections.append(("Mean ± std over seeds", "One row per setting (every config key except the seed); "
-                         "std is the sample standard deviation over seeds.", by_setting[1]))
+        sections.append(
+            (
+                "Mean ± std over seeds",
+                "One row per setting (every config key except the seed); "
+                "std is the sample standard deviation over seeds.",
+                by_setting[1],
+            )
+        )
     if paired or notes:
         k = len(paired)
-        intro = (f"Test split, same images for both. b = head right and the other wrong, c = the reverse; "
-                 f"p = exact McNemar test; Δ = other − head accuracy with a paired bootstrap 95 % CI. "
-                 f"Reading at α = {ALPHA}")
-        intro += (f"; with {k} tests, about {k * ALPHA:.1f} would read as significant by chance alone."
-                  if k > 1 else ".")
+        intro = (
+            f"Test split, same images for both. b = head right and the other wrong, c = the reverse; "
+            f"p = exact McNemar test; Δ = other − head accuracy with a paired bootstrap 95 % CI. "
+            f"Reading at α = {ALPHA}"
+        )
+        intro += f"; with {k} tests, about {k * ALPHA:.1f} would read as significant by chance alone." if k > 1 else "."
         intro += "".join(f"\n\n{n}" for n in notes)
-        table = _Table(["run", "head vs", "n", "b", "c", "p", "Δ accuracy [95 % CI]", "reading"],
-                       [[p["run"], p["classifier_b"], str(p["n"]), str(p["b"]), str(p["c"]), _fmt_p(p["p_value"]),
-                         f"{p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}]", p["reading"]]
-                        for p in paired], "llrrrrrl") if paired else None
+        table = (
+            _Table(
+                ["run", "head vs", "n", "b", "c", "p", "Δ accuracy [95 % CI]", "reading"],
+                [
+                    [
+                        p["run"],
+                        p["classifier_b"],
+                        str(p["n"]),
+                        str(p["b"]),
+                        str(p["c"]),
+                        _fmt_p(p["p_value"]),
+                        f"{p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}]",
+                        p["reading"],
+                    ]
+                    for p in paired
+                ],
+                "llrrrrrl",
+            )
+            if paired
+            else None
+        )
         sections.append(("Head vs other classifiers", intro, table))
     if problems:
-        sections.append(("Failed and unfinished runs", "", _Table(
-            ["run", "backbone", "frozen (asked)", "seed", "status", "error"],
-            [[r.name, str(r.config.get("model.backbone", "")), _fmt_freeze(r.config.get("model.freeze")),
-              _fmt(r.config.get("seed"), 0), r.status, r.error] for r in problems], "llrrll")))
+        sections.append(
+            (
+                "Failed and unfinished runs",
+                "",
+                _Table(
+                    ["run", "backbone", "frozen (asked)", "seed", "status", "error"],
+                    [
+                        [
+                            r.name,
+                            str(r.config.get("model.backbone", "")),
+                            _fmt_freeze(r.config.get("model.freeze")),
+                            _fmt(r.config.get("seed"), 0),
+                            r.status,
+                            r.error,
+                        ]
+                        for r in problems
+                    ],
+                    "llrrll",
+                ),
+            )
+        )
     return sections
 
 

@@ -37,17 +37,17 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-
-from tlexp.results import runfolder
 from tlexp import files
 from tlexp.config import flatten
 from tlexp.errors import UserError
+from tlexp.results import runfolder
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -95,9 +95,11 @@ def require_mlflow(uri: str | None = None) -> None:
         from mlflow.tracking import MlflowClient  # noqa: F401
     except ImportError as exc:
         if (exc.name or "mlflow").split(".")[0] != "mlflow":  # installed, but a dependency is broken
-            raise UserError(f"MLflow is installed but cannot be imported ({exc}). Reinstall it with: "
-                            "pip install --force-reinstall 'tlexp[mlflow]' "
-                            "(or set tracking.mlflow.uri=null).") from None
+            raise UserError(
+                f"MLflow is installed but cannot be imported ({exc}). Reinstall it with: "
+                "pip install --force-reinstall 'tlexp[mlflow]' "
+                "(or set tracking.mlflow.uri=null)."
+            ) from None
         raise UserError(INSTALL_HINT) from None
     if uri and _scheme(uri) in _DB_SCHEMES:
         missing = [name for name in ("sqlalchemy", "alembic") if not _importable(name)]
@@ -160,13 +162,14 @@ def log_run(
         TrackingError: The folder is not a finished run, or MLflow refused the upload.
     """
     import tlexp
-
     from tlexp.results.record import RecordError, load_record
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / runfolder.METRICS_FILE).is_file():
-        raise TrackingError(f"Cannot log {run_dir} to MLflow: it has no {runfolder.METRICS_FILE}, "
-                            "so the run did not finish. Log only finished run folders.")
+        raise TrackingError(
+            f"Cannot log {run_dir} to MLflow: it has no {runfolder.METRICS_FILE}, "
+            "so the run did not finish. Log only finished run folders."
+        )
     try:
         record = load_record(run_dir)
     except RecordError as e:
@@ -190,12 +193,16 @@ def log_run(
         if existing:
             log.info("mlflow: %s already logged as run %s; not logging it again", run_dir.name, existing)
             return existing
-        run_id = client.create_run(exp_id, start_time=start_ms, tags=tags,
-                                   run_name=run_name or run_dir.name).info.run_id
+        run_id = client.create_run(
+            exp_id, start_time=start_ms, tags=tags, run_name=run_name or run_dir.name
+        ).info.run_id
         try:
             _log_batches(client, run_id, params=_params(config))
-            _log_batches(client, run_id, metrics=_history_metrics(run_dir / runfolder.HISTORY_FILE, stamp)
-                         + _final_metrics(record, stamp))
+            _log_batches(
+                client,
+                run_id,
+                metrics=_history_metrics(run_dir / runfolder.HISTORY_FILE, stamp) + _final_metrics(record, stamp),
+            )
             for plot in sorted(run_dir.glob("*.png")):
                 client.log_artifact(run_id, str(plot))
             client.log_artifacts(run_id, str(run_dir), artifact_path="run")
@@ -292,9 +299,11 @@ def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
                 raise
             exp = client.get_experiment_by_name(name)  # another process created it just now
             if exp is None:  # some stores hide deleted experiments from this lookup
-                raise TrackingError(f"The 'tracking.mlflow.experiment' {name!r} is a deleted MLflow experiment. "
-                                    "Restore it (mlflow experiments restore), or set tracking.mlflow.experiment "
-                                    "to another name.") from exc
+                raise TrackingError(
+                    f"The 'tracking.mlflow.experiment' {name!r} is a deleted MLflow experiment. "
+                    "Restore it (mlflow experiments restore), or set tracking.mlflow.experiment "
+                    "to another name."
+                ) from exc
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(
             f"The 'tracking.mlflow.experiment' {name!r} is a deleted MLflow experiment (id {exp.experiment_id}). "
@@ -308,7 +317,7 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     """Artifact folder for a new experiment: beside a sqlite database; else MLflow's default."""
     if not uri.startswith("sqlite:///"):
         return None  # file stores keep artifacts inside; servers decide for themselves
-    db = Path(unquote(uri[len("sqlite:///"):].split("?")[0])).resolve()
+    db = Path(unquote(uri[len("sqlite:///") :].split("?")[0])).resolve()
     return (db.parent / "mlartifacts" / runfolder.safe_name(experiment)).as_uri()
 
 
@@ -331,13 +340,12 @@ def _find_run(client: MlflowClient, exp_id: str, tag: str, value: str) -> str | 
             return None
 
 
-def _log_batches(client: MlflowClient, run_id: str, *, params: list | None = None,
-                 metrics: list | None = None) -> None:
+def _log_batches(client: MlflowClient, run_id: str, *, params: list | None = None, metrics: list | None = None) -> None:
     """``log_batch`` in chunks within MLflow's per-request limits."""
     for i in range(0, len(params or []), PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=params[i:i + PARAMS_PER_BATCH])
+        client.log_batch(run_id, params=params[i : i + PARAMS_PER_BATCH])
     for i in range(0, len(metrics or []), METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + METRICS_PER_BATCH])
+        client.log_batch(run_id, metrics=metrics[i : i + METRICS_PER_BATCH])
 
 
 # --------------------------------------------------------------------------- run folder -> MLflow entities
@@ -351,7 +359,7 @@ def _params(config: dict[str, Any]) -> list:
     for key, value in flatten(config).items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         if len(text) > MAX_PARAM_VALUE:
-            text = text[:MAX_PARAM_VALUE - 3] + "..."
+            text = text[: MAX_PARAM_VALUE - 3] + "..."
         out[_key(key)] = text
     return [Param(k, v) for k, v in out.items()]
 
