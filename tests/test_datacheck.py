@@ -284,7 +284,7 @@ def test_cache_reuses_unchanged_and_notices_changes(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(datacheck, "_check_file", must_not_run)
-        m.setattr(datacheck, "_inspect", must_not_run)
+        m.setattr("tlexp.data.inspect._inspect", must_not_run)
         second = check_dataset(root, cache_dir=cache)
     assert second.reused == 300
     assert [(f.path, f.sha256, f.status) for f in second.files] == [(f.path, f.sha256, f.status) for f in first.files]

@@ -16,10 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +28,7 @@ from tlexp.config import Config
 from tlexp.data.dataset import SPLITS, Dataset
 from tlexp.data.prepare import data_summary, make_decoder, prepare_data, write_run_check
 from tlexp.errors import DataError, UserError
-from tlexp.logs import RunLog, show_progress
+from tlexp.logs import PhaseClock, RunLog, show_progress
 from tlexp.results import runfolder
 from tlexp.results.record import RunRecord
 
@@ -100,7 +96,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
             f"This config defines a sweep over {', '.join(cfg.sweep)}; run it with 'tlexp sweep', "
             "or add sweep={} to run its base config once."
         )
-    clock = _Clock()
+    clock = PhaseClock()
     with RunLog() as run_log:
         with clock("weights"):
             weights_path, classifiers = _check_inputs(cfg)
@@ -128,7 +124,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
             with clock("predict"):
                 out = _predict(feed, run_dir)
             results, probas = _classify(out, ds, classifiers, clock)
-            _write_predictions(run_dir, ds, out, probas)
+            runfolder.write_predictions(run_dir, ds, out, probas)
             if cfg.output.save_model:
                 _save_models(run_dir, built.whole.model, classifiers)
             with clock("plots"):
@@ -279,7 +275,7 @@ def _train(cfg: Config, feed, run_dir: Path) -> dict[str, list[float]]:
         tensorboard_dir=run_dir / runfolder.TENSORBOARD_DIR if cfg.tracking.tensorboard else None,
     )
     if not history.get("loss"):  # every training image failed to decode: fit() ran no step
-        _write_skipped(run_dir, feed.dataset, feed.failed)
+        runfolder.write_skipped(run_dir, feed.dataset, feed.failed)
         raise DataError(
             f"None of the {len(feed.dataset.indices('train'))} training images could be decoded; "
             f"see {run_dir / runfolder.SKIPPED_FILE} for the reasons."
@@ -304,7 +300,7 @@ def _predict(feed, run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
         )
         for s in SPLITS
     }
-    skipped = _write_skipped(run_dir, feed.dataset, feed.failed)
+    skipped = runfolder.write_skipped(run_dir, feed.dataset, feed.failed)
     if skipped:
         log.warning(
             "data: %d file(s) could not be decoded and were skipped; see %s", len(skipped), runfolder.SKIPPED_FILE
@@ -315,7 +311,7 @@ def _predict(feed, run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def _classify(out: dict, ds: Dataset, classifiers: dict[str, Any], clock: _Clock):
+def _classify(out: dict, ds: Dataset, classifiers: dict[str, Any], clock: PhaseClock):
     """Score the head, then fit and score every classical classifier on the same
     penultimate features of the same images.
 
@@ -366,36 +362,6 @@ def _plot(run_dir: Path, history, results: dict[str, Any], out: dict, probas: di
 # --------------------------------------------------------------------------- files
 
 
-def _write_predictions(run_dir: Path, ds: Dataset, out: dict, probas: dict[str, dict[str, np.ndarray]]) -> None:
-    """predictions.csv: one row per decoded image, every classifier's predicted class
-    (and, for two classes, its probability of the positive class): what paired
-    comparisons of classifiers on the same images are computed from."""
-    names = list(probas)
-    binary = len(ds.class_names) == 2
-    header = ["path", "split", "label"] + [c for n in names for c in ([n, f"{n}_p1"] if binary else [n])]
-    rows = []
-    for s in SPLITS:
-        for row, i in enumerate(out[s]["indices"]):
-            line = [ds.paths[i], s, ds.class_names[ds.labels[i]]]
-            for n in names:
-                p = probas[n][s][row]
-                line.append(ds.class_names[int(np.argmax(p))])
-                if binary:
-                    line.append(f"{p[1]:.6f}")
-            rows.append(line)
-    files.write_csv(run_dir / runfolder.PREDICTIONS_FILE, header, rows)
-
-
-def _write_skipped(run_dir: Path, ds: Dataset, failed: dict[int, str]) -> list[tuple[int, str]]:
-    skipped = sorted(failed.items())
-    files.write_csv(
-        run_dir / runfolder.SKIPPED_FILE,
-        ["path", "label", "split", "reason"],
-        ((ds.paths[i], ds.class_names[ds.labels[i]], ds.split[i], why) for i, why in skipped),
-    )
-    return skipped
-
-
 def _save_models(run_dir: Path, model, classifiers: dict[str, Any]) -> None:
     """model.keras and <name>.joblib, each written to a temp name and renamed into place."""
     import joblib
@@ -404,7 +370,7 @@ def _save_models(run_dir: Path, model, classifiers: dict[str, Any]) -> None:
     # A fresh functional model over the same layers: the file gets the weights and the
     # architecture but not the optimizer state, which would more than double its size.
     inference = keras.Model(model.input, model.output, name=model.name)  # single tensors, as built
-    with _private_tempdir(run_dir), files.atomic_path(run_dir / runfolder.MODEL_FILE, suffix=".keras") as tmp:
+    with files.private_tempdir(run_dir), files.atomic_path(run_dir / runfolder.MODEL_FILE, suffix=".keras") as tmp:
         inference.save(tmp)  # Keras insists on the .keras suffix
     for name, estimator in classifiers.items():
         with files.atomic_path(run_dir / f"{name}.joblib") as path:
@@ -412,26 +378,6 @@ def _save_models(run_dir: Path, model, classifiers: dict[str, Any]) -> None:
     log.info(
         "run: saved %s and %s", runfolder.MODEL_FILE, ", ".join(f"{n}.joblib" for n in classifiers) or "no classifier"
     )
-
-
-@contextmanager
-def _private_tempdir(run_dir: Path) -> Iterator[None]:
-    """Point Python's temp folder into the run folder while Keras saves.
-
-    Keras stages a model's assets in ``tempfile.mkdtemp()``; a process killed mid-save
-    left that folder in /tmp for good. Inside the run folder, a leftover of a killed save
-    stays with the unfinished run it belongs to, and a normal exit removes it here.
-    Process-wide, but nothing else makes temp files while a run saves its model.
-    """
-    import shutil
-
-    private = Path(tempfile.mkdtemp(prefix=".saving-", dir=run_dir))
-    previous, tempfile.tempdir = tempfile.tempdir, str(private)
-    try:
-        yield
-    finally:
-        tempfile.tempdir = previous
-        shutil.rmtree(private, ignore_errors=True)
 
 
 def _track(run_dir: Path, cfg: Config, parent: str | None) -> None:
@@ -459,23 +405,3 @@ def _environment() -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class _Clock:
-    """Wall time per phase of a run, and the run's start (UTC) and total."""
-
-    def __init__(self) -> None:
-        self.started = _now()
-        self.t0 = time.perf_counter()
-        self.phases: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - t
-
-    def seconds(self) -> dict[str, float]:
-        return {**{k: round(v, 3) for k, v in self.phases.items()}, "total": round(time.perf_counter() - self.t0, 3)}

@@ -140,3 +140,21 @@ def _remove_stale_builds(parent: Path, name: str | None = None) -> None:
                 shutil.rmtree(d, ignore_errors=True)
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def private_tempdir(folder: Path) -> Iterator[None]:
+    """Point Python's temp folder into ``folder`` for the block (Keras' saving stages files there).
+
+    Keras stages a model's assets in ``tempfile.mkdtemp()``; a process killed mid-save
+    left that folder in /tmp for good. Inside the run folder, a leftover of a killed save
+    stays with the unfinished run it belongs to, and a normal exit removes it here.
+    Process-wide, but nothing else makes temp files while a run saves its model.
+    """
+    private = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    previous, tempfile.tempdir = tempfile.tempdir, str(private)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(private, ignore_errors=True)

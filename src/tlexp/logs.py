@@ -11,6 +11,10 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger("tlexp")
@@ -79,3 +83,23 @@ class RunLog:
             if h is not None:
                 log.removeHandler(h)
                 h.close()
+
+
+class PhaseClock:
+    """Wall time per phase of a run, and the run's start (UTC) and total."""
+
+    def __init__(self) -> None:
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.t0 = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - t
+
+    def seconds(self) -> dict[str, float]:
+        return {**{k: round(v, 3) for k, v in self.phases.items()}, "total": round(time.perf_counter() - self.t0, 3)}

@@ -17,11 +17,9 @@ whose (size, mtime, inode) changed.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import stat
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -29,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlexp.data.decode import load_image
+from tlexp.data.inspect import FileVerdict, _check_file
 from tlexp.data.scan import NO_LABEL, Candidate, scan_dataset
 from tlexp.files import write_csv, write_text
 
@@ -41,54 +39,6 @@ REJECT_REASONS = ("empty", "truncated", "not an image", "unsupported", "too smal
 KAGGLE, PETIMAGES, CUSTOM = "kaggle-dogs-vs-cats-train", "microsoft-petimages", "custom"
 MANIFEST_FILE, REJECTED_FILE, DUPLICATES_FILE = "manifest.csv", "rejected.csv", "duplicates.csv"
 _SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
-
-_ORIENTATION = 0x0112  # EXIF tag
-_SAME_FORMAT = {"MPO": "JPEG", "DIB": "BMP"}  # camera JPEGs open as MPO; both decode like their base
-_MODE_NAMES = {
-    "1": "1-bit",
-    "L": "grayscale",
-    "LA": "grayscale+alpha",
-    "La": "grayscale+alpha",
-    "P": "palette",
-    "PA": "palette",
-    "RGBA": "RGBA",
-    "RGBa": "RGBA",
-    "CMYK": "CMYK",
-    "I;16": "16-bit",
-    "I;16L": "16-bit",
-    "I;16B": "16-bit",
-    "I;16N": "16-bit",
-    "I": "integer",
-    "F": "float",
-}
-
-
-@dataclass
-class FileVerdict:
-    """What the check found for one file.
-
-    Attributes:
-        path: relative to the dataset root, posix separators.
-        label: class name, or None (flat layout, a name without ``class.`` prefix).
-        status: ``"good"``, ``"converted"`` or ``"rejected"``.
-        detail: ``""`` when good; the conversions (joined by ``"; "``) when converted; the
-            reason, starting with one of :data:`REJECT_REASONS`, when rejected.
-        size: bytes, -1 if unreadable.
-        sha256: hex digest of the bytes, ``""`` if unreadable.
-        width, height: pixels after EXIF orientation (0 when not decoded).
-        mtime_ns, inode: of the file read (0 if unreadable); the cache key with ``size``.
-    """
-
-    path: str
-    label: str | None
-    status: str
-    detail: str
-    size: int
-    sha256: str
-    width: int = 0
-    height: int = 0
-    mtime_ns: int = 0
-    inode: int = 0
 
 
 @dataclass
@@ -357,80 +307,6 @@ def _check_all(
         pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: don't wait for the queued thousands
         if bar is not None:
             bar.close()
-
-
-def _check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileVerdict:
-    """Read, hash and inspect one file (read-only)."""
-    try:
-        # O_NONBLOCK: a FIFO named .jpg must not hang the check; no effect on regular files.
-        fd = os.open(root / rel, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())  # before reading: a write during the read changes mtime after it
-            if not stat.S_ISREG(st.st_mode):
-                return FileVerdict(rel, label, "rejected", "unreadable: not a regular file", -1, "")
-            data = f.read()
-    except OSError as e:
-        return FileVerdict(rel, label, "rejected", f"unreadable: {e.strerror or e}", -1, "")
-    status, detail, width, height = _inspect(data, os.path.splitext(rel)[1].lower(), min_side)
-    return FileVerdict(
-        rel,
-        label,
-        status,
-        detail,
-        len(data),
-        hashlib.sha256(data).hexdigest(),
-        width,
-        height,
-        st.st_mtime_ns,
-        st.st_ino,
-    )
-
-
-def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int]:
-    """Verdict of an image file's bytes: (status, detail, width, height)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        return "rejected", "empty", 0, 0
-    notes = []
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            expected = Image.registered_extensions().get(ext)
-            if _SAME_FORMAT.get(img.format, img.format) != expected:
-                notes.append(f"{img.format} named {ext}")
-            if getattr(img, "is_animated", False):
-                notes.append("animated (first frame used)")
-            mode, orientation = img.mode, img.getexif().get(_ORIENTATION, 1)
-            img.load()  # full decode: raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
-            if mode != "RGB":
-                # load_image scales a 16-bit range down to 8 bits (not clipped)
-                notes.append(f"{_MODE_NAMES.get(mode, mode)}->RGB")
-            if orientation in range(2, 9):
-                notes.append("EXIF-rotated")
-            width, height = ImageOps.exif_transpose(img).convert("RGB").size
-        load_image(io.BytesIO(data), 32)  # training's own decoder on the same bytes
-    except UnidentifiedImageError:
-        return "rejected", f"not an image ({_sniff(data)})", 0, 0
-    except Exception as e:
-        msg = str(e)
-        if isinstance(e, EOFError) or "truncated" in msg.lower():
-            return "rejected", f"truncated: {msg}", 0, 0
-        return "rejected", f"unsupported: cannot decode ({type(e).__name__}: {msg})"[:300], 0, 0
-    if min(width, height) < min_side:
-        return "rejected", f"too small ({width}x{height}; min_side is {min_side})", width, height
-    return ("converted" if notes else "good"), "; ".join(notes), width, height
-
-
-def _sniff(data: bytes) -> str:
-    """What a non-image file seems to be, for the rejection message."""
-    head = data[:1024].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-        return "HTML"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "unknown format"
-    return "text" if all(ch.isprintable() or ch.isspace() for ch in text) else "unknown format"
 
 
 # --- the incremental cache -----------------------------------------------------------

@@ -23,7 +23,6 @@ from tlexp.files import write_json
 from tlexp.results.runfolder import METRICS_FILE
 
 VERSION = 2  # bump when the layout changes, and teach _migrate the old one
-SPLITS = ("train", "val", "test")
 
 
 class _Part(BaseModel):

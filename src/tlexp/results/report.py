@@ -31,9 +31,9 @@ from tlexp.results.summary import (
     _paired,
     _Run,
     _sections,
-    _share,
     _summary_rows,
 )
+from tlexp.results.tables import _share
 
 log = logging.getLogger("tlexp")
 

@@ -6,7 +6,6 @@ Each table is built once and rendered both as Markdown (``summary.md``) and HTML
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from typing import Any
 from tlexp import files
 from tlexp.results import runfolder
 from tlexp.results.record import RunRecord
+from tlexp.results.tables import _fmt, _fmt_freeze, _fmt_mean_std, _fmt_p, _pct, _Table
 
 ALPHA = 0.05  # significance level of the paired tests' one-line readings
 # Config keys that do not make a setting: seeds vary within one, the rest is bookkeeping
@@ -51,51 +51,6 @@ class _Run:
     @property
     def frozen_share(self) -> float | None:
         return self.record.freeze.frozen_share if self.record else None
-
-
-@dataclass
-class _Table:
-    """A table rendered both as Markdown and HTML, so the two never disagree."""
-
-    header: list[str]
-    rows: list[list[str]]
-    align: str  # one letter per column: "l" or "r"
-    marked: set[int] = field(default_factory=set)  # rows to highlight in HTML (failed runs)
-
-    def markdown(self) -> str:
-        def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") or " " for c in cells) + " |"
-
-        rule = ["---:" if a == "r" else "---" for a in self.align]
-        return "\n".join([line(self.header), line(rule)] + [line(r) for r in self.rows])
-
-    def html(self) -> str:
-        def row(cells: Sequence[str], tag: str, marked: bool = False) -> str:
-            return (
-                ('<tr class="marked">' if marked else "<tr>")
-                + "".join(
-                    f'<{tag} class="{"num" if a == "r" else "txt"}">{_no_break(html.escape(c))}</{tag}>'
-                    for c, a in zip(cells, self.align, strict=True)
-                )
-                + "</tr>"
-            )
-
-        body = "\n".join(row(r, "td", i in self.marked) for i, r in enumerate(self.rows))
-        return (
-            f'<div class="scroll"><table>\n<thead>{row(self.header, "th")}</thead>\n'
-            f"<tbody>\n{body}\n</tbody></table></div>"
-        )
-
-
-# A table too wide for the page wraps its cells at spaces; these spaces hold a number
-# to its unit or sign: "35.9 %", "± 0.0042", "[-0.01, +0.03]" wrap only before "±" / "[".
-_NO_BREAK = ((" %", "&nbsp;%"), ("± ", "±&nbsp;"), (", +", ",&nbsp;+"), (", -", ",&nbsp;-"))
-
-
-def _no_break(text: str) -> str:
-    for plain, kept in _NO_BREAK:
-        text = text.replace(plain, kept)
-    return text
 
 
 # --------------------------------------------------------------------------- tables
@@ -451,47 +406,3 @@ def _count_line(items: Sequence[_Run]) -> str:
     n = {s: sum(r.status == s for r in items) for s in ("finished", "failed", "unfinished")}
     parts = [f"{v} {k}" for k, v in n.items() if v]
     return f"{len(items)} run(s): {', '.join(parts) or 'none'}."
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None or x == "":
-        return ""
-    if isinstance(x, float) and digits:
-        return f"{x:.{digits}f}"
-    return str(x)
-
-
-def _pct(share: Any, whole: bool = False) -> str:
-    """A share as a percentage: one decimal, or none with ``whole`` if it is a whole percent."""
-    s = _share(share)
-    if s is None:
-        return ""
-    pct = 100 * s
-    return f"{pct:.0f} %" if whole and abs(pct - round(pct)) < 1e-9 else f"{pct:.1f} %"
-
-
-def _fmt_freeze(freeze: Any) -> str:
-    """A requested freeze: a share as a percentage, a layer name as 'through <layer>'."""
-    if freeze is None:
-        return ""
-    return _pct(freeze, whole=True) if _share(freeze) is not None else f"through {freeze}"
-
-
-def _fmt_mean_std(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None:
-        return ""
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def _fmt_p(p: float) -> str:
-    """Two significant digits below 0.1 (0.031, 0.0024), two decimals above (0.41, 1.00)."""
-    if p < 0.001:
-        return "<0.001"
-    return f"{p:.2f}" if p >= 0.095 else f"{p:.2g}"
-
-
-def _share(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
