@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 def test_choose_prefix_closest_share_ties_go_longer():
     counts = [0, 10, 10, 0, 20, 60]  # total 100; cumulative 0,0,10,20,20,40,100
-    assert choose_prefix(counts, 0.0) == 1  # input-like 0-param layer comes along
+    assert choose_prefix(counts, 0.0) == 0  # 0 freezes nothing, not even the 0-param input layer
+    assert choose_prefix(counts, 0.001) == 1  # any other share: 0-param layers come along
     assert choose_prefix(counts, 0.2) == 4  # 20 % reached after layer 3, layer 4 has no params
     assert choose_prefix(counts, 0.31) == 5  # |0.40-0.31| < |0.20-0.31|
     assert choose_prefix(counts, 0.29) == 4
@@ -64,6 +65,11 @@ def test_bn_backbones(name, layers, total, non_trainable_bn):
         assert plan.backbone_trainable + plan.backbone_non_trainable == total
         assert plan.backbone_non_trainable >= plan.frozen_params
         assert plan.backbone_non_trainable - plan.frozen_params <= non_trainable_bn
+    # freeze 0 freezes nothing: no layer, not even the input and the padding before conv1
+    none = apply_freeze(bb, plan_freeze(bb, 0.0, "inference"))
+    assert (none.layers_frozen, none.last_frozen_layer, none.frozen_params) == (0, None, 0)
+    assert all(layer.trainable for layer in bb.layers)
+    assert none.backbone_non_trainable == non_trainable_bn  # only the BN moving statistics
     # batchnorm='frozen' also freezes the scale/offset of BN layers above the cut
     inference = apply_freeze(bb, plan_freeze(bb, 0.3, "inference")).backbone_trainable
     frozen = apply_freeze(bb, plan_freeze(bb, 0.3, "frozen")).backbone_trainable

@@ -130,7 +130,8 @@ def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_da
     assert not np.allclose(np.asarray(model(x, training=True)).ravel(), inference)  # the dropout is real
     np.testing.assert_allclose(out["proba"][:, 1], inference, rtol=1e-5)  # and the pass ran in inference mode
     # the features are the input of the output layer: applying it reproduces the prediction
-    w, b = model.get_layer("output").get_weights()
+    w, b = model.get_layer("logits").get_weights()
+    np.testing.assert_allclose(out["logits"], out["features"] @ w + b, rtol=1e-4, atol=1e-6)
     manual = 1 / (1 + np.exp(-(out["features"] @ w + b)))
     np.testing.assert_allclose(manual.ravel(), out["proba"][:, 1], rtol=1e-4)
     assert out["indices"].tolist() == list(range(7))

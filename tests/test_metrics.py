@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tlexp.results.metrics import EPSILON, classification_metrics, roc_points
+from tlexp.results.metrics import classification_metrics, roc_points
 
 
 def two_col(p1):
@@ -49,15 +49,56 @@ def test_binary_positive_class_is_index_1():
     assert m["f1"] == pytest.approx(2 / 3)
 
 
-def test_log_loss_clips_like_keras():
-    # A certain, wrong prediction: p(true) = 0 is clipped to 1e-7, so the loss is
-    # -ln(1e-7) = 16.1180957 instead of infinity.
+def test_log_loss_of_probabilities_is_sklearns_even_when_certain():
+    # A certain, wrong prediction: p(true) = 0 is clipped to the float64 epsilon, as
+    # scikit-learn does: -ln(2.22e-16) = 36.04 (Keras' 1e-7 would give 16.12).
     m = classification_metrics([1], [[1.0, 0.0]], ["a", "b"])
-    assert m["log_loss"] == pytest.approx(-math.log(EPSILON))
-    assert m["log_loss"] == pytest.approx(16.1180957, abs=1e-6)
-    # A certain, right prediction: p(true) = 1 is clipped to 1 - 1e-7 -> loss ~1e-7.
-    m = classification_metrics([0], [[1.0, 0.0]], ["a", "b"])
-    assert m["log_loss"] == pytest.approx(-math.log(1 - EPSILON))
+    assert m["log_loss"] == pytest.approx(skm.log_loss([1], [[1.0, 0.0]], labels=[0, 1]))
+    assert m["log_loss"] == pytest.approx(-math.log(np.finfo(np.float64).eps))
+    m = classification_metrics([0, 1], [[1.0, 0.0], [0.0, 1.0]], ["a", "b"])
+    assert m["log_loss"] == pytest.approx(skm.log_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], labels=[0, 1]))
+
+
+def test_log_loss_from_logits_is_exact_and_matches_sklearn():
+    """From logits the loss needs no clipping: it equals scikit-learn's on the float64
+    probabilities wherever those are still below 1, and stays exact beyond."""
+    from scipy.special import expit, softmax
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    z = rng.uniform(-30, 30, 400)  # many confident predictions, right and wrong
+    p = np.column_stack([expit(-z), expit(z)])
+    m = classification_metrics(y, p, ["a", "b"], logits=z[:, None])
+    assert m["log_loss"] == pytest.approx(skm.log_loss(y, p, labels=[0, 1]), rel=1e-9)
+    assert m["accuracy"] == pytest.approx(np.mean((z > 0) == y))
+    # A wrong prediction at logit 60: the loss is 60; float32 probabilities would say 0 and
+    # any clipping rule caps it (Keras at 16.1, scikit-learn at 36.0).
+    m = classification_metrics([0], [[0.0, 1.0]], ["a", "b"], logits=[[60.0]])
+    assert m["log_loss"] == pytest.approx(60.0, rel=1e-12)
+    # Softmax logits, four classes.
+    z4 = rng.normal(0, 8, (300, 4))
+    y4 = rng.integers(0, 4, 300)
+    p4 = softmax(z4, axis=1)
+    m = classification_metrics(y4, p4, list("abcd"), logits=z4)
+    assert m["log_loss"] == pytest.approx(skm.log_loss(y4, p4, labels=[0, 1, 2, 3]), rel=1e-9)
+
+
+def test_undefined_precision_recall_f1_are_none_not_zero():
+    # The positive class occurs but is never predicted: precision is 0/0 (undefined),
+    # recall 0, F1 0 (the class was never found).
+    m = classification_metrics([0, 0, 1, 1], two_col([0.1, 0.2, 0.3, 0.4]), ["cat", "dog"])
+    assert (m["precision"], m["recall"], m["f1"]) == (None, 0.0, 0.0)
+    # The positive class neither occurs nor is predicted: nothing is defined.
+    m = classification_metrics([0, 0], two_col([0.1, 0.2]), ["cat", "dog"])
+    assert (m["precision"], m["recall"], m["f1"]) == (None, None, None)
+    json.dumps(m)  # null in metrics.json, not NaN
+    # Macro: a class never predicted is left out of the precision average, not counted as 0.
+    m = classification_metrics(
+        [0, 1, 2, 2], [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]], ["a", "b", "c"]
+    )
+    # per class precision: a 1/1, b 1/3, c undefined -> mean of the defined ones = 2/3
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx((1 + 1 + 0) / 3)
 
 
 def test_three_class_macro_hand_computed():
@@ -104,7 +145,7 @@ def test_agrees_with_sklearn_on_random_input(k):
 
     average = "binary" if k == 2 else "macro"
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
-    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, average=average, zero_division=0))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, average=average, zero_division=np.nan))
     assert m["confusion"] == skm.confusion_matrix(y, pred).tolist()
     expected_auc = (
         skm.roc_auc_score(y, proba[:, 1]) if k == 2 else skm.roc_auc_score(y, proba, multi_class="ovr", average="macro")

@@ -163,8 +163,8 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
         record.save(run_dir)
         for name, result in record.classifiers.items():
             t = result.test
-            auc = f"{t.roc_auc:.4f}" if t.roc_auc is not None else "n/a"
-            log.info("result: %-8s test accuracy %.4f  F1 %.4f  ROC-AUC %s  (n=%d)", name, t.accuracy, t.f1, auc, t.n)
+            f1, auc = (f"{v:.4f}" if v is not None else "n/a" for v in (t.f1, t.roc_auc))
+            log.info("result: %-8s test accuracy %.4f  F1 %s  ROC-AUC %s  (n=%d)", name, t.accuracy, f1, auc, t.n)
         if cfg.tracking.mlflow.uri:
             _track(run_dir, cfg, mlflow_parent)
         log.info("run: done in %.1fs; results in %s", record.timings_s["total"], run_dir)
@@ -322,11 +322,16 @@ def _classify(out: dict, ds: Dataset, classifiers: dict[str, Any], clock: PhaseC
     from tlexp.forest import class_proba, describe
     from tlexp.results.metrics import classification_metrics
 
-    def scores(probas: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {s: classification_metrics(out[s]["labels"], probas[s], ds.class_names) for s in SPLITS}
+    def scores(probas: dict[str, np.ndarray], logits: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            s: classification_metrics(out[s]["labels"], probas[s], ds.class_names, logits=(logits or {}).get(s))
+            for s in SPLITS
+        }
 
     probas = {"head": {s: out[s]["proba"] for s in SPLITS}}
-    results = {"head": {"kind": "head", "estimator": "dense head", **scores(probas["head"])}}
+    # The head's log loss comes from its logits: exact, however confident it is.
+    head = scores(probas["head"], {s: out[s]["logits"] for s in SPLITS})
+    results = {"head": {"kind": "head", "estimator": "dense head", **head}}
     log.info(
         "head: val acc %.4f, test acc %.4f", results["head"]["val"]["accuracy"], results["head"]["test"]["accuracy"]
     )

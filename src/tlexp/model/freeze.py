@@ -41,10 +41,16 @@ def choose_prefix(param_counts: Sequence[int], share: float) -> int:
     the cut are frozen with it: 50 % of VGG16 freezes through ``block4_pool``, as in the
     study.
 
+    A share of 0 freezes nothing at all: not even the parameter-free input and padding
+    layers at the bottom, which the tie rule would otherwise take (and which would make a
+    run that asked for nothing frozen report a frozen prefix, and cache it).
+
     Args:
         param_counts: parameters of each layer, bottom first, shape (n_layers,).
         share: target share in [0, 1).
     """
+    if share == 0:
+        return 0
     cum = np.concatenate([[0], np.cumsum(param_counts, dtype=np.int64)])
     total = cum[-1]
     if total == 0:

@@ -13,6 +13,7 @@ from typing import Any
 from tlexp.config import Config
 
 PENULTIMATE = "penultimate"  # name of the layer whose output feeds the output layer
+LOGITS = "logits"  # the output layer before its sigmoid / softmax: exact log losses are computed from it
 
 
 @dataclass
@@ -25,11 +26,14 @@ class Network:
 
     Attributes:
         model: inputs -> class probabilities; what ``fit`` trains.
-        predictor: the same layers, inputs -> ``[penultimate features, probabilities]``.
+        predictor: the same layers, inputs -> ``[penultimate features, logits]`` (or
+            ``[..., probabilities]`` for a model saved before tlexp kept its logits layer).
+        logits: whether the predictor's second output is logits.
     """
 
     model: Any
     predictor: Any
+    logits: bool = True
 
     @cached_property
     def predict_step(self):
@@ -44,7 +48,9 @@ class Network:
         import keras
 
         features = model.get_layer(PENULTIMATE).output
-        return cls(model, keras.Model(model.inputs, [features, model.output]))
+        if any(layer.name == LOGITS for layer in model.layers):
+            return cls(model, keras.Model(model.inputs, [features, model.get_layer(LOGITS).output]))
+        return cls(model, keras.Model(model.inputs, [features, model.output]), logits=False)
 
 
 @dataclass
@@ -63,9 +69,10 @@ class TransferModel(Network):
 def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
     """Backbone -> pooling -> Dense layers (+ dropout) -> output layer.
 
-    The output is one sigmoid unit for two classes, else ``n_classes`` softmax units.
-    The input of the output layer (the "penultimate activations") is exposed as the
-    output of an identity layer named ``penultimate`` so the forest can read it.
+    The output is one sigmoid unit for two classes, else ``n_classes`` softmax units: a
+    Dense layer named ``logits`` and its activation, named ``output``. The input of the
+    output layer (the "penultimate activations") is exposed as the output of an identity
+    layer named ``penultimate`` so the forest can read it.
     """
     import keras
 
@@ -94,13 +101,19 @@ def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
             layers.append(keras.layers.Dropout(head.dropout, seed=cfg.seed + i, name=f"dropout_{i}"))
     layers.append(keras.layers.Identity(name=PENULTIMATE))
     if n_classes == 2:
-        layers.append(keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32"))
+        layers += [
+            keras.layers.Dense(1, name=LOGITS, dtype="float32"),
+            keras.layers.Activation("sigmoid", name="output", dtype="float32"),
+        ]
     else:
-        layers.append(keras.layers.Dense(n_classes, activation="softmax", name="output", dtype="float32"))
-    outputs, features = _call_head(layers, x)
+        layers += [
+            keras.layers.Dense(n_classes, name=LOGITS, dtype="float32"),
+            keras.layers.Activation("softmax", name="output", dtype="float32"),
+        ]
+    outputs, features, logits = _call_head(layers, x)
     model = keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_transfer")
     return TransferModel(
-        model, keras.Model(inputs, [features, outputs], name=f"{model.name}_features"), backbone=backbone, head=layers
+        model, keras.Model(inputs, [features, logits], name=f"{model.name}_features"), backbone=backbone, head=layers
     )
 
 
@@ -133,18 +146,17 @@ def suffix_model(whole: TransferModel, cut: int, batchnorm: str) -> Network:
             from tlexp.model.layers import InferenceMode
 
             x = InferenceMode(inner, name=f"{backbone.name}_inference")(inputs)
-    outputs, features = _call_head(whole.head, x)
+    outputs, features, logits = _call_head(whole.head, x)
     name = f"{whole.model.name}_from_{cut}"
     return Network(
-        keras.Model(inputs, outputs, name=name), keras.Model(inputs, [features, outputs], name=f"{name}_features")
+        keras.Model(inputs, outputs, name=name), keras.Model(inputs, [features, logits], name=f"{name}_features")
     )
 
 
 def _call_head(layers: list[Any], x):
-    """Call the head's layers in order; return the output and the penultimate tensor."""
-    features = None
+    """Call the head's layers in order; return the output, the penultimate and the logits tensors."""
+    found = {}
     for layer in layers:
         x = layer(x)
-        if layer.name == PENULTIMATE:
-            features = x
-    return x, features
+        found[layer.name] = x
+    return x, found[PENULTIMATE], found[LOGITS]

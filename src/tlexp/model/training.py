@@ -77,7 +77,10 @@ def fit(
 
 
 def predict_with_features(network: Network, ds, n_classes: int, progress: str | None = None) -> dict[str, np.ndarray]:
-    """One pass over ``ds`` giving the head's probabilities and the penultimate features.
+    """One pass over ``ds`` giving the head's logits, probabilities and the penultimate features.
+
+    The probabilities are computed from the logits in float64 (a float32 sigmoid rounds
+    every logit above 17 to exactly 1), so they and the log loss stay exact.
 
     Args:
         network: the model and its features twin (:class:`tlexp.model.head.Network`).
@@ -86,33 +89,44 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
         progress: label of a progress bar (batches) on stderr; None for no bar.
 
     Returns:
-        ``proba`` (n, k) class probabilities, ``features`` (n, d) penultimate activations,
-        ``labels`` (n,), ``indices`` (n,): the file index of each row, in stream order.
+        ``proba`` (n, k) class probabilities, ``logits`` (n, 1) for two classes or (n, k),
+        None for a saved model without a logits layer, ``features`` (n, d) penultimate
+        activations, ``labels`` (n,), ``indices`` (n,): the file index of each row, in
+        stream order.
     """
     step = network.predict_step
-    feats, probs, labels, indices = [], [], [], []
+    feats, outs, labels, indices = [], [], [], []
     if progress:
         from tqdm.auto import tqdm
 
         ds = tqdm(ds, desc=progress, unit="batch", leave=False)
     for x, y, i in ds:
-        f, p = step(list(x) if isinstance(x, tuple) else x)  # tf.data gives tuples, the signature a list
+        f, z = step(list(x) if isinstance(x, tuple) else x)  # tf.data gives tuples, the signature a list
         feats.append(np.asarray(f, dtype=np.float32))
-        probs.append(np.asarray(p, dtype=np.float64))
+        outs.append(np.asarray(z, dtype=np.float64))
         labels.append(np.asarray(y))
         indices.append(np.asarray(i))
     if not feats:
         return {
             "proba": np.zeros((0, n_classes)),
+            "logits": np.zeros((0, 1 if n_classes == 2 else n_classes)) if network.logits else None,
             "features": np.zeros((0, 0), np.float32),
             "labels": np.zeros(0, np.int64),
             "indices": np.zeros(0, np.int64),
         }
-    proba = np.concatenate(probs)
-    if n_classes == 2:  # one sigmoid unit -> [P(class 0), P(class 1)]
-        proba = np.concatenate([1.0 - proba, proba], axis=1)
+    from scipy.special import expit, softmax
+
+    out = np.concatenate(outs)
+    logits = out if network.logits else None
+    if logits is None:  # a saved model without its logits layer: probabilities
+        proba = np.concatenate([1.0 - out, out], axis=1) if n_classes == 2 else out
+    elif n_classes == 2:  # one sigmoid unit -> [P(class 0), P(class 1)], each exact in float64
+        proba = np.concatenate([expit(-out), expit(out)], axis=1)
+    else:
+        proba = softmax(out, axis=1)
     return {
         "proba": proba,
+        "logits": logits,
         "features": np.concatenate(feats),
         "labels": np.concatenate(labels).astype(np.int64),
         "indices": np.concatenate(indices).astype(np.int64),

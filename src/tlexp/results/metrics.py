@@ -12,17 +12,14 @@ from typing import Any
 
 import numpy as np
 
-# Keras clips probabilities to [EPSILON, 1 - EPSILON] before taking the log
-# (keras.config.epsilon()), so the log loss here matches the `loss` Keras reports for
-# the head instead of blowing up to infinity on a single confident mistake.
-EPSILON = 1e-7
-
 # How far a row of `proba` may sum from 1: float32 softmax drifts by ~1e-6, while
 # logits or a single column of p would be off by far more.
 _ROW_SUM_TOL = 1e-3
 
 
-def classification_metrics(y_true: Any, proba: Any, class_names: Sequence[str]) -> dict[str, Any]:
+def classification_metrics(
+    y_true: Any, proba: Any, class_names: Sequence[str], *, logits: Any = None
+) -> dict[str, Any]:
     """Score predicted class probabilities against true labels.
 
     The prediction is the argmax of ``proba`` (ties go to the lowest class index).
@@ -31,11 +28,23 @@ def classification_metrics(y_true: Any, proba: Any, class_names: Sequence[str]) 
     the predictions (scikit-learn's default), so a class absent from a small test
     split does not count as a zero.
 
+    Undefined values are None, never a made-up number: the precision of a class that is
+    never predicted (0/0), the recall of a class that never occurs; F1 is 0 for a class
+    that occurs but is never predicted, None for one that neither occurs nor is
+    predicted. A macro average runs over the classes where the value is defined
+    (scikit-learn's ``zero_division=np.nan``).
+
+    The log loss is computed from ``logits`` when given (exact, however confident the
+    model: the dense head), else from ``proba`` exactly as ``sklearn.metrics.log_loss``
+    does (probabilities clipped to [eps, 1 - eps], eps the float64 machine epsilon).
+
     Args:
         y_true: Integer class indices, shape (n,), values in [0, k).
         proba: Class probabilities, shape (n, k), rows summing to 1. For a two-class
             task pass the columns [1 - p, p], where p is the probability of class 1.
         class_names: The k class names, in column order of ``proba``.
+        logits: Pre-activation outputs, shape (n, 1) for a two-class sigmoid unit or
+            (n, k) for a softmax, or None.
 
     Returns:
         A dict of plain Python values: ``n``, ``accuracy``, ``log_loss``,
@@ -58,16 +67,18 @@ def classification_metrics(y_true: Any, proba: Any, class_names: Sequence[str]) 
     binary = k == 2
     average = "binary" if binary else "macro"
     # pos_label only matters for average="binary"; sklearn ignores it for "macro".
-    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average=average, pos_label=1, zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, pred, average=average, pos_label=1, zero_division=np.nan
+    )
     confusion = confusion_matrix(y, pred, labels=list(range(k)))
 
     return {
         "n": int(len(y)),
         "accuracy": float(np.mean(pred == y)),
-        "log_loss": _log_loss(y, p),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
+        "log_loss": _log_loss(y, p) if logits is None else _log_loss_from_logits(y, logits, k),
+        "precision": _defined(precision),
+        "recall": _defined(recall),
+        "f1": _defined(f1),
         "average": average,
         "positive_class": names[1] if binary else None,
         "roc_auc": _roc_auc(y, p),
@@ -108,16 +119,30 @@ def roc_points(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean cross-entropy, computed directly the way Keras does it.
+    """Mean cross-entropy of probabilities, as ``sklearn.metrics.log_loss`` computes it."""
+    from sklearn.metrics import log_loss
 
-    Keras's categorical cross-entropy divides each row by its sum, clips to
-    [EPSILON, 1 - EPSILON] and takes -log of the true class's probability (no
-    renormalisation after clipping). With two columns [1 - p, p] this equals Keras's
-    binary cross-entropy of p. sklearn's log_loss is not used: it no longer clips.
+    # Rows may drift from 1 by float32 rounding (within _ROW_SUM_TOL); scikit-learn warns on that.
+    return float(log_loss(y, p / p.sum(axis=1, keepdims=True), labels=list(range(p.shape[1]))))
+
+
+def _log_loss_from_logits(y: np.ndarray, logits: Any, k: int) -> float:
+    """Mean cross-entropy from logits, without ever forming a probability that rounds to 0 or 1.
+
+    Two classes (one sigmoid unit z): ``log(1 + e^z) - y z``; more: ``logsumexp(z) - z_y``.
     """
-    p = p / p.sum(axis=1, keepdims=True)
-    p_true = np.clip(p[np.arange(len(y)), y], EPSILON, 1.0 - EPSILON)
-    return float(-np.mean(np.log(p_true)))
+    from scipy.special import logsumexp
+
+    z = np.asarray(logits, dtype=np.float64)
+    if k == 2:
+        z = z.reshape(-1)
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
+
+
+def _defined(x: float) -> float | None:
+    """A metric's value, or None where it is undefined (NaN from zero_division=np.nan)."""
+    return None if np.isnan(x) else float(x)
 
 
 def _roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:

@@ -36,9 +36,9 @@ class Scores(_Part):
     n: int
     accuracy: float
     log_loss: float | None
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None  # None where undefined: the class (or every class) was never predicted
+    recall: float | None  # None where undefined: the class never occurs
+    f1: float | None
     average: Literal["binary", "macro"]
     positive_class: str | None
     roc_auc: float | None
