@@ -300,3 +300,35 @@ def test_a_save_stopped_half_way_leaves_no_temp_folder(tmp_path, monkeypatch):
     assert staged and staged[0].parent.parent == run_dir  # staged inside the run folder, not in /tmp
     assert not staged[0].exists() and list(run_dir.iterdir()) == []  # and removed, with no partial model
     assert tempfile.gettempdir() != str(staged[0].parent)  # the process-wide temp folder is restored
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path, flat_dataset):
+    """train.deterministic: two runs of one config and seed give exactly the same numbers."""
+    from tlexp.experiment import run_experiment
+
+    records = []
+    for name in ("a", "b"):
+        cfg = load_config(None, [
+            f"data.root={flat_dataset}", "data.image_size=32", "model.weights=none", "model.head.dense=[8]",
+            "model.head.dropout=0.3", "train.epochs=2", "train.batch_size=4", "train.deterministic=true",
+            "train.prefix_cache.enabled=false", "forest.n_estimators=5", "output.save_model=false",
+            f"output.dir={tmp_path / 'out'}", f"name={name}", f"data.cache_dir={tmp_path / 'cache'}",
+        ])  # fmt: skip
+        records.append(load_record(run_experiment(cfg)))
+    a, b = records
+    assert a.accelerator.deterministic is True
+    assert a.history.loss == b.history.loss and a.history.val_accuracy == b.history.val_accuracy  # exact
+    assert a.classifiers == b.classifiers  # every score of every classifier, exactly
+    assert (tmp_path / "out" / "a" / "predictions.csv").read_text() == (
+        tmp_path / "out" / "b" / "predictions.csv"
+    ).read_text()
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    assert tf_config.is_op_determinism_enabled()  # on for the runs that asked for it ...
+    run_experiment(load_config(None, [
+        f"data.root={flat_dataset}", "data.image_size=32", "model.weights=none", "model.head.dense=[8]",
+        "train.epochs=1", "forest.enabled=false", "classifiers={}", "output.save_model=false",
+        f"output.dir={tmp_path / 'out'}", "name=c", f"data.cache_dir={tmp_path / 'cache'}",
+    ]))  # fmt: skip
+    assert not tf_config.is_op_determinism_enabled()  # ... and off again for the next

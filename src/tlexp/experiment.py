@@ -213,6 +213,7 @@ def _build(cfg: Config, n_classes: int, weights_path: Path | None) -> _Built:
     from tlexp.model.training import compile_model, param_counts
 
     keras.utils.set_random_seed(cfg.seed)
+    accel_mod.set_determinism(cfg.train.deterministic)
     accel = accel_mod.resolve(cfg.train)
     with accel_mod.scope(accel):
         backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)

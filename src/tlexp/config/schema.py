@@ -188,6 +188,11 @@ class TrainConfig(_Section):
         description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
         "GPU is visible (train.batch_size is the global batch).",
     )
+    deterministic: bool = Field(
+        False,
+        description="Bit-identical results for the same seed on the same machine: TensorFlow's op determinism "
+        "(deterministic kernels only; an op without one is an error). Slower; the README gives the measured cost.",
+    )
     prefix_cache: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 
 

@@ -28,6 +28,7 @@ class Accel:
     precision: str  # a Keras dtype policy name
     jit_compile: bool | str  # True/False, or "auto" until the model is compiled
     distribute: str  # "none" or "mirrored"
+    deterministic: bool = False  # TensorFlow's op determinism, on for this run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +53,13 @@ def resolve(train: TrainConfig) -> Accel:
     distribute = train.distribute
     if distribute == "auto":
         distribute = "mirrored" if len(gpus) > 1 else "none"
-    return Accel(gpus=names, precision=precision, jit_compile=train.jit_compile, distribute=distribute)
+    return Accel(
+        gpus=names,
+        precision=precision,
+        jit_compile=train.jit_compile,
+        distribute=distribute,
+        deterministic=train.deterministic,
+    )
 
 
 @contextlib.contextmanager
@@ -82,3 +89,17 @@ def _details(gpu) -> dict[str, Any]:
         return tf.config.experimental.get_device_details(gpu)
     except Exception:
         return {}
+
+
+def set_determinism(enabled: bool) -> None:
+    """Turn TensorFlow's op determinism on or off for the run about to start.
+
+    Process-wide, so it is set (both ways) at the start of every run: a sweep cell that
+    asked for it must not leave it on for the next cell, which did not.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()

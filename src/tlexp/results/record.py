@@ -159,6 +159,7 @@ class AcceleratorInfo(_Part):
     precision: str
     jit_compile: bool | str
     distribute: str
+    deterministic: bool = False  # TensorFlow's op determinism (train.deterministic)
 
 
 class EnvironmentInfo(_Part):
