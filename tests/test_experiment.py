@@ -322,7 +322,6 @@ def test_deterministic_runs_are_bit_identical(tmp_path, flat_dataset):
     assert (tmp_path / "out" / "a" / "predictions.csv").read_text() == (
         tmp_path / "out" / "b" / "predictions.csv"
     ).read_text()
-    import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
     assert tf_config.is_op_determinism_enabled()  # on for the runs that asked for it ...
