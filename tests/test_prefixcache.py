@@ -145,6 +145,18 @@ def test_sweep_cells_share_the_prefix_and_a_rerun_reuses_it(tmp_path, flat_datas
 
 
 @pytest.mark.slow
+def test_activations_of_another_library_version_are_not_reused(tmp_path, flat_dataset, monkeypatch):
+    """An entry records the libraries and device that computed it; another Keras never reads it."""
+    import keras
+
+    first = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.5", "name=a"))[1].prefix_cache
+    assert _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.5", "name=b"))[1].prefix_cache.source == "reused"
+    monkeypatch.setattr(keras, "__version__", "0.0.0-another")
+    other = _run(_small_cfg(tmp_path, flat_dataset, "model.freeze=0.5", "name=c"))[1].prefix_cache
+    assert other.source == "images" and other.folder != first.folder
+
+
+@pytest.mark.slow
 def test_falls_back_when_over_budget_or_unwritable_and_says_why(tmp_path, flat_dataset, monkeypatch, caplog):
     m = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.max_gb=0.0001", "name=budget"))[1]
     assert m.prefix_cache.used is False

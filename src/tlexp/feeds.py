@@ -159,6 +159,7 @@ def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, ima
     """``(activations, None)`` of the frozen prefix for every image, or ``(None, why not)``."""
     from tlexp.data.imagecache import image_key
     from tlexp.data.prepare import cache_dir
+    from tlexp.model.backend import numerics_fingerprint
     from tlexp.model.prefixcache import ActivationStore, Fallback, blocker, prefix_activations
 
     pc, cut = cfg.train.prefix_cache, plan.layers_frozen
@@ -166,8 +167,15 @@ def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, ima
     if why is not None:
         return None, why
     sha = {f.path: f.sha256 for f in check.usable()}
-    # The compute dtype is part of the key: mixed precision changes the activations.
-    key = f"{image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size)}|{accel.precision}"
+    # Everything else that changes the values is in the key: the compute dtype (mixed
+    # precision), the library versions and the device (kernels differ in their last bits).
+    key = "|".join(
+        [
+            image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size),
+            accel.precision,
+            numerics_fingerprint(accel.gpus),
+        ]
+    )
     store = ActivationStore(cache_dir(cfg), int(pc.max_gb * 1e9))
     try:
         acts = prefix_activations(

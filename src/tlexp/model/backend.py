@@ -71,3 +71,18 @@ def describe_environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
+
+
+def numerics_fingerprint(gpus: list[str]) -> str:
+    """What, besides the inputs and weights, decides a computed activation's exact bits.
+
+    The deep-learning libraries (their kernels change between versions) and the device
+    (a GPU model, or the CPU architecture: oneDNN picks kernels per instruction set), so
+    a cache made elsewhere is never reused as if it were this machine's.
+    """
+    import keras
+    import numpy as np
+
+    tf = import_tensorflow()
+    device = ",".join(gpus) if gpus else f"CPU {platform.machine()} {platform.processor()}".strip()
+    return f"tensorflow={tf.__version__};keras={keras.__version__};numpy={np.__version__};device={device}"
