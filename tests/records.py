@@ -48,8 +48,14 @@ def make_record(
     trainable: int = 1000,
     prefix_cache: dict[str, Any] | None = None,
     classes: Sequence[str] = ("cat", "dog"),
+    last_epoch: float = 0.8,
+    train_s: float | None = None,
 ) -> RunRecord:
-    """A valid record: ``classifiers`` in order (head first), everything else plausible."""
+    """A valid record: ``classifiers`` in order (head first), everything else plausible.
+
+    ``last_epoch`` is Keras' running train accuracy of the last epoch (``history.accuracy[-1]``);
+    ``train_s`` the train phase's seconds (default: half of ``wall``).
+    """
     kinds = {"head": ("head", "dense head"), "forest": ("forest", "RandomForestClassifier")}
     return RunRecord(
         run={
@@ -104,13 +110,13 @@ def make_record(
         },
         history={
             "loss": [0.5] * epochs,
-            "accuracy": [0.8] * epochs,
+            "accuracy": ([0.8] * (epochs - 1) + [last_epoch]) if epochs else [],
             "val_loss": [0.4] * epochs,
             "val_accuracy": [0.85] * epochs,
             "seconds": [1.0] * epochs,
         },
         prefix_cache=prefix_cache or {"used": False, "reason": "train.prefix_cache.enabled is false"},
-        timings_s={"train": wall / 2, "total": wall},
+        timings_s={"train": wall / 2 if train_s is None else train_s, "total": wall},
         accelerator={"gpus": [], "precision": "float32", "jit_compile": False, "distribute": "none"},
         environment={
             "device": "CPU (test)",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -36,6 +37,9 @@ def make_run(
     finished: bool = True,
     config: dict[str, Any] | None = None,  # extra dotted config keys, e.g. {"train.learning_rate": 0.1}
     auc: float | None = 0.99,
+    n_test: int | None = None,  # test images in the record; default: as many as predictions, else 20
+    last_epoch: float = 0.8,  # Keras' running train accuracy of the last epoch
+    train_s: float | None = None,  # the train phase's seconds; default: half the wall time
 ) -> Path:
     """A run folder like `tlexp run` writes: config.yaml, metrics.json, predictions.csv."""
     others = {"forest": (1.0, 0.80, 0.75)} if others is None else others
@@ -72,11 +76,16 @@ def make_run(
         files.write_csv(run_dir / runfolder.PREDICTIONS_FILE, header, rows)
     if not finished:
         return run_dir
+    if n_test is None:
+        n_test = len(predictions["label"]) if predictions else 20
     auc_kw = {"auc": auc, "classes": classes}
-    clfs = {"head": {s: scores(a, lo, **auc_kw) for s, a, lo in zip(SPLITS, head, losses, strict=True)}}
+    n = {"train": 20, "val": 20, "test": n_test}
+    clfs = {"head": {s: scores(a, lo, n=n[s], **auc_kw) for s, a, lo in zip(SPLITS, head, losses, strict=True)}}
     clfs.update(
         {
-            c: {s: scores(a, 0.2 if c == "forest" else 0.3, **auc_kw) for s, a in zip(SPLITS, accs, strict=True)}
+            c: {
+                s: scores(a, 0.2 if c == "forest" else 0.3, n=n[s], **auc_kw) for s, a in zip(SPLITS, accs, strict=True)
+            }
             for c, accs in others.items()
         }
     )
@@ -97,6 +106,8 @@ def make_run(
         trainable=1000 + seed,
         prefix_cache=cache,
         classes=classes,
+        last_epoch=last_epoch,
+        train_s=train_s,
     ).save(run_dir)
     return run_dir
 
@@ -110,6 +121,21 @@ def md_table(md: str, heading: str) -> list[list[str]]:
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
     return files.read_csv(path)
+
+
+def from_counts(n: int, both: int, head_only: int, other_only: int, other: str = "forest") -> dict[str, list[str]]:
+    """Test-split predictions with known agreement: ``both`` images right for both, then
+    ``head_only`` right for the head only (b), ``other_only`` for ``other`` only (c), the rest wrong."""
+    labels = ["cat", "dog"] * (n // 2)
+    flip = {"cat": "dog", "dog": "cat"}
+    head = [y if i < both + head_only else flip[y] for i, y in enumerate(labels)]
+    right = set(range(both)) | set(range(both + head_only, both + head_only + other_only))
+    return {"label": labels, "head": head, other: [y if i in right else flip[y] for i, y in enumerate(labels)]}
+
+
+def section(md: str, heading: str) -> str:
+    """The text of ``## heading`` in Markdown, up to the next section."""
+    return md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0].strip()
 
 
 # --------------------------------------------------------------------------- find_runs
@@ -156,12 +182,14 @@ def test_summary_rows_sorted_and_exact(tmp_path):
     assert v70["backbone"] == "vgg16" and v70["seed"] == "0"
     assert float(v70["freeze_requested"]) == 0.7 and float(v70["frozen_share"]) == 0.68
     assert v70["last_frozen_layer"] == "block4_conv2" and v70["trainable_params"] == "1000"
-    assert float(v70["head_train_accuracy"]) == 0.99
+    assert float(v70["head_train_accuracy_final_model"]) == 0.99
+    assert float(v70["head_train_accuracy_last_epoch"]) == 0.8
     assert float(v70["head_val_loss"]) == 0.2 and float(v70["head_val_accuracy"]) == 0.97
     assert float(v70["head_test_loss"]) == 0.3 and float(v70["head_test_accuracy"]) == 0.96
     assert float(v70["forest_val_accuracy"]) == 0.80 and float(v70["forest_test_accuracy"]) == 0.75
     assert float(v70["head_test_f1"]) == 0.96 and float(v70["forest_test_roc_auc"]) == 0.99
     assert v70["epochs"] == "2" and float(v70["wall_time_s"]) == 12.5 and v70["device"] == "CPU (test)"
+    assert float(v70["train_time_s"]) == 6.25
     assert v70["run_dir"] == "../runs/v70" and v70["error"] == ""
     assert rows[5]["freeze_requested"] == "block3_conv1"
     assert v70["cached_prefix"] == "block4_conv2"
@@ -175,13 +203,26 @@ def test_summary_rows_sorted_and_exact(tmp_path):
         "frozen (asked)",
         "frozen (achieved)",
         "seed",
-        "train acc",
+        "train acc (last epoch)",
+        "train acc (final model)",
         "val loss",
         "val acc",
         "test acc",
         "forest test acc",
     ]
-    assert table[2] == ["v70", "vgg16", "70 %", "68.0 %", "0", "0.9900", "0.2000", "0.9700", "0.9600", "0.7500"]
+    assert table[2] == [
+        "v70",
+        "vgg16",
+        "70 %",
+        "68.0 %",
+        "0",
+        "0.8000",
+        "0.9900",
+        "0.2000",
+        "0.9700",
+        "0.9600",
+        "0.7500",
+    ]
     assert table[6][2] == "through block3_conv1"
     # resnet50 at 30 % ran with two seeds: a means table, one row per setting, in the same order.
     means = md_table(md, "Mean ± std over seeds")
@@ -266,21 +307,28 @@ def test_paired_mcnemar_from_predictions(tmp_path):
     (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
     assert (row["run"], row["classifier_a"], row["classifier_b"], row["split"]) == ("one", "head", "forest", "test")
     assert (row["n"], row["b"], row["c"]) == ("20", "6", "2")
-    # 2 * P(X <= 2 | n=8, p=1/2) = 2 * (1 + 8 + 28) / 256 = 74 / 256
-    assert float(row["p_value"]) == pytest.approx(74 / 256)
+    # z = (c - b) / sqrt(b + c) = -4 / sqrt(8); p = erfc(|z| / sqrt(2)) = erfc(1) = 0.1573
+    assert float(row["z"]) == pytest.approx(-4 / math.sqrt(8))
+    assert float(row["p_value"]) == pytest.approx(math.erfc(1.0))
+    assert float(row["p_holm"]) == float(row["p_value"])  # a family of one
     assert float(row["accuracy_a"]) == 0.8 and float(row["accuracy_b"]) == 0.6
     assert float(row["diff"]) == pytest.approx(-0.2)
-    assert float(row["diff_low"]) <= -0.2 <= float(row["diff_high"])
-    assert row["reading"] == "no significant difference (p=0.29)"
+    assert float(row["diff_low"]) < -0.2 < float(row["diff_high"]) and float(row["diff_high"]) > 0
+    assert (row["test"], row["interval"]) == (
+        "McNemar score test (asymptotic, no continuity correction)",
+        "Tango score interval",
+    )
+    assert row["reading"] == "no significant difference (p=0.16)"
     table = md_table((tmp_path / "rep" / "summary.md").read_text(), "Head vs other classifiers")
-    assert table[1][:6] == ["one", "forest", "20", "6", "2", "0.29"]
-    assert table[1][6].startswith("-0.2000 [")
+    assert table[0][:7] == ["run", "head vs", "n", "b", "c", "p", "Holm p"]
+    assert table[1][:7] == ["one", "forest", "20", "6", "2", "0.16", "0.16"]
+    assert table[1][7] == "-0.2000 [-0.4570, +0.0858]"
 
 
 def test_paired_significant_reading(tmp_path):
     labels = ["a", "b"] * 20
     head = ["a"] * 40  # right on the 20 "a" images only
-    logreg = list(labels)  # right on all 40: b=0, c=20, p = 2 / 2**20
+    logreg = list(labels)  # right on all 40: b=0, c=20, z = sqrt(20)
     run = make_run(
         tmp_path / "r",
         "x",
@@ -291,8 +339,8 @@ def test_paired_significant_reading(tmp_path):
     report.build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
     assert (row["b"], row["c"]) == ("0", "20")
-    assert float(row["p_value"]) == pytest.approx(2 / 2**20)
-    assert row["reading"] == "logreg better, p<0.001"
+    assert float(row["p_value"]) == pytest.approx(math.erfc(math.sqrt(10)))
+    assert row["reading"] == "logreg better, p<0.001, survives Holm (p<0.001)"
 
 
 def test_failed_and_unfinished_rows(tmp_path):
@@ -376,11 +424,12 @@ def test_single_run_without_classifiers_and_stale_files(tmp_path):
     assert (out / "notes.txt").read_text() == "mine\n"  # files of other names are left alone
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
     assert [c for c in header if c.startswith("forest")] == []
-    assert header[-9:] == [
+    assert header[-10:] == [
         "head_test_accuracy",
         "head_test_f1",
         "head_test_roc_auc",
         "epochs",
+        "train_time_s",
         "wall_time_s",
         "cached_prefix",
         "device",
@@ -461,44 +510,298 @@ def test_failed_entry_with_resolved_config(tmp_path):
 def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
     from PIL import Image
 
-    from tlexp.results.plots import plot_accuracy_vs_frozen
+    from tlexp.results.plots import Curve, plot_accuracy_vs_frozen
 
     names = ["vgg16", "resnet50", "densenet121", "mobilenetv2"][:n_backbones]
     clfs = ["head", "forest", "logreg", "svc"][:n_classifiers]
-    points = {
-        b: {
-            c: [(s, 0.9 + 0.01 * k + 0.001 * seed) for k, s in enumerate((0.1, 0.3, 0.5)) for seed in (0, 1)]
-            for c in clfs
-        }
+    curves = [
+        Curve(b, c, [(s, 0.9 + 0.01 * k, 0.89 + 0.01 * k, 0.92 + 0.01 * k) for k, s in enumerate((0.1, 0.3, 0.5))], i)
         for b in names
-    }
-    path = plot_accuracy_vs_frozen(points, tmp_path / "acc.png")
+        for i, c in enumerate(clfs)
+    ]
+    path = plot_accuracy_vs_frozen(curves, tmp_path / "acc.png", note="mean of 2 seeds per point")
     with Image.open(path) as im:
         assert im.size[0] >= size[0] and im.size[1] >= size[1]
     assert [p.name for p in tmp_path.iterdir()] == ["acc.png"]  # no temp file left
 
 
+def capture_figures(monkeypatch) -> list:
+    """The figures of tlexp.results.plots as they are saved, to read back what was drawn."""
+    from tlexp.results import plots
+
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    return figures
+
+
 def test_time_chart_and_empty_input(tmp_path, monkeypatch):
     import numpy as np
 
-    from tlexp.results import plots
-    from tlexp.results.plots import plot_accuracy_vs_frozen, plot_time_vs_frozen
+    from tlexp.results.plots import Curve, plot_accuracy_vs_frozen, plot_time_vs_frozen
 
-    # The figure as it is saved, to read back what was drawn.
-    figures, save = [], plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
-    points = {"vgg16": [(0.36, 10.0), (0.36, 14.0), (0.5, 20.0)], "resnet50": [(0.3, 30.0)]}
-    out = plot_time_vs_frozen(points, tmp_path / "t.png")
+    figures = capture_figures(monkeypatch)
+    curves = [Curve("", "vgg16", [(0.36, 12.0, 10.0, 14.0), (0.5, 20.0, None, None)]), Curve("", "resnet50", [], 1)]
+    curves.append(Curve("", "resnet50", [(0.3, 30.0, None, None)], 1))
+    out = plot_time_vs_frozen(curves, tmp_path / "t.png", note="mean of 2 seeds where several ran")
     assert out == tmp_path / "t.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (ax,) = figures[0].axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vgg16", "resnet50"]
-    assert ax.get_title() == "Wall time per run vs frozen share (mean ± std over seeds)"
+    assert ax.get_title() == "Wall time per run vs frozen share\nmean of 2 seeds where several ran"
     line, _, (bars,) = ax.containers[0]  # vgg16: the means, one error bar per share
     assert line.get_xdata() == pytest.approx([36, 50]) and line.get_ydata() == pytest.approx([12, 20])
-    half = float(np.std([10.0, 14.0], ddof=1))
-    assert np.asarray(bars.get_segments()[0])[:, 1] == pytest.approx([12 - half, 12 + half])
+    assert np.asarray(bars.get_segments()[0])[:, 1] == pytest.approx([10, 14])
+    assert np.asarray(bars.get_segments()[1])[:, 1] == pytest.approx([20, 20])  # no interval: no bar
     assert ax.get_ylim()[0] == 0  # from zero: heights compare as ratios
     with pytest.raises(ValueError, match="at least one"):
-        plot_time_vs_frozen({"vgg16": []}, tmp_path / "x.png")
+        plot_time_vs_frozen([Curve("", "vgg16", [])], tmp_path / "x.png")
     with pytest.raises(ValueError, match="at least one"):
-        plot_accuracy_vs_frozen({"vgg16": {"head": []}}, tmp_path / "x.png")
+        plot_accuracy_vs_frozen([Curve("vgg16", "head", [])], tmp_path / "x.png")
+
+
+# --------------------------------------------------------------------------- valid science
+
+
+def test_both_train_accuracies_are_reported_and_labelled(tmp_path):
+    """The study quotes Keras' running train accuracy of the last epoch; the evaluation pass
+    of the final model over the training set is another number (demo: 0.932 vs 0.959)."""
+    p = tmp_path / "runs"
+    dirs = [make_run(p, f"v30s{s}", seed=s, head=(0.959, 0.9, 0.9), last_epoch=0.932 - 0.01 * s) for s in (0, 1)]
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+
+    first = csv_rows(out / "summary.csv")[0]
+    assert float(first["head_train_accuracy_last_epoch"]) == 0.932
+    assert float(first["head_train_accuracy_final_model"]) == 0.959
+    (setting,) = csv_rows(out / "summary_by_setting.csv")
+    assert float(setting["head_train_accuracy_last_epoch_mean"]) == pytest.approx(0.927)
+    assert float(setting["head_train_accuracy_final_model_mean"]) == pytest.approx(0.959)
+
+    md = (out / "summary.md").read_text()
+    results = md_table(md, "Results")
+    row = dict(zip(results[0], results[1], strict=True))
+    assert (row["train acc (last epoch)"], row["train acc (final model)"]) == ("0.9320", "0.9590")
+    means = md_table(md, "Mean ± std over seeds")
+    row = dict(zip(means[0], means[1], strict=True))
+    assert row["train acc (last epoch)"] == "0.9270 ± 0.0071" and row["train acc (final model)"] == "0.9590 ± 0.0000"
+    assert "Keras' running mean over the last training epoch" in section(md, "Results")
+    assert "one pass of the finished model over the training images" in section(md, "Results")
+    html = (out / "report.html").read_text()
+    assert html.count(">train acc (last epoch)</th>") == 2 and html.count(">train acc (final model)</th>") == 2
+
+
+@pytest.mark.parametrize(
+    "key, default, other",
+    [("data.image_size", 32, 64), ("train.epochs", 2, 5), ("train.learning_rate", 0.001, 0.1)],
+)
+def test_charts_never_pool_different_settings(tmp_path, monkeypatch, key, default, other):
+    """Two runs that differ in one key are two lines, labelled with what differs, never one mean."""
+    figures = capture_figures(monkeypatch)
+    p = tmp_path / "runs"
+    dirs = [make_run(p, f"v30s{s}", seed=s, head=(1, 1, acc), others={}) for s, acc in ((0, 0.8), (1, 0.9))]
+    dirs.append(make_run(p, "v30x", head=(1, 1, 0.4), others={}, config={key: other}, wall=50.0))
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+
+    acc, time = figures
+    lines = {c.get_label(): c.lines[0].get_ydata().tolist() for c in acc.axes[0].containers}
+    assert lines == {f"head, {key}={default}": [pytest.approx(0.85)], f"head, {key}={other}": [pytest.approx(0.4)]}
+    legend = [t.get_text() for t in acc.legends[0].get_texts()]
+    assert sorted(legend) == sorted(lines)
+    times = {c.get_label(): c.lines[0].get_ydata().tolist() for c in time.axes[0].containers}
+    assert times == {f"vgg16, {key}={default}": [10.0], f"vgg16, {key}={other}": [50.0]}
+    # The title says how many seeds each point is, and what the bars are; the caption says the same.
+    note = (
+        "mean of 2 seeds where several ran (bars: lowest to highest seed); one seed elsewhere "
+        "(bars: 95 % Wilson interval of the test accuracy (n = 20 test images))"
+    )
+    assert acc._suptitle.get_text().replace("\n", " ") == f"Test accuracy vs frozen share {note}"
+    html = (out / "report.html").read_text()
+    assert f"one line per classifier and setting; {note}.</figcaption>" in html
+
+
+def test_accuracy_points_carry_their_intervals(tmp_path, monkeypatch):
+    """One seed: the 95 % Wilson interval of the test accuracy (k of n test images);
+    several seeds: the mean, with a bar from the lowest to the highest seed."""
+    figures = capture_figures(monkeypatch)
+    p = tmp_path / "runs"
+    dirs = [make_run(p, "v10", freeze=0.1, share=0.1, head=(1, 1, 0.85), others={}, n_test=200)]
+    dirs += [
+        make_run(p, f"v50s{s}", freeze=0.5, share=0.5, seed=s, head=(1, 1, acc), others={}, n_test=200)
+        for s, acc in ((0, 0.80), (1, 0.86), (2, 0.90))
+    ]
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+
+    (container,) = figures[0].axes[0].containers
+    line, _, (bars,) = container
+    assert line.get_xdata() == pytest.approx([10, 50]) and line.get_ydata() == pytest.approx([0.85, 2.56 / 3])
+    single, several = (np.asarray(seg)[:, 1] for seg in bars.get_segments())
+    # Wilson: the p with |170 - 200 p| = z sqrt(200 p (1 - p)); 0.7939 and 0.8929.
+    z = 1.959963984540054
+    for bound in single:
+        assert abs(170 - 200 * bound) == pytest.approx(z * math.sqrt(200 * bound * (1 - bound)))
+    assert single == pytest.approx([0.7939, 0.8929], abs=5e-5)
+    assert several == pytest.approx([0.80, 0.90])
+    caption = figures[0]._suptitle.get_text().replace("\n", " ")
+    assert "mean of 3 seeds where several ran (bars: lowest to highest seed)" in caption
+    assert "one seed elsewhere (bars: 95 % Wilson interval of the test accuracy (n = 200 test images))" in caption
+
+
+def test_holm_correction_beside_the_raw_p_values(tmp_path):
+    """Three head-vs-forest tests: p = 0.0047, 0.035, 0.67; Holm: 3 * 0.0047, max(2 * 0.035, .),
+    max(0.67, .). Only the first difference survives; the second was 'significant' alone."""
+    p = tmp_path / "runs"
+    counts = {"f10": (0, 8), "f30": (2, 9), "f70": (10, 12)}  # (b, c) of 200 test images
+    dirs = [
+        make_run(p, name, freeze=int(name[1:]) / 100, predictions=from_counts(200, 150, b, c))
+        for name, (b, c) in counts.items()
+    ]
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+
+    # McNemar's score test: z = (c - b) / sqrt(b + c), p = erfc(|z| / sqrt(2)).
+    raw = {name: math.erfc(abs(c - b) / math.sqrt(2 * (b + c))) for name, (b, c) in counts.items()}
+    assert [round(v, 4) for v in raw.values()] == [0.0047, 0.0348, 0.6698]
+    holm = {"f10": 3 * raw["f10"], "f30": 2 * raw["f30"], "f70": raw["f70"]}
+    rows = {r["run"]: r for r in csv_rows(out / "paired.csv")}
+    for name in counts:
+        assert float(rows[name]["p_value"]) == pytest.approx(raw[name])
+        assert float(rows[name]["p_holm"]) == pytest.approx(holm[name])
+    assert rows["f10"]["reading"] == "forest better, p=0.0047, survives Holm (p=0.014)"
+    assert rows["f30"]["reading"] == "forest ahead at p=0.035, but not after Holm's correction (p=0.07)"
+    assert rows["f70"]["reading"] == "no significant difference (p=0.67)"
+
+    md = (out / "summary.md").read_text()
+    table = md_table(md, "Head vs other classifiers")
+    assert [(r[0], r[5], r[6]) for r in table[1:]] == [("f10", "0.0047", "0.014"), ("f30", "0.035", "0.07")] + [
+        ("f70", "0.67", "0.67")
+    ]
+    assert "1 of 3 difference(s) survive it: f10 forest better." in section(md, "Head vs other classifiers")
+    assert (
+        "- head vs forest: 1 of 3 difference(s) survive Holm's correction: forest better in f10 "
+        "(Δ = +0.0400 [+0.0204, +0.0769], Holm p = 0.014). In the other 2 run(s), the data cannot separate "
+        "them at this level (f30 had p < 0.05 before the correction)."
+    ) in section(md, "The answer")
+
+
+def test_paired_interval_agrees_with_its_test(tmp_path):
+    """n = 200, b = 0, c = 5: an exact McNemar p of 0.0625 sat beside a bootstrap interval
+    that excluded 0. Now p < 0.05 exactly when the interval excludes 0, and the report says
+    which test and which interval it uses."""
+    run = make_run(tmp_path / "runs", "x", predictions=from_counts(200, 180, 0, 5))
+    out = tmp_path / "rep"
+    report.build_report([run], out)
+    (row,) = csv_rows(out / "paired.csv")
+    p, low, high = float(row["p_value"]), float(row["diff_low"]), float(row["diff_high"])
+    assert (p < 0.05) == (low > 0 or high < 0)
+    assert round(p, 4) == 0.0253 and (round(low, 4), round(high, 4)) == (0.0057, 0.0572)
+    assert (row["test"], row["interval"]) == (
+        "McNemar score test (asymptotic, no continuity correction)",
+        "Tango score interval",
+    )
+    intro = section((out / "summary.md").read_text(), "Head vs other classifiers")
+    assert "p: McNemar's score test, z = (c − b) / √(b + c) (asymptotic, no continuity correction)." in intro
+    assert "Tango's 95 % score interval, which inverts the same statistic: p < 0.05 exactly when" in intro
+
+
+# The study's answer, for a sweep of three backbones (one seed, 200 test images each):
+# (backbone, freeze, achieved share, images both right, head only, forest only).
+ANSWER_SWEEP = [
+    ("vgg16", 0.1, 0.12, 180, 8, 2),
+    ("vgg16", 0.3, 0.36, 178, 8, 6),
+    ("vgg16", 0.7, 0.68, 170, 4, 14),
+    ("resnet50", 0.3, 0.31, 160, 20, 5),
+    ("resnet50", 0.7, 0.70, 150, 10, 12),
+    ("densenet121", 0.5, 0.52, 170, 6, 6),
+]
+
+
+def answer_sweep(root: Path) -> list[Path]:
+    return [
+        make_run(
+            root,
+            f"{backbone}_f{round(100 * freeze)}_s0",
+            backbone=backbone,
+            freeze=freeze,
+            share=share,
+            head=(0.99, 0.95, (both + head_only) / 200),
+            others={"forest": (1.0, 0.9, (both + forest_only) / 200)},
+            predictions=from_counts(200, both, head_only, forest_only),
+            train_s=120 * (1 - freeze) + 30,
+            wall=150.0,
+        )
+        for backbone, freeze, share, both, head_only, forest_only in ANSWER_SWEEP
+    ]
+
+
+def test_the_answer_comes_first(tmp_path):
+    out = tmp_path / "rep"
+    report.build_report(answer_sweep(tmp_path / "runs"), out)
+    md = (out / "summary.md").read_text()
+    assert [ln[3:] for ln in md.splitlines() if ln.startswith("## ")] == [
+        "The answer",
+        "Results",
+        "Head vs other classifiers",
+    ]
+    lines = section(md, "The answer").splitlines()
+    assert lines[2:5] == [
+        "Best setting per classifier (test accuracy):",
+        "- head: vgg16, 10 % frozen, 0.9400 [0.8981, 0.9653] (1 seed, 95 % Wilson interval over 200 test "
+        "images); the runner-up, vgg16, 30 % frozen (0.9300), lies within this interval: the data cannot "
+        "separate them.",
+        "- forest: vgg16, 30 % frozen, 0.9200 [0.8740, 0.9502] (1 seed, 95 % Wilson interval over 200 test "
+        "images); the runner-up, vgg16, 70 % frozen (0.9200), lies within this interval: the data cannot "
+        "separate them.",
+    ]
+    assert lines[6:10] == [
+        "Best freeze share per backbone (head test accuracy):",
+        "- vgg16: 10 % frozen did best, 0.9400 [0.8981, 0.9653] (1 seed, 95 % Wilson interval over 200 test "
+        "images); its lead over 30 % frozen (0.9300) is 0.0100, within its interval: the data cannot separate them.",
+        "- resnet50: 30 % frozen did best, 0.9000 [0.8506, 0.9343] (1 seed, 95 % Wilson interval over 200 test "
+        "images); its lead over 70 % frozen (0.8000) is 0.1000, beyond its interval, which reaches down to 0.8506.",
+        "- densenet121: only 50 % frozen was run, 0.8800 [0.8277, 0.9180]: nothing to compare.",
+    ]
+    assert lines[11:13] == [
+        "Head vs the other classifiers, same test images (McNemar's score test, Holm's correction over all 6 "
+        "comparison(s) of this report, α = 0.05):",
+        "- head vs forest: 1 of 6 difference(s) survive Holm's correction: head better in resnet50_f30_s0 "
+        "(Δ = -0.0750 [-0.1282, -0.0282], Holm p = 0.016). In the other 5 run(s), the data cannot separate "
+        "them at this level (vgg16_f70_s0 had p < 0.05 before the correction).",
+    ]
+    # 0.94 test accuracy after 138 s (2.30 min) of training: 0.41 per minute.
+    assert lines[14:] == [
+        "Accuracy per minute of training (head test accuracy / minutes of the train phase, means over seeds; "
+        "higher is cheaper):",
+        "- vgg16: 10 % frozen: 0.9400 in 2.30 min = 0.41/min; 30 % frozen: 0.9300 in 1.90 min = 0.49/min; "
+        "70 % frozen: 0.8700 in 1.10 min = 0.79/min",
+        "- resnet50: 30 % frozen: 0.9000 in 1.90 min = 0.47/min; 70 % frozen: 0.8000 in 1.10 min = 0.73/min",
+        "- densenet121: 50 % frozen: 0.8800 in 1.50 min = 0.59/min",
+    ]
+    html = (out / "report.html").read_text()
+    first = html.index("<h2>")
+    assert html[first:].startswith("<h2>The answer</h2>")
+    assert "<li>head vs forest: 1 of 6 difference(s) survive Holm&#x27;s correction" in html
+
+
+def test_the_answer_without_finished_runs(tmp_path):
+    out = tmp_path / "rep"
+    report.build_report([], out, failed=[{"name": "x", "error": "boom", "overrides": {}}])
+    assert section((out / "summary.md").read_text(), "The answer") == "No finished runs: nothing to answer yet."
+
+
+def test_readme_states_the_statistics():
+    """The README's statistics section names the test, the intervals and the correction, with references."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split("### Statistics\n", 1)[1].split("\n## ", 1)[0].split())  # lines unwrapped
+    for needed in (
+        "McNemar",
+        "Tango",
+        "Tango, T. (1998)",
+        "Wilson, E. B. (1927)",
+        "Holm, S. (1979)",
+        "Fagerland",
+        "p < 0.05 exactly when the 95 % interval excludes 0",
+        "lowest to the highest seed",
+        "-0.1240 to -0.0054",
+    ):
+        assert needed in text, needed

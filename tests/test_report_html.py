@@ -87,6 +87,17 @@ def test_html_is_self_contained(built):
     assert text.count("<details>") == 5  # four run configs and the failed run's overrides
 
 
+def test_answer_first_then_tables_and_charts(built):
+    _, written = built
+    text = written["report.html"].read_text()
+    headings = re.findall(r"<h2>([^<]*)</h2>", text)
+    assert headings[:4] == ["The answer", "Results", "Mean ± std over seeds", "Charts"]
+    answer = text.split("<h2>The answer</h2>", 1)[1].split("<h2>", 1)[0]
+    assert answer.count("<ul") == 4 and "<li>head: vgg16, " in answer  # the Markdown lists, as HTML lists
+    # Two settings of two seeds each: the caption says so, and what the bars are.
+    assert "mean of 2 seeds per point; bars: lowest to highest seed.</figcaption>" in text
+
+
 def test_screenshot_renders(built, tmp_path):
     _, written = built
     shot = tmp_path / "shot.png"

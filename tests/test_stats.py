@@ -1,4 +1,5 @@
-"""Tests for tlexp.results.stats: McNemar's exact test and the paired bootstrap, on known inputs."""
+"""Tests for tlexp.results.stats: published worked examples, independent derivations, and
+an exhaustive check that the paired test and its interval never contradict each other."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from tlexp.results.stats import bootstrap_ci, mcnemar
+from tlexp.results import stats
+
+Z95 = 1.959963984540054
 
 
 def paired(both: int, a_only: int, b_only: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -17,41 +20,146 @@ def paired(both: int, a_only: int, b_only: int, neither: int) -> tuple[np.ndarra
     return a, b
 
 
+# --------------------------------------------------------------------------- McNemar's score test
+
+
 def test_mcnemar_known_counts():
     a, b = paired(both=80, a_only=10, b_only=2, neither=8)
-    r = mcnemar(a, b)
+    r = stats.mcnemar(a, b)
     assert (r["n"], r["b"], r["c"]) == (100, 10, 2)
-    # By hand: P(X <= 2 | n=12, p=1/2) = (C(12,0) + C(12,1) + C(12,2)) / 2**12
-    #        = (1 + 12 + 66) / 4096 = 79 / 4096 = 0.0192871...; two-sided: 158 / 4096 = 0.0385742...
-    assert r["p_value"] == pytest.approx(158 / 4096, rel=1e-12)
-    assert round(r["p_value"], 4) == 0.0386
+    # By hand: z = (c - b) / sqrt(b + c) = -8 / sqrt(12); two-sided p = erfc(|z| / sqrt(2)).
+    assert r["z"] == pytest.approx(-8 / math.sqrt(12), rel=1e-12)
+    assert r["p_value"] == pytest.approx(math.erfc(8 / math.sqrt(24)), rel=1e-12)
+    assert round(r["p_value"], 4) == 0.0209
     assert r["accuracy_a"] == pytest.approx(0.90) and r["accuracy_b"] == pytest.approx(0.82)
+    assert r["diff"] == pytest.approx(-0.08)
+    assert r["diff_low"] < -0.08 < r["diff_high"] < 0  # p < 0.05: the interval excludes 0
+    assert (r["test"], r["interval"]) == (
+        "McNemar score test (asymptotic, no continuity correction)",
+        "Tango score interval",
+    )
+
+
+def test_published_example_cavo_2012():
+    """Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables (2017), ch. 8,
+    complete response before/after consolidation therapy (Cavo et al. 2012): the table
+    [[59, 6], [16, 80]], n = 161. Published (and in the R package contingencytables, its
+    test-ch8.R): Tango asymptotic score CI of the difference -0.0621 (95 % CI -0.1240 to
+    -0.0054); McNemar asymptotic test P = 0.033006, Z = -2.132. Their difference is
+    n12 - n21 = 6 - 16, i.e. our c = 6 (only B right), b = 16 (only A right)."""
+    r = stats.mcnemar_counts(16, 6, 161)
+    assert round(r["diff"], 4) == -0.0621
+    assert (round(r["diff_low"], 4), round(r["diff_high"], 4)) == (-0.1240, -0.0054)
+    assert round(r["z"], 3) == -2.132
+    assert round(r["p_value"], 6) == 0.033006
+
+
+def test_published_example_all_discordant_one_way():
+    """contingencytables' test-ch8.R: the table [[0, 3], [0, 0]] (three pairs, all "only
+    the first right") has Tango CI 1.0000 (-0.1230 to 1.0000); mirrored, -1 (-1 to 0.1230)."""
+    assert tuple(round(x, 4) for x in stats.tango_interval(0, 3, 3)) == (-0.1230, 1.0)
+    assert tuple(round(x, 4) for x in stats.tango_interval(3, 0, 3)) == (-1.0, 0.1230)
+
+
+def _score_statistic(d: float, b: int, c: int, n: int) -> float:
+    """Tango's score statistic derived here independently: the restricted maximum
+    likelihood of the multinomial (p_c - p_b = d) found numerically, not by Tango's
+    closed form, and Var(c - b) = n (p_b + p_c - d^2)."""
+    from scipy.optimize import minimize_scalar
+
+    rest = n - b - c
+
+    def nll(pb: float) -> float:
+        pc = pb + d
+        return -(b * math.log(pb) + c * math.log(pc) + rest * math.log(max(1 - pb - pc, 1e-300)))
+
+    lo, hi = max(0.0, -d) + 1e-12, (1 - d) / 2 - 1e-12
+    pb = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-13}).x
+    return (c - b - n * d) / math.sqrt(n * (2 * pb + d - d * d))
+
+
+@pytest.mark.parametrize("b, c, n", [(16, 6, 161), (0, 5, 200), (7, 1, 21), (12, 30, 500), (3, 3, 40)])
+def test_tango_bounds_solve_the_score_equation(b, c, n):
+    low, high = stats.tango_interval(b, c, n)
+    assert _score_statistic(low, b, c, n) == pytest.approx(Z95, abs=1e-5)
+    assert _score_statistic(high, b, c, n) == pytest.approx(-Z95, abs=1e-5)
+    # At d = 0 the statistic is McNemar's.
+    assert stats.mcnemar_counts(b, c, n)["z"] == pytest.approx((c - b) / math.sqrt(b + c))
+
+
+def test_the_briefs_contradiction_is_gone():
+    """n = 200, b = 0, c = 5: the exact test (p = 0.0625) beside a bootstrap interval that
+    excluded 0 contradicted each other. Now test and interval come from one statistic."""
+    r = stats.mcnemar_counts(0, 5, 200)
+    assert r["z"] == pytest.approx(math.sqrt(5))
+    assert r["p_value"] == pytest.approx(math.erfc(math.sqrt(5) / math.sqrt(2)))
+    assert round(r["p_value"], 4) == 0.0253
+    assert (round(r["diff_low"], 4), round(r["diff_high"], 4)) == (0.0057, 0.0572)
+
+
+@pytest.mark.parametrize("n", [20, 50, 200, 1000])
+def test_test_and_interval_agree_on_every_small_table(n):
+    """p < 0.05 exactly when the 95 % interval excludes 0, for every b, c with b + c <= 40."""
+    disagree = []
+    for b in range(41):
+        for c in range(41 - b):
+            if b + c > n:
+                continue
+            r = stats.mcnemar_counts(b, c, n)
+            excludes_zero = r["diff_low"] > 0 or r["diff_high"] < 0
+            if (r["p_value"] < 0.05) != excludes_zero:
+                disagree.append((b, c, r["p_value"], r["diff_low"], r["diff_high"]))
+            assert r["diff_low"] <= r["diff"] <= r["diff_high"]
+            assert -1 <= r["diff_low"] and r["diff_high"] <= 1
+    assert disagree == []
+
+
+def test_tango_coverage_at_small_n():
+    """Exact coverage (all tables enumerated) of the 95 % interval at n = 30 over a grid of
+    true (p_b, p_c): close to 95 %, never far below. The Wald interval, for contrast,
+    covers as little as 74 % here."""
+    from scipy.stats import multinomial
+
+    n = 30
+    tables = [(b, c) for b in range(n + 1) for c in range(n + 1 - b)]
+    intervals = np.array([stats.tango_interval(b, c, n) for b, c in tables])
+    counts = [[b, c, n - b - c] for b, c in tables]
+    coverage = []
+    for pb in np.linspace(0.01, 0.3, 12):
+        for pc in np.linspace(0.01, 0.3, 12):
+            prob = multinomial.pmf(counts, n, [pb, pc, 1 - pb - pc])
+            inside = (intervals[:, 0] <= pc - pb) & (pc - pb <= intervals[:, 1])
+            coverage.append(prob[inside].sum())
+    assert min(coverage) > 0.93
+    assert 0.945 < np.mean(coverage) < 0.965
+
+
+def test_no_discordant_items():
+    a = np.array([True, False, True, True])
+    r = stats.mcnemar(a, a.copy())
+    assert (r["b"], r["c"], r["p_value"], r["diff"]) == (0, 0, 1.0, 0.0)
+    # Not a zero-width interval: T(d) = -sign(d) sqrt(n |d| / (1 - |d|)) = +-z at |d| = z^2 / (n + z^2).
+    half = Z95**2 / (4 + Z95**2)
+    assert (r["diff_low"], r["diff_high"]) == pytest.approx((-half, half))
 
 
 def test_mcnemar_is_symmetric():
     a, b = paired(50, 10, 2, 5)
-    ab, ba = mcnemar(a, b), mcnemar(b, a)
+    ab, ba = stats.mcnemar(a, b), stats.mcnemar(b, a)
     assert (ab["b"], ab["c"]) == (ba["c"], ba["b"])
     assert ab["p_value"] == ba["p_value"]
-
-
-def test_mcnemar_identical_classifiers_p_is_one():
-    a = np.array([True, False, True, True])
-    r = mcnemar(a, a.copy())
-    assert (r["b"], r["c"], r["p_value"]) == (0, 0, 1.0)
-
-
-def test_mcnemar_balanced_disagreement_capped_at_one():
-    # b == c: 2 * P(X <= 3 | n=6) = 2 * 42/64 > 1, so p is capped at 1.
-    a, b = paired(10, 3, 3, 0)
-    assert mcnemar(a, b)["p_value"] == 1.0
+    assert (ab["diff_low"], ab["diff_high"]) == pytest.approx((-ba["diff_high"], -ba["diff_low"]))
 
 
 def test_mcnemar_accepts_zero_one_ints():
     a, b = paired(5, 4, 0, 1)
-    assert mcnemar(a.astype(int), b.astype(int)) == mcnemar(a, b)
-    # 2 * P(X <= 0 | n=4) = 2 / 16
-    assert mcnemar(a, b)["p_value"] == pytest.approx(0.125)
+    assert stats.mcnemar(a.astype(int), b.astype(int)) == stats.mcnemar(a, b)
+
+
+def test_level_widens_interval():
+    narrow, wide = stats.mcnemar_counts(3, 9, 100, level=0.5), stats.mcnemar_counts(3, 9, 100, level=0.99)
+    assert wide["diff_high"] - wide["diff_low"] > narrow["diff_high"] - narrow["diff_low"]
+    assert narrow["p_value"] == wide["p_value"]
 
 
 @pytest.mark.parametrize(
@@ -65,68 +173,68 @@ def test_mcnemar_accepts_zero_one_ints():
 )
 def test_mcnemar_rejects_bad_input(a, b, match):
     with pytest.raises(ValueError, match=match):
-        mcnemar(a, b)
-
-
-def test_bootstrap_contains_point_estimates():
-    a, b = paired(150, 12, 30, 8)
-    r = bootstrap_ci(a, b)
-    assert (r["n"], r["n_boot"], r["level"]) == (200, 2000, 0.95)
-    assert r["a"]["estimate"] == pytest.approx(162 / 200)
-    assert r["b"]["estimate"] == pytest.approx(180 / 200)
-    assert r["diff"]["estimate"] == pytest.approx((180 - 162) / 200)
-    for key in ("a", "b", "diff"):
-        assert r[key]["low"] <= r[key]["estimate"] <= r[key]["high"]
-    # The paired difference: 18 more right of 200, clearly positive with 42 discordant items.
-    assert r["diff"]["low"] > 0
-
-
-def test_bootstrap_matches_normal_approximation():
-    # For a proportion of 0.8 on n=400 the 95 % interval is about +-1.96*sqrt(.8*.2/400) = +-0.0392.
-    a = np.array([True] * 320 + [False] * 80)
-    r = bootstrap_ci(a, n_boot=20_000)
-    half = 1.96 * math.sqrt(0.8 * 0.2 / 400)
-    assert r["a"]["low"] == pytest.approx(0.8 - half, abs=0.006)
-    assert r["a"]["high"] == pytest.approx(0.8 + half, abs=0.006)
-    assert "b" not in r and "diff" not in r
-
-
-def test_bootstrap_width_shrinks_with_n():
-    widths = []
-    for n in (50, 500, 5000):
-        a = np.arange(n) % 10 != 0  # 90 % right
-        ci = bootstrap_ci(a)["a"]
-        widths.append(ci["high"] - ci["low"])
-    assert widths[0] > widths[1] > widths[2] > 0
-
-
-def test_bootstrap_is_deterministic_with_seed():
-    a, b = paired(60, 7, 9, 4)
-    assert bootstrap_ci(a, b, seed=3) == bootstrap_ci(a, b, seed=3)
-    assert bootstrap_ci(a, b, seed=3) != bootstrap_ci(a, b, seed=4)
-
-
-def test_bootstrap_identical_classifiers_zero_difference():
-    a = np.array([True] * 30 + [False] * 10)
-    r = bootstrap_ci(a, a.copy())
-    assert r["diff"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
-
-
-def test_bootstrap_level_widens_interval():
-    a = np.arange(300) % 4 != 0
-    narrow, wide = bootstrap_ci(a, level=0.5)["a"], bootstrap_ci(a, level=0.99)["a"]
-    assert wide["high"] - wide["low"] > narrow["high"] - narrow["low"]
-
-
-def test_bootstrap_many_replicates_in_chunks():
-    a, b = paired(40, 5, 5, 0)
-    r = bootstrap_ci(a, b, n_boot=250_000)  # more than one chunk; still fast (counts, not indices)
-    assert r["diff"]["low"] < 0 < r["diff"]["high"]
+        stats.mcnemar(a, b)
 
 
 @pytest.mark.parametrize(
-    "kwargs, match", [({"n_boot": 0}, "n_boot"), ({"level": 1.0}, "level"), ({"level": 0}, "level")]
+    "args, kwargs, match",
+    [
+        ((5, 6, 10), {}, r"b \+ c <= n"),
+        ((-1, 2, 10), {}, "b, c >= 0"),
+        ((1, 2, 10), {"level": 1.0}, r"'level' parameter must be a float in the range \(0, 1\). Got 1.0"),
+    ],
 )
-def test_bootstrap_rejects_bad_parameters(kwargs, match):
+def test_mcnemar_counts_rejects_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        bootstrap_ci([True, False], **kwargs)
+        stats.mcnemar_counts(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- Wilson
+
+
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    # The worked examples of Newcombe (1998), Two-sided confidence intervals for the single
+    # proportion, Statistics in Medicine 17, 857-872: the score method without continuity correction.
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_published_examples(k, n, low, high):
+    assert tuple(round(x, 4) for x in stats.wilson_interval(k, n)) == (low, high)
+
+
+@pytest.mark.parametrize("k, n", [(170, 200), (0, 20), (20, 20), (7, 9)])
+def test_wilson_bounds_solve_the_score_equation(k, n):
+    """Each bound p solves |k - n p| = z sqrt(n p (1 - p)) (or is 0 or 1 at k = 0 or n)."""
+    for p in stats.wilson_interval(k, n):
+        if 0 < p < 1:
+            assert abs(k - n * p) == pytest.approx(Z95 * math.sqrt(n * p * (1 - p)), rel=1e-9)
+    assert stats.wilson_interval(0, 20)[0] == 0.0 and stats.wilson_interval(20, 20)[1] == 1.0
+
+
+@pytest.mark.parametrize("k, n", [(3, 2), (-1, 5), (1, 0), (0.5, 4)])
+def test_wilson_rejects_bad_counts(k, n):
+    with pytest.raises(ValueError, match="integers 0 <= k <= n"):
+        stats.wilson_interval(k, n)
+
+
+# --------------------------------------------------------------------------- Holm
+
+
+def test_holm_known_values():
+    # Sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 -> max(0.06, 0.04) = 0.06.
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert stats.holm([0.02]) == [0.02] and stats.holm([]) == []
+
+
+def test_holm_rejects_what_bonferroni_rejects_and_more():
+    p = [0.01, 0.012, 0.014, 0.3]
+    bonferroni = [min(1.0, 4 * x) for x in p]
+    assert sum(x < 0.05 for x in bonferroni) == 2
+    assert sum(x < 0.05 for x in stats.holm(p)) == 3  # 0.014 * 2 = 0.028
+
+
+@pytest.mark.parametrize("bad", [[0.1, 1.5], [-0.1], [float("nan")]])
+def test_holm_rejects_bad_p_values(bad):
+    with pytest.raises(ValueError, match=r"p-values must be numbers in \[0, 1\]"):
+        stats.holm(bad)

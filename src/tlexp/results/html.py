@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tlexp.results.summary import _relative, _Run
+from tlexp.results.tables import _no_break
 
 # --------------------------------------------------------------------------- HTML
 
@@ -35,6 +36,17 @@ _SCRIPT = """window.addEventListener("load", function () {
 });"""
 
 
+def _paragraph(text: str) -> str:
+    """A paragraph of a section's text: its lines starting with "- " become a list (as in Markdown)."""
+    lines = text.split("\n")
+    prose = " ".join(line for line in lines if not line.startswith("- "))
+    items = [line[2:] for line in lines if line.startswith("- ")]
+    out = f'<p class="intro">{_no_break(html.escape(prose))}</p>' if prose else ""
+    if items:
+        out += '<ul class="intro">' + "".join(f"<li>{_no_break(html.escape(i))}</li>" for i in items) + "</ul>"
+    return out
+
+
 def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, items: Sequence[_Run]) -> str:
     e = html.escape
     parts = [f"<h1>{e(title)}</h1>", f'<p class="meta">Generated {e(stamp)}. {e(counts)}</p>']
@@ -43,7 +55,7 @@ def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, ite
     charts_after = "Mean ± std over seeds" if any(h == "Mean ± std over seeds" for h, *_ in sections) else "Results"
     for heading, intro, table in sections:
         parts.append(f"<h2>{e(heading)}</h2>")
-        parts += [f'<p class="intro">{e(p)}</p>' for p in intro.split("\n\n") if p]
+        parts += [_paragraph(p) for p in intro.split("\n\n") if p]
         if table:
             parts.append(table.html())
         if figures and heading == charts_after:

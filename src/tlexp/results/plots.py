@@ -10,7 +10,9 @@ atomically through :func:`tlexp.files.atomic_path`.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,61 +251,80 @@ _MIN_ACCURACY_SPAN = 0.02  # smallest y range of accuracy charts: 2 percentage p
 # Line styles per classifier, in order (head first): marker and dash differ as well as
 # colour, so lines stay apart in greyscale and where they overlap.
 _CLASSIFIER_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--")]
+# Settings that differ in more than backbone and freeze (another learning rate, image
+# size, ...) keep their classifier's colour and marker and get a dash of their own.
+_VARIANT_DASHES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of a sweep chart: a classifier (or backbone) in one setting, over frozen shares.
+
+    Attributes:
+        panel: The panel it is drawn in (the backbone of the accuracy chart; ignored by
+            the time chart, which has one).
+        label: Its legend entry, saying what tells it from the other lines, e.g.
+            ``"head, train.learning_rate=0.1"``.
+        points: ``(frozen_share, value, low, high)`` per frozen share, share in [0, 1];
+            ``low``/``high`` the interval drawn as an error bar, or None for none.
+        colour: Index of its colour, marker and dash (the classifier's, or the backbone's).
+        variant: Index of its setting variant when settings differ in more than backbone
+            and freeze: its dash pattern then (0 = solid) replaces the colour's dash.
+    """
+
+    panel: str
+    label: str
+    points: Sequence[tuple[float, float, float | None, float | None]]
+    colour: int = 0
+    variant: int | None = None
 
 
 def plot_accuracy_vs_frozen(
-    points: dict[str, dict[str, Sequence[tuple[float, float]]]], path: str | os.PathLike
+    curves: Sequence[Curve],
+    path: str | os.PathLike,
+    *,
+    title: str = "Test accuracy vs frozen share",
+    note: str = "",
 ) -> Path:
     """Plot test accuracy against the achieved frozen share, one panel per backbone.
 
-    Runs at the same frozen share (different seeds) are drawn as their mean with an
-    error bar of one sample standard deviation; a single run is a plain point. Within
-    a panel, classifiers at the same share are offset sideways by a hair so that
-    their error bars do not hide each other.
+    Each curve is one setting's classifier; the caller has already aggregated over
+    seeds (never over settings) and chosen each point's interval, which is drawn as an
+    error bar. Within a panel, curves at the same share are offset sideways by a hair
+    so that their error bars do not hide each other.
 
     Args:
-        points: Backbone -> classifier -> ``(frozen_share, accuracy)`` per run, share
-            in [0, 1], e.g. ``{"vgg16": {"head": [(0.36, 0.97), (0.36, 0.98)],
-            "forest": [...]}}``. Panels and lines follow the dict order.
+        curves: The lines, e.g. ``Curve("vgg16", "head", [(0.36, 0.97, 0.95, 0.98)])``.
+            Panels follow the order in which curves name them.
         path: Where to write the PNG.
+        title: First line of the figure title.
+        note: Second line of the title: what the points and bars are (and over how
+            many seeds), e.g. ``"one seed per point; bars: 95 % Wilson interval"``.
 
     Returns:
         ``path`` as a Path.
 
     Raises:
-        ValueError: If ``points`` holds no point at all.
+        ValueError: If no curve holds a point.
     """
     from matplotlib.figure import Figure
 
-    if not any(pairs for lines in points.values() for pairs in lines.values()):
-        raise ValueError("points must hold at least one (frozen_share, accuracy) pair. Got none instead.")
-    classifiers = list(dict.fromkeys(c for lines in points.values() for c in lines))
-    n = len(points)
+    curves = [c for c in curves if c.points]
+    if not curves:
+        raise ValueError("curves must hold at least one (frozen_share, accuracy) point. Got none instead.")
+    panels = list(dict.fromkeys(c.panel for c in curves))
+    n = len(panels)
     ncols = 2 if n == 4 else min(n, 3)
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(4.6 * ncols + 0.6, 3.9 * nrows + 0.7), layout="constrained")
+    fig = Figure(figsize=(4.6 * ncols + 0.6, 3.9 * nrows + 1.0), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
-    low, high, span = _x_limits([x for lines in points.values() for pairs in lines.values() for x, _ in pairs])
-    for ax, (backbone, lines) in zip(axes, points.items(), strict=False):
-        for i, clf in enumerate(classifiers):
-            if not lines.get(clf):
-                continue
-            x, mean, std = _mean_std_by_x(lines[clf])
-            offset = (i - (len(classifiers) - 1) / 2) * 0.012 * span
-            marker, dash = _CLASSIFIER_STYLES[i % len(_CLASSIFIER_STYLES)]
-            ax.errorbar(
-                100 * x + offset,
-                mean,
-                yerr=std if np.any(std > 0) else None,
-                color=f"C{i}",
-                marker=marker,
-                linestyle=dash,
-                markersize=6,
-                capsize=3,
-                linewidth=1.6,
-                label=clf,
-            )
-        ax.set_title(backbone)
+    low, high, span = _x_limits([p[0] for c in curves for p in c.points])
+    for ax, panel in zip(axes, panels, strict=False):
+        here = [c for c in curves if c.panel == panel]
+        for i, curve in enumerate(here):
+            offset = (i - (len(here) - 1) / 2) * 0.012 * span
+            _draw(ax, curve, offset)
+        ax.set_title(panel)
         ax.set_xlim(low, high)  # one range for all panels, so shares line up across backbones
         ax.set_xlabel("frozen share of backbone parameters (%)")
         ax.grid(True, alpha=0.3)
@@ -318,84 +339,83 @@ def plot_accuracy_vs_frozen(
     for row in range(nrows):
         axes[row * ncols].set_ylabel("test accuracy")
         axes[row * ncols].yaxis.set_tick_params(labelleft=True)
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:n]:  # a classifier missing from the first panel still gets a legend entry
+    handles, labels = [], []
+    for ax in axes[:n]:  # a curve missing from the first panel still gets a legend entry
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False)
-    spread = any(len(ys) > 1 for lines in points.values() for pairs in lines.values() for ys in _groups(pairs).values())
-    fig.suptitle("Test accuracy vs frozen share" + (" (mean ± std over seeds)" if spread else ""), fontsize=13)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
+    fig.suptitle(title + (f"\n{textwrap.fill(note, 100)}" if note else ""), fontsize=12)
     return _save(fig, path)
 
 
-def plot_time_vs_frozen(points: dict[str, Sequence[tuple[float, float]]], path: str | os.PathLike) -> Path:
-    """Plot wall time per run against the achieved frozen share, one line per backbone.
-
-    Runs at the same frozen share are drawn as mean ± one sample standard deviation.
+def plot_time_vs_frozen(
+    curves: Sequence[Curve],
+    path: str | os.PathLike,
+    *,
+    title: str = "Wall time per run vs frozen share",
+    note: str = "",
+) -> Path:
+    """Plot wall time per run against the achieved frozen share, one line per backbone and setting.
 
     Args:
-        points: Backbone -> ``(frozen_share, seconds)`` per run, share in [0, 1].
+        curves: One per backbone (and setting variant); ``points`` hold seconds, with
+            the caller's interval (e.g. lowest to highest seed) or None.
         path: Where to write the PNG.
+        title: First line of the title.
+        note: Second line of the title: what the points and bars are.
 
     Returns:
         ``path`` as a Path.
 
     Raises:
-        ValueError: If ``points`` holds no point at all.
+        ValueError: If no curve holds a point.
     """
     from matplotlib.figure import Figure
 
-    if not any(points.values()):
-        raise ValueError("points must hold at least one (frozen_share, seconds) pair. Got none instead.")
-    fig = Figure(figsize=(6.5, 4.4), layout="constrained")
+    curves = [c for c in curves if c.points]
+    if not curves:
+        raise ValueError("curves must hold at least one (frozen_share, seconds) point. Got none instead.")
+    fig = Figure(figsize=(6.5, 4.6), layout="constrained")
     ax = fig.subplots()
-    for i, (backbone, pairs) in enumerate(points.items()):
-        if not pairs:
-            continue
-        x, mean, std = _mean_std_by_x(pairs)
-        marker, dash = _CLASSIFIER_STYLES[i % len(_CLASSIFIER_STYLES)]
-        ax.errorbar(
-            100 * x,
-            mean,
-            yerr=std if np.any(std > 0) else None,
-            color=f"C{i}",
-            marker=marker,
-            linestyle=dash,
-            markersize=6,
-            capsize=3,
-            linewidth=1.6,
-            label=backbone,
-        )
+    for curve in curves:
+        _draw(ax, curve, 0.0)
     # From zero, so the heights compare as ratios (a run twice as long looks twice as high).
     ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.05)
-    low, high, _ = _x_limits([x for pairs in points.values() for x, _ in pairs])
+    low, high, _ = _x_limits([p[0] for c in curves for p in c.points])
     ax.set_xlim(low, high)
     ax.set_xlabel("frozen share of backbone parameters (%)")
     ax.set_ylabel("wall time per run (s)")
-    spread = any(len(ys) > 1 for pairs in points.values() for ys in _groups(pairs).values())
-    ax.set_title("Wall time per run vs frozen share" + (" (mean ± std over seeds)" if spread else ""))
+    ax.set_title(title + (f"\n{textwrap.fill(note, 60)}" if note else ""), fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend()
     return _save(fig, path)
 
 
-def _mean_std_by_x(pairs: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group ``(x, y)`` pairs by x: sorted x, mean y, sample std of y (0 for a single y)."""
-    groups = _groups(pairs)
-    xs = sorted(groups)
-    means = np.array([np.mean(groups[x]) for x in xs])
-    stds = np.array([np.std(groups[x], ddof=1) if len(groups[x]) > 1 else 0.0 for x in xs])
-    return np.array(xs), means, stds
-
-
-def _groups(pairs: Sequence[tuple[float, float]]) -> dict[float, list[float]]:
-    """y values by x; x rounded so that float noise in a share does not split a group."""
-    groups: dict[float, list[float]] = {}
-    for x, y in pairs:
-        groups.setdefault(round(float(x), 9), []).append(float(y))
-    return groups
+def _draw(ax: Axes, curve: Curve, offset: float) -> None:
+    """One curve as a line through its points, with asymmetric error bars where it has intervals."""
+    pts = sorted(curve.points, key=lambda p: p[0])
+    x = np.array([100 * p[0] for p in pts]) + offset
+    y = np.array([p[1] for p in pts], dtype=float)
+    # A point without an interval gets a zero-length bar (nothing drawn).
+    below = np.array([0.0 if p[2] is None else p[1] - p[2] for p in pts])
+    above = np.array([0.0 if p[3] is None else p[3] - p[1] for p in pts])
+    marker, dash = _CLASSIFIER_STYLES[curve.colour % len(_CLASSIFIER_STYLES)]
+    if curve.variant is not None:
+        dash = _VARIANT_DASHES[curve.variant % len(_VARIANT_DASHES)]
+    ax.errorbar(
+        x,
+        y,
+        yerr=np.vstack([below, above]) if np.any(below > 0) or np.any(above > 0) else None,
+        color=f"C{curve.colour % 10}",
+        marker=marker,
+        linestyle=dash,
+        markersize=6,
+        capsize=3,
+        linewidth=1.6,
+        label=curve.label,
+    )
 
 
 def _x_limits(shares: Sequence[float]) -> tuple[float, float, float]:

@@ -22,15 +22,18 @@ from tlexp import files
 from tlexp.config import flatten
 from tlexp.errors import UserError
 from tlexp.results import runfolder
+from tlexp.results.answer import _answer_section
 from tlexp.results.html import _html
+from tlexp.results.paired import _PAIRED_HEADER, _paired, _paired_section
 from tlexp.results.record import load_record
 from tlexp.results.summary import (
-    _PAIRED_HEADER,
+    LEVEL_TEXT,
     _by_setting,
     _count_line,
-    _paired,
     _Run,
     _sections,
+    _Setting,
+    _settings,
     _summary_rows,
 )
 from tlexp.results.tables import _share
@@ -40,8 +43,8 @@ log = logging.getLogger("tlexp")
 # Fixed file names inside the report folder.
 SUMMARY_CSV = "summary.csv"  # one row per run (finished, failed, unfinished)
 BY_SETTING_CSV = "summary_by_setting.csv"  # mean and std over seeds per setting; only with repeated seeds
-PAIRED_CSV = "paired.csv"  # head vs each other classifier on the test split, per run
-SUMMARY_MD = "summary.md"  # the tables, as Markdown
+PAIRED_CSV = "paired.csv"  # head vs each other classifier on the test split, per run, with Holm's correction
+SUMMARY_MD = "summary.md"  # the answer, then the tables, as Markdown
 ACCURACY_PLOT = "accuracy_vs_frozen.png"
 TIME_PLOT = "time_vs_frozen.png"
 HTML_REPORT = "report.html"  # everything above in one self-contained file
@@ -121,7 +124,8 @@ def build_report(
     header, rows = _summary_rows(items, clfs, out)
     files.write_csv(out / SUMMARY_CSV, header, rows)
     written[SUMMARY_CSV] = out / SUMMARY_CSV
-    by_setting = _by_setting(done, clfs)
+    settings = _settings(done)
+    by_setting = _by_setting(settings, clfs)
     if by_setting:
         files.write_csv(out / BY_SETTING_CSV, *by_setting[0])
         written[BY_SETTING_CSV] = out / BY_SETTING_CSV
@@ -132,38 +136,29 @@ def build_report(
 
     figures: list[tuple[str, str]] = []  # (file name, caption)
     if done:
-        acc = {
-            b: {
-                c: [
-                    (r.frozen_share, r.score(c, "test", "accuracy"))
-                    for r in done
-                    if r.config.get("model.backbone") == b and r.ran(c)
-                ]
-                for c in clfs
-            }
-            for b in _backbones(done)
-        }
-        plots.plot_accuracy_vs_frozen(acc, out / ACCURACY_PLOT)
-        times = {
-            b: [(r.frozen_share, r.record.timings_s["total"]) for r in done if r.config.get("model.backbone") == b]
-            for b in _backbones(done)
-        }
-        plots.plot_time_vs_frozen(times, out / TIME_PLOT)
-        # Error bars exist exactly when some setting ran with several seeds.
-        note = "; points are means over seeds, error bars one standard deviation." if by_setting else "."
-        figures = [
+        curves, note = _accuracy_curves(settings, clfs)
+        plots.plot_accuracy_vs_frozen(curves, out / ACCURACY_PLOT, note=note)
+        figures.append(
             (
                 ACCURACY_PLOT,
-                "Test accuracy vs the achieved frozen share of backbone parameters, one panel per backbone" + note,
-            ),
-            (TIME_PLOT, "Wall time per run (training, prediction and classifiers) vs frozen share" + note),
-        ]
+                "Test accuracy vs the achieved frozen share of backbone parameters, one panel per backbone, one "
+                f"line per classifier{' and setting' if len(curves) > len(clfs) else ''}; {note}.",
+            )
+        )
+        curves, note = _time_curves(settings)
+        plots.plot_time_vs_frozen(curves, out / TIME_PLOT, note=note)
+        figures.append(
+            (TIME_PLOT, f"Wall time per run (training, prediction and classifiers) vs frozen share; {note}.")
+        )
         written.update({name: out / name for name, _ in figures})
 
-    sections = _sections(items, clfs, by_setting, paired, notes)
+    sections = [
+        _answer_section(settings, clfs, paired),
+        *_sections(items, clfs, by_setting, _paired_section(paired, notes)),
+    ]
     stamp = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
     counts = _count_line(items)
-    md = [f"# {title}", "", f"Generated {stamp}. {counts}", ""]
+    md = [f"# {title}", "", f"Generated {stamp}. {counts}", ""]  # then the answer, first
     for heading, intro, table in sections:
         md += [f"## {heading}", "", *([intro, ""] if intro else []), *([table.markdown(), ""] if table else [])]
     files.write_text(out / SUMMARY_MD, "\n".join(md))
@@ -231,8 +226,75 @@ def _classifiers(done: Sequence[_Run]) -> list[str]:
     return names
 
 
-def _backbones(items: Sequence[_Run]) -> list[str]:
-    return list(dict.fromkeys(str(r.config.get("model.backbone")) for r in items))
+# --------------------------------------------------------------------------- charts
+
+
+def _accuracy_curves(settings: Sequence[_Setting], clfs: list[str]) -> tuple[list, str]:
+    """One curve per backbone, classifier and setting variant; the note says what points and bars are."""
+    from tlexp.results.plots import Curve
+
+    variants = list(dict.fromkeys(s.variant for s in settings))
+    several = len(variants) > 1
+    curves, estimates = [], []
+    for backbone in dict.fromkeys(s.backbone for s in settings):
+        for colour, clf in enumerate(clfs):
+            for v, variant in enumerate(variants):
+                points = []
+                for s in settings:
+                    e = s.accuracy(clf) if (s.backbone, s.variant) == (backbone, variant) else None
+                    if e is not None:
+                        points.append((s.share, e.value, e.low, e.high))
+                        estimates.append(e)
+                if points:
+                    label = f"{clf}, {variant}" if several else clf
+                    curves.append(Curve(backbone, label, points, colour, v if several else None))
+    singles = sorted({e.n_test for e in estimates if e.seeds == 1})
+    wilson = f"{LEVEL_TEXT} Wilson interval of the test accuracy (n = {_span(singles)} test images)" if singles else ""
+    return curves, _seeds_note([e.seeds for e in estimates], wilson)
+
+
+def _time_curves(settings: Sequence[_Setting]) -> tuple[list, str]:
+    """One curve per backbone and setting variant: mean wall time, lowest to highest seed."""
+    from tlexp.results.plots import Curve
+
+    variants = list(dict.fromkeys(s.variant for s in settings))
+    several = len(variants) > 1
+    curves = []
+    for colour, backbone in enumerate(dict.fromkeys(s.backbone for s in settings)):
+        for v, variant in enumerate(variants):
+            points = [
+                (s.share, *spread)
+                for s in settings
+                if (s.backbone, s.variant) == (backbone, variant)
+                and (spread := s.spread(lambda r: r.record.timings_s.get("total"))) is not None
+            ]
+            if points:
+                label = f"{backbone}, {variant}" if several else backbone
+                curves.append(Curve("", label, points, colour, v if several else None))
+    return curves, _seeds_note([len(s.runs) for s in settings], "")
+
+
+def _seeds_note(seeds: Sequence[int], single_bar: str) -> str:
+    """What a chart's points and bars are, e.g. 'mean of 3 seeds per point; bars: lowest to highest seed'.
+
+    Args:
+        seeds: The number of seeds behind each point.
+        single_bar: What a one-seed point's bar is ("" for none).
+    """
+    many = sorted({k for k in seeds if k > 1})
+    one = 1 in seeds
+    spread = "lowest to highest seed"
+    single = f"bars: {single_bar}" if single_bar else "no bars"
+    if many and not one:
+        return f"mean of {_span(many)} seeds per point; bars: {spread}"
+    if one and not many:
+        return f"one seed per point; {single}"
+    return f"mean of {_span(many)} seeds where several ran (bars: {spread}); one seed elsewhere ({single})"
+
+
+def _span(values: Sequence[int]) -> str:
+    """'3' or '2–3'."""
+    return str(values[0]) if values[0] == values[-1] else f"{values[0]}–{values[-1]}"
 
 
 def _sort_key(r: _Run) -> tuple:
