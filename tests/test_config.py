@@ -90,6 +90,7 @@ def test_known_key_in_wrong_section_is_suggested(data_root):
         ("train.epochs=two", r"'train.epochs' parameter must be a whole number. Got 'two' \(str\)"),
         ("train.batch_size='32'", r"'train.batch_size' parameter must be a whole number. Got '32'"),
         ("forest.enabled=maybe", r"'forest.enabled' parameter must be true or false. Got 'maybe'"),
+        ("data.group_near_duplicates=1", r"'data.group_near_duplicates' parameter must be true or false. Got 1"),
         ("model.head.dense=64", r"'model.head.dense' parameter must be a list. Got 64"),
         ("train=3", r"'train' is a section and must be a mapping"),
     ],
@@ -116,6 +117,16 @@ def test_wrong_types(data_root, override, match):
 def test_out_of_range(data_root, override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [f"data.root={data_root}", override])
+
+
+def test_near_duplicates_are_grouped_by_default(data_root):
+    assert load_config(None, [f"data.root={data_root}"]).data.group_near_duplicates is True
+    cfg = load_config(None, [f"data.root={data_root}", "data.group_near_duplicates=false"])
+    assert cfg.data.group_near_duplicates is False
+    (key,) = [row for row in describe() if row[0] == "data.group_near_duplicates"]
+    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE
+
+    assert "near-identical images" in key[-1] and f"{NEAR_DUPLICATE_DISTANCE} bits" in key[-1]
 
 
 def test_unknown_backbone_lists_choices(data_root):

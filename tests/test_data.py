@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,184 @@ def test_load_image_raises_on_bad_files(tmp_path, content, match):
     (tmp_path / "bad.jpg").write_bytes(content)
     with pytest.raises(OSError, match=match):
         load_image(tmp_path / "bad.jpg", 32)
+
+
+# --- groups of identical images: never in two splits ------------------------------------
+
+
+def _copy(src, dst):
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+@pytest.fixture
+def duplicated(tmp_path):
+    """Flat layout, 30 cats and 30 dogs, plus 12 byte-identical copies of cats and dogs
+    (cat.100.jpg = cat.0.jpg, ...) and one triple."""
+    from conftest import COLORS
+
+    root = tmp_path / "dups"
+    for cls in ("cat", "dog"):
+        for i in range(30):
+            write_image(root / f"{cls}.{i}.jpg", COLORS[cls], seed=i + 100 * (cls == "dog"))
+        for i in range(6):
+            _copy(root / f"{cls}.{i}.jpg", root / f"{cls}.{100 + i}.jpg")
+    _copy(root / "cat.0.jpg", root / "cat.200.jpg")  # a third copy
+    return root
+
+
+def _config(root, tmp_path, *overrides):
+    from tlexp.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.val_fraction=0.2",
+            "data.test_fraction=0.2",
+            *overrides,
+        ],
+    )
+
+
+def _split_of_groups(ds, sha):
+    """sha256 -> set of splits its files landed in."""
+    spans = {}
+    for p, s in zip(ds.paths, ds.split, strict=True):
+        spans.setdefault(sha[p], set()).add(s)
+    return spans
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_identical_files_are_one_group_in_one_split(duplicated, tmp_path, seed):
+    from tlexp.data.prepare import prepare_data
+
+    ds, check = prepare_data(_config(duplicated, tmp_path, f"seed={seed}"))
+    sha = {f.path: f.sha256 for f in check.usable()}
+    spans = _split_of_groups(ds, sha)
+    assert len(ds.paths) == 73 and len(spans) == 60  # every file used; 13 copies of 12 images
+    assert {k: v for k, v in spans.items() if len(v) > 1} == {}  # no image in two splits
+    triple = {s for p, s in zip(ds.paths, ds.split, strict=True) if sha[p] == sha["cat.0.jpg"]}
+    assert len(triple) == 1
+    # Still stratified, close to the shares: cat 37 files -> round(7.4) = 7 each for val and test,
+    # dog 36 -> 7; a pair too big for the room left goes on, so val and test never overshoot.
+    for cls, n in (("cat", 37), ("dog", 36)):
+        counts = {s: ds.counts()[s][cls] for s in ("train", "val", "test")}
+        assert sum(counts.values()) == n
+        assert 6 <= counts["val"] <= 7 and 6 <= counts["test"] <= 7, counts
+    again, _ = prepare_data(_config(duplicated, tmp_path, f"seed={seed}"))
+    assert again.paths == ds.paths and again.split.tolist() == ds.split.tolist()  # reproducible
+
+
+def test_group_split_is_stratified_seeded_and_close_to_the_shares():
+    """assign_splits with groups: 3 classes of 200 files in groups of 1-4; the split depends on
+    the file list, the groups (not their numbering), the fractions and the seed."""
+    from tlexp.data.dataset import Dataset
+
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1, 2], 200)
+    # Within each class, runs of 1 to 4 consecutive files share a group.
+    starts = np.zeros(600, dtype=bool)
+    starts[::200] = True
+    cuts = np.cumsum(rng.choice([1, 1, 1, 2, 3, 4], size=600))
+    starts[cuts[cuts < 600]] = True
+    groups = np.cumsum(starts)
+    assert np.bincount(groups).max() == 4 and len(np.unique(groups)) > 300
+    ds = Dataset(Path("/d"), "folders", ["a", "b", "c"], [f"{i:04d}.jpg" for i in range(600)], labels)
+    a = assign_splits(ds, 0.1, 0.15, seed=3, groups=groups)
+    for g in np.unique(groups):
+        assert len(set(a.split[groups == g])) == 1
+    counts = a.counts()
+    # Targets round(200 * 0.1) = 20 and 30; never above, and a group of 4 short at most.
+    assert all(17 <= n <= 20 for n in counts["val"].values()), counts
+    assert all(27 <= n <= 30 for n in counts["test"].values()), counts
+    renumbered = assign_splits(ds, 0.1, 0.15, seed=3, groups=groups * 7 + 1000)
+    assert renumbered.split.tolist() == a.split.tolist()
+    assert assign_splits(ds, 0.1, 0.15, seed=4, groups=groups).split.tolist() != a.split.tolist()
+    with pytest.raises(ValueError, match=r"'groups' parameter must have one id per file, shape \(600,\)"):
+        assign_splits(ds, 0.1, 0.15, seed=3, groups=groups[:5])
+
+
+def test_split_without_duplicates_is_the_plain_stratified_split(folder_dataset):
+    """Every file a group of its own: exactly the split of the first tlexp (runs stay comparable)."""
+    ds = discover(folder_dataset)
+    new = assign_splits(ds, 0.2, 0.2, seed=7, groups=np.arange(len(ds.paths)))
+    old_split = np.empty(len(ds.paths), dtype=object)
+    for c in range(len(ds.class_names)):  # the first tlexp's rule, written out
+        idx = np.flatnonzero(ds.labels == c)
+        idx = idx[np.random.default_rng([7, c]).permutation(len(idx))]
+        n_val = n_test = max(1, round(len(idx) * 0.2))
+        old_split[idx] = ["val"] * n_val + ["test"] * n_test + ["train"] * (len(idx) - n_val - n_test)
+    assert new.split.tolist() == old_split.tolist() == assign_splits(ds, 0.2, 0.2, seed=7).split.tolist()
+
+
+def test_limit_per_class_takes_whole_groups():
+    from tlexp.data.dataset import Dataset
+
+    labels = np.repeat([0, 1], 40)
+    groups = np.arange(80) // 2  # pairs
+    ds = Dataset(Path("/d"), "folders", ["a", "b"], [f"{i:03d}.jpg" for i in range(80)], labels)
+    a = assign_splits(ds, 0.2, 0.2, seed=0, limit_per_class=11, groups=groups)
+    kept = groups[[int(p[:3]) for p in a.paths]]
+    assert np.bincount(a.labels).tolist() == [10, 10]  # 5 whole pairs each: a sixth would exceed 11
+    assert all(np.sum(kept == g) == 2 for g in kept)
+
+
+def test_identical_files_with_different_labels_are_left_out(duplicated, tmp_path, caplog):
+    """The same bytes as cat and as dog: no true label, so every file of that group is left out,
+    with one warning; the run folder lists them as 'excluded' and the record counts them."""
+    from tlexp.data.prepare import prepare_data, write_run_check
+    from tlexp.files import read_csv
+
+    _copy(duplicated / "cat.7.jpg", duplicated / "dog.300.jpg")
+    _copy(duplicated / "cat.7.jpg", duplicated / "cat.301.jpg")
+    with caplog.at_level(logging.WARNING, logger="tlexp"):
+        ds, check = prepare_data(_config(duplicated, tmp_path))
+    assert not {"cat.7.jpg", "cat.301.jpg", "dog.300.jpg"} & set(ds.paths)
+    assert len(ds.paths) == 73 - 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "data: left out 3 file(s) in 1 group(s) of identical images with different labels, e.g. "
+        "'cat.301.jpg' (cat) = 'cat.7.jpg' (cat) = 'dog.300.jpg' (dog); see duplicates.csv"
+    ]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    info = write_run_check(run_dir, check, ds)
+    assert info["duplicate_files_excluded"] == 3 and info["duplicate_groups_with_different_labels"] == 1
+    assert info["duplicate_groups"] == 13 and info["duplicate_groups_across_splits"] == 0
+    rows = {r["path"]: r["split"] for r in read_csv(run_dir / "duplicates.csv")}
+    assert [rows[p] for p in ("cat.301.jpg", "cat.7.jpg", "dog.300.jpg")] == ["excluded"] * 3
+    assert rows["cat.0.jpg"] == rows["cat.100.jpg"] == rows["cat.200.jpg"] in ("train", "val", "test")
+
+
+# --- near-identical hashes without comparing every pair -----------------------------------
+
+
+def test_hamming_pairs_matches_brute_force_and_compares_few(monkeypatch):
+    from tlexp.data import dataset as dataset_mod
+    from tlexp.data.dataset import connected_groups, hamming_pairs
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    hashes = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n).astype(np.uint64)
+    for i in range(0, 300, 3):  # plant copies 1..8 bits away
+        flips = rng.choice(64, size=1 + i % 8, replace=False)
+        hashes[n - 1 - i] = hashes[i] ^ np.uint64(sum(1 << int(b) for b in flips))
+    compared = []
+    real = dataset_mod._close_pairs
+
+    def counting(h, members, k, chunk=512):
+        compared.append(len(members) ** 2)
+        return real(h, members, k, chunk)
+
+    monkeypatch.setattr(dataset_mod, "_close_pairs", counting)
+    got = hamming_pairs(hashes, 6)
+    bits = np.array([[bin(int(a) ^ int(b)).count("1") for b in hashes] for a in hashes[:400]])
+    brute = {(i, j) for i in range(400) for j in range(n) if i < j and bits[i, j] <= 6}
+    assert {(i, j) for i, j in got.tolist() if i < 400} == brute
+    assert len(brute) == sum(1 + i % 8 <= 6 for i in range(0, 300, 3)) == 75
+    assert sum(compared) < n * n / 50  # 7 bands of 9-10 bits: a few buckets' worth, not all pairs
+    assert connected_groups(5, np.array([[3, 4], [1, 3]])).tolist() == [0, 1, 2, 1, 1]
+    with pytest.raises(ValueError, match=r"'max_distance' parameter must be an int in \[0, 63\]. Got 64"):
+        hamming_pairs(hashes, 64)

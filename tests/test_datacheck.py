@@ -193,9 +193,14 @@ def test_duplicates_and_csv_files(torture, tmp_path):
     before = _snapshot(torture)
     paths = datacheck.write_check(res, tmp_path / "out")
     assert _snapshot(torture) == before
-    assert sorted(os.listdir(tmp_path / "out")) == ["duplicates.csv", "manifest.csv", "rejected.csv"]  # no temp files
+    assert sorted(os.listdir(tmp_path / "out")) == [  # no temp files
+        "duplicates.csv",
+        "manifest.csv",
+        "near_duplicates.csv",
+        "rejected.csv",
+    ]
     manifest = read_csv(paths["manifest"])
-    assert list(manifest[0]) == ["path", "label", "size", "sha256", "status", "detail", "width", "height"]
+    assert list(manifest[0]) == ["path", "label", "size", "sha256", "status", "detail", "width", "height", "phash"]
     assert [(r["path"], r["status"]) for r in manifest] == [(f.path, f.status) for f in res.files]
     row = next(r for r in manifest if r["path"] == "cat/rotated.jpg")
     assert (row["label"], row["width"], row["height"], row["detail"]) == ("cat", "30", "40", "EXIF-rotated")
@@ -412,7 +417,7 @@ def test_quiet_data_check_prints_only_the_report_folder(flat_torture, tmp_path, 
     (report,) = out.iterdir()
     assert captured.out == f"{report}\n"  # what a script reads, nothing else
     assert captured.err == ""  # nothing went wrong: no warning
-    assert sorted(os.listdir(report)) == ["duplicates.csv", "manifest.csv", "rejected.csv"]
+    assert sorted(os.listdir(report)) == ["duplicates.csv", "manifest.csv", "near_duplicates.csv", "rejected.csv"]
 
     assert tlexp_main(["data", "check", str(flat_torture), "--out", str(out)]) == 0  # without -q: as before
     lines = capsys.readouterr().out.splitlines()
@@ -496,8 +501,150 @@ def test_a_run_on_the_torture_dataset_completes(torture, tmp_path):
     split = read_csv(run_dir / "split.csv")
     rejected = read_csv(run_dir / "rejected.csv")
     assert {r["path"] for r in rejected} == {f.path for f in check.rejected()}
-    assert {r["path"] for r in split} == {f.path for f in check.usable()}  # every usable file, nothing else
+    same = {f.path for g in check.conflicting_duplicates() for f in g}  # one image as cat and as dog
+    assert same == {"cat/same.jpg", "dog/same.jpg"} and c.duplicate_files_excluded == 2
+    assert {r["path"] for r in split} == {f.path for f in check.usable()} - same  # every usable file, nothing else
     assert not {r["path"] for r in split} & {r["path"] for r in rejected}
     assert sum(m.data.used.values()) == len(split) and m.data.skipped == 0
     assert c.duplicate_groups_with_different_labels == 1
     assert _snapshot(torture) == before  # the user's folder, byte for byte
+
+
+# --- near-duplicates: resized and recompressed copies ------------------------------------
+
+
+def _photo(seed: int, size: tuple[int, int] = (160, 120)):
+    """A smooth random picture (a few colour regions, mild noise), like a photo at low resolution."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (int(rng.integers(3, 7)), int(rng.integers(3, 7)), 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC), dtype=np.float64)
+    return Image.fromarray(np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def near_dups(tmp_path: Path) -> Path:
+    """Flat layout: 20 cats and 20 dogs, of which cat.20-23 and dog.20-22 are resized and
+    recompressed copies of cat.0-3 and dog.0-2, dog.23 a copy of cat.4 (another label),
+    and cat.24 a byte-identical copy of cat.5 (an exact duplicate only)."""
+    root = tmp_path / "near"
+    root.mkdir()
+    for cls in ("cat", "dog"):
+        for i in range(20):
+            _photo(1000 * (cls == "dog") + i).save(root / f"{cls}.{i}.jpg", quality=90)
+    copies = {"cat.20": "cat.0", "cat.21": "cat.1", "cat.22": "cat.2", "cat.23": "cat.3"}
+    copies |= {"dog.20": "dog.0", "dog.21": "dog.1", "dog.22": "dog.2", "dog.23": "cat.4"}
+    for k, (dst, src) in enumerate(copies.items()):
+        from PIL import Image
+
+        with Image.open(root / f"{src}.jpg") as img:
+            scale = (0.5, 0.75, 0.6, 1.3)[k % 4]
+            img.resize((int(160 * scale), int(120 * scale)), Image.Resampling.LANCZOS).save(
+                root / f"{dst}.jpg", quality=(60, 75, 85)[k % 3]
+            )
+    (root / "cat.24.jpg").write_bytes((root / "cat.5.jpg").read_bytes())
+    return root
+
+
+NEAR_GROUPS = [
+    ["cat.0.jpg", "cat.20.jpg"],
+    ["cat.1.jpg", "cat.21.jpg"],
+    ["cat.2.jpg", "cat.22.jpg"],
+    ["cat.23.jpg", "cat.3.jpg"],
+    ["cat.4.jpg", "dog.23.jpg"],
+    ["dog.0.jpg", "dog.20.jpg"],
+    ["dog.1.jpg", "dog.21.jpg"],
+    ["dog.2.jpg", "dog.22.jpg"],
+]
+
+
+def test_near_duplicates_found_reported_and_cached(near_dups, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    res = check_dataset(near_dups, cache_dir=cache)
+    assert all(len(f.phash) == 16 for f in res.usable())
+    assert [[f.path for f in g] for g in res.near_duplicates()] == NEAR_GROUPS  # cat.5 = cat.24: exact only
+    assert [[f.path for f in g] for g in res.duplicates()] == [["cat.24.jpg", "cat.5.jpg"]]
+    # Unrelated pictures are far apart: the threshold has room on both sides.
+    far = [int(a.phash, 16) ^ int(b.phash, 16) for a, b in zip(res.usable()[:20], res.usable()[1:21], strict=True)]
+    assert min(x.bit_count() for x in far) > 2 * datacheck.NEAR_DUPLICATE_DISTANCE
+
+    text = format_summary(res)
+    assert (
+        "near-duplicates: 8 group(s) of near-identical images (16 files; perceptual hash within 6 bits), "
+        "1 with different labels; see near_duplicates.csv"
+    ) in text
+    assert "  different labels: cat.4.jpg (cat) ~ dog.23.jpg (dog)\n  e.g.: cat.0.jpg (cat) ~ cat.20.jpg (cat)" in text
+
+    paths = datacheck.write_check(res, tmp_path / "out")
+    rows = read_csv(paths["near_duplicates"])
+    assert list(rows[0]) == ["group", "path", "label", "sha256", "phash", "distance"]
+    assert [(r["group"], r["path"]) for r in rows] == [(str(i), p) for i, g in enumerate(NEAR_GROUPS, 1) for p in g]
+    assert {r["path"]: r["distance"] for r in rows}["cat.0.jpg"] == "0"
+    assert all(0 <= int(r["distance"]) <= 6 for r in rows)
+    manifest = {r["path"]: r["phash"] for r in read_csv(paths["manifest"])}
+    assert manifest["cat.5.jpg"] == manifest["cat.24.jpg"] == next(f.phash for f in res.files if f.path == "cat.5.jpg")
+
+    def must_not_run(*args):
+        raise AssertionError("a file was opened although its verdict is cached")
+
+    monkeypatch.setattr(datacheck, "_check_file", must_not_run)  # the hash is cached with the verdict
+    again = check_dataset(near_dups, cache_dir=cache)
+    assert again.reused == len(res.files)
+    assert [f.phash for f in again.files] == [f.phash for f in res.files]
+    assert [[f.path for f in g] for g in again.near_duplicates()] == NEAR_GROUPS
+
+
+def test_near_duplicates_share_a_split_unless_switched_off(near_dups, tmp_path, caplog):
+    from tlexp.config import load_config
+    from tlexp.data.prepare import prepare_data, write_run_check
+
+    def split(seed, *overrides):
+        cfg = load_config(
+            None,
+            [f"data.root={near_dups}", f"data.cache_dir={tmp_path / 'cache'}", f"data.split_seed={seed}", *overrides],
+        )
+        ds, check = prepare_data(cfg)
+        of = dict(zip(ds.paths, ds.split, strict=True))
+        return ds, check, [{of[p] for p in g} for g in NEAR_GROUPS]
+
+    for seed in range(4):
+        _, _, spans = split(seed)  # data.group_near_duplicates: true, the default
+        assert all(len(s) == 1 for s in spans), seed
+    ds, check, spans = split(0, "data.group_near_duplicates=false")
+    leaks = sum(len(s) > 1 for s in spans)
+    assert leaks >= 1  # what a split that only knows identical bytes does with these files
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with caplog.at_level(logging.WARNING, logger="tlexp"):
+        info = write_run_check(run_dir, check, ds)
+    assert {k: v for k, v in info.items() if k.startswith("near_")} == {
+        "near_duplicate_groups": 8,
+        "near_duplicate_files": 16,
+        "near_duplicate_groups_across_splits": leaks,
+        "near_duplicate_groups_with_different_labels": 1,
+        "near_duplicate_max_distance": 6,
+    }
+    assert [r.getMessage() for r in caplog.records] == [
+        f"data: {leaks} group(s) of near-identical images sit in more than one split (a train/test leak); "
+        "see near_duplicates.csv"
+    ]
+    rows = read_csv(run_dir / "near_duplicates.csv")
+    assert list(rows[0]) == ["group", "path", "label", "split", "sha256", "phash", "distance"]
+    assert {r["path"]: r["split"] for r in rows} == {
+        p: s for p, s in zip(ds.paths, ds.split, strict=True) if any(p in g for g in NEAR_GROUPS)
+    }
+
+
+def test_check_cache_of_another_numpy_or_pillow_is_not_reused(flat_dataset, tmp_path, monkeypatch):
+    import PIL
+
+    cache = tmp_path / "cache"
+    assert check_dataset(flat_dataset, cache_dir=cache).reused == 0
+    assert check_dataset(flat_dataset, cache_dir=cache).reused == 24
+    monkeypatch.setattr(np, "__version__", "0.0.1")  # the hash is NumPy arithmetic
+    assert check_dataset(flat_dataset, cache_dir=cache).reused == 0
+    monkeypatch.setattr(PIL, "__version__", "0.0.1")
+    assert check_dataset(flat_dataset, cache_dir=cache).reused == 0
+    header = json.loads(next((cache / "checks").glob("*.json")).read_text())["header"]
+    assert (header["numpy"], header["pillow"], header["version"]) == ("0.0.1", "0.0.1", 2)

@@ -100,3 +100,27 @@ def test_file_broken_after_the_check_is_marked_not_ok(tmp_path, images):
     assert reopened.errors == cache.errors and reopened.ok.tolist() == cache.ok.tolist()
     assert reopened.ok.sum() == len(files) - 1
     np.testing.assert_array_equal(reopened.images, cache.images)
+
+
+@pytest.mark.parametrize("module", ["PIL", "numpy"])
+def test_cache_of_another_pillow_or_numpy_is_never_reused(tmp_path, images, monkeypatch, module):
+    """Pixels come from Pillow's decoder and resampling and NumPy's conversion: another version
+    may give other pixels, so it gets a cache (and an activation-cache identity) of its own."""
+    import importlib
+
+    from tlexp.data.imagecache import decoder_versions, image_key
+
+    files = files_of(images)
+    first = ensure_image_cache(images, files, 32, tmp_path / "c")
+    key, ident = cache_key(files, 32), image_key([p for p, _ in files], [h for _, h in files], 32)
+    monkeypatch.setattr(importlib.import_module(module), "__version__", "0.0.1")
+    assert decoder_versions()["pillow" if module == "PIL" else "numpy"] == "0.0.1"
+    assert cache_key(files, 32) != key
+    assert image_key([p for p, _ in files], [h for _, h in files], 32) != ident
+    decoded = []
+    monkeypatch.setattr(imagecache, "load_image", lambda path, size: decoded.append(path) or load_image(path, size))
+    other = ensure_image_cache(images, files, 32, tmp_path / "c")
+    assert other.folder != first.folder and len(decoded) == 6  # built anew, the old one not read
+    assert sorted(p.name for p in (tmp_path / "c" / "images").iterdir()) == sorted(
+        [first.folder.name, other.folder.name]
+    )

@@ -57,6 +57,11 @@ class DataConfig(_Section):
         description="Decode and resize every image once per (dataset, image_size) into a uint8 cache in "
         "cache_dir, shared by all runs (224 px: about 150 kB per image); false = decode on the fly every epoch.",
     )
+    group_near_duplicates: bool = Field(
+        True,
+        description="Keep near-identical images (resized or recompressed copies: perceptual hashes at most "
+        "6 bits apart) in one split, as byte-identical ones always are; false = group only identical bytes.",
+    )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
     @field_validator("val_fraction", "test_fraction", mode="before")

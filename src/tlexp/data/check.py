@@ -9,9 +9,12 @@ is one that training can load. Verdicts:
   what, e.g. ``"CMYK->RGB"``, ``"PNG named .jpg"``, ``"EXIF-rotated"``).
 * ``rejected``: ``detail`` starts with one of :data:`REJECT_REASONS`.
 
-The user's files are only ever opened for reading. With ``cache_dir`` the verdicts are
-kept in ``cache_dir/checks/<sha256 of root>.json``; a later check re-reads only files
-whose (size, mtime, inode) changed.
+Usable files also get a perceptual hash; :meth:`CheckResult.near_duplicates` groups
+resized or recompressed copies of one photo by it.
+
+The user's files are only ever opened for reading. With ``cache_dir`` the verdicts (and
+hashes) are kept in ``cache_dir/checks/<sha256 of root>.json``; a later check re-reads
+only files whose (size, mtime, inode) changed.
 """
 
 from __future__ import annotations
@@ -27,17 +30,26 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from tlexp.data.dataset import connected_groups, hamming_pairs
 from tlexp.data.inspect import FileVerdict, _check_file
 from tlexp.data.scan import NO_LABEL, Candidate, scan_dataset
 from tlexp.files import write_csv, write_text
 
 log = logging.getLogger("tlexp")
 
-CACHE_VERSION = 1  # bump whenever a rule below changes: older caches are then ignored
+CACHE_VERSION = 2  # bump whenever a rule below changes: older caches are then ignored (2: perceptual hash)
 STATUSES = ("good", "converted", "rejected")
 REJECT_REASONS = ("empty", "truncated", "not an image", "unsupported", "too small", "unreadable")
 KAGGLE, PETIMAGES, CUSTOM = "kaggle-dogs-vs-cats-train", "microsoft-petimages", "custom"
 MANIFEST_FILE, REJECTED_FILE, DUPLICATES_FILE = "manifest.csv", "rejected.csv", "duplicates.csv"
+NEAR_DUPLICATES_FILE = "near_duplicates.csv"  # in the check's report folder and in each run folder
+# Perceptual hashes (64 bits) at most this many bits apart are one photo. Resized (40-90 %) and
+# recompressed (JPEG quality 40-85) copies land within 6 bits in 99 % of cases (scripts/bench_check.py,
+# and 0-4 bits for most), while unrelated photos differ in about 32 bits; a wider threshold mostly adds
+# chains of merely similar photos. pHash distances are even (32 bits are set), so 6 also means 7.
+NEAR_DUPLICATE_DISTANCE = 6
 _SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
 
 
@@ -65,6 +77,7 @@ class CheckResult:
     seconds: float
     reused: int
     ignored: dict[str, int] = field(default_factory=dict)
+    _components: dict[int, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def usable(self) -> list[FileVerdict]:
         """Good and converted files that have a label: what training may use."""
@@ -84,6 +97,36 @@ class CheckResult:
     def conflicting_duplicates(self) -> list[list[FileVerdict]]:
         """Duplicate groups whose files carry different labels (the same image in two classes)."""
         return [g for g in self.duplicates() if len({f.label for f in g}) > 1]
+
+    def near_components(self, max_distance: int = NEAR_DUPLICATE_DISTANCE) -> dict[str, int]:
+        """Usable file path -> id of its group of near-identical images (computed once per threshold).
+
+        Two files are linked when their perceptual hashes differ in at most ``max_distance``
+        bits; a group is everything linked directly or through others (so it may hold
+        files further apart). Byte-identical files have equal hashes, so they share a group.
+        """
+        if max_distance not in self._components:
+            usable = [f for f in self.usable() if f.phash]
+            # Equal hashes are linked at once; only distinct ones go through the band index.
+            hashes = np.array([int(f.phash, 16) for f in usable], dtype=np.uint64)
+            unique, inverse = np.unique(hashes, return_inverse=True)
+            ids = connected_groups(len(unique), hamming_pairs(unique, max_distance))
+            self._components[max_distance] = {f.path: int(ids[k]) for f, k in zip(usable, inverse, strict=True)}
+        return self._components[max_distance]
+
+    def near_duplicates(self, max_distance: int = NEAR_DUPLICATE_DISTANCE) -> list[list[FileVerdict]]:
+        """Groups of usable files that look the same but are not all byte-identical (resized,
+        recompressed copies), each sorted by path, the groups by their first path.
+
+        See :meth:`near_components`; groups whose files all have the same bytes are
+        :meth:`duplicates` only.
+        """
+        component = self.near_components(max_distance)
+        groups: dict[int, list[FileVerdict]] = defaultdict(list)
+        for f in self.usable():
+            if f.path in component:
+                groups[component[f.path]].append(f)
+        return sorted((g for g in groups.values() if len({f.sha256 for f in g}) > 1), key=lambda g: g[0].path)
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per class (plus :data:`NO_LABEL` if any, and ``"total"``): good, converted, rejected, ignored."""
@@ -198,18 +241,26 @@ def check_dataset(
 
 
 def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write manifest.csv, rejected.csv and duplicates.csv (each atomically) into ``out_dir``.
+    """Write manifest.csv, rejected.csv, duplicates.csv and near_duplicates.csv (each atomically) into ``out_dir``.
 
     Returns:
-        ``{"manifest": path, "rejected": path, "duplicates": path}``.
+        ``{"manifest": path, "rejected": path, "duplicates": path, "near_duplicates": path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"manifest": out / MANIFEST_FILE, "rejected": out / REJECTED_FILE, "duplicates": out / DUPLICATES_FILE}
+    paths = {
+        "manifest": out / MANIFEST_FILE,
+        "rejected": out / REJECTED_FILE,
+        "duplicates": out / DUPLICATES_FILE,
+        "near_duplicates": out / NEAR_DUPLICATES_FILE,
+    }
     write_csv(
         paths["manifest"],
-        ["path", "label", "size", "sha256", "status", "detail", "width", "height"],
-        [(f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height) for f in result.files],
+        ["path", "label", "size", "sha256", "status", "detail", "width", "height", "phash"],
+        [
+            (f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height, f.phash)
+            for f in result.files
+        ],
     )
     write_rejected(result, paths["rejected"])
     write_csv(
@@ -217,7 +268,32 @@ def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Pa
         ["group", "path", "label", "sha256"],
         [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g],
     )
+    write_near_duplicates(result, paths["near_duplicates"])
     return paths
+
+
+def write_near_duplicates(
+    result: CheckResult, path: str | os.PathLike, split_of: Mapping[str, str] | None = None
+) -> Path:
+    """near_duplicates.csv (atomic): one row per file of each :meth:`CheckResult.near_duplicates` group.
+
+    Columns ``group,path,label,sha256,phash,distance`` (with ``split_of``, the run folder's
+    file: ``split`` after ``label``, ``""`` for a file the run does not use); ``distance``
+    is the bits by which the file's hash differs from that of the group's first file.
+    """
+    header = ["group", "path", "label", "sha256", "phash", "distance"]
+    if split_of is not None:
+        header.insert(3, "split")
+    rows = []
+    for i, group in enumerate(result.near_duplicates(), 1):
+        first = int(group[0].phash, 16)
+        for f in group:
+            row = [i, f.path, f.label or "", f.sha256, f.phash, (int(f.phash, 16) ^ first).bit_count()]
+            if split_of is not None:
+                row.insert(3, split_of.get(f.path, ""))
+            rows.append(row)
+    write_csv(path, header, rows)
+    return Path(path)
 
 
 def write_rejected(result: CheckResult, path: str | os.PathLike) -> Path:
@@ -257,6 +333,18 @@ def format_summary(result: CheckResult) -> str:
         )
         for g in conflicts[:5]:
             lines.append("  different labels: " + " = ".join(f"{f.path} ({f.label})" for f in g))
+    near = result.near_duplicates()
+    if near:
+        mixed = [g for g in near if len({f.label for f in g}) > 1]
+        lines.append(
+            f"near-duplicates: {len(near):,} group(s) of near-identical images ({sum(map(len, near)):,} files; "
+            f"perceptual hash within {NEAR_DUPLICATE_DISTANCE} bits), {len(mixed):,} with different labels; "
+            f"see {NEAR_DUPLICATES_FILE}"
+        )
+        for g in (mixed + [g for g in near if len({f.label for f in g}) == 1])[:5]:
+            more = f" ~ ... ({len(g)} files)" if len(g) > 4 else ""
+            kind = "different labels" if len({f.label for f in g}) > 1 else "e.g."
+            lines.append(f"  {kind}: " + " ~ ".join(f"{f.path} ({f.label})" for f in g[:4]) + more)
     return "\n".join(lines)
 
 
@@ -315,8 +403,16 @@ def _check_all(
 def _cache_header(root: Path, min_side: int) -> dict:
     import PIL
 
-    # A newer Pillow may decode files an older one rejected, and min_side changes verdicts.
-    return {"version": CACHE_VERSION, "root": str(root), "pillow": PIL.__version__, "min_side": min_side}
+    # A newer Pillow may decode files an older one rejected, and min_side changes verdicts. The
+    # perceptual hash is NumPy arithmetic on Pillow's pixels: another NumPy may round a DCT
+    # coefficient across the median and flip a bit.
+    return {
+        "version": CACHE_VERSION,
+        "root": str(root),
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+        "min_side": min_side,
+    }
 
 
 def _load_cache(path: Path, header: dict) -> dict:
@@ -333,11 +429,13 @@ def _load_cache(path: Path, header: dict) -> dict:
 def _from_cache(entry: object, c: Candidate) -> FileVerdict | None:
     """The cached verdict if ``entry`` matches the file's (size, mtime, inode), else None."""
     try:
-        size, mtime_ns, inode, status, detail, sha, width, height = entry  # type: ignore[misc]
+        size, mtime_ns, inode, status, detail, sha, width, height, phash = entry  # type: ignore[misc]
         if (size, mtime_ns, inode) != (c.st.st_size, c.st.st_mtime_ns, c.st.st_ino) or status not in STATUSES:
             return None
+        if status != "rejected":
+            int(phash, 16)  # a damaged hash: check the file again
         return FileVerdict(
-            c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height), mtime_ns, inode
+            c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height), mtime_ns, inode, str(phash)
         )
     except (TypeError, ValueError):  # a hand-edited or damaged entry: check the file again
         return None
@@ -345,7 +443,7 @@ def _from_cache(entry: object, c: Candidate) -> FileVerdict | None:
 
 def _save_cache(path: Path, header: dict, verdicts: Iterable[FileVerdict]) -> None:
     files = {
-        v.path: [v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height]
+        v.path: [v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height, v.phash]
         for v in verdicts
         if v.size >= 0
     }  # unreadable files are re-tried each time: stat is cheap

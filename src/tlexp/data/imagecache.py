@@ -3,9 +3,10 @@
 Decoding JPEGs is the expensive part of feeding a model; a sweep of 12 cells x 2 epochs
 would decode each image ~40 times. Here each usable image is decoded once into a
 compact uint8 array on disk (``images.u8``, shape (n, size, size, 3)), memory-mapped by
-every later run. The cache key hashes the image size, the decoder version and every
-file's path and content hash, so any change to the dataset or to the resize settings
-selects a new cache and never reads a stale one.
+every later run. The cache key hashes the image size, the decoder version, the Pillow and
+NumPy versions and every file's path and content hash, so any change to the dataset, to
+the resize settings or to the libraries that make the pixels selects a new cache and
+never reads a stale one.
 
 No lock files: a cache is built in a private temporary folder and renamed into place
 when complete. A build killed half-way leaves only a temporary folder that nobody reads
@@ -44,16 +45,25 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "tlexp"
 
 
+def decoder_versions() -> dict[str, str | int]:
+    """What shapes a decoded image besides the file: tlexp's decoder, Pillow (JPEG decoding,
+    draft scaling, resampling) and NumPy (the 16-bit scaling, the array conversion)."""
+    import PIL
+
+    return {"decoder": DECODER_VERSION, "pillow": PIL.__version__, "numpy": np.__version__}
+
+
 def cache_key(files: Sequence[tuple[str, str]], size: int) -> str:
-    """Key of a cache: image size, decoder version and every (path, content hash)."""
-    h = hashlib.sha256(json.dumps([DECODER_VERSION, size, sorted(files)]).encode())
+    """Key of a cache: image size, :func:`decoder_versions` and every (path, content hash)."""
+    h = hashlib.sha256(json.dumps([decoder_versions(), size, sorted(files)], sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
 def image_key(paths: Sequence[str], sha256: Sequence[str], size: int) -> str:
-    """Identity of the images in row order (content hashes, so a changed file is a new key)."""
+    """Identity of the images in row order (content hashes, so a changed file is a new key;
+    :func:`decoder_versions`, so pixels another Pillow or NumPy decoded are too)."""
     pairs = list(zip(paths, sha256, strict=True))
-    return hashlib.sha256(json.dumps([DECODER_VERSION, size, pairs]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([decoder_versions(), size, pairs], sort_keys=True).encode()).hexdigest()
 
 
 class ImageCache:
@@ -129,7 +139,9 @@ def ensure_image_cache(
                 pass
         images.flush()
         (tmp / "index.json").write_text(
-            json.dumps({"size": size, "paths": paths, "errors": errors, "version": DECODER_VERSION, "root": str(root)})
+            json.dumps(
+                {"size": size, "paths": paths, "errors": errors, "versions": decoder_versions(), "root": str(root)}
+            )
         )
     cache = ImageCache(final)
     log.info(

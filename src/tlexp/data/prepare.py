@@ -1,8 +1,9 @@
 """Data for a run: generate the demo data, check every file, split, and feed images.
 
 Everything between "a folder on disk" and "a decoder the tf.data pipeline reads": the
-data check (cached), the usable files, the seeded split, the decoded-image cache, and
-what of it goes into the run folder and metrics.json. No TensorFlow.
+data check (cached), the usable files, the seeded split that keeps identical and
+near-identical images together, the decoded-image cache, and what of it goes into the
+run folder and metrics.json. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from tlexp import files
 from tlexp.config import Config
-from tlexp.data.dataset import SPLITS, Dataset, assign_splits, discover
+from tlexp.data.dataset import SPLITS, Dataset, assign_splits, connected_groups, discover
 from tlexp.data.scan import warn_unlabelled
 from tlexp.errors import DataError
 from tlexp.logs import show_progress
@@ -28,9 +29,14 @@ log = logging.getLogger("tlexp")
 def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
     """Generate the demo data if asked, check every file, and split the usable ones.
 
+    Files with identical bytes (and, with ``data.group_near_duplicates``, near-identical
+    images) are one group, and a group never spans two splits. Identical files with
+    different labels are left out (see :func:`usable_dataset`).
+
     Args:
         check: run the data check (decodes every new or changed file once; cached and
-            incremental). ``False`` (``tlexp plan``) only lists files and decodes nothing.
+            incremental). ``False`` (``tlexp plan``) only lists files and decodes nothing;
+            without content hashes, that split groups nothing.
 
     Returns:
         ``(dataset, check_result)``; the dataset holds only files the check passed
@@ -40,16 +46,19 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
         from tlexp.data.demo import ensure_demo_dataset
 
         ensure_demo_dataset(cfg.data.root, cfg.data.synthetic.per_class)
-    result = None
+    result, groups = None, None
     if check:
         from tlexp.data.check import check_dataset
 
         result = check_dataset(cfg.data.root, cfg.data.layout, cache_dir=cache_dir(cfg), progress=show_progress())
         found = usable_dataset(result)
+        groups = split_groups(result, found.paths, cfg.data.group_near_duplicates)
     else:
         found = discover(cfg.data.root, cfg.data.layout)
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
-    ds = assign_splits(found, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, cfg.data.limit_per_class)
+    ds = assign_splits(
+        found, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, cfg.data.limit_per_class, groups
+    )
     counts = ds.counts()
     log.info(
         "data: %s layout, %d classes (%s), %d images found; using train %d / val %d / test %d",
@@ -72,10 +81,23 @@ def cache_dir(cfg: Config) -> Path:
 def usable_dataset(result) -> Dataset:
     """A Dataset of the files a data check passed (good or converted, with a label).
 
-    Files without a label are left out with a warning, as :func:`tlexp.data.dataset.discover` does.
+    Files without a label are left out with a warning, as :func:`tlexp.data.dataset.discover`
+    does. So are byte-identical files that carry different labels (every file of such a
+    group, with one warning): the same picture cannot be both a cat and a dog, so it has
+    no label to learn or to score, and keeping one copy would be a guess.
     """
     warn_unlabelled(result.root, [f.path for f in result.files if f.label is None], len(result.files))
-    usable = sorted(result.usable(), key=lambda f: f.path)
+    conflicts = result.conflicting_duplicates()
+    excluded = {f.path for g in conflicts for f in g}
+    if conflicts:
+        log.warning(
+            "data: left out %d file(s) in %d group(s) of identical images with different labels, e.g. %s; see %s",
+            len(excluded),
+            len(conflicts),
+            " = ".join(f"'{f.path}' ({f.label})" for f in conflicts[0]),
+            runfolder.DUPLICATES_FILE,
+        )
+    usable = sorted((f for f in result.usable() if f.path not in excluded), key=lambda f: f.path)
     class_names = sorted({f.label for f in usable})
     if len(class_names) < 2:
         raise DataError(
@@ -93,37 +115,78 @@ def usable_dataset(result) -> Dataset:
     )
 
 
+def split_groups(result, paths: list[str], near: bool) -> np.ndarray:
+    """Group ids for :func:`tlexp.data.dataset.assign_splits`: files with the same bytes
+    (sha256) are one group; with ``near``, so are near-identical images
+    (:meth:`tlexp.data.check.CheckResult.near_components`).
+
+    Args:
+        paths: the dataset's files (usable ones of ``result``), shape (n,).
+
+    Returns:
+        int64 array, shape (n,).
+    """
+    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE
+
+    sha = {f.path: f.sha256 for f in result.usable()}
+    _, same_bytes = np.unique([sha[p] for p in paths], return_inverse=True)
+    links = [same_bytes]
+    if near:
+        component = result.near_components(NEAR_DUPLICATE_DISTANCE)
+        links.append(np.array([component[p] for p in paths], dtype=np.int64))
+    pairs = []
+    for key in links:  # link each file to the first file with the same key
+        first = {}
+        pairs += [(first.setdefault(int(k), i), i) for i, k in enumerate(key.tolist())]
+    return connected_groups(len(paths), np.array(pairs, dtype=np.int64).reshape(-1, 2))
+
+
 def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
-    """rejected.csv and duplicates.csv of the data check in the run folder; returns what
-    the check found, for metrics.json, and warns about duplicates that leak."""
-    from tlexp.data.check import reject_reason, write_rejected
+    """rejected.csv, duplicates.csv and near_duplicates.csv of the data check in the run
+    folder; returns what the check found, for metrics.json, and warns about groups that
+    sit in more than one split (a leak: only near-duplicates with
+    ``data.group_near_duplicates: false``)."""
+    from tlexp.data.check import (
+        NEAR_DUPLICATE_DISTANCE,
+        NEAR_DUPLICATES_FILE,
+        reject_reason,
+        write_near_duplicates,
+        write_rejected,
+    )
 
     write_rejected(check, run_dir / runfolder.REJECTED_FILE)
     split_of = dict(zip(ds.paths, ds.split, strict=True))
     groups = check.duplicates()
+    conflicts = check.conflicting_duplicates()
+    excluded = {f.path for g in conflicts for f in g}  # left out by usable_dataset
     files.write_csv(
         run_dir / runfolder.DUPLICATES_FILE,
         ["group", "path", "label", "split", "sha256"],
         (
-            (g, f.path, f.label or "", split_of.get(f.path, ""), f.sha256)
+            (g, f.path, f.label or "", "excluded" if f.path in excluded else split_of.get(f.path, ""), f.sha256)
             for g, group in enumerate(groups, start=1)
             for f in group
         ),
     )
-    across = [g for g in groups if len({split_of[f.path] for f in g if f.path in split_of}) > 1]
-    conflicts = check.conflicting_duplicates()
-    if across:
-        log.warning(
-            "data: %d group(s) of identical images sit in more than one split (a train/test leak); see %s",
-            len(across),
-            runfolder.DUPLICATES_FILE,
-        )
-    if conflicts:
-        log.warning(
-            "data: %d group(s) of identical images carry different labels; see %s",
-            len(conflicts),
-            runfolder.DUPLICATES_FILE,
-        )
+    near = check.near_duplicates()
+    write_near_duplicates(check, run_dir / NEAR_DUPLICATES_FILE, split_of)
+
+    def spans_splits(group) -> bool:
+        return len({split_of[f.path] for f in group if f.path in split_of}) > 1
+
+    across = [g for g in groups if spans_splits(g)]
+    near_across = [g for g in near if spans_splits(g)]
+    for found, kind, name in (
+        (across, "identical", runfolder.DUPLICATES_FILE),
+        (near_across, "near-identical", NEAR_DUPLICATES_FILE),
+    ):
+        if found:
+            log.warning(
+                "data: %d group(s) of %s images sit in more than one split (a train/test leak); see %s",
+                len(found),
+                kind,
+                name,
+            )
     rejected = check.rejected()
     reasons = dict(Counter(reject_reason(f.detail) for f in rejected))
     usable = check.usable()
@@ -137,6 +200,12 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
         "duplicate_groups": len(groups),
         "duplicate_groups_across_splits": len(across),
         "duplicate_groups_with_different_labels": len(conflicts),
+        "duplicate_files_excluded": len(excluded),
+        "near_duplicate_groups": len(near),
+        "near_duplicate_files": sum(map(len, near)),
+        "near_duplicate_groups_across_splits": len(near_across),
+        "near_duplicate_groups_with_different_labels": sum(len({f.label for f in g}) > 1 for g in near),
+        "near_duplicate_max_distance": NEAR_DUPLICATE_DISTANCE,
         "seconds": round(check.seconds, 3),
     }
 
