@@ -21,6 +21,7 @@ RUN_FILES = {
     "skipped.csv",
     "rejected.csv",
     "duplicates.csv",
+    "near_duplicates.csv",
     "history.csv",
     "predictions.csv",
     "metrics.json",

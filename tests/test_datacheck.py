@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from tlexp.data import check as datacheck
-from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant, format_summary
+from tlexp.data import checkreport
+from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant
+from tlexp.data.checkreport import format_summary
 from tlexp.data.dataset import discover
 from tlexp.data.decode import load_image
 from tlexp.errors import DataError
@@ -191,7 +193,7 @@ def test_duplicates_and_csv_files(torture, tmp_path):
     assert [[f.label for f in g] for g in res.conflicting_duplicates()] == [["cat", "dog"]]
 
     before = _snapshot(torture)
-    paths = datacheck.write_check(res, tmp_path / "out")
+    paths = checkreport.write_check(res, tmp_path / "out")
     assert _snapshot(torture) == before
     assert sorted(os.listdir(tmp_path / "out")) == [  # no temp files
         "duplicates.csv",
@@ -576,7 +578,7 @@ def test_near_duplicates_found_reported_and_cached(near_dups, tmp_path, monkeypa
     ) in text
     assert "  different labels: cat.4.jpg (cat) ~ dog.23.jpg (dog)\n  e.g.: cat.0.jpg (cat) ~ cat.20.jpg (cat)" in text
 
-    paths = datacheck.write_check(res, tmp_path / "out")
+    paths = checkreport.write_check(res, tmp_path / "out")
     rows = read_csv(paths["near_duplicates"])
     assert list(rows[0]) == ["group", "path", "label", "sha256", "phash", "distance"]
     assert [(r["group"], r["path"]) for r in rows] == [(str(i), p) for i, g in enumerate(NEAR_GROUPS, 1) for p in g]

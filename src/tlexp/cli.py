@@ -222,7 +222,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlexp.data.check import check_dataset, format_summary, write_check
+    from tlexp.data.check import check_dataset
+    from tlexp.data.checkreport import format_summary, write_check
     from tlexp.data.imagecache import default_cache_dir
     from tlexp.logs import show_progress
     from tlexp.results import runfolder

@@ -35,7 +35,7 @@ import numpy as np
 from tlexp.data.dataset import connected_groups, hamming_pairs
 from tlexp.data.inspect import FileVerdict, _check_file
 from tlexp.data.scan import NO_LABEL, Candidate, scan_dataset
-from tlexp.files import write_csv, write_text
+from tlexp.files import write_text
 
 log = logging.getLogger("tlexp")
 
@@ -238,114 +238,6 @@ def check_dataset(
         f"; see {REJECTED_FILE}" if rejected else "",
     )
     return result
-
-
-def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write manifest.csv, rejected.csv, duplicates.csv and near_duplicates.csv (each atomically) into ``out_dir``.
-
-    Returns:
-        ``{"manifest": path, "rejected": path, "duplicates": path, "near_duplicates": path}``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "manifest": out / MANIFEST_FILE,
-        "rejected": out / REJECTED_FILE,
-        "duplicates": out / DUPLICATES_FILE,
-        "near_duplicates": out / NEAR_DUPLICATES_FILE,
-    }
-    write_csv(
-        paths["manifest"],
-        ["path", "label", "size", "sha256", "status", "detail", "width", "height", "phash"],
-        [
-            (f.path, f.label or "", f.size, f.sha256, f.status, f.detail, f.width, f.height, f.phash)
-            for f in result.files
-        ],
-    )
-    write_rejected(result, paths["rejected"])
-    write_csv(
-        paths["duplicates"],
-        ["group", "path", "label", "sha256"],
-        [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g],
-    )
-    write_near_duplicates(result, paths["near_duplicates"])
-    return paths
-
-
-def write_near_duplicates(
-    result: CheckResult, path: str | os.PathLike, split_of: Mapping[str, str] | None = None
-) -> Path:
-    """near_duplicates.csv (atomic): one row per file of each :meth:`CheckResult.near_duplicates` group.
-
-    Columns ``group,path,label,sha256,phash,distance`` (with ``split_of``, the run folder's
-    file: ``split`` after ``label``, ``""`` for a file the run does not use); ``distance``
-    is the bits by which the file's hash differs from that of the group's first file.
-    """
-    header = ["group", "path", "label", "sha256", "phash", "distance"]
-    if split_of is not None:
-        header.insert(3, "split")
-    rows = []
-    for i, group in enumerate(result.near_duplicates(), 1):
-        first = int(group[0].phash, 16)
-        for f in group:
-            row = [i, f.path, f.label or "", f.sha256, f.phash, (int(f.phash, 16) ^ first).bit_count()]
-            if split_of is not None:
-                row.insert(3, split_of.get(f.path, ""))
-            rows.append(row)
-    write_csv(path, header, rows)
-    return Path(path)
-
-
-def write_rejected(result: CheckResult, path: str | os.PathLike) -> Path:
-    """rejected.csv: ``path,label,reason`` of every rejected file (atomic)."""
-    write_csv(path, ["path", "label", "reason"], [(f.path, f.label or "", f.detail) for f in result.rejected()])
-    return Path(path)
-
-
-def format_summary(result: CheckResult) -> str:
-    """A terminal report: per-class table, variant, rejections by reason, duplicates."""
-    rows = result.summary()
-    cols = _SUMMARY_COLUMNS
-    w = max(len("class"), *(len(k) for k in rows))
-    lines = [
-        f"data check: {result.root} ({result.layout} layout, variant {result.variant}): {len(result.files)} "
-        f"files in {result.seconds:.1f}s, {result.reused} unchanged since the last check",
-        f"{'class':<{w}}  " + "  ".join(f"{c:>9}" for c in cols),
-    ]
-    lines += [f"{k:<{w}}  " + "  ".join(f"{r[c]:>9,}" for c in cols) for k, r in rows.items()]
-    lines.append(f"usable: {len(result.usable()):,}")
-    converted = Counter(
-        part.split(" (")[0] for f in result.files if f.status == "converted" for part in f.detail.split("; ")
-    )
-    if converted:
-        lines.append("converted: " + ", ".join(f"{k} {n:,}" for k, n in converted.most_common()))
-    reasons = Counter(reject_reason(f.detail) for f in result.rejected())
-    if reasons:
-        lines.append("rejected: " + ", ".join(f"{k} {reasons[k]:,}" for k in REJECT_REASONS if reasons[k]))
-    if rows.get(NO_LABEL) and any(f.label is None for f in result.files):
-        lines.append(f"{NO_LABEL}: flat-layout files need names like 'cat.0.jpg'; these are not used")
-    dups = result.duplicates()
-    if dups:
-        conflicts = result.conflicting_duplicates()
-        lines.append(
-            f"duplicates: {len(dups):,} group(s) of identical files ({sum(map(len, dups)):,} files), "
-            f"{len(conflicts):,} with different labels"
-        )
-        for g in conflicts[:5]:
-            lines.append("  different labels: " + " = ".join(f"{f.path} ({f.label})" for f in g))
-    near = result.near_duplicates()
-    if near:
-        mixed = [g for g in near if len({f.label for f in g}) > 1]
-        lines.append(
-            f"near-duplicates: {len(near):,} group(s) of near-identical images ({sum(map(len, near)):,} files; "
-            f"perceptual hash within {NEAR_DUPLICATE_DISTANCE} bits), {len(mixed):,} with different labels; "
-            f"see {NEAR_DUPLICATES_FILE}"
-        )
-        for g in (mixed + [g for g in near if len({f.label for f in g}) == 1])[:5]:
-            more = f" ~ ... ({len(g)} files)" if len(g) > 4 else ""
-            kind = "different labels" if len({f.label for f in g}) > 1 else "e.g."
-            lines.append(f"  {kind}: " + " ~ ".join(f"{f.path} ({f.label})" for f in g[:4]) + more)
-    return "\n".join(lines)
 
 
 def reject_reason(detail: str) -> str:

@@ -146,13 +146,8 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
     folder; returns what the check found, for metrics.json, and warns about groups that
     sit in more than one split (a leak: only near-duplicates with
     ``data.group_near_duplicates: false``)."""
-    from tlexp.data.check import (
-        NEAR_DUPLICATE_DISTANCE,
-        NEAR_DUPLICATES_FILE,
-        reject_reason,
-        write_near_duplicates,
-        write_rejected,
-    )
+    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE, NEAR_DUPLICATES_FILE, reject_reason
+    from tlexp.data.checkreport import write_near_duplicates, write_rejected
 
     write_rejected(check, run_dir / runfolder.REJECTED_FILE)
     split_of = dict(zip(ds.paths, ds.split, strict=True))

@@ -84,9 +84,15 @@ class CheckInfo(_Part):
     converted: int
     rejected: int
     rejected_by_reason: dict[str, int]
-    duplicate_groups: int
+    duplicate_groups: int  # groups of byte-identical usable files (each kept in one split)
     duplicate_groups_across_splits: int
     duplicate_groups_with_different_labels: int
+    duplicate_files_excluded: int = 0  # files of groups with different labels: left out of the run
+    near_duplicate_groups: int = 0  # perceptual-hash groups (near_duplicates.csv)
+    near_duplicate_files: int = 0
+    near_duplicate_groups_across_splits: int = 0  # 0 unless data.group_near_duplicates is false
+    near_duplicate_groups_with_different_labels: int = 0
+    near_duplicate_max_distance: int = 0  # the Hamming distance (of 64 bits) that makes a near-duplicate
     seconds: float
 
 
