@@ -31,6 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"tlexp: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        from tlexp.files import disk_full_message, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"tlexp: error: {disk_full_message(e)}", file=sys.stderr)  # the disk, not a bug: no traceback
+        return 2
     except KeyboardInterrupt:
         if terminated.is_set():
             print("tlexp: terminated (SIGTERM)", file=sys.stderr)

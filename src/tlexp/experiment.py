@@ -1,11 +1,12 @@
 """One experiment, read top-down as its phases.
 
 :func:`run_experiment`: check the inputs (weights, classifiers) -> find, check and split
-the data -> build the backbone, freeze it, put the head on -> open the run folder ->
-pick the feed (images through the whole model, or the cached frozen prefix through the
-rest) -> train -> one prediction pass per split (the head's probabilities and the
-penultimate features) -> fit the forest and the other classifiers on those features ->
-write predictions, models, plots -> write the run record (``metrics.json``) last.
+the data -> decode it (the decoded-image cache) -> build the backbone, freeze it, put
+the head on -> open the run folder -> pick the feed (images through the whole model, or
+the cached frozen prefix through the rest) -> train -> one prediction pass per split
+(the head's logits and the penultimate features) -> fit the forest and the other
+classifiers on those features -> write predictions, models, plots -> write the run
+record (``metrics.json``) last.
 
 :func:`plan_experiment` does everything that needs no decoded image and no weights
 (what ``tlexp plan`` prints).
@@ -102,6 +103,8 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
             weights_path, classifiers = _check_inputs(cfg)
         with clock("data"):
             ds, check = prepare_data(cfg)
+        with clock("decode"):  # before the run folder: a full cache disk fails a run that left nothing
+            decoder = make_decoder(cfg, ds, check)
         with clock("build"):
             built = _build(cfg, len(ds.class_names), weights_path)
         run_dir = _open_run_dir(cfg, run_dir, run_log)
@@ -113,8 +116,6 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
                 ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split, strict=True)),
             )
             check_info = write_run_check(run_dir, check, ds)
-            with clock("decode"):
-                decoder = make_decoder(cfg, ds, check)
             with clock("prefix"):
                 from tlexp.feeds import open_feed
 
@@ -135,6 +136,13 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
             raise
         except KeyboardInterrupt:
             log.error("run: interrupted; %s is incomplete (no %s)", run_dir, runfolder.METRICS_FILE)
+            raise
+        except OSError as e:
+            if not files.is_disk_full(e):
+                log.exception("run: failed; %s holds what was written so far (no %s)", run_dir, runfolder.METRICS_FILE)
+                raise
+            run_log.file_only(logging.ERROR, "run: stopped: %s", files.disk_full_message(e))  # the CLI prints it
+            log.error("run: %s holds what was written so far (no %s)", run_dir, runfolder.METRICS_FILE)
             raise
         except Exception:
             log.exception("run: failed; %s holds what was written so far (no %s)", run_dir, runfolder.METRICS_FILE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob
 import json
 import os
@@ -158,3 +159,85 @@ def private_tempdir(folder: Path) -> Iterator[None]:
     finally:
         tempfile.tempdir = previous
         shutil.rmtree(private, ignore_errors=True)
+
+
+class DiskFullError(OSError):
+    """Not enough disk space for something tlexp was about to write; the message says what to do.
+
+    An ``OSError`` (errno ``ENOSPC``), so code that handles I/O errors handles it too; the
+    CLI prints it like a user error (exit code 2, no traceback).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def reserve(path: Path, nbytes: int, *, what: str, fix: str, where: Path | None = None) -> None:
+    """Allocate ``nbytes`` on disk for the file ``path`` (created, or grown) before it is written.
+
+    A memory map over a sparse file faults (SIGBUS: the process dies without a word) when
+    the disk fills up while pages are written; with the blocks allocated up front, a full
+    disk is an error here, with the numbers, instead. The free space is checked first, so
+    the common case fails before anything is allocated.
+
+    Args:
+        what: what the file is, for the message (``"the decoded-image cache"``).
+        fix: what the user can do besides freeing space (``"set data.cache_dir=..."``).
+        where: the folder to name in the message (default: the file's folder; a build's
+            temporary folder means nothing to the user).
+
+    Raises:
+        DiskFullError: the disk has less free space than ``nbytes``, or ran out meanwhile.
+    """
+    where = where or path.parent
+    free = shutil.disk_usage(path.parent).free
+    if nbytes > free:
+        raise DiskFullError(_full_message(where, nbytes, free, what, fix))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(_full_message(where, nbytes, shutil.disk_usage(path.parent).free, what, fix)) from None
+    finally:
+        os.close(fd)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is the file system saying it is full (or the user's quota is)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(error: OSError) -> str:
+    """What to tell the user about a full disk met anywhere (a run folder, a cache, a log)."""
+    if isinstance(error, DiskFullError):
+        return error.message
+    where = Path(error.filename).parent if error.filename else None
+    free = f", {_size(shutil.disk_usage(where).free)} free" if where is not None and where.is_dir() else ""
+    writing = f" (writing {error.filename}{free})" if error.filename else ""
+    return (
+        f"The disk is full{writing}. Free some space, or point output.dir (run folders) and data.cache_dir "
+        "(caches) at a disk with room. Nothing written before was changed: the unfinished run folder keeps what "
+        "it holds (no metrics.json), and re-running a sweep redoes that cell."
+    )
+
+
+def _full_message(folder: Path, need: int, free: int, what: str, fix: str) -> str:
+    return (
+        f"Not enough disk space for {what} in '{folder}': it needs {_size(need)}, {_size(free)} are free. "
+        f"Free some space there, or {fix}."
+    )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

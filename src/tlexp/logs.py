@@ -48,6 +48,23 @@ def show_progress() -> bool:
     )
 
 
+class _RunLogFile(logging.FileHandler):
+    """run.log; on a full disk it stops writing, says so once, and never interrupts the run.
+
+    (logging's default prints a traceback for every record it fails to write: on a full
+    disk, a cascade of them buried the one message that mattered.)
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and error.errno in (28, 122):  # ENOSPC, EDQUOT
+            if self.stream is not None:
+                print(f"tlexp: run.log stopped: the disk is full ({self.baseFilename})", file=sys.stderr)
+            self.setLevel(logging.CRITICAL + 1)  # write nothing more
+            return
+        super().handleError(record)
+
+
 class RunLog:
     """Collects the tlexp log from the start of a run; once the run folder exists, writes
     what was collected, and everything after it, to its run.log."""
@@ -64,7 +81,7 @@ class RunLog:
         return self
 
     def write_to(self, path: Path) -> None:
-        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file = _RunLogFile(path, encoding="utf-8")
         self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         for record in self.buffer.buffer:
             self.file.handle(record)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tlexp.data.decode import load_image
-from tlexp.files import build_folder
+from tlexp.files import build_folder, reserve
 
 log = logging.getLogger("tlexp")
 
@@ -117,7 +117,15 @@ def ensure_image_cache(
     t0 = time.perf_counter()
     with build_folder(final, "index.json") as tmp:
         paths = [p for p, _ in sorted(files)]
-        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), size, size, 3))
+        shape = (len(paths), size, size, 3)
+        reserve(
+            tmp / "images.u8",
+            int(np.prod(shape)),
+            what="the decoded-image cache",
+            fix="point data.cache_dir at a disk with room, or set data.decoded_cache=false (decode every epoch)",
+            where=parent,
+        )
+        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="r+", shape=shape)
         errors: dict[str, str] = {}
         lock = threading.Lock()
 

@@ -192,7 +192,7 @@ class ActivationStore:
         t0 = time.perf_counter()
         with build_folder(self.folder(key), META) as tmp:
             arrays = [
-                np.lib.format.open_memmap(tmp / f"frontier{i}.npy", mode="w+", dtype=numpy_dtype(dt), shape=(n, *shape))
+                self._allocate(tmp / f"frontier{i}.npy", numpy_dtype(dt), (n, *shape))
                 for i, (shape, dt) in enumerate(specs)
             ]
             ok = np.zeros(n, dtype=bool)
@@ -219,6 +219,23 @@ class ActivationStore:
         entry.seconds = time.perf_counter() - t0
         self.evict(keep=self.folder(key))
         return entry
+
+    @staticmethod
+    def _allocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A writable ``.npy`` memory map whose blocks are reserved on disk (no SIGBUS on a full disk)."""
+        from tlexp.files import reserve
+
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        nbytes = header.offset + header.nbytes
+        del header
+        reserve(
+            path,
+            nbytes,
+            what="the activation cache",
+            where=path.parent.parent,
+            fix="point data.cache_dir at a disk with room, or set train.prefix_cache.enabled=false",
+        )
+        return np.lib.format.open_memmap(path, mode="r+")
 
     def evict(self, keep: Path) -> None:
         """Remove least recently used entries until the folder fits ``max_bytes``."""
