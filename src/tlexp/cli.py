@@ -21,8 +21,7 @@ log = logging.getLogger("tlexp")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     setup_terminal(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     terminated = threading.Event()
     try:
@@ -62,6 +61,25 @@ def _sigterm_interrupts(received: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``key=value`` overrides accepted anywhere among the flags.
+
+    argparse takes the overrides only right after CONFIG; those found after a flag
+    (``sweep CONFIG --executor ray output.dir=x``) come back unrecognized and are appended
+    in their order (rightmost still wins). Anything else unrecognized (an unknown flag, a
+    stray word) is the usual error.
+    """
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    takes_overrides = hasattr(args, "overrides")
+    stray = [a for a in extra if not (takes_overrides and "=" in a and not a.startswith("-"))]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if takes_overrides:
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def _parser() -> argparse.ArgumentParser:
