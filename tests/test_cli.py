@@ -202,6 +202,8 @@ def test_overrides_are_accepted_anywhere_among_the_flags():
     args = parse_args(["sweep", "c.yaml", "a=1", "--executor", "ray", "output.dir=x", "--new", "a=2"])
     assert args.executor == "ray" and args.new and args.overrides == ["a=1", "output.dir=x", "a=2"]  # in order
     assert parse_args(["-q", "run", "c.yaml", "--", "b=1"]).overrides == ["b=1"]
+    assert parse_args(["sweep", "c.yaml", "--workers", "auto"]).workers == "auto"
+    assert parse_args(["sweep", "c.yaml", "--workers", "4", "x=1"]).workers == 4
 
 
 @pytest.mark.parametrize(
@@ -211,6 +213,7 @@ def test_overrides_are_accepted_anywhere_among_the_flags():
         (["run", "c.yaml", "a=1", "--flag=a=1"], "unrecognized arguments: --flag=a=1"),
         (["sweep", "c.yaml", "--new", "stray"], "unrecognized arguments: stray"),
         (["config", "a=1"], "unrecognized arguments: a=1"),  # takes no overrides
+        (["sweep", "c.yaml", "--workers", "0"], "argument --workers: must be a whole number >= 1 or 'auto'"),
     ],
 )
 def test_unknown_arguments_are_still_errors(argv, message, capsys):

@@ -127,6 +127,15 @@ def _parser() -> argparse.ArgumentParser:
         "with the CPUs/GPUs of resources.* (pip install 'tlexp[ray]')",
     )
     sp.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray runtime")
+    sp.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="start N worker processes on this machine that share the sweep, each pinned to one GPU "
+        "(CUDA_VISIBLE_DEVICES; nothing to pin without GPUs), or 'auto': one per visible GPU (1 without GPUs). "
+        "Workers may also be started separately (several hosts, a Slurm array): see the README",
+    )
     sp.set_defaults(func=_cmd_sweep)
     with_config(
         "plan",
@@ -213,10 +222,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.address and args.executor != "ray":
         raise UserError("--address is the Ray cluster to join; it needs --executor ray.")
     result = run_sweep(
-        cfg, new=args.new, default_name=Path(args.config).stem, executor=args.executor, address=args.address
+        cfg,
+        new=args.new,
+        default_name=Path(args.config).stem,
+        executor=args.executor,
+        address=args.address,
+        workers=args.workers,
     )
     print(result.dir)
-    return 1 if result.failed else 0
+    return result.exit_code
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'auto'. Got {value!r} instead")
+    return int(value)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
