@@ -197,6 +197,43 @@ def test_bad_config_exits_2_with_every_problem(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_overrides_are_accepted_anywhere_among_the_flags():
+    from tlexp.cli import parse_args
+
+    args = parse_args(["sweep", "c.yaml", "a=1", "--executor", "ray", "output.dir=x", "--new", "a=2"])
+    assert args.executor == "ray" and args.new and args.overrides == ["a=1", "output.dir=x", "a=2"]  # in order
+    assert parse_args(["-q", "run", "c.yaml", "--", "b=1"]).overrides == ["b=1"]
+    assert parse_args(["sweep", "c.yaml", "--workers", "auto"]).workers == "auto"
+    assert parse_args(["sweep", "c.yaml", "--workers", "4", "x=1"]).workers == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "c.yaml", "--bogus", "a=1"], "unrecognized arguments: --bogus"),
+        (["run", "c.yaml", "a=1", "--flag=a=1"], "unrecognized arguments: --flag=a=1"),
+        (["sweep", "c.yaml", "--new", "stray"], "unrecognized arguments: stray"),
+        (["config", "a=1"], "unrecognized arguments: a=1"),  # takes no overrides
+        (["sweep", "c.yaml", "--workers", "0"], "argument --workers: must be a whole number >= 1 or 'auto'"),
+    ],
+)
+def test_unknown_arguments_are_still_errors(argv, message, capsys):
+    from tlexp.cli import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_override_after_a_flag_reaches_the_config(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("sweep: {seed: [0, 1]}\n")
+    proc = tlexp("sweep", str(cfg), "--executor", "local", "data.root=/definitely/missing", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "'data.root' folder does not exist" in proc.stderr and "unrecognized" not in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_missing_imagenet_weights_fail_before_any_work(tmp_path, flat_dataset):
     cfg = tiny_config(tmp_path, flat_dataset)
     proc = tlexp(

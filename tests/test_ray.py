@@ -151,6 +151,38 @@ def test_sigterm_stops_a_ray_sweep_like_ctrl_c(tmp_path, flat_dataset):
     assert not left, f"tlexp did not shut its Ray runtime down: {left}"  # unlike a killed driver, it can
 
 
+def test_a_request_no_node_can_meet_is_an_error(tmp_path, flat_dataset):
+    # No GPU here: Ray would queue the cell and wait forever; tlexp says what is missing.
+    cfg = config(tmp_path, flat_dataset, {"seed": [0]}, "nogpu")
+    proc = sweep(cfg, "--executor", "ray", "resources.gpus=1", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "resources.gpus=1, but no node of the Ray cluster has 1 GPU(s)" in proc.stderr
+    assert "it has 2 CPU(s) and 0 GPU(s) in all" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()  # refused before any file
+
+
+def test_ray_cells_find_the_demo_data_prepared_once(tmp_path):
+    # All cells need the demo data; the driver makes it before dispatching them, instead of
+    # every task generating it at once (which failed a cell with "Directory not empty").
+    root = tmp_path / "demo"
+    cfg = sweep_config(
+        tmp_path,
+        root,
+        {"model.freeze": [0.3, 0.7]},
+        "demo",
+        data={"synthetic": {"enabled": True, "per_class": 12}},
+        output={"save_model": False},
+        resources={"cpus": 1},
+    )
+    proc = sweep(cfg, "--executor", "ray", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("data: generating the demo dataset") == 1
+    sweep_dir = tmp_path / "results" / "demo"
+    assert {c["status"] for c in statuses(sweep_dir).values()} == {"finished"}
+    for cell in ("vgg16_f30_s0", "vgg16_f70_s0"):
+        assert "data: reusing the demo dataset" in (sweep_dir / cell / "run.log").read_text()
+
+
 def test_missing_ray_is_a_clear_error(tmp_path, flat_dataset):
     code = (
         "import sys; sys.modules['ray'] = None\nfrom tlexp.cli import main\n"

@@ -21,8 +21,7 @@ log = logging.getLogger("tlexp")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     setup_terminal(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     terminated = threading.Event()
     try:
@@ -71,6 +70,25 @@ def _sigterm_interrupts(received: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``key=value`` overrides accepted anywhere among the flags.
+
+    argparse takes the overrides only right after CONFIG; those found after a flag
+    (``sweep CONFIG --executor ray output.dir=x``) come back unrecognized and are appended
+    in their order (rightmost still wins). Anything else unrecognized (an unknown flag, a
+    stray word) is the usual error.
+    """
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    takes_overrides = hasattr(args, "overrides")
+    stray = [a for a in extra if not (takes_overrides and "=" in a and not a.startswith("-"))]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if takes_overrides:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlexp",
@@ -116,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
         "with the CPUs/GPUs of resources.* (pip install 'tlexp[ray]')",
     )
     sp.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray runtime")
+    sp.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="start N worker processes on this machine that share the sweep, each pinned to one GPU "
+        "(CUDA_VISIBLE_DEVICES; nothing to pin without GPUs), or 'auto': one per visible GPU (1 without GPUs). "
+        "Workers may also be started separately (several hosts, a Slurm array): see the README",
+    )
     sp.set_defaults(func=_cmd_sweep)
     with_config(
         "plan",
@@ -202,10 +229,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.address and args.executor != "ray":
         raise UserError("--address is the Ray cluster to join; it needs --executor ray.")
     result = run_sweep(
-        cfg, new=args.new, default_name=Path(args.config).stem, executor=args.executor, address=args.address
+        cfg,
+        new=args.new,
+        default_name=Path(args.config).stem,
+        executor=args.executor,
+        address=args.address,
+        workers=args.workers,
     )
     print(result.dir)
-    return 1 if result.failed else 0
+    return result.exit_code
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'auto'. Got {value!r} instead")
+    return int(value)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -1,16 +1,19 @@
 """The Ray executor of sweeps: every cell a Ray task, on one machine or a cluster.
 
-The driver (the ``tlexp sweep`` process) keeps ``status.json`` and the progress lines, as
-the local executor does; a cell runs :func:`tlexp.sweep._run_cell` in a Ray worker.
+The driver (the ``tlexp sweep`` process) claims the cells, keeps ``status.json`` and the
+progress lines, as the local executor does; a cell runs :func:`tlexp.sweep._run_cell` in a
+Ray worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +34,11 @@ def import_ray():
     return ray
 
 
-def run_with_ray(todo: list[Cell], progress, parent: str | None, cfg: Config, address: str | None) -> None:
-    """Every cell a Ray task; results land in the same folder layout and status file.
-
-    Ray assigns CPUs/GPUs per task (``resources``), so on one multi-GPU machine
-    ``resources.gpus: 1`` runs one cell per GPU. The driver keeps status.json; a killed
-    driver takes the local Ray runtime and its tasks with it (see _exit_with_raylet), and
-    a re-run resumes.
+@contextlib.contextmanager
+def ray_cells(cfg: Config, address: str | None) -> Iterator[RayCells]:
+    """A Ray runtime (joined, or started here and shut down at the end) that can run the
+    sweep's cells: checked before anything is written, so a request no node can meet is an
+    error (``UserError``) instead of a task that waits forever.
     """
     ray = import_ray()
     started_here = not ray.is_initialized()
@@ -56,36 +57,78 @@ def run_with_ray(todo: list[Cell], progress, parent: str | None, cfg: Config, ad
         )
         if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
             # ray.init installs a SIGTERM handler that calls sys.exit, which would skip the
-            # recording of interrupted cells below. A handler of the caller's own (the CLI's
+            # recording of interrupted cells. A handler of the caller's own (the CLI's
             # raises KeyboardInterrupt) shuts down just as well; without one, Ray's stays.
             signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        task = ray.remote(_ray_cell).options(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus, max_retries=0)
-        pending = {}
-        for cell in todo:
-            progress.start(cell)
-            ref = task.remote(cell.config.to_dict(), str(progress.sweep_dir / cell.name), parent)
-            pending[ref] = (cell, time.perf_counter())
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                cell, t_cell = pending.pop(ref)
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
-                    progress.done(cell, time.perf_counter() - t_cell, cause)
-                except ray.exceptions.RayError as e:  # a worker died (OOM killer, segfault)
-                    progress.done(cell, time.perf_counter() - t_cell, e)
-                else:
-                    progress.done(cell, time.perf_counter() - t_cell, None)
-    except KeyboardInterrupt:
-        for cell, _ in pending.values():
-            progress.interrupted(cell)
-        raise
+        check_resources(ray, cfg.resources.cpus, cfg.resources.gpus)
+        yield RayCells(ray, cfg)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def check_resources(ray, cpus: float, gpus: float) -> None:
+    """Raise ``UserError`` unless some node of the cluster has ``cpus`` CPUs and ``gpus`` GPUs.
+
+    Ray would queue a task no node can run and wait, silently, for a node that never comes.
+    (On an autoscaling cluster, start a node of the kind first.)
+    """
+    need = {"CPU": cpus, "GPU": gpus}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+    if any(all(node.get(k, 0.0) >= v for k, v in need.items() if v > 0) for node in nodes):
+        return
+    total = ray.cluster_resources()
+    missing = [k for k, v in need.items() if v > 0 and not any(node.get(k, 0.0) >= v for node in nodes)]
+    largest = ", ".join(f"{k} {max((node.get(k, 0.0) for node in nodes), default=0.0):g}" for k in need)
+    what = " and ".join(f"{need[k]:g} {k}(s)" for k in missing) or "that combination"
+    raise UserError(
+        f"Each sweep cell asks Ray for resources.cpus={cpus:g} and resources.gpus={gpus:g}, but no node of the Ray "
+        f"cluster has {what}: it has {total.get('CPU', 0.0):g} CPU(s) and {total.get('GPU', 0.0):g} GPU(s) in all, "
+        f"on {len(nodes)} node(s) (the most on one node: {largest}). Lower resources.gpus / resources.cpus, or "
+        "join a cluster that has such a node (--address)."
+    )
+
+
+class RayCells:
+    """The Ray executor: every cell a task; the driver (this process) holds the claims,
+    keeps status.json and the progress lines, as the local executor does.
+
+    Ray assigns CPUs/GPUs per task (``resources``), so on one multi-GPU machine
+    ``resources.gpus: 1`` runs one cell per GPU. A killed driver takes the local Ray
+    runtime and its tasks with it (see _exit_with_raylet), and a re-run resumes.
+    """
+
+    def __init__(self, ray, cfg: Config):
+        self.ray = ray
+        self.task = ray.remote(_ray_cell).options(
+            num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus, max_retries=0
+        )
+        self.pending: dict[Any, tuple[Cell, float]] = {}
+
+    def has_room(self) -> bool:
+        return True  # Ray queues what cannot run yet
+
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def submit(self, cell: Cell, cell_dir: Path, parent: str | None) -> None:
+        ref = self.task.remote(cell.config.to_dict(), str(cell_dir), parent)
+        self.pending[ref] = (cell, time.perf_counter())
+
+    def wait_one(self) -> tuple[Cell, float, BaseException | None]:
+        ray = self.ray
+        ready, _ = ray.wait(list(self.pending), num_returns=1)
+        ref = ready[0]
+        cell, t_cell = self.pending.pop(ref)
+        error: BaseException | None = None
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            error = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
+        except ray.exceptions.RayError as e:  # a worker died (OOM killer, segfault)
+            error = e
+        return cell, time.perf_counter() - t_cell, error
 
 
 def _ray_cell(config: dict[str, Any], cell_dir: str, parent: str | None) -> None:
