@@ -308,7 +308,7 @@ def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
     # that parent is killed, the child must end, not run on to finish its cell (here: sleep
     # two minutes, then say so).
     child = (
-        "import time\nfrom tlexp.sweep_ray import _exit_with_raylet\n_exit_with_raylet()\n"
+        "import time\nfrom tlexp.sweep.ray import _exit_with_raylet\n_exit_with_raylet()\n"
         "print('ready', flush=True)\ntime.sleep(120)\nprint('ran on', flush=True)"
     )
     raylet = subprocess.Popen(

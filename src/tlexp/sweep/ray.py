@@ -135,7 +135,7 @@ def _ray_cell(config: dict[str, Any], cell_dir: str, parent: str | None) -> None
     """A sweep cell on a Ray worker (a fresh process: log to the cell's run.log only)."""
     _exit_with_raylet()
     logging.getLogger("tlexp").setLevel(logging.INFO)
-    from tlexp.sweep import _run_cell
+    from tlexp.sweep.worker import _run_cell
 
     cell_cfg = Config.model_validate(config)
     _run_cell(Cell(cell_cfg.name or Path(cell_dir).name, {}, cell_cfg), Path(cell_dir), parent)
