@@ -12,6 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+def _int_is_float(v: Any) -> Any:
+    """YAML reads "0" and "1" as ints; let them reach a float field's range check as floats (not bools)."""
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class _Section(BaseModel):
     # strict: a YAML string "2" is not silently an int; extra="forbid": typos are errors.
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
@@ -64,11 +69,7 @@ class DataConfig(_Section):
     )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
-    @field_validator("val_fraction", "test_fraction", mode="before")
-    @classmethod
-    def _int_is_float(cls, v: Any) -> Any:
-        # YAML reads "0" and "1" as ints; let them reach the range check as floats.
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    _fractions_are_floats = field_validator("val_fraction", "test_fraction", mode="before")(_int_is_float)
 
 
 class HeadConfig(_Section):
@@ -91,10 +92,7 @@ class HeadConfig(_Section):
             raise ValueError(f"must hold whole numbers >= 1 only (bad entries: {bad})")
         return v
 
-    @field_validator("dropout", mode="before")
-    @classmethod
-    def _int_is_float(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    _dropout_is_float = field_validator("dropout", mode="before")(_int_is_float)
 
 
 class ModelConfig(_Section):
