@@ -31,6 +31,8 @@ def _small_cfg(tmp_path, root, *overrides):
             f"output.dir={tmp_path / 'out'}",
             "output.save_model=false",
             f"data.cache_dir={tmp_path / 'cache'}",
+            # The mechanics of caching, whatever the measured figures would say (tests/test_cachestream.py).
+            "train.prefix_cache.enabled=true",
             *overrides,
         ],
     )
@@ -160,7 +162,11 @@ def test_activations_of_another_library_version_are_not_reused(tmp_path, flat_da
 def test_falls_back_when_over_budget_or_unwritable_and_says_why(tmp_path, flat_dataset, monkeypatch, caplog):
     m = _run(_small_cfg(tmp_path, flat_dataset, "train.prefix_cache.max_gb=0.0001", "name=budget"))[1]
     assert m.prefix_cache.used is False
-    assert "need 0.8 MB for 24 images, more than train.prefix_cache.max_gb=0.0001" in m.prefix_cache.reason
+    assert "need 0.8 MB for 24 images, more than the cache's budget (train.prefix_cache.max_gb=0.0001)" in (
+        m.prefix_cache.reason
+    )
+    assert "no cached prefix (activations at block4_conv2 need 0.8 MB" in caplog.text  # a warning: act on it
+    assert [r.levelname for r in caplog.records if "no cached prefix" in r.getMessage()] == ["WARNING"]
     assert len(m.history.loss) == 2  # and the run trained the ordinary way
 
     cache = tmp_path / "cache2"
@@ -239,9 +245,10 @@ def test_store_evicts_least_recently_used_entries(tmp_path):
 
     store = ActivationStore(tmp_path, max_bytes=3000)
 
-    def fill(arrays, ok, failed):
-        arrays[0][:] = 1.0
+    def fill(files, ok, failed):
+        files[0].write([0], np.ones((1, 250)))
         ok[:] = True
+        return 0.001
 
     for i, key in enumerate(("a" * 64, "b" * 64, "c" * 64)):  # 1000 bytes of data (+ ~450 of headers) each
         store.build(key, [((250,), "float32")], 1, "layer", fill, "images")

@@ -110,8 +110,7 @@ class ActivationFeed(Feed):
     def batches(self, split: str, shuffle: bool = False):
         dtypes = [str(t.dtype) for t in self.network.model.inputs]
         return activation_dataset(
-            self.activations.arrays,
-            self.activations.ok,
+            self.activations,
             self.dataset.indices(split),
             self.dataset.labels,
             batch_size=self.batch_size,
@@ -137,9 +136,13 @@ def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder: Deco
     images = ImageFeed(
         whole, ds, cfg.train.batch_size, cfg.seed, {}, decoder=decoder, preprocess=preprocess_fn(cfg.model.backbone)
     )
-    acts, why = _prefix_activations(cfg, ds, whole, plan, accel, check, images)
+    acts, why, warn = _prefix_activations(cfg, ds, whole, plan, accel, check, images)
     if acts is None:
-        log.info("train: no cached prefix (%s); every epoch runs the whole model", why)
+        log.log(
+            logging.WARNING if warn else logging.INFO,
+            "train: no cached prefix (%s); every epoch runs the whole model",
+            why,
+        )
         images.prefix_cache = {"used": False, "reason": why}
         return images
 
@@ -152,20 +155,23 @@ def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder: Deco
         compile_model(suffix.model, cfg, len(ds.class_names))
     how = "reused" if acts.source == "reused" else f"computed from {acts.source} in {acts.seconds:.1f}s"
     log.info("train: cached prefix: %s (%s, %s); training %s on it", acts.summary(), acts.dtype, how, suffix.model.name)
+    if acts.decision:
+        log.info("train: caching pays: %s", acts.decision)
     return ActivationFeed(suffix, ds, cfg.train.batch_size, cfg.seed, acts.describe(), activations=acts)
 
 
 def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, images: ImageFeed):
-    """``(activations, None)`` of the frozen prefix for every image, or ``(None, why not)``."""
+    """``(activations, None, False)`` of the frozen prefix for every image, or ``(None, why not, warn)``."""
     from tlexp.data.imagecache import image_key
     from tlexp.data.prepare import cache_dir
     from tlexp.model.backend import numerics_fingerprint
+    from tlexp.model.cachecost import run_passes
     from tlexp.model.prefixcache import ActivationStore, Fallback, blocker, prefix_activations
 
     pc, cut = cfg.train.prefix_cache, plan.layers_frozen
     why = blocker(whole.backbone, cut, enabled=pc.enabled, batchnorm=cfg.model.batchnorm, distribute=accel.distribute)
     if why is not None:
-        return None, why
+        return None, why, False
     sha = {f.path: f.sha256 for f in check.usable()}
     # Everything else that changes the values is in the key: the compute dtype (mixed
     # precision), the library versions and the device (kernels differ in their last bits).
@@ -176,7 +182,10 @@ def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, ima
             numerics_fingerprint(accel.gpus),
         ]
     )
-    store = ActivationStore(cache_dir(cfg), int(pc.max_gb * 1e9))
+    store = ActivationStore(cache_dir(cfg), None if pc.max_gb == "auto" else int(pc.max_gb * 1e9))
+    # enabled=auto: cache only where it pays over the passes this run makes (figures measured).
+    split = [len(ds.indices(s)) for s in ("train", "val")]
+    passes = run_passes(cfg.train.epochs, *split, len(ds.paths)) if pc.enabled == "auto" else None
     try:
         acts = prefix_activations(
             whole.backbone,
@@ -188,12 +197,13 @@ def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, ima
             data_key=key,
             dtype=pc.dtype,
             batch_size=cfg.train.batch_size,
+            passes=passes,
         )
     except Fallback as e:
-        return None, str(e)
+        return None, str(e), e.warn
     except OSError as e:  # disk full, no permission: the run still works the ordinary way
-        return None, f"could not write the activation cache: {e}"
-    return acts, None
+        return None, f"could not write the activation cache: {e}", True
+    return acts, None, False
 
 
 def make_dataset(
@@ -266,8 +276,7 @@ def without_index(ds):
 
 
 def activation_dataset(
-    arrays: Sequence[np.ndarray],
-    ok: np.ndarray,
+    activations,
     indices: np.ndarray,
     labels: np.ndarray,
     *,
@@ -283,13 +292,15 @@ def activation_dataset(
     (same seed, same op order), so both give the same batches in the same order: the
     cached path trains on the same steps as the ordinary one.
 
-    The rows of ``indices`` are copied into TensorFlow tensors once (the entry fits
-    ``train.prefix_cache.max_gb``) and gathered by TensorFlow ops: no Python call per batch.
+    Each batch's rows are read from disk when the pipeline gets to it
+    (:meth:`PrefixActivations.read`, ``pread``: no GIL held while waiting for the disk),
+    a few batches ahead and in parallel, in order: memory holds the batches in flight,
+    whatever the size of the split.
 
     Args:
-        arrays: one array per frontier tensor, shape (n_files, *shape) (memory-mapped).
-        ok: (n_files,) bool, False for files that could not be decoded.
-        dtypes: dtype each array is fed to the model in (its compute dtype).
+        activations: the :class:`tlexp.model.prefixcache.PrefixActivations` entry.
+        indices: the split's file indices.
+        dtypes: dtype each frontier tensor is fed to the model in (its compute dtype).
 
     Yields batches: activations (one tensor, or a tuple of them), labels (b,), indices (b,).
     """
@@ -299,16 +310,30 @@ def activation_dataset(
 
     idx = np.asarray(indices, dtype=np.int64)
     lab = np.asarray(labels)[idx].astype(label_dtype)
-    # Only this split's rows, in memory, addressed by their position in `idx`.
-    rows = [tf.convert_to_tensor(np.asarray(a[idx], dtype=numpy_dtype(d))) for a, d in zip(arrays, dtypes, strict=True)]
-    usable = tf.constant(np.asarray(ok, dtype=bool)[idx])
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(idx)), lab))
+    usable = np.asarray(activations.ok, dtype=bool)[idx]
+    ds = tf.data.Dataset.from_tensor_slices((idx, lab, usable))
     if shuffle:  # a permutation that depends on the length and seed only: make_dataset's
         ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.filter(lambda pos, y: tf.gather(usable, pos)).batch(batch_size)
 
-    def load(pos, y):
-        xs = [tf.gather(r, pos) for r in rows]
-        return (xs[0] if len(xs) == 1 else tuple(xs)), y, tf.gather(idx, pos)
+    def decodable(i, y, ok):
+        return ok
 
-    return _without_autotune(ds.map(load).prefetch(2))
+    def without_flag(i, y, ok):
+        return i, y
+
+    ds = ds.filter(decodable).map(without_flag).batch(batch_size)
+    np_dtypes = [numpy_dtype(d) for d in dtypes]
+    shapes = [(None, *(int(n) for n in f.shape[1:])) for f in activations.files]
+
+    def read(rows: np.ndarray) -> list[np.ndarray]:
+        return [a.astype(d, copy=False) for a, d in zip(activations.read(rows), np_dtypes, strict=True)]
+
+    def load(i, y):
+        xs = tf.numpy_function(read, [i], [tf.as_dtype(d) for d in dtypes], stateful=False)
+        for x, shape in zip(xs, shapes, strict=True):
+            x.set_shape(shape)
+        return (xs[0] if len(xs) == 1 else tuple(xs)), y, i
+
+    # Reads overlap each other and the training step; deterministic keeps the batch order.
+    workers = min(4, max(2, os.cpu_count() or 1))
+    return _without_autotune(ds.map(load, num_parallel_calls=workers, deterministic=True).prefetch(2))

@@ -12,6 +12,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+def _true_false_auto(v: Any) -> Any:
+    """true, false or 'auto', and nothing pydantic would coerce into one ("yes", 1)."""
+    if v is not True and v is not False and v != "auto":
+        raise ValueError("must be true, false or 'auto'")
+    return v
+
+
 def _int_is_float(v: Any) -> Any:
     """YAML reads "0" and "1" as ints; let them reach a float field's range check as floats (not bools)."""
     return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
@@ -145,24 +152,39 @@ class ModelConfig(_Section):
 
 
 class PrefixCacheConfig(_Section):
-    enabled: bool = Field(
-        True,
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
         description="Run the frozen part of the backbone once per image, keep its activations on disk "
-        "(cache_dir/activations, shared by the cells of a sweep) and train only the rest on them; the ordinary path "
-        "(whole model every epoch) where that would be wrong or does not fit max_gb. false = always the ordinary "
-        "path. metrics.json records which path was taken, and why.",
+        "(cache_dir/activations, shared by the cells of a sweep) and train only the rest on them, reading each "
+        "batch from disk. auto = where that pays, decided per cut from measured figures (bytes per image and the "
+        "disk's read rate against the prefix's compute time on this device) and logged with them; true = wherever "
+        "it is correct and fits max_gb; false = always the ordinary path (whole model every epoch). The run record "
+        "says which path was taken, and why.",
     )
+
+    _enabled_is_switch = field_validator("enabled", mode="before")(_true_false_auto)
+
     dtype: Literal["auto", "float16", "float32"] = Field(
         "auto",
         description="Storage type of cached activations; auto = the compute dtype (exact: float32 on CPU, "
         "16-bit under mixed precision); float16 halves a float32 cache at a relative rounding error below 5e-4.",
     )
-    max_gb: float = Field(
-        8.0,
-        gt=0.0,
-        description="Disk budget of the activation cache, in GB: larger entries are not cached, and "
-        "the least recently used entries are removed to stay under it.",
+    max_gb: float | Literal["auto"] = Field(
+        "auto",
+        description="Disk budget of the activation cache, in GB; auto = what the cache holds plus the free space "
+        "of its disk above 5 % of the disk (at most 10 GB), which is left free for everything else. An entry "
+        "larger than the budget is not cached (the log says so, with the figures); the least recently used "
+        "entries are removed to stay within it, also when the budget is lowered.",
     )
+
+    @field_validator("max_gb", mode="before")
+    @classmethod
+    def _gb_or_auto(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
+        raise ValueError("must be a number of GB greater than 0, or 'auto' (the disk's free space)")
 
 
 class TrainConfig(_Section):
@@ -179,12 +201,7 @@ class TrainConfig(_Section):
         "auto", description="XLA compilation of the train step; auto = Keras' choice (on for GPUs, off on CPU)."
     )
 
-    @field_validator("jit_compile", mode="before")
-    @classmethod
-    def _true_false_auto(cls, v: Any) -> Any:
-        if v is not True and v is not False and v != "auto":
-            raise ValueError("must be true, false or 'auto'")
-        return v
+    _jit_is_switch = field_validator("jit_compile", mode="before")(_true_false_auto)
 
     distribute: Literal["auto", "none", "mirrored"] = Field(
         "auto",

@@ -3,8 +3,11 @@
 A frozen prefix (inference mode, no random layer, nothing random before it) maps each
 image to the same activations in every epoch, in the final prediction pass, and in
 every sweep cell that freezes at least as much of the same backbone with the same
-weights. So a run computes them once, stores them on disk (memory-mapped: the page
-cache keeps them in RAM while they fit), and trains only the rest of the model on them.
+weights. So a run computes them once, stores them on disk, and trains only the rest of
+the model on them, reading the rows of each batch from disk as it goes (:class:`RowFile`):
+memory holds a few batches, whatever the size of the entry. Whether that pays against
+recomputing the prefix every pass is decided per cut from measured figures
+(:mod:`tlexp.model.cachecost`).
 
 Entries live in ``<cache_dir>/activations/<key>/``; the key hashes the image list (path
 and content hash of each file, in row order), the image size, the compute dtype, and
@@ -14,8 +17,9 @@ computes only the layers between the two cuts: across a sweep every frozen layer
 once per image. Random initial weights differ by seed, and so do their keys.
 
 Like the decoded-image cache: built in a temporary folder and renamed into place, no
-lock files; the folder is kept under ``train.prefix_cache.max_gb`` by removing the
-least recently used entries.
+lock files. The folder is kept within its disk budget (``train.prefix_cache.max_gb``,
+by default the disk's free space) by removing the least recently used entries, also
+when the budget is lowered below what is already there.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +40,7 @@ import numpy as np
 
 log = logging.getLogger("tlexp")
 
-FORMAT_VERSION = 1  # bump when what an entry holds changes: old entries are never read
+FORMAT_VERSION = 2  # bump when what an entry holds changes: old entries are never read
 META = "meta.json"
 _RANDOM_LAYERS = (
     "Dropout",
@@ -49,7 +54,14 @@ _RANDOM_LAYERS = (
 
 
 class Fallback(Exception):
-    """Caching would be wrong or does not fit: train the ordinary way. The message says why."""
+    """Caching would be wrong, does not fit or does not pay: train the ordinary way. The message says why.
+
+    ``warn``: the user would want to act on it (the entry does not fit), not just know it.
+    """
+
+    def __init__(self, message: str, warn: bool = False):
+        super().__init__(message)
+        self.warn = warn
 
 
 @dataclass
@@ -58,7 +70,8 @@ class PrefixActivations:
 
     Attributes:
         arrays: one read-only memory-mapped array per frontier tensor, shape
-            (n_files, *tensor_shape), rows in the dataset's file order.
+            (n_files, *tensor_shape), rows in the dataset's file order: for looking at
+            the values. Training reads rows through ``files`` (:meth:`read`).
         ok: (n_files,) bool: False where the image could not be decoded (row is zeros).
         layer: name of the last frozen layer (the cut).
         source: how the entry came to be: 'reused', 'images', or the layer of the
@@ -73,6 +86,13 @@ class PrefixActivations:
     source: str
     seconds: float
     failed: dict[int, str] = field(default_factory=dict)
+    files: list[RowFile] = field(default_factory=list)
+    compute_s: float = 0.0  # the whole prefix's seconds per image, measured when the entry was built
+    decision: str | None = None  # the figures that decided for caching (train.prefix_cache.enabled=auto)
+
+    def read(self, rows: Sequence[int]) -> list[np.ndarray]:
+        """The activations of files ``rows``, one array per frontier tensor."""
+        return [f.read(rows) for f in self.files]
 
     @property
     def nbytes(self) -> int:
@@ -89,6 +109,7 @@ class PrefixActivations:
             "source": self.source,
             "seconds": round(self.seconds, 3),
             "folder": str(self.folder),
+            "decision": self.decision,
         }
 
     def summary(self) -> str:
@@ -142,15 +163,112 @@ def layer_hashes(backbone, cut: int, seed_text: str) -> list[str]:
     return out
 
 
-class ActivationStore:
-    """The folder of activation entries (``<cache_dir>/activations``)."""
+class RowFile:
+    """Rows of one ``.npy`` array on disk, read and written by offset (``pread``/``pwrite``).
 
-    def __init__(self, cache_dir: Path, max_bytes: int):
+    No memory map: a reader holds only the batches it asked for, so a 45 GB entry is
+    trained on in the memory of a few batches, and the kernel (not the process) decides
+    what stays in the page cache. ``pread`` also releases the GIL, so several batches
+    can be read at once by the input pipeline's parallel calls.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int, writable: bool = False):
+        self.path, self.dtype, self.shape, self.offset = Path(path), np.dtype(dtype), tuple(shape), int(offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+        self._close = weakref.finalize(self, os.close, self._fd)
+
+    @classmethod
+    def of(cls, array: np.memmap, writable: bool = False) -> RowFile:
+        return cls(Path(array.filename), array.dtype, array.shape, array.offset, writable)
+
+    def close(self) -> None:
+        self._close()
+
+    def read(self, rows: Sequence[int]) -> np.ndarray:
+        """Rows ``rows`` (any order, repeats allowed), shape ``(len(rows), *row_shape)``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+        for first, count in _runs(rows):  # consecutive rows: one read
+            view = flat[first * self.row_bytes : (first + count) * self.row_bytes]
+            at, done = self.offset + int(rows[first]) * self.row_bytes, 0
+            while done < len(view):
+                got = os.preadv(self._fd, [view[done:]], at + done)
+                if got == 0:
+                    raise OSError(f"{self.path} ends before row {rows[first]}: the cache entry is truncated")
+                done += got
+        return out
+
+    def write(self, rows: Sequence[int], values: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        flat = memoryview(values.reshape(-1).view(np.uint8))
+        for first, count in _runs(rows):
+            view = flat[first * self.row_bytes : (first + count) * self.row_bytes]
+            at, done = self.offset + int(rows[first]) * self.row_bytes, 0
+            while done < len(view):
+                done += os.pwritev(self._fd, [view[done:]], at + done)
+
+
+def _runs(rows: np.ndarray):
+    """``(position, length)`` of each stretch of consecutive ascending rows in ``rows``."""
+    if len(rows) == 0:
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(rows)]])
+    yield from zip(starts.tolist(), (ends - starts).tolist(), strict=True)
+
+
+def entry_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+class ActivationStore:
+    """The folder of activation entries (``<cache_dir>/activations``), kept within a disk budget.
+
+    ``max_bytes=None`` (``max_gb: auto``): the budget is what the entries hold now plus
+    the disk's free space above a margin left free for everything else (5 % of the
+    disk, at most 10 GB). The budget holds for entries already there too: opening the
+    store removes the least recently used ones until the rest fit.
+    """
+
+    def __init__(self, cache_dir: Path, max_bytes: int | None = None):
         self.root = Path(cache_dir) / "activations"
-        self.max_bytes = max_bytes
+        self._max_bytes = max_bytes
 
     def folder(self, key: str) -> Path:
         return self.root / key[:32]
+
+    def entries(self) -> list[tuple[float, int, Path]]:
+        """``(last used, bytes, folder)`` of every finished entry."""
+        out = []
+        for d in self.root.iterdir() if self.root.is_dir() else ():
+            meta = d / META
+            try:
+                if not d.name.startswith(".") and meta.is_file():
+                    out.append((meta.stat().st_mtime, entry_size(d), d))
+            except OSError:
+                continue  # removed by another process's eviction just now
+        return out
+
+    @property
+    def max_bytes(self) -> int:
+        if self._max_bytes is not None:
+            return self._max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        disk = shutil.disk_usage(self.root)
+        margin = min(disk.total // 20, 10 * 10**9)
+        # What is there stays (a disk filled by something else does not wipe the cache); new
+        # entries get only the free space above the margin.
+        return sum(size for _, size, _ in self.entries()) + max(0, disk.free - margin)
+
+    def budget_text(self) -> str:
+        if self._max_bytes is not None:
+            return f"train.prefix_cache.max_gb={self._max_bytes / 1e9:g}"
+        free = shutil.disk_usage(self.root).free
+        return f"train.prefix_cache.max_gb=auto: {_size(free)} free on the disk of {self.root}, 5 % of it kept free"
 
     def open(self, key: str, source: str = "reused") -> PrefixActivations | None:
         """The finished entry ``key``, memory-mapped read-only; None if there is none."""
@@ -163,6 +281,7 @@ class ActivationStore:
                 for i in range(meta["tensors"])
             ]
             ok = np.load(folder / "ok.npy")
+            files = [RowFile.of(a) for a in arrays]
         except (OSError, ValueError, KeyError):
             return None  # absent, or removed by another process's eviction just now
         os.utime(folder / META)  # recently used: evicted last
@@ -175,6 +294,8 @@ class ActivationStore:
             source,
             0.0,
             {int(k): v for k, v in meta.get("failed", {}).items()},
+            files=files,
+            compute_s=float(meta["compute_s"]),
         )
 
     def build(
@@ -183,24 +304,29 @@ class ActivationStore:
         specs: Sequence[tuple[tuple[int, ...], str]],
         n: int,
         layer: str,
-        fill: Callable[[list[np.ndarray], np.ndarray, dict[int, str]], None],
+        fill: Callable[[list[RowFile], np.ndarray, dict[int, str]], float],
         source: str,
     ) -> PrefixActivations:
-        """Create entry ``key`` with ``fill(arrays, ok, failed)`` writing every row."""
+        """Create entry ``key``: ``fill(files, ok, failed)`` writes every row and returns
+        the prefix's compute seconds per image (kept in the entry for later decisions)."""
         from tlexp.files import build_folder
 
         t0 = time.perf_counter()
         with build_folder(self.folder(key), META) as tmp:
-            arrays = [
-                self._allocate(tmp / f"frontier{i}.npy", numpy_dtype(dt), (n, *shape))
-                for i, (shape, dt) in enumerate(specs)
-            ]
+            files = []
+            for i, (shape, dt) in enumerate(specs):
+                reserved = self._allocate(tmp / f"frontier{i}.npy", numpy_dtype(dt), (n, *shape))
+                files.append(RowFile(tmp / f"frontier{i}.npy", numpy_dtype(dt), reserved.shape, reserved.offset, True))
+                del reserved
             ok = np.zeros(n, dtype=bool)
             failed: dict[int, str] = {}
-            fill(arrays, ok, failed)
-            for a in arrays:
-                a.flush()
-            del arrays
+            try:
+                compute_s = fill(files, ok, failed)
+                for f in files:
+                    os.fsync(f._fd)  # written before the entry is published (and before a crash)
+            finally:
+                for f in files:
+                    f.close()
             np.save(tmp / "ok.npy", ok)
             meta = {
                 "version": FORMAT_VERSION,
@@ -211,6 +337,7 @@ class ActivationStore:
                 "source": source,
                 "failed": {str(k): v for k, v in failed.items()},
                 "seconds": round(time.perf_counter() - t0, 3),
+                "compute_s": compute_s,
             }
             (tmp / META).write_text(json.dumps(meta))
         entry = self.open(key, source)
@@ -222,7 +349,7 @@ class ActivationStore:
 
     @staticmethod
     def _allocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """A writable ``.npy`` memory map whose blocks are reserved on disk (no SIGBUS on a full disk)."""
+        """A ``.npy`` file of ``shape`` whose blocks are reserved on disk (a full disk fails here, not later)."""
         from tlexp.files import reserve
 
         header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
@@ -237,23 +364,17 @@ class ActivationStore:
         )
         return np.lib.format.open_memmap(path, mode="r+")
 
-    def evict(self, keep: Path) -> None:
-        """Remove least recently used entries until the folder fits ``max_bytes``."""
-        entries = []
-        for d in self.root.iterdir():
-            meta = d / META
-            if d.name.startswith(".") or not meta.is_file():
-                continue
-            size = sum(f.stat().st_size for f in d.iterdir())
-            entries.append((meta.stat().st_mtime, size, d))
-        total = sum(size for _, size, _ in entries)
+    def evict(self, keep: Path | None = None) -> None:
+        """Remove least recently used entries (never ``keep``) until the folder fits the budget."""
+        entries = self.entries()
+        total, budget = sum(size for _, size, _ in entries), self.max_bytes
         for _, size, d in sorted(entries):
-            if total <= self.max_bytes:
+            if total <= budget:
                 break
             if d != keep:
-                shutil.rmtree(d, ignore_errors=True)  # a reader keeps its open maps (POSIX)
+                shutil.rmtree(d, ignore_errors=True)  # a reader keeps its open files (POSIX)
                 total -= size
-                log.info("train: removed cached activations %s (cache over %.1f GB)", d.name, self.max_bytes / 1e9)
+                log.info("train: removed cached activations %s (%s; cache over budget)", d.name, _size(size))
 
 
 def prefix_activations(
@@ -267,6 +388,7 @@ def prefix_activations(
     data_key: str,
     dtype: str,
     batch_size: int,
+    passes: float | None = None,
 ) -> PrefixActivations:
     """The frontier activations at ``cut`` for every image: reused, or computed once.
 
@@ -281,10 +403,16 @@ def prefix_activations(
             input (the backbone name fixes the preprocessing).
         dtype: 'auto' (the compute dtype: exact) or 'float16' / 'float32'.
         batch_size: rows per forward pass when computing from a shallower entry.
+        passes: passes over every image the run will make
+            (:func:`tlexp.model.cachecost.run_passes`): cache only where that pays, from
+            measured figures (:mod:`tlexp.model.cachecost`). None: cache wherever it is
+            correct and fits (``train.prefix_cache.enabled: true``).
 
     Raises:
-        Fallback: the entry would not fit the budget, or float16 cannot hold the values.
+        Fallback: the entry would not fit the budget, float16 cannot hold the values, or
+            caching does not pay (the message gives the figures).
     """
+    from tlexp.model.cachecost import CacheCost, disk_rates, read_rate
     from tlexp.model.segments import frontier_spec, inference_fn, segment
 
     compute = frontier_spec(backbone, cut)
@@ -295,16 +423,33 @@ def prefix_activations(
         return hashlib.sha256(f"{hashes[j]}|{j}|{n_files}|{dtype}".encode()).hexdigest()
 
     layer = backbone.layers[cut - 1].name
+    row_bytes = sum(int(np.prod(s)) * numpy_dtype(d).itemsize for s, d in specs)
+    need = n_files * row_bytes
+    store.evict()  # the budget holds for what is already there, before anything is read
+    budget = store.max_bytes
+    if need > budget:
+        raise Fallback(
+            f"activations at {layer} need {_size(need)} for {n_files} images, more than the cache's budget "
+            f"({store.budget_text()}); free disk space, point data.cache_dir at a bigger disk, or use "
+            "train.prefix_cache.dtype=float16 to halve it",
+            warn=True,
+        )
+
+    def cost(compute_s: float, build_s: float) -> CacheCost:
+        rate, where = read_rate(store.root, need)
+        return CacheCost(n_files, row_bytes, compute_s, build_s, disk_rates(store.root)[0], rate, where, passes or 0)
+
+    def check_pays(c: CacheCost) -> None:
+        if passes is not None and not c.pays:
+            raise Fallback(f"caching at {layer} does not pay here: {c.describe()}")
+
     found = store.open(key(cut))
     if found is not None:
+        if passes is not None:
+            c = cost(found.compute_s, 0.0)
+            check_pays(c)
+            found.decision = c.describe()
         return found
-    need = n_files * sum(int(np.prod(s)) * numpy_dtype(d).itemsize for s, d in specs)
-    if need > store.max_bytes:
-        size = f"{need / 1e9:.1f} GB" if need >= 1e8 else f"{need / 1e6:.1f} MB"
-        raise Fallback(
-            f"activations at {layer} need {size} for {n_files} images, more than "
-            f"train.prefix_cache.max_gb={store.max_bytes / 1e9:g}"
-        )
     # The deepest shallower entry of the same backbone, weights and images, if any.
     source, start = None, 1
     for j in range(cut - 1, 1, -1):
@@ -314,41 +459,76 @@ def prefix_activations(
             break
     seg_fn = inference_fn(segment(backbone, start, cut))
     seg_inputs = frontier_spec(backbone, start)
+    before_s = source.compute_s if source is not None else 0.0
+    decision: list[str] = []
 
-    def write(arrays: list[np.ndarray], rows: np.ndarray, outs) -> None:
+    def write(files: list[RowFile], rows: np.ndarray, outs) -> None:
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for a, o in zip(arrays, outs, strict=True):
+        for f, o in zip(files, outs, strict=True):
             v = np.asarray(o)
             with np.errstate(over="ignore"):  # overflow is checked right below
-                stored = v.astype(a.dtype, copy=False)
+                stored = v.astype(f.dtype, copy=False)
             if stored.dtype != v.dtype and not np.isfinite(stored).all() and np.isfinite(v).all():
                 raise Fallback(
-                    f"activations at {layer} exceed the {a.dtype} range (max |x| = "
+                    f"activations at {layer} exceed the {f.dtype} range (max |x| = "
                     f"{np.abs(v).max():.4g}); set train.prefix_cache.dtype=auto"
                 )
-            a[rows] = stored
+            f.write(rows, stored)
 
-    def fill(arrays: list[np.ndarray], ok: np.ndarray, failed: dict[int, str]) -> None:
+    def batches():
         if source is None:
             for x, _, idx in images():
-                rows = np.asarray(idx)
-                write(arrays, rows, seg_fn(x))
-                ok[rows] = True
-            failed.update(failures())
+                yield np.asarray(idx), x
         else:
             rows_all = np.flatnonzero(source.ok)
-            failed.update(source.failed)
             for s in range(0, len(rows_all), batch_size):
                 rows = rows_all[s : s + batch_size]
                 # In the segment's input dtype: a float16 entry may feed a float32 model.
                 xs = [
-                    np.asarray(a[rows], dtype=numpy_dtype(d))
-                    for a, (_, d) in zip(source.arrays, seg_inputs, strict=True)
+                    f.read(rows).astype(numpy_dtype(d), copy=False)
+                    for f, (_, d) in zip(source.files, seg_inputs, strict=True)
                 ]
-                write(arrays, rows, seg_fn(xs[0] if len(xs) == 1 else xs))
-                ok[rows] = True
+                yield rows, (xs[0] if len(xs) == 1 else xs)
 
-    return store.build(key(cut), specs, n_files, layer, fill, "images" if source is None else source.layer)
+    def fill(files: list[RowFile], ok: np.ndarray, failed: dict[int, str]) -> float:
+        # The segment's compute time per image, timed on every batch after the first
+        # (which pays for tracing); the decision is made as soon as two are timed.
+        timed_s, timed_n, first_s = 0.0, 0, None
+        for rows, x in batches():
+            t = time.perf_counter()
+            out = seg_fn(x)
+            out = [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+            took = time.perf_counter() - t
+            if first_s is None:
+                first_s = took / len(rows)
+            else:
+                timed_s, timed_n = timed_s + took, timed_n + len(rows)
+            write(files, rows, out)
+            ok[rows] = True
+            if not decision and timed_n >= 2 * batch_size:
+                decide(before_s + timed_s / timed_n)
+        segment_s = timed_s / timed_n if timed_n else (first_s or 0.0)
+        if not decision:
+            decide(before_s + segment_s)
+        if source is None:
+            failed.update(failures())
+        else:
+            failed.update(source.failed)
+        return before_s + segment_s
+
+    def decide(compute_s: float) -> None:
+        c = cost(compute_s, compute_s - before_s)
+        check_pays(c)  # raising here removes the half-built entry
+        decision.append(c.describe())
+
+    entry = store.build(key(cut), specs, n_files, layer, fill, "images" if source is None else source.layer)
+    if passes is not None:
+        entry.decision = decision[0]
+    return entry
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
 def numpy_dtype(name: str) -> np.dtype:

@@ -154,6 +154,7 @@ class PrefixCacheInfo(_Part):
     source: str | None = None
     seconds: float | None = None
     folder: str | None = None
+    decision: str | None = None  # the measured figures that decided (train.prefix_cache.enabled=auto)
 
     def describe(self) -> str:
         """The last cached layer, or why the prefix was not cached."""
