@@ -379,11 +379,13 @@ def _plot(run_dir: Path, history, results: dict[str, Any], out: dict, probas: di
 def _save_models(run_dir: Path, model, classifiers: dict[str, Any]) -> None:
     """model.keras and <name>.joblib, each written to a temp name and renamed into place."""
     import joblib
-    import keras
+
+    from tlexp.model.layers import plain_model
 
     # A fresh functional model over the same layers: the file gets the weights and the
-    # architecture but not the optimizer state, which would more than double its size.
-    inference = keras.Model(model.input, model.output, name=model.name)  # single tensors, as built
+    # architecture but not the optimizer state, which would more than double its size; and
+    # standard Keras layers only (no InferenceMode wrapper), so plain Keras loads it anywhere.
+    inference = plain_model(model)
     with files.private_tempdir(run_dir), files.atomic_path(run_dir / runfolder.MODEL_FILE, suffix=".keras") as tmp:
         inference.save(tmp)  # Keras insists on the .keras suffix
     for name, estimator in classifiers.items():

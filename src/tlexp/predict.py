@@ -87,7 +87,7 @@ def predict_images(
     import_tensorflow()
     import keras
 
-    import tlexp.model.layers  # noqa: F401 - registers the layers the saved model uses
+    import tlexp.model.layers  # noqa: F401 - registers InferenceMode, which older run folders' models hold
     from tlexp.data.decode import Decoder
     from tlexp.feeds import make_dataset
     from tlexp.model.backbones import preprocess_fn

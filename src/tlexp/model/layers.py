@@ -1,4 +1,9 @@
-"""Keras layers tlexp adds to models. Imported only where a model is built (needs Keras)."""
+"""Keras layers tlexp adds to models. Imported only where a model is built (needs Keras).
+
+The ``model.keras`` of a run holds none of them (:func:`plain_model`): it loads with plain
+``keras.saving.load_model`` on any backend. Files written before that hold an
+:class:`InferenceMode` layer; importing this module registers it, so they still load.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +40,20 @@ class InferenceMode(keras.layers.Layer):
         config = dict(config)
         config["inner"] = keras.saving.deserialize_keras_object(config["inner"])
         return cls(**config)
+
+
+def plain_model(model: keras.Model) -> keras.Model:
+    """``model`` made of standard Keras layers only: each :class:`InferenceMode` replaced by
+    the model it wraps, called plainly. What a run saves as ``model.keras``.
+
+    The same layer objects (weights shared, nothing copied), wired into a new functional
+    graph with the same input and output structure. Its inference (``predict``, or a call
+    with ``training`` False or unset) is the same computation: BatchNorm then uses its
+    moving statistics and Dropout is off, all the wrapper enforces. Only ``training=True``
+    differs: fine-tuning the loaded model further trains its BatchNorm statistics, as
+    ``model.batchnorm: train`` does.
+    """
+    clone = keras.models.clone_model(
+        model, clone_function=lambda layer: layer.inner if isinstance(layer, InferenceMode) else layer
+    )
+    return keras.Model(clone.input, clone.output, name=model.name)
