@@ -238,3 +238,13 @@ def test_holm_rejects_what_bonferroni_rejects_and_more():
 def test_holm_rejects_bad_p_values(bad):
     with pytest.raises(ValueError, match=r"p-values must be numbers in \[0, 1\]"):
         stats.holm(bad)
+
+
+def test_wilson_interval_always_holds_its_estimate():
+    """Float noise once left k = n (or k = 0) a few ulps outside its own interval: a report's
+    accuracy plot then failed on a negative error bar (n = 10, 13, 25, ... test images)."""
+    for n in range(1, 400):
+        for k in range(n + 1):
+            low, high = stats.wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
+        assert stats.wilson_interval(n, n)[1] == 1.0 and stats.wilson_interval(0, n)[0] == 0.0

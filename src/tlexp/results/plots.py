@@ -398,9 +398,10 @@ def _draw(ax: Axes, curve: Curve, offset: float) -> None:
     pts = sorted(curve.points, key=lambda p: p[0])
     x = np.array([100 * p[0] for p in pts]) + offset
     y = np.array([p[1] for p in pts], dtype=float)
-    # A point without an interval gets a zero-length bar (nothing drawn).
-    below = np.array([0.0 if p[2] is None else p[1] - p[2] for p in pts])
-    above = np.array([0.0 if p[3] is None else p[3] - p[1] for p in pts])
+    # A point without an interval gets a zero-length bar (nothing drawn). Matplotlib refuses
+    # negative lengths: a bound a rounding error inside the point is drawn as zero.
+    below = np.array([0.0 if p[2] is None else max(0.0, p[1] - p[2]) for p in pts])
+    above = np.array([0.0 if p[3] is None else max(0.0, p[3] - p[1]) for p in pts])
     marker, dash = _CLASSIFIER_STYLES[curve.colour % len(_CLASSIFIER_STYLES)]
     if curve.variant is not None:
         dash = _VARIANT_DASHES[curve.variant % len(_VARIANT_DASHES)]

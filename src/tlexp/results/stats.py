@@ -78,8 +78,11 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    # Clip float noise at the ends (k = 0 gives exactly 0 in exact arithmetic).
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k = 0 and k = n the bound is exactly 0 or 1 in exact arithmetic; in floats it can
+    # land a few ulps inside, which would leave the estimate itself outside its interval.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
 
 
 def mcnemar(correct_a: Any, correct_b: Any, *, level: float = 0.95) -> dict[str, Any]:
