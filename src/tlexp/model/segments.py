@@ -104,9 +104,17 @@ def inference_fn(model):
     ``x`` is a tensor for a one-input model, a list of tensors for a model fed at a cut
     with several frontier tensors. Traced, not eager: eager execution of a 427-layer
     DenseNet costs more per batch than its convolutions on a GPU.
+
+    Traced once, explicitly, for the batch-free signature (``get_concrete_function``): a
+    run makes one of these per model (the prefix segment, the predictor), each called a
+    few times on a small split. Left to ``tf.function``'s first call, those traces count
+    as retracing of one function (TensorFlow keys its counter by the Python code, which
+    every instance shares) and, from the fifth cell of a sweep on, TensorFlow warns about
+    "excessive retracing" that never happened.
     """
     import tensorflow as tf
 
     specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
-    signature = [specs[0] if len(specs) == 1 else specs]
-    return tf.function(lambda x: model(x, training=False), input_signature=signature)
+    signature = specs[0] if len(specs) == 1 else specs
+    traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
+    return lambda x: traced(x if len(specs) == 1 else list(x))
