@@ -322,6 +322,7 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
             f"| {fmt(c.get('plain_forest_acc'), '.3f')} / {fmt(c['tlexp_forest_acc'], '.3f')} "
             f"| {describe_prefix_cache(c['prefix_cache'])} |"
         )
+    lines += ["", *phase_table(cells)]
     t = totals
     lines += [
         "",
@@ -339,6 +340,35 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
         f"ideal speed-up from FLOPs alone = {t['ideal_speedup']:.2f}x",
     ]
     return "\n".join(lines) + "\n"
+
+
+# Phases of a run's record (timings_s) in the order a run makes them; fixed costs per cell
+# (build: model and compile; plots; the classical classifiers) beside the FLOP-bound ones
+# (prefix: the activation cache; train; predict: the prediction and feature pass).
+PHASES = ("weights", "data", "decode", "build", "prefix", "train", "predict", "fit_forest", "fit_logreg", "plots")
+
+
+def phase_table(cells: list[dict]) -> list[str]:
+    """Where each tlexp cell's time goes, from its run record, and the sum over cells."""
+    present = [p for p in PHASES if any(p in c["tlexp_timings_s"] for c in cells)]
+    lines = [
+        "where tlexp's time goes per cell (s, from each run's timings_s; other = the rest of the cell: "
+        "run folder, predictions, record):",
+        "",
+        "| cell | " + " | ".join(present) + " | other | total |",
+        "|---|" + "---:|" * (len(present) + 2),
+    ]
+    sums = dict.fromkeys([*present, "other", "total"], 0.0)
+    for c in cells:
+        t = c["tlexp_timings_s"]
+        row = {p: t.get(p, 0.0) for p in present}
+        row["total"] = t["total"]
+        row["other"] = t["total"] - sum(row[p] for p in present)
+        for k, v in row.items():
+            sums[k] += v
+        lines.append(f"| {c['cell']} | " + " | ".join(f"{row[k]:.1f}" for k in [*present, "other", "total"]) + " |")
+    lines.append("| **all cells** | " + " | ".join(f"**{sums[k]:.1f}**" for k in [*present, "other", "total"]) + " |")
+    return lines
 
 
 def main() -> int:
