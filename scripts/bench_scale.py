@@ -52,6 +52,9 @@ def main() -> int:
     ap.add_argument("--trees", type=int, default=50, help="forest.n_estimators")
     ap.add_argument("--tmp", default="/tmp", help="parent of the benchmark's folder (needs room for the caches)")
     ap.add_argument("--keep", action="store_true", help="keep the folder")
+    ap.add_argument(
+        "--data", help="folder of generated JPEGs to reuse (made there if it holds fewer than the largest N)"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure one size in this process
     args = ap.parse_args()
     if args.child:
@@ -63,9 +66,15 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         biggest = max(args.images)
-        generate(work / "all", biggest, 0.0, 0.0, seed=0)
-        size_gb = sum(p.stat().st_size for p in (work / "all").iterdir()) / 1e9
-        print(f"dataset: {biggest:,} JPEGs ({size_gb:.2f} GB) generated in {time.perf_counter() - t0:.0f}s in {work}")
+        images = Path(args.data) if args.data else work / "all"
+        if not images.is_dir() or sum(1 for _ in images.iterdir()) < biggest:
+            shutil.rmtree(images, ignore_errors=True)
+            generate(images, biggest, 0.0, 0.0, seed=0)
+            how = f"generated in {time.perf_counter() - t0:.0f}s"
+        else:
+            how = "reused"
+        size_gb = sum(p.stat().st_size for p in images.iterdir()) / 1e9
+        print(f"dataset: {biggest:,} Kaggle-like JPEGs ({size_gb:.2f} GB) {how} in {images}; work folder {work}")
         print(
             f"cell: {args.backbone} at {args.size} px, freeze {args.freeze}, batch {args.batch}, 1 epoch, "
             f"train.prefix_cache.enabled={args.cache}, forest {args.trees} trees; {os.cpu_count()} CPU cores"
@@ -76,7 +85,7 @@ def main() -> int:
             root.mkdir()
             for i in range(n):  # the first n/2 of each class, as hard links (no copy)
                 name = f"{('cat', 'dog')[i % 2]}.{i // 2}.jpg"
-                os.link(work / "all" / name, root / name)
+                os.link(images / name, root / name)
             out = subprocess.run(
                 [sys.executable, __file__, "--child", str(root), *_forward(args)],
                 capture_output=True,
