@@ -187,7 +187,7 @@ def csv_rows(path: Path):
 
 def test_bad_config_exits_2_with_every_problem(tmp_path):
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("model:\n  freeze: 1.5\n  backbone: vgg19\ntrain:\n  epochs: 0\n")
+    cfg.write_text("model:\n  freeze: 1.5\n  backbone: vgg17\ntrain:\n  epochs: 0\n")
     proc = tlexp("run", str(cfg), "data.root=/definitely/missing", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
