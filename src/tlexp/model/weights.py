@@ -40,7 +40,7 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
     """Turn ``model.weights`` into a local file to load (``None`` for random init).
 
     For ``imagenet`` the Keras cache is used, downloading through Keras' own
-    ``get_file`` (which checks the MD5) when allowed. Called before any data work, so a
+    ``get_file`` (which checks the hash) when allowed. Called before any data work, so a
     missing file fails a run in seconds, not after the dataset was read.
 
     Raises:
