@@ -24,7 +24,9 @@ import numpy as np
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", default="vgg16", choices=["vgg16", "resnet50", "densenet121"])
+    from tlexp.model.backbones import REGISTRY  # no TensorFlow: the generated catalog
+
+    ap.add_argument("--backbone", default="vgg16", choices=list(REGISTRY))
     ap.add_argument("--size", type=int, default=224, help="image_size fed to the model")
     ap.add_argument("--images", type=int, default=512, help="JPEGs to generate and stream")
     ap.add_argument("--batch", type=int, default=32)

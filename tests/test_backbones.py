@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tlexp.errors import UserError
@@ -89,22 +90,143 @@ def test_unknown_layer_name_suggests(vgg16):
 
 def test_registry_matches_config_choices():
     """Every backbone the config accepts can be built, and every built one can be asked for."""
-    from typing import get_args
+    from tlexp.config.schema import BACKBONE_NAMES
 
-    from tlexp.config import ModelConfig
-
-    assert set(REGISTRY) == set(get_args(ModelConfig.model_fields["backbone"].annotation))
+    assert list(REGISTRY) == list(BACKBONE_NAMES)
 
 
-def test_weights_files_match_installed_keras():
-    """The file names and hashes tlexp checks are the ones Keras itself downloads."""
-    import importlib
+# --------------------------------------------------------------------------- every keras.applications backbone
+
+
+def test_catalog_matches_installed_keras():
+    """The generated catalog names every keras.applications classifier, as the installed Keras has it.
+
+    Cheap for all of them (no model is built); the weights files of a few are asked of
+    Keras itself below. On failure: python scripts/backbone_catalog.py.
+    """
     import inspect
 
+    from tlexp.model import discover
+
+    found = discover.constructors()
+    assert list(found) == list(REGISTRY), "Keras offers other backbones: run scripts/backbone_catalog.py"
+    # ResNetV2 loads its files in resnet.py: look for the hashes in every application module.
+    source = "".join({inspect.getsource(inspect.getmodule(ctor)) for ctor in found.values()})
+    for name, ctor in found.items():
+        spec = REGISTRY[name]
+        assert (ctor.__name__, discover.family(ctor)) == (spec.constructor, spec.module), name
+        assert callable(discover.preprocess_input(spec.module)), name
+        assert discover.min_input_size(ctor) == spec.min_size, name
+        assert spec.weights_hash is None or spec.weights_hash in source, name
+    assert len(REGISTRY) >= 40 and {"vgg16", "resnet50", "densenet121", "efficientnetv2b0", "xception"} <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "mobilenet", "mobilenetv3small", "efficientnetv2b0", "convnexttiny"])
+def test_weights_file_is_the_one_keras_asks_for(name):
+    """Exact name, URL and hash, from Keras' own loader (stopped before it downloads): one
+    backbone per way the application modules spell their files."""
+    import keras
+
+    from tlexp.model.discover import imagenet_file
+
+    spec = REGISTRY[name]
+    ctor = getattr(keras.applications, spec.constructor)
+    assert imagenet_file(ctor, spec.min_size) == (spec.weights_file, spec.weights_url, spec.weights_hash)
+
+
+def _smallest_per_family() -> list[str]:
+    smallest: dict[str, str] = {}
     for name, spec in REGISTRY.items():
-        module = importlib.import_module(
-            f"keras.src.applications.{spec.module if spec.module != 'resnet50' else 'resnet'}"
-        )
-        src = inspect.getsource(module)
-        assert spec.weights_file in src or spec.weights_file.replace(name, "") in src, name
-        assert spec.weights_md5 in src, name
+        if spec.module not in smallest or spec.params < REGISTRY[smallest[spec.module]].params:
+            smallest[spec.module] = name
+    return sorted(smallest.values())
+
+
+FAMILIES = _smallest_per_family()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_builds_freezes_and_caches_exactly(name):
+    """The smallest backbone of each family, at its smallest input, random weights: it builds,
+    "freeze 30 %" is the closest prefix, the BatchNorm policies hold, its preprocessing is
+    applied once, and prefix segment + the rest of the model equals the whole model, at a
+    cut that crosses residual / dense connections where the family has any."""
+    import keras
+
+    from tlexp.config import Config
+    from tlexp.model.backbones import preprocess_fn
+    from tlexp.model.head import build_model, suffix_model
+    from tlexp.model.prefixcache import blocker
+    from tlexp.model.segments import frontier, segment
+
+    keras.utils.set_random_seed(0)
+    spec = REGISTRY[name]
+    size = max(32, spec.min_size)
+    bb = build_backbone(name, size)
+    assert bb.count_params() == spec.params
+
+    # freeze 30 %: the prefix closest to 0.3 of the parameters
+    plan = apply_freeze(bb, plan_freeze(bb, 0.3, "frozen"))
+    counts = [layer.count_params() for layer in bb.layers]
+    best = min(abs(sum(counts[:k]) / plan.total_params - 0.3) for k in range(len(counts) + 1))
+    assert abs(plan.frozen_share - 0.3) == pytest.approx(best) and abs(plan.frozen_share - 0.3) < 0.1
+    assert plan.backbone_trainable + plan.backbone_non_trainable == plan.total_params == spec.params
+    flat = [sub for layer in bb.layers[plan.layers_frozen :] for sub in layer._flatten_layers()]
+    assert not any(isinstance(sub, keras.layers.BatchNormalization) and sub.trainable for sub in flat)
+
+    # preprocessing: in the model (and preprocess_input passes through), or by preprocess_input
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    fed = np.asarray(preprocess_fn(name)(x.copy()))
+    in_model = any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)) for layer in bb.layers)
+    assert in_model == np.array_equal(fed, x), "preprocessing must happen exactly once"
+
+    # cached == uncached: the cut nearest to the plan's whose frontier has most tensors
+    n = len(bb.layers)
+    near = range(max(2, plan.layers_frozen - 12), min(n, plan.layers_frozen + 12))
+    cut = max(near, key=lambda c: (len(frontier(bb, c)), -abs(c - plan.layers_frozen)))
+    merges = any(len(node.input_tensors) > 1 for nodes in bb._nodes_by_depth.values() for node in nodes)
+    assert len(frontier(bb, cut)) >= 2 or not merges, "a residual / dense backbone has a multi-tensor cut"
+    apply_freeze(bb, plan_freeze(bb, bb.layers[cut - 1].name, "inference"))
+    assert blocker(bb, cut, enabled=True, batchnorm="inference", distribute="none") is None
+    cfg = Config.model_validate(
+        {"data": {"image_size": size}, "model": {"backbone": name, "head": {"pooling": "avg", "dense": [8]}}}
+    )
+    whole = build_model(bb, cfg, 2)
+    uncached = np.asarray(whole.model(fed, training=False))
+    cached = np.asarray(suffix_model(whole, cut, "inference").model(segment(bb, 1, cut)(fed), training=False))
+    assert np.isfinite(uncached).all() and uncached.shape == (2, 1)
+    np.testing.assert_allclose(cached, uncached, rtol=1e-4, atol=1e-5)
+
+
+def test_random_layers_block_the_cache_when_training_can_reach_them():
+    """EfficientNet's blocks hold Dropout: a prefix holding one is not cached under batchnorm=train."""
+    import keras
+
+    from tlexp.model.prefixcache import blocker
+    from tlexp.model.randomness import randomness
+
+    bb = build_backbone("efficientnetv2b0", 32)
+    first = next(i for i, layer in enumerate(bb.layers) if randomness(layer))
+    assert type(bb.layers[first]).__name__ == "Dropout"
+    apply_freeze(bb, plan_freeze(bb, bb.layers[first].name, "train"))
+    kw = {"enabled": True, "distribute": "none"}
+    assert "is random in training" in blocker(bb, first + 1, batchnorm="train", **kw)
+    assert blocker(bb, first + 1, batchnorm="inference", **kw) is None
+    assert blocker(bb, first, batchnorm="train", **kw) is None
+
+    # Found without a list of classes: a seed generator, or a StochasticDepth-like name;
+    # inside a nested block too.
+    class StochasticDepth(keras.layers.Layer):
+        def call(self, x, training=None):
+            return x
+
+    nested = keras.Sequential([keras.layers.Dense(2), keras.layers.GaussianNoise(0.1)])
+    assert [randomness(x) for x in (StochasticDepth(), nested, keras.layers.Dense(2))] == ["training", "training", None]
+    assert randomness(keras.layers.RandomFlip()) == "augmentation"
+
+
+def test_too_small_image_is_a_clear_error():
+    with pytest.raises(
+        UserError, match=r"InceptionV3 \(model.backbone 'inceptionv3'\) for data.image_size 40.*at least 75"
+    ):
+        build_backbone("inceptionv3", 40)

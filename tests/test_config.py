@@ -130,12 +130,31 @@ def test_near_duplicates_are_grouped_by_default(data_root):
 
 
 def test_unknown_backbone_lists_choices(data_root):
-    with pytest.raises(
-        ConfigError,
-        match=r"'model.backbone' parameter must be one of 'vgg16', 'resnet50' or "
-        r"'densenet121'. Got 'vgg19' instead",
-    ):
-        load_config(None, [f"data.root={data_root}", "model.backbone=vgg19"])
+    from tlexp.config.schema import BACKBONE_NAMES
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"data.root={data_root}", "model.backbone=efficientnetv2-b0"])
+    msg = str(info.value)
+    assert (
+        f"'model.backbone' parameter must be one of the {len(BACKBONE_NAMES)} keras.applications backbones "
+        "(did you mean 'efficientnetv2b0'?), by lowercase constructor name: convnextbase, "
+    ) in msg
+    assert msg.endswith("('tlexp weights' lists them with their files). Got 'efficientnetv2-b0' instead.")
+
+
+def test_every_keras_applications_backbone_is_accepted_with_its_minimum_size(data_root):
+    from tlexp.model.backbones import REGISTRY
+
+    for name in ("vgg19", "efficientnetv2b0", "convnexttiny", "mobilenetv3small", "nasnetmobile", "xception"):
+        assert load_config(None, [f"data.root={data_root}", f"model.backbone={name}"]).model.backbone == name
+    assert REGISTRY["inceptionv3"].min_size == 75
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"data.root={data_root}", "model.backbone=inceptionv3", "data.image_size=64"])
+    assert (
+        "The 'data.image_size' parameter must be at least 75 for model.backbone 'inceptionv3' "
+        "(Keras' minimum input for InceptionV3). Got 64 instead"
+    ) in str(info.value)
+    assert load_config(None, [f"data.root={data_root}", "model.backbone=inceptionv3", "data.image_size=75"])
 
 
 def test_fractions_leaving_empty_train_split(data_root):

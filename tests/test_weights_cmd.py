@@ -18,7 +18,8 @@ from tlexp.errors import WeightsError
 from tlexp.model.backbones import REGISTRY
 from tlexp.model.weights import format_weights_status, import_weights, resolve_weights, weights_status
 
-CONTENT = {name: f"fake {name} no-top weights ".encode() * 50 for name in REGISTRY}
+NAMES = ("vgg16", "resnet50", "densenet121")  # three real specs stand for all of them
+CONTENT = {name: f"fake {name} no-top weights ".encode() * 50 for name in NAMES}
 
 
 def md5(data: bytes) -> str:
@@ -27,8 +28,8 @@ def md5(data: bytes) -> str:
 
 @pytest.fixture
 def registry():
-    """The real specs, with the MD5s of the fake files in CONTENT."""
-    return {name: dataclasses.replace(spec, weights_md5=md5(CONTENT[name])) for name, spec in REGISTRY.items()}
+    """Three real specs, with the MD5s of the fake files in CONTENT."""
+    return {name: dataclasses.replace(REGISTRY[name], weights_hash=md5(CONTENT[name])) for name in NAMES}
 
 
 @pytest.fixture
@@ -61,14 +62,14 @@ def test_status_defaults_to_keras_home_and_reports_each_state(keras_home, regist
     put(cache, "resnet50", b"truncated")
     rows = {r["backbone"]: r for r in weights_status(registry)}
 
-    assert list(rows) == list(REGISTRY)
+    assert list(rows) == list(NAMES)
     vgg, resnet, dense = rows["vgg16"], rows["resnet50"], rows["densenet121"]
-    assert vgg["checksum"] == "ok" and vgg["present"] and vgg["md5"] == md5(CONTENT["vgg16"])
+    assert vgg["checksum"] == "ok" and vgg["present"] and vgg["hash"] == md5(CONTENT["vgg16"])
     assert vgg["size"] == len(CONTENT["vgg16"]) and vgg["path"] == cache / REGISTRY["vgg16"].weights_file
-    assert resnet["checksum"] == "mismatch" and resnet["present"] and resnet["md5"] == md5(b"truncated")
+    assert resnet["checksum"] == "mismatch" and resnet["present"] and resnet["hash"] == md5(b"truncated")
     assert resnet["size"] == len(b"truncated")
     assert dense["checksum"] == "missing" and not dense["present"]
-    assert dense["md5"] is None and dense["size"] is None
+    assert dense["hash"] is None and dense["size"] is None
     assert dense["url"] == REGISTRY["densenet121"].weights_url
     assert dense["file"] == REGISTRY["densenet121"].weights_file
 
@@ -81,8 +82,9 @@ def test_status_with_explicit_cache_dir(tmp_path, registry):
 
 def test_real_registry_reports_fake_files_as_corrupt(tmp_path):
     put(tmp_path, "vgg16", b"not the real file")
-    row = weights_status(cache_dir=tmp_path)[0]
-    assert row["backbone"] == "vgg16" and row["checksum"] == "mismatch"
+    rows = {r["backbone"]: r for r in weights_status(cache_dir=tmp_path)}
+    assert list(rows) == list(REGISTRY) and rows["vgg16"]["checksum"] == "mismatch"
+    assert {r["checksum"] for n, r in rows.items() if n != "vgg16"} == {"missing"}
 
 
 def test_formatted_table_names_each_state_path_and_how_to_fix(tmp_path, registry):
@@ -103,7 +105,7 @@ def test_formatted_table_names_each_state_path_and_how_to_fix(tmp_path, registry
 
 
 def test_formatted_table_when_all_is_well(tmp_path, registry):
-    for name in REGISTRY:
+    for name in NAMES:
         put(tmp_path, name, CONTENT[name])
     text = format_weights_status(weights_status(registry, cache_dir=tmp_path))
     assert "MISSING" not in text and "CORRUPT" not in text and "tlexp weights import" not in text
@@ -121,7 +123,7 @@ def test_import_identifies_by_content_and_copies_atomically(tmp_path, registry):
 
     assert name == "resnet50"
     assert dest == cache / REGISTRY["resnet50"].weights_file
-    assert md5(dest.read_bytes()) == registry["resnet50"].weights_md5
+    assert md5(dest.read_bytes()) == registry["resnet50"].weights_hash
     assert src.read_bytes() == CONTENT["resnet50"]  # copied, not moved
     assert sorted(p.name for p in cache.iterdir()) == [dest.name]  # no temp file left
     assert dest.stat().st_mode & 0o777 == 0o644
@@ -160,7 +162,7 @@ def test_unknown_file_is_refused_with_expected_names_and_md5s(tmp_path, registry
     msg = str(info.value)
     assert md5(b"some other model") in msg and "16 bytes" in msg
     for name, spec in registry.items():
-        assert f"{name}: {spec.weights_file} (MD5 {spec.weights_md5})" in msg
+        assert f"{name}: {spec.weights_file} (MD5 {spec.weights_hash})" in msg
     assert "truncated" in msg and "_notop" in msg and "another backbone or framework" in msg
     assert not (tmp_path / "cache").exists()  # nothing written
 
@@ -203,3 +205,47 @@ def test_resolve_weights_finds_an_imported_file_offline(keras_home, registry, mo
         resolve_weights("resnet50", "imagenet", download=False)
     _, dest = import_weights(download(keras_home.parent, "resnet50"))
     assert resolve_weights("resnet50", "imagenet", download=False) == dest
+
+
+# --------------------------------------------------------------------------- every backbone, every kind of hash
+
+
+def test_status_names_the_file_of_every_backbone(tmp_path):
+    text = format_weights_status(weights_status(cache_dir=tmp_path))
+    for name, spec in REGISTRY.items():
+        assert name in text and str(tmp_path / spec.weights_file) in text and spec.weights_url in text
+    assert len(REGISTRY) >= 40
+
+
+def test_sha256_files_and_files_without_a_published_hash(tmp_path, caplog):
+    """ConvNeXt's files are checked by SHA-256, as Keras does; MobileNet's have no hash: imported
+    by their exact name, reported unchecked."""
+    sha = hashlib.sha256(b"convnext").hexdigest()
+    registry = {
+        "convnexttiny": dataclasses.replace(REGISTRY["convnexttiny"], weights_hash=sha),
+        "mobilenet": REGISTRY["mobilenet"],
+    }
+    assert len(REGISTRY["convnexttiny"].weights_hash) == 64 and REGISTRY["mobilenet"].weights_hash is None
+    cache = tmp_path / "cache"
+    src = tmp_path / "downloads" / "renamed.h5"
+    src.parent.mkdir()
+    src.write_bytes(b"convnext")
+    assert import_weights(src, registry, cache_dir=cache)[0] == "convnexttiny"
+
+    unnamed = tmp_path / "downloads" / "mobilenet.h5"
+    unnamed.write_bytes(b"mobilenet")
+    with pytest.raises(WeightsError, match=r"mobilenet: mobilenet_1_0_224_tf_no_top.h5 \(no hash published"):
+        import_weights(unnamed, registry, cache_dir=cache)
+    named = tmp_path / "downloads" / REGISTRY["mobilenet"].weights_file
+    named.write_bytes(b"mobilenet")
+    with caplog.at_level(logging.WARNING, logger="tlexp"):
+        assert import_weights(named, registry, cache_dir=cache)[0] == "mobilenet"
+    assert "imported unchecked" in caplog.text
+
+    rows = {r["backbone"]: r for r in weights_status(registry, cache_dir=cache)}
+    assert rows["convnexttiny"]["checksum"] == "ok" and rows["convnexttiny"]["hash"] == sha
+    assert rows["mobilenet"]["checksum"] == "unchecked"
+    text = format_weights_status(list(rows.values()))
+    assert "present (Keras publishes no hash to check)" in text and "in place and intact" in text
+    (cache / REGISTRY["convnexttiny"].weights_file).write_bytes(b"damaged")
+    assert "CORRUPT (sha256 " in format_weights_status(weights_status(registry, cache_dir=cache))

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from tlexp.config.schema import Config, DataConfig, ModelConfig, SyntheticConfig, _all_keys, _section_type
+from tlexp.model.catalog import BACKBONES
+
+# Smallest image each backbone accepts, as Keras' own check reports it (the catalog's column).
+_MIN_SIZE = {row[0]: (row[1], row[3]) for row in BACKBONES}
 
 
 def _semantic_problems(cfg: Config) -> list[str]:
@@ -21,6 +25,13 @@ def _semantic_problems(cfg: Config) -> list[str]:
             "data.val_fraction + data.test_fraction must be below 1.0 so the train split is not empty. "
             f"Got {cfg.data.val_fraction} + {cfg.data.test_fraction} = "
             f"{cfg.data.val_fraction + cfg.data.test_fraction:g} instead; lower one of them."
+        )
+    constructor, min_size = _MIN_SIZE[cfg.model.backbone]
+    if cfg.data.image_size < min_size:
+        problems.append(
+            f"The 'data.image_size' parameter must be at least {min_size} for model.backbone "
+            f"'{cfg.model.backbone}' (Keras' minimum input for {constructor}). Got {cfg.data.image_size} instead; "
+            "raise it (the ImageNet weights were trained at 224 to 600)."
         )
     return problems
 

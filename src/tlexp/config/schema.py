@@ -11,6 +11,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tlexp.model.catalog import BACKBONES
+
 
 def _true_false_auto(v: Any) -> Any:
     """true, false or 'auto', and nothing pydantic would coerce into one ("yes", 1)."""
@@ -102,9 +104,19 @@ class HeadConfig(_Section):
     _dropout_is_float = field_validator("dropout", mode="before")(_int_is_float)
 
 
+# Every keras.applications image classifier, from the generated catalog (no Keras import:
+# a config is checked before TensorFlow starts). A plain str checked by a validator rather
+# than a Literal of 41 names: the error then suggests the closest name, and 'tlexp config'
+# does not print all of them as the type.
+BACKBONE_NAMES: tuple[str, ...] = tuple(row[0] for row in BACKBONES)
+
+
 class ModelConfig(_Section):
-    backbone: Literal["vgg16", "resnet50", "densenet121"] = Field(
-        "vgg16", description="keras.applications backbone, classification top removed."
+    backbone: str = Field(
+        "vgg16",
+        description="keras.applications image classifier without its top, by lowercase constructor name: vgg16, "
+        "resnet50, densenet121, efficientnetv2b0, convnexttiny, mobilenetv3small, xception, ... "
+        f"({len(BACKBONE_NAMES)} in all; 'tlexp weights' lists them with their ImageNet files).",
     )
     weights: str = Field(
         "imagenet",
@@ -143,6 +155,20 @@ class ModelConfig(_Section):
             )
         if isinstance(v, str) and not v.strip():
             raise ValueError("must be a float in [0, 1) or a layer name, not an empty string")
+        return v
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        if v not in BACKBONE_NAMES:
+            import difflib
+
+            close = difflib.get_close_matches(v.lower().replace("-", "").replace("_", ""), BACKBONE_NAMES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(
+                f"must be one of the {len(BACKBONE_NAMES)} keras.applications backbones{hint}, by lowercase "
+                f"constructor name: {', '.join(BACKBONE_NAMES)} ('tlexp weights' lists them with their files)"
+            )
         return v
 
     @field_validator("weights", mode="before")

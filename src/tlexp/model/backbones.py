@@ -1,9 +1,12 @@
-"""Backbone registry, ImageNet weights, and freezing a share of a backbone's parameters.
+"""Backbones: every ``keras.applications`` image classifier, built without its top.
 
-Adding a backbone is one ``REGISTRY`` entry (and its name in ``ModelConfig.backbone``'s choices; a test
-checks that the two agree).
-The weights file names and MD5 hashes are the ones Keras' own loaders use; a test
-checks them against the installed Keras.
+The names, minimum sizes and ImageNet weights files come from :mod:`tlexp.model.catalog`,
+generated from Keras itself; nothing here knows a family by name. Each backbone is fed
+through its own submodule's ``preprocess_input``. Families that include their
+preprocessing in the model (EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3: a
+``Rescaling`` / ``Normalization`` layer at the bottom) have a pass-through
+``preprocess_input``, so images are never preprocessed twice; a test checks that pairing
+for every family.
 """
 
 from __future__ import annotations
@@ -12,11 +15,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlexp.errors import WeightsError
+from tlexp.errors import UserError, WeightsError
+from tlexp.model.catalog import BACKBONES
 
 log = logging.getLogger("tlexp")
-
-_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
 @dataclass(frozen=True)
@@ -26,39 +28,22 @@ class BackboneSpec:
     Attributes:
         constructor: attribute of ``keras.applications`` (e.g. ``"VGG16"``).
         module: submodule whose ``preprocess_input`` matches the ImageNet training.
-        weights_file, weights_url, weights_md5: the no-top ImageNet file Keras downloads.
+        min_size: smallest image size the backbone accepts.
+        params: parameters without the top.
+        weights_file, weights_url: the no-top ImageNet file Keras downloads.
+        weights_hash: its MD5 (or SHA-256: 64 hex digits); ``None`` where Keras has none.
     """
 
     constructor: str
     module: str
+    min_size: int
+    params: int
     weights_file: str
     weights_url: str
-    weights_md5: str
+    weights_hash: str | None
 
 
-REGISTRY: dict[str, BackboneSpec] = {
-    "vgg16": BackboneSpec(
-        "VGG16", "vgg16",
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        _KERAS_APPS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "6d6bbae143d832006294945121d1f1fc",
-    ),
-    "resnet50": BackboneSpec(
-        "ResNet50", "resnet50",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        _KERAS_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "4d473c1dd8becc155b73f8504c6f6626",
-    ),
-    "densenet121": BackboneSpec(
-        "DenseNet121", "densenet",
-        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        _KERAS_APPS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "30ee3e1110167f948a6b9946edeeb738",
-    ),
-}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- building
+REGISTRY: dict[str, BackboneSpec] = {row[0]: BackboneSpec(*row[1:]) for row in BACKBONES}
 
 
 def build_backbone(name: str, image_size: int, weights_path: Path | None = None):
@@ -70,13 +55,21 @@ def build_backbone(name: str, image_size: int, weights_path: Path | None = None)
         weights_path: no-top weights file to load, or ``None`` for random init.
 
     Raises:
+        UserError: Keras refuses the image size (below the backbone's minimum, or a size
+            its architecture cannot divide).
         WeightsError: the file does not fit this backbone (e.g. a with-top file).
     """
     import keras
 
     spec = REGISTRY[name]
     ctor = getattr(keras.applications, spec.constructor)
-    model = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+    try:
+        model = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+    except ValueError as e:  # checked in the config too; a size that passes there may still not fit
+        raise UserError(
+            f"Keras cannot build {spec.constructor} (model.backbone '{name}') for data.image_size {image_size}: "
+            f"{str(e)[:300]}. Its minimum is {spec.min_size}; try data.image_size 224."
+        ) from None
     if weights_path is not None:
         import warnings
 

@@ -107,10 +107,13 @@ def apply_freeze(backbone, plan: FreezePlan) -> FreezePlan:
     import keras
 
     for i, layer in enumerate(backbone.layers):
-        trainable = i >= plan.layers_frozen
-        if plan.batchnorm == "frozen" and isinstance(layer, keras.layers.BatchNormalization):
-            trainable = False
-        layer.trainable = trainable
+        layer.trainable = i >= plan.layers_frozen
+        if plan.batchnorm == "frozen" and layer.trainable:
+            # Also BatchNormalization inside a nested block (ConvNeXt's stems are Sequential
+            # models): setting the block's flag above set theirs, so they are set after it.
+            for sub in layer._flatten_layers(include_self=True, recursive=True):
+                if isinstance(sub, keras.layers.BatchNormalization):
+                    sub.trainable = False
     plan.backbone_trainable = count(backbone.trainable_weights)
     plan.backbone_non_trainable = count(backbone.non_trainable_weights)
     return plan

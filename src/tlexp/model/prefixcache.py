@@ -42,15 +42,6 @@ log = logging.getLogger("tlexp")
 
 FORMAT_VERSION = 2  # bump when what an entry holds changes: old entries are never read
 META = "meta.json"
-_RANDOM_LAYERS = (
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-)
 
 
 class Fallback(Exception):
@@ -124,6 +115,8 @@ def blocker(backbone, cut: int, *, enabled: bool, batchnorm: str, distribute: st
     the backbone; a random layer in the prefix would still make cached values wrong
     whenever the backbone sees ``training=True``.
     """
+    from tlexp.model.randomness import randomness
+
     if not enabled:
         return "train.prefix_cache.enabled is false"
     if cut <= 1:
@@ -133,9 +126,10 @@ def blocker(backbone, cut: int, *, enabled: bool, batchnorm: str, distribute: st
     for layer in backbone.layers[:cut]:
         if layer.trainable:
             return f"frozen-part layer {layer.name} is trainable"
-        if type(layer).__name__ in _RANDOM_LAYERS and batchnorm == "train":
+        kind = randomness(layer)  # Dropout, noise, stochastic depth: found by their seed generators
+        if kind == "training" and batchnorm == "train":
             return f"frozen-part layer {layer.name} ({type(layer).__name__}) is random in training"
-        if type(layer).__name__.startswith("Random"):
+        if kind == "augmentation":
             return f"frozen-part layer {layer.name} ({type(layer).__name__}) is a random augmentation"
     return None
 

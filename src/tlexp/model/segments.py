@@ -7,9 +7,13 @@ DenseNet block it can be two or more (a shortcut and the main branch). A segment
 model maps the frontier at one cut to the frontier at a later cut by calling the
 original layer objects again, so training a segment trains the backbone itself.
 
-Cuts are layer counts, as in :class:`tlexp.model.backbones.FreezePlan`: cut ``k`` runs after
-``backbone.layers[:k]`` (the input layer counts as one). ``backbone.layers`` is in
-topological order, so every prefix of it can be computed on its own.
+Cuts are layer counts, as in :class:`tlexp.model.freeze.FreezePlan`: cut ``k`` runs after
+``backbone.layers[:k]`` (the input layer counts as one). The graph also holds operations
+that are not layers (``x + y`` in ConvNeXt's and MobileNetV3's blocks is a bare ``Add``);
+``model.operations`` lists them all in topological order, with the layers in the same
+order as ``model.layers``. A cut takes every operation before the first layer after it:
+the parameter-free ones between the two go with the frozen part, like the pooling a
+freeze plan takes along. So every prefix can be computed on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ def _producer(tensor) -> Any:
     return tensor._keras_history.operation
 
 
+def _split(model, cut: int) -> int:
+    """How many of ``model.operations`` run before the cut after ``model.layers[:cut]``."""
+    layers, ops = model.layers, model.operations
+    if cut == len(layers):
+        return len(ops)  # everything, trailing bare operations (a last residual Add) included
+    first_after = layers[cut]
+    return next(i for i, op in enumerate(ops) if op is first_after)
+
+
 def frontier(model, cut: int) -> list[Any]:
     """The symbolic tensors that carry everything ``model.layers[:cut]`` passes on.
 
@@ -37,11 +50,11 @@ def frontier(model, cut: int) -> list[Any]:
     Returns:
         KerasTensors of the original graph, in a fixed order (graph order).
     """
-    layers = model.layers
-    if not 1 <= cut <= len(layers):
-        raise ValueError(f"cut must be in [1, {len(layers)}], got {cut}")
-    before = {id(layer) for layer in layers[:cut]}
-    after = {id(layer) for layer in layers[cut:]}
+    if not 1 <= cut <= len(model.layers):
+        raise ValueError(f"cut must be in [1, {len(model.layers)}], got {cut}")
+    ops, split = model.operations, _split(model, cut)
+    before = {id(op) for op in ops[:split]}
+    after = {id(op) for op in ops[split:]}
     found: dict[int, Any] = {}
     for node in _nodes(model):
         if id(node.operation) in after:
@@ -57,7 +70,8 @@ def frontier(model, cut: int) -> list[Any]:
 def segment(model, start: int, stop: int, name: str | None = None):
     """A model from the frontier at ``start`` to the frontier at ``stop``.
 
-    It calls the layers ``model.layers[start:stop]`` themselves (shared weights). Its
+    It calls the layers ``model.layers[start:stop]`` themselves (shared weights), and the
+    bare operations between them. Its
     inputs are new ``keras.Input`` tensors shaped and typed like the frontier at
     ``start``; a single tensor when the frontier has one, else a list (likewise the
     outputs). A tensor that crosses the whole segment untouched is passed through.
@@ -69,7 +83,8 @@ def segment(model, start: int, stop: int, name: str | None = None):
     src, dst = frontier(model, start), frontier(model, stop)
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=f"cut{start}_{i}") for i, t in enumerate(src)]
     values = {id(t): x for t, x in zip(src, inputs, strict=True)}
-    run = {id(layer) for layer in model.layers[start:stop]}
+    ops = model.operations
+    run = {id(op) for op in ops[_split(model, start) : _split(model, stop)]}
     for node in _nodes(model):
         if id(node.operation) not in run:
             continue

@@ -40,7 +40,7 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
     """Turn ``model.weights`` into a local file to load (``None`` for random init).
 
     For ``imagenet`` the Keras cache is used, downloading through Keras' own
-    ``get_file`` (which checks the MD5) when allowed. Called before any data work, so a
+    ``get_file`` (which checks the hash) when allowed. Called before any data work, so a
     missing file fails a run in seconds, not after the dataset was read.
 
     Raises:
@@ -57,10 +57,11 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
         f"(the folder Keras reads, set by $KERAS_HOME), or set model.weights to the file's path."
     )
     if cached.is_file():
-        if _md5(cached) != spec.weights_md5:
+        if spec.weights_hash is not None and (got := _digest(cached, spec.weights_hash)) != spec.weights_hash:
             raise WeightsError(
                 f"The cached ImageNet weights '{cached}' are corrupt or not the no-top file "
-                f"(MD5 {_md5(cached)}, expected {spec.weights_md5}). Delete it and retry. {how_to}"
+                f"({_algorithm(spec.weights_hash).upper()} {got}, expected {spec.weights_hash}). "
+                f"Delete it and retry. {how_to}"
             )
         return cached
     if not download:
@@ -75,14 +76,30 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
 
     log.info("weights: downloading %s into %s", spec.weights_file, cached.parent)
     try:
-        path = get_file(spec.weights_file, spec.weights_url, cache_subdir="models", file_hash=spec.weights_md5)
+        path = get_file(spec.weights_file, spec.weights_url, cache_subdir="models", file_hash=spec.weights_hash)
     except Exception as e:
         raise WeightsError(f"Could not download ImageNet weights for {backbone}: {e}. {how_to}") from None
     return Path(path)
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
+def _algorithm(expected: str) -> str:
+    """The hash Keras' ``get_file`` checks for this digest: SHA-256 for 64 hex digits, else MD5."""
+    return "sha256" if len(expected) == 64 else "md5"
+
+
+def _digests(path: Path) -> dict[str, str]:
+    """MD5 and SHA-256 of a file, read once in 1 MiB chunks."""
+    hashes = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for h in hashes.values():
+                h.update(chunk)
+    return {k: h.hexdigest() for k, h in hashes.items()}
+
+
+def _digest(path: Path, expected: str) -> str:
+    """The file's digest in the algorithm of ``expected``."""
+    h = hashlib.new(_algorithm(expected))
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -98,7 +115,9 @@ def weights_status(
     """The state of each backbone's no-top ImageNet file in the Keras cache.
 
     Hashes every file that is present (a few seconds for VGG16's 59 MB, more for
-    larger ones), in 1 MiB chunks.
+    larger ones), in 1 MiB chunks, with the algorithm of Keras' published hash (MD5, or
+    SHA-256 for ConvNeXt). A file Keras publishes no hash for (MobileNet, MobileNetV2)
+    cannot be checked: it is reported as present, unchecked, as Keras itself takes it.
 
     Args:
         registry: backbone name -> spec; ``None`` for ``backbones.REGISTRY``.
@@ -107,10 +126,11 @@ def weights_status(
     Returns:
         One dict per backbone, in registry order: ``backbone``, ``file`` (name),
         ``path`` (full path where Keras looks), ``url``, ``present`` (bool),
-        ``checksum`` (``"ok"``, ``"mismatch"`` or ``"missing"``), ``md5`` (of the file,
-        ``None`` if absent), ``expected_md5``, ``size`` (bytes, ``None`` if absent) and
-        ``error`` (why a present file could not be read, else ``None``; such a file
-        counts as a mismatch, since Keras cannot use it either).
+        ``checksum`` (``"ok"``, ``"mismatch"``, ``"missing"`` or ``"unchecked"``),
+        ``hash`` (of the file in the algorithm of ``expected_hash``, ``None`` if absent
+        or unchecked), ``expected_hash`` (``None`` if Keras has none), ``size`` (bytes,
+        ``None`` if absent) and ``error`` (why a present file could not be read, else
+        ``None``; such a file counts as a mismatch, since Keras cannot use it either).
     """
     registry = REGISTRY if registry is None else registry
     folder = keras_cache_dir() if cache_dir is None else Path(cache_dir)
@@ -119,16 +139,20 @@ def weights_status(
         path = folder / spec.weights_file
         row: dict[str, Any] = {
             "backbone": name, "file": spec.weights_file, "path": path, "url": spec.weights_url,
-            "present": path.is_file(), "checksum": "missing", "md5": None,
-            "expected_md5": spec.weights_md5, "size": None, "error": None,
+            "present": path.is_file(), "checksum": "missing", "hash": None,
+            "expected_hash": spec.weights_hash, "size": None, "error": None,
         }  # fmt: skip
         if row["present"]:
             try:
                 row["size"] = path.stat().st_size
-                row["md5"] = _md5(path)
+                if spec.weights_hash is not None:
+                    row["hash"] = _digest(path, spec.weights_hash)
             except OSError as e:
                 row["error"] = e.strerror or str(e)
-            row["checksum"] = "ok" if row["md5"] == spec.weights_md5 else "mismatch"
+            if spec.weights_hash is None and row["error"] is None:
+                row["checksum"] = "unchecked"
+            else:
+                row["checksum"] = "ok" if row["hash"] == spec.weights_hash else "mismatch"
         rows.append(row)
     return rows
 
@@ -142,16 +166,19 @@ def format_weights_status(rows: list[dict[str, Any]]) -> str:
     lines = [f"{b:<{widths[0]}}  {s:<{widths[1]}}  {p}".rstrip() for b, s, p in table]
 
     folder = Path(rows[0]["path"]).parent
-    bad = [r for r in rows if r["checksum"] != "ok"]
+    bad = [r for r in rows if r["checksum"] not in ("ok", "unchecked")]
     lines.append("")
     if bad:
         lines.append("To fix, download on a machine with internet:")
         lines += [f"  {r['backbone']}: {r['url']}" for r in bad]
         lines.append(
-            "then run 'tlexp weights import FILE' here: it checks the MD5, finds the backbone from the "
-            "file's content (its name does not matter) and copies it into place, replacing a corrupt one."
+            "then run 'tlexp weights import FILE' here: it checks the hash, finds the backbone from the "
+            "file's content (its name does not matter where Keras publishes a hash) and copies it into place, "
+            "replacing a corrupt one."
         )
         lines.append("Or copy the file to the path shown yourself; Keras only reads the name it expects.")
+    elif any(r["checksum"] == "unchecked" for r in rows):
+        lines.append("All ImageNet weights files are in place and intact, as far as Keras publishes hashes to check.")
     else:
         lines.append("All ImageNet weights files are in place and intact.")
     lines.append(
@@ -163,11 +190,14 @@ def format_weights_status(rows: list[dict[str, Any]]) -> str:
 def _status_word(row: dict[str, Any]) -> str:
     if row["checksum"] == "ok":
         return "ok"
+    if row["checksum"] == "unchecked":
+        return "present (Keras publishes no hash to check)"
     if row["checksum"] == "missing":
         return "MISSING"
     if row["error"]:
         return f"CORRUPT (unreadable: {row['error']})"
-    return f"CORRUPT (md5 {row['md5'][:8]}, expected {row['expected_md5'][:8]}, {_human(row['size'])})"
+    algorithm = _algorithm(row["expected_hash"])
+    return f"CORRUPT ({algorithm} {row['hash'][:8]}, expected {row['expected_hash'][:8]}, {_human(row['size'])})"
 
 
 def _human(size: int) -> str:
@@ -183,10 +213,12 @@ def import_weights(
 ) -> tuple[str, Path]:
     """Verify a downloaded no-top ImageNet file and put it where Keras will find it.
 
-    The backbone is found by the file's MD5, not its name, so a renamed download works.
+    The backbone is found by the file's hash (MD5 or SHA-256, as Keras publishes it), not
+    its name, so a renamed download works. A file Keras publishes no hash for can only be
+    recognised by its exact name, and is imported unchecked, with a warning.
     The file is copied, never moved, through a temporary file in the destination folder
     whose MD5 is checked before ``os.replace``: Keras never sees a half-written file. A
-    cached file with the wrong MD5 (an earlier broken download) is replaced, with a
+    cached file with other content (an earlier broken download) is replaced, with a
     warning; one that is already right is left alone.
 
     Args:
@@ -209,27 +241,31 @@ def import_weights(
     if not src.is_file():
         raise WeightsError(f"'{src}' is a folder, not a weights file. Give the path of the downloaded .h5 file.")
     try:
-        md5, size = _md5(src), src.stat().st_size
+        digests, size = _digests(src), src.stat().st_size
     except OSError as e:
         raise WeightsError(
             f"Could not read the weights file '{src}': {e.strerror or e}. Check its permissions."
         ) from None
 
-    name = next((n for n, spec in registry.items() if spec.weights_md5 == md5), None)
+    name = next((n for n, spec in registry.items() if spec.weights_hash in digests.values()), None)
+    if name is None:  # no hash matches: a file Keras publishes no hash for is known by its name alone
+        name = next((n for n, s in registry.items() if s.weights_hash is None and s.weights_file == src.name), None)
+        if name is not None:
+            log.warning("weights: Keras publishes no hash for %s, so '%s' is imported unchecked", name, src)
     if name is None:
-        raise WeightsError(_unknown_file_message(src, md5, size, registry))
-    spec = registry[name]
-    dest = folder / spec.weights_file
+        raise WeightsError(_unknown_file_message(src, digests, size, registry))
+    md5 = digests["md5"]
+    dest = folder / registry[name].weights_file
 
     if dest.is_file():
         try:
-            cached_md5 = _md5(dest)
+            cached_md5 = _digest(dest, md5)
         except OSError:
             cached_md5 = None  # unreadable: as useless to Keras as a corrupt file, so replaced
         if cached_md5 == md5:
             log.info("weights: %s weights already in place at %s; nothing copied", name, dest)
             return name, dest
-        log.warning("weights: replacing the corrupt cached file %s (MD5 %s, expected %s)", dest, cached_md5, md5)
+        log.warning("weights: replacing the cached file %s (MD5 %s, the import's is %s)", dest, cached_md5, md5)
     elif dest.exists():
         raise WeightsError(
             f"'{dest}' exists but is not a file, so the {name} weights cannot go there. "
@@ -249,7 +285,7 @@ def _atomic_copy(src: Path, dest: Path, md5: str) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:  # readable by everyone, as a file Keras downloads itself would be
             shutil.copyfile(src, tmp)
-            copied = _md5(tmp)
+            copied = _digest(tmp, md5)
             if copied != md5:
                 raise WeightsError(
                     f"The copy of '{src}' in '{dest.parent}' has MD5 {copied}, not {md5}: the disk "
@@ -259,14 +295,19 @@ def _atomic_copy(src: Path, dest: Path, md5: str) -> None:
         raise WeightsError(f"Could not copy '{src}' to '{dest}': {e.strerror or e}. {how_to}") from None
 
 
-def _unknown_file_message(src: Path, md5: str, size: int, registry: Mapping[str, BackboneSpec]) -> str:
-    known = "\n".join(f"  {n}: {spec.weights_file} (MD5 {spec.weights_md5})" for n, spec in registry.items())
+def _unknown_file_message(src: Path, digests: dict[str, str], size: int, registry: Mapping[str, BackboneSpec]) -> str:
+    def expected(spec: BackboneSpec) -> str:
+        if spec.weights_hash is None:
+            return "no hash published: imported by this exact name"
+        return f"{_algorithm(spec.weights_hash).upper().replace('SHA', 'SHA-')} {spec.weights_hash}"
+
+    known = "\n".join(f"  {n}: {spec.weights_file} ({expected(spec)})" for n, spec in registry.items())
     named_as = [n for n, spec in registry.items() if spec.weights_file == src.name]
     hint = (f"\nIts name is that of the {named_as[0]} file, so it is most likely a truncated or damaged "
             f"download." if named_as else "")  # fmt: skip
     return (
-        f"'{src}' (MD5 {md5}, {size} bytes) matches none of the no-top ImageNet weights files tlexp knows:\n"
-        f"{known}{hint}\n"
+        f"'{src}' (MD5 {digests['md5']}, {size} bytes) matches none of the no-top ImageNet weights files "
+        f"tlexp knows:\n{known}{hint}\n"
         "Likely causes:\n"
         "  - a truncated or interrupted download: compare its size with the server's and download it again;\n"
         "  - the with-top file (Keras names it without '_notop'): tlexp needs the no-top one;\n"
