@@ -230,7 +230,19 @@ def make_dataset(
         label_dtype: ``"float32"`` (sigmoid output) or ``"int32"`` (softmax output).
 
     Yields batches: images float32 (b, size, size, 3), labels (b,), indices int64 (b,).
+    A ``tf.data.Dataset`` on TensorFlow; on any other backend a :class:`Batches`.
     """
+    if not _on_tensorflow():
+
+        def load(rows: np.ndarray):
+            out = [decoder(i) for i in rows]
+            keep = np.array([bool(ok) for _, ok in out], dtype=bool)
+            imgs = np.stack([img for img, _ in out])[keep] if len(out) else np.zeros((0, decoder.size, decoder.size, 3))
+            return np.asarray(preprocess(imgs.astype(np.float32))), keep
+
+        known_bad = np.zeros(len(labels), dtype=bool)
+        known_bad[list(decoder.failed)] = True  # the decoded-image cache knows them all up front
+        return Batches(load, indices, labels, known_bad, batch_size, shuffle, seed, label_dtype)
     import tensorflow as tf
 
     size = decoder.size
@@ -272,7 +284,107 @@ def _without_autotune(ds):
 
 def without_index(ds):
     """``(x, y, i)`` batches -> ``(x, y)`` for ``model.fit``."""
+    if isinstance(ds, Batches):
+        return ds.for_fit()
     return ds.map(lambda x, y, i: (x, y))
+
+
+def _on_tensorflow() -> bool:
+    from tlexp.model.backend import backend_name
+
+    return backend_name() == "tensorflow"
+
+
+class Batches:
+    """``(x, labels, indices)`` numpy batches: the input pipeline off TensorFlow (JAX).
+
+    Why this and not Grain or a torch DataLoader: Keras' own ``PyDataset``
+    (:meth:`for_fit`) is backend-neutral, maintained with Keras, and reads batches in
+    worker threads ahead of the training step; decoding (Pillow) and ``pread`` release
+    the GIL, so threads overlap like tf.data's parallel map (scripts/bench_pipeline.py
+    --loader measures both on the same images). Grain would add a dependency for what
+    a batch list and a thread pool do here; a torch DataLoader would pull in PyTorch.
+
+    Order: one seeded permutation per epoch (``default_rng([seed, epoch])``) of the
+    split's indices, without those known to be unusable (undecodable files, which the
+    decoded-image cache lists up front, or rows missing from an activation cache), cut
+    into batches. The image feed and the activation feed of a run thus give the same
+    batches in the same order, epoch after epoch. A file that fails only while being
+    decoded here (no decoded-image cache) is dropped from its batch.
+
+    The last batch is smaller (``n % batch_size`` rows), as with tf.data. It is not
+    padded: JAX compiles once per input shape and Keras keeps its jitted train, test and
+    predict steps for the whole ``fit``, so the smaller batch costs one more compile per
+    step function, not one per epoch (tests/test_backend_jax.py counts the compiles);
+    padding with zero-weight rows would change the mean loss of that batch.
+    """
+
+    def __init__(self, load, indices, labels, known_bad, batch_size, shuffle, seed, label_dtype):
+        self.load = load  # rows -> (x, kept mask)
+        idx = np.asarray(indices, dtype=np.int64)
+        self.indices = idx[~np.asarray(known_bad, dtype=bool)[idx]]
+        self.labels = np.asarray(labels)
+        self.batch_size, self.shuffle, self.seed, self.label_dtype = batch_size, shuffle, seed, label_dtype
+        self.epoch = 0
+        self._order = None
+
+    def order(self) -> np.ndarray:
+        if not self.shuffle:
+            return self.indices
+        if self._order is None or self._order[0] != self.epoch:
+            perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
+            self._order = (self.epoch, self.indices[perm])
+        return self._order[1]
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def batch(self, k: int):
+        rows = self.order()[k * self.batch_size : (k + 1) * self.batch_size]
+        x, keep = self.load(rows)
+        rows = rows[keep]
+        return x, self.labels[rows].astype(self.label_dtype), rows
+
+    def __iter__(self):
+        """The batches of the current epoch in order, read a few ahead in threads."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = _workers()
+        with ThreadPoolExecutor(workers) as pool:
+            ahead = deque(pool.submit(self.batch, k) for k in range(min(len(self), 2 * workers)))
+            k = len(ahead)
+            while ahead:
+                yield ahead.popleft().result()
+                if k < len(self):
+                    ahead.append(pool.submit(self.batch, k))
+                    k += 1
+
+    def for_fit(self):
+        """``(x, y)`` batches as a ``keras.utils.PyDataset``; reshuffled after every epoch."""
+        import keras
+
+        batches = self
+
+        class FitBatches(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__(workers=_workers(), use_multiprocessing=False, max_queue_size=4)
+
+            def __len__(self) -> int:
+                return len(batches)
+
+            def __getitem__(self, k: int):
+                x, y, _ = batches.batch(k)
+                return x, y
+
+            def on_epoch_end(self) -> None:
+                batches.epoch += 1
+
+        return FitBatches()
+
+
+def _workers() -> int:
+    return min(4, max(2, os.cpu_count() or 1))
 
 
 def activation_dataset(
@@ -303,7 +415,19 @@ def activation_dataset(
         dtypes: dtype each frontier tensor is fed to the model in (its compute dtype).
 
     Yields batches: activations (one tensor, or a tuple of them), labels (b,), indices (b,).
+    A ``tf.data.Dataset`` on TensorFlow; on any other backend a :class:`Batches`.
     """
+    if not _on_tensorflow():
+        from tlexp.model.prefixcache import numpy_dtype
+
+        np_dtypes = [numpy_dtype(d) for d in dtypes]
+
+        def load(rows: np.ndarray):
+            xs = [a.astype(d, copy=False) for a, d in zip(activations.read(rows), np_dtypes, strict=True)]
+            return (xs[0] if len(xs) == 1 else tuple(xs)), np.ones(len(rows), dtype=bool)
+
+        known_bad = ~np.asarray(activations.ok, dtype=bool)
+        return Batches(load, indices, labels, known_bad, batch_size, shuffle, seed, label_dtype)
     import tensorflow as tf
 
     from tlexp.model.prefixcache import numpy_dtype

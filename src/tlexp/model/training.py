@@ -56,7 +56,10 @@ def fit(
         # Create the optimizer's slots before fit(). Inside fit() they are created in the
         # first trace, and tf.function then traces the whole train step a second time:
         # 15 s of a DenseNet121 cell on a 2-core CPU.
-        with model.distribute_strategy.scope():
+        import contextlib
+
+        strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's models only
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model.optimizer.build(model.trainable_variables)
     logger = _epoch_logger(epochs)
     callbacks = [logger]
@@ -101,7 +104,7 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
 
         ds = tqdm(ds, desc=progress, unit="batch", leave=False)
     for x, y, i in ds:
-        f, z = step(list(x) if isinstance(x, tuple) else x)  # tf.data gives tuples, the signature a list
+        f, z = step(list(x) if isinstance(x, tuple) else x)  # the feeds give tuples, the signature a list
         feats.append(np.asarray(f, dtype=np.float32))
         outs.append(np.asarray(z, dtype=np.float64))
         labels.append(np.asarray(y))
