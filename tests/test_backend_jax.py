@@ -183,3 +183,35 @@ def test_image_and_activation_batches_share_their_order():
         a.epoch += 1
         b.epoch += 1
     assert not np.array_equal(np.concatenate([i for _, _, i in a]), np.concatenate(got))  # reshuffled
+
+
+@on_jax
+def test_fit_reads_every_batch_of_each_epochs_permutation():
+    """Through ``fit`` (tlexp's, with its per-epoch callback): each epoch trains exactly the
+    batches of that epoch's seeded permutation, every one of them."""
+    import threading
+
+    import keras
+
+    from tlexp.feeds import Batches
+    from tlexp.model.training import fit
+
+    x_all = np.random.default_rng(0).normal(size=(100, 4)).astype("float32")
+    labels = (x_all[:, 0] > 0).astype("float32")
+    seen, lock = [], threading.Lock()
+
+    def load(rows):
+        with lock:
+            seen.append(tuple(rows))
+        return x_all[rows], np.ones(len(rows), bool)
+
+    train = Batches(load, np.arange(100), labels, np.zeros(100, bool), 8, True, 3, "float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    fit(model, train.for_fit(), None, epochs=3, verbose=0)
+    expected = []
+    for epoch in range(3):
+        perm = np.random.default_rng([3, epoch]).permutation(100)
+        expected += [tuple(perm[k * 8 : (k + 1) * 8]) for k in range(13)]
+    assert set(seen) == set(expected)
+    assert len(seen) <= len(expected) + 4  # the batches read ahead for fit's first peek, at most
