@@ -215,3 +215,28 @@ def test_fit_reads_every_batch_of_each_epochs_permutation():
         expected += [tuple(perm[k * 8 : (k + 1) * 8]) for k in range(13)]
     assert set(seen) == set(expected)
     assert len(seen) <= len(expected) + 4  # the batches read ahead for fit's first peek, at most
+
+
+@on_jax
+def test_gpus_on_jax_set_precision_and_say_what_needs_tensorflow(monkeypatch, flat_dataset):
+    """GPUs from jax.devices() (faked here): compute capability picks the precision; two
+    GPUs train on one (MirroredStrategy is TensorFlow's); mirrored and GPU determinism
+    without XLA's flag stop with a message saying what to do."""
+    from types import SimpleNamespace
+
+    from tlexp.config import load_config
+    from tlexp.errors import UserError
+    from tlexp.model import accel, backend
+
+    gpus = [SimpleNamespace(device_kind="NVIDIA H200", compute_capability="9.0", platform="gpu")] * 2
+    monkeypatch.setattr(backend, "jax_gpus", lambda: gpus)
+    got = accel.resolve(load_config(None, [f"data.root={flat_dataset}"]).train)
+    assert got.gpus == ["NVIDIA H200"] * 2 and got.precision == "mixed_bfloat16" and got.distribute == "none"
+    with pytest.raises(UserError, match="mirrored.*needs TensorFlow"):
+        accel.resolve(load_config(None, [f"data.root={flat_dataset}", "train.distribute=mirrored"]).train)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    with pytest.raises(UserError, match="xla_gpu_deterministic_ops"):
+        accel.set_determinism(True)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
+    accel.set_determinism(True)
+    accel.set_determinism(False)
