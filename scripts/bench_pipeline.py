@@ -1,13 +1,17 @@
 """Input pipeline vs. model: images per second on this machine.
 
 Writes Kaggle-sized JPEGs (500x375, like dogs-vs-cats) to a temp folder, then measures
-(a) how fast tlexp's tf.data pipeline feeds them, decoding on the fly and from a warm
-decoded-image cache (and how fast the cache is built), and
+(a) how fast tlexp's input pipeline feeds them, decoding on the fly and from a warm
+decoded-image cache (and how fast the cache is built): ``--loader tf.data`` (the
+TensorFlow backend's), ``keras`` (the other backends': keras.utils.PyDataset with
+thread workers, read as ``fit`` reads it), or ``both`` on the same images, and
 (b) how fast the backbone consumes them (forward pass of a training-sized batch, and a
 training step with the given freeze share), and prints both. Weights are random (the
 speed does not depend on their values), so it runs offline.
 
     python scripts/bench_pipeline.py --backbone vgg16 --size 224 --images 512
+    python scripts/bench_pipeline.py --loader both --images 256 --no-model
+    KERAS_BACKEND=jax python scripts/bench_pipeline.py --loader keras
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--freeze", type=float, default=0.3)
     ap.add_argument("--steps", type=int, default=3, help="timed training steps")
+    ap.add_argument(
+        "--loader",
+        choices=["default", "tf.data", "keras", "both"],
+        default="default",
+        help="input pipeline to time (default: the backend's own: tf.data on TensorFlow, keras elsewhere)",
+    )
+    ap.add_argument("--no-model", action="store_true", help="time the input pipeline only")
     args = ap.parse_args()
     import warnings
 
@@ -39,14 +50,20 @@ def main() -> int:
 
     from PIL import Image
 
-    from tlexp.model.backend import import_tensorflow
+    from tlexp.model.backend import import_backend
 
-    tf = import_tensorflow()
+    backend = import_backend()
+    loaders = {
+        "default": ["tf.data" if backend == "tensorflow" else "keras"],
+        "both": ["tf.data", "keras"],
+    }.get(args.loader, [args.loader])
+    if "tf.data" in loaders and backend != "tensorflow":
+        sys.exit("--loader tf.data needs the TensorFlow backend (KERAS_BACKEND unset)")
     from tlexp.config import load_config
     from tlexp.data.dataset import discover
     from tlexp.data.decode import Decoder
     from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
-    from tlexp.feeds import make_dataset
+    from tlexp.feeds import image_batches, make_dataset
     from tlexp.model.backbones import build_backbone, preprocess_fn
     from tlexp.model.backend import describe_environment
     from tlexp.model.freeze import apply_freeze, plan_freeze
@@ -62,8 +79,9 @@ def main() -> int:
             Image.fromarray(arr).save(root / f"{cls}.{i}.jpg", quality=90)
         ds = discover(root)
 
-        def rate(decoder) -> float:
-            stream = make_dataset(
+        def rate(decoder, loader: str) -> float:
+            make = make_dataset if loader == "tf.data" else image_batches
+            stream = make(
                 decoder,
                 np.arange(len(ds.paths)),
                 ds.labels,
@@ -73,18 +91,40 @@ def main() -> int:
                 seed=0,
                 label_dtype="float32",
             )
-            for _ in stream.take(1):  # warm-up: thread pools, tracing
-                pass
-            t = time.perf_counter()
-            n = sum(int(x.shape[0]) for x, _, _ in stream)
-            return n / (time.perf_counter() - t)
+            if loader == "tf.data":
+                for _ in stream.take(1):  # warm-up: thread pools, tracing
+                    pass
+                batches = stream
+            else:  # as fit() reads it: Keras' PyDataset adapter and its worker threads
+                from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-        pipe_rate = rate(Decoder(ds.root, ds.paths, args.size))
+                adapter = PyDatasetAdapter(stream.for_fit(), shuffle=False)
+                adapter.on_epoch_begin()
+                batches = ((x, y, None) for x, y in adapter.get_numpy_iterator())
+            t = time.perf_counter()
+            n = sum(int(x.shape[0]) for x, _, _ in batches)
+            took = time.perf_counter() - t
+            if loader != "tf.data":
+                adapter.on_epoch_end()
+            return n / took
+
+        pipe_rate = {loader: rate(Decoder(ds.root, ds.paths, args.size), loader) for loader in loaders}
         files = [(p, hashlib.sha256((root / p).read_bytes()).hexdigest()) for p in ds.paths]
         t = time.perf_counter()
         cache = ensure_image_cache(ds.root, files, args.size, root / ".cache")
         build_rate = len(files) / (time.perf_counter() - t)
-        cached_rate = rate(CachedDecoder(cache, ds.paths))
+        cached_rate = {loader: rate(CachedDecoder(cache, ds.paths), loader) for loader in loaders}
+        env = describe_environment()
+        print(f"device: {env['device']}; Keras backend {env['backend']} {env['backend_version']}")
+        print(f"{len(ds.paths)} JPEGs of 500x375 -> {args.size}px, batch {args.batch}")
+        print(f"{'stage':<40} {'images/s':>10}")
+        for loader in loaders:
+            print(f"{f'pipeline ({loader}): decode + preprocess':<40} {pipe_rate[loader]:>10.1f}")
+        print(f"{'cache build: decode + resize, once':<40} {build_rate:>10.1f}")
+        for loader in loaders:
+            print(f"{f'pipeline ({loader}): warm image cache':<40} {cached_rate[loader]:>10.1f}")
+        if args.no_model or backend != "tensorflow":  # the model figures below use TensorFlow
+            return 0
 
         cfg = load_config(
             None,
@@ -98,6 +138,8 @@ def main() -> int:
         backbone = build_backbone(args.backbone, args.size)
         apply_freeze(backbone, plan_freeze(backbone, args.freeze, "inference"))
         model = build_model(backbone, cfg, 2).model
+        import tensorflow as tf
+
         compile_model(model, cfg, 2)
         x = tf.random.uniform((args.batch, args.size, args.size, 3), 0, 255)
         y = tf.cast(tf.random.uniform((args.batch,), 0, 2, dtype=tf.int32), tf.float32)
@@ -113,16 +155,10 @@ def main() -> int:
         model.fit(train_ds.take(args.steps), verbose=0)
         train_rate = args.steps * args.batch / (time.perf_counter() - t)
 
-    env = describe_environment()
-    print(f"device: {env['device']}; TensorFlow {env['tensorflow']}")
-    print(f"{args.backbone} @ {args.size}px, batch {args.batch}, freeze {args.freeze}")
-    print(f"{'stage':<40} {'images/s':>10}")
-    print(f"{'pipeline: decode + resize + preprocess':<40} {pipe_rate:>10.1f}")
-    print(f"{'cache build: decode + resize, once':<40} {build_rate:>10.1f}")
-    print(f"{'pipeline: warm decoded-image cache':<40} {cached_rate:>10.1f}")
+    print(f"{args.backbone} @ {args.size}px, freeze {args.freeze}")
     print(f"{'model: forward pass (inference)':<40} {fwd_rate:>10.1f}")
     print(f"{'model: training step':<40} {train_rate:>10.1f}")
-    for name, r in (("on-the-fly decoding", pipe_rate), ("the warm cache", cached_rate)):
+    for name, r in (("on-the-fly decoding", pipe_rate[loaders[0]]), ("the warm cache", cached_rate[loaders[0]])):
         limit = "the pipeline" if r < train_rate else "the model"
         print(f"with {name}, training is limited by {limit} (pipeline/training = {r / train_rate:.1f}x)")
     return 0

@@ -49,14 +49,14 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
         (layout, classes, counts per split), the freeze plan (with backbone parameter
         counts) and the whole model's parameter counts.
     """
-    from tlexp.model.backend import import_tensorflow
+    from tlexp.model.backend import import_backend
 
     cache = {} if cache is None else cache
     data_key = ("data", json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True), cfg.seed)
     if data_key not in cache:
         cache[data_key] = prepare_data(cfg, check=False)[0]
     ds = cache[data_key]
-    import_tensorflow()
+    import_backend()
     from tlexp.model.backbones import build_backbone
     from tlexp.model.freeze import apply_freeze, plan_freeze
     from tlexp.model.head import build_model
@@ -190,6 +190,10 @@ def _check_inputs(cfg: Config) -> tuple[Path | None, dict[str, Any]]:
 
     weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
     classifiers = build_classifiers(cfg)
+    if cfg.tracking.tensorboard:  # Keras' TensorBoard callback writes with tf.summary
+        from tlexp.model.backend import require_tensorflow
+
+        require_tensorflow("tracking.tensorboard (Keras' TensorBoard callback)")
     if cfg.tracking.mlflow.uri:
         from tlexp.results.tracking import require_mlflow
 
@@ -209,9 +213,9 @@ class _Built:
 
 def _build(cfg: Config, n_classes: int, weights_path: Path | None) -> _Built:
     """Backbone with weights, frozen per plan, head on top, compiled; logs the counts."""
-    from tlexp.model.backend import import_tensorflow
+    from tlexp.model.backend import import_backend
 
-    import_tensorflow()
+    import_backend()
     import keras
 
     from tlexp.model import accel as accel_mod

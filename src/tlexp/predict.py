@@ -82,9 +82,9 @@ def predict_images(
     if classifier not in available:
         raise UserError(f"The run in '{run_dir}' has no classifier {classifier!r}; it has: {', '.join(available)}.")
 
-    from tlexp.model.backend import import_tensorflow
+    from tlexp.model.backend import import_backend
 
-    import_tensorflow()
+    import_backend()
     import keras
 
     import tlexp.model.layers  # noqa: F401 - registers InferenceMode, which older run folders' models hold

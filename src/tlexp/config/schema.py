@@ -232,12 +232,13 @@ class TrainConfig(_Section):
     distribute: Literal["auto", "none", "mirrored"] = Field(
         "auto",
         description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
-        "GPU is visible (train.batch_size is the global batch).",
+        "GPU is visible (train.batch_size is the global batch). TensorFlow only: on JAX auto uses one GPU.",
     )
     deterministic: bool = Field(
         False,
         description="Bit-identical results for the same seed on the same machine: TensorFlow's op determinism "
-        "(deterministic kernels only; an op without one is an error). Slower; the README gives the measured cost.",
+        "(deterministic kernels only; an op without one is an error). Slower; the README gives the measured cost. "
+        "On JAX: XLA is deterministic on a CPU; on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true.",
     )
     prefix_cache: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 

@@ -1,16 +1,21 @@
 """Use the hardware: mixed precision, XLA and multi-GPU settings, resolved per run.
 
-``auto`` settings look at the GPUs TensorFlow sees: bfloat16 on Ampere/Hopper (compute
+``auto`` settings look at the GPUs the Keras backend sees: bfloat16 on Ampere/Hopper (compute
 capability >= 8.0, where it needs no loss scaling), float16 on Volta/Turing (7.x),
 float32 on CPUs (where mixed precision is slower); XLA is left to Keras ("auto": on for
 GPUs, off on CPU); MirroredStrategy when more than one GPU is visible. What was resolved
 is recorded in metrics.json.
+
+On JAX: GPUs and their compute capability come from ``jax.devices()``; MirroredStrategy
+is TensorFlow's (``distribute: mirrored`` says so; ``auto`` uses one GPU); op
+determinism is XLA's flag, which must be set before JAX starts (a clear error says how).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -35,15 +40,13 @@ class Accel:
 
 
 def resolve(train: TrainConfig) -> Accel:
-    """Resolve the ``auto`` settings of ``train`` for the GPUs TensorFlow sees."""
-    import tensorflow as tf
+    """Resolve the ``auto`` settings of ``train`` for the GPUs the backend sees."""
+    from tlexp.model.backend import backend_name
 
-    gpus = tf.config.list_physical_devices("GPU")
-    details = [_details(g) for g in gpus]
-    names = [d.get("device_name", g.name) for d, g in zip(details, gpus, strict=True)]
+    jax = backend_name() == "jax"
+    names, capabilities = _jax_gpus() if jax else _tf_gpus()
     precision = train.precision
     if precision == "auto":
-        capabilities = [d.get("compute_capability", (0, 0)) for d in details]
         if capabilities and min(capabilities) >= (8, 0):
             precision = "mixed_bfloat16"
         elif capabilities and min(capabilities) >= (7, 0):
@@ -52,7 +55,13 @@ def resolve(train: TrainConfig) -> Accel:
             precision = "float32"
     distribute = train.distribute
     if distribute == "auto":
-        distribute = "mirrored" if len(gpus) > 1 else "none"
+        distribute = "mirrored" if len(names) > 1 and not jax else "none"
+        if jax and len(names) > 1:
+            log.warning("model: %d GPUs seen, but multi-GPU training needs TensorFlow here; using one", len(names))
+    elif distribute == "mirrored" and jax:
+        from tlexp.model.backend import require_tensorflow
+
+        require_tensorflow("train.distribute=mirrored (tf.distribute.MirroredStrategy)")
     return Accel(
         gpus=names,
         precision=precision,
@@ -70,16 +79,43 @@ def scope(accel: Accel) -> Iterator[None]:
     into the next (sweep cells share a process).
     """
     import keras
-    import tensorflow as tf
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(accel.precision)
-    strategy = tf.distribute.MirroredStrategy() if accel.distribute == "mirrored" else None
+    strategy = None
+    if accel.distribute == "mirrored":  # resolve() allows it on TensorFlow only
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
     try:
         with strategy.scope() if strategy else contextlib.nullcontext():
             yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _tf_gpus() -> tuple[list[str], list[tuple[int, int]]]:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    details = [_details(g) for g in gpus]
+    names = [d.get("device_name", g.name) for d, g in zip(details, gpus, strict=True)]
+    return names, [tuple(d.get("compute_capability", (0, 0))) for d in details]
+
+
+def _jax_gpus() -> tuple[list[str], list[tuple[int, int]]]:
+    from tlexp.model.backend import jax_gpus
+
+    gpus = jax_gpus()
+
+    def capability(d) -> tuple[int, int]:
+        try:  # "9.0" on CUDA devices
+            major, minor = str(d.compute_capability).split(".")[:2]
+            return int(major), int(minor)
+        except (AttributeError, ValueError):
+            return (0, 0)
+
+    return [d.device_kind for d in gpus], [capability(d) for d in gpus]
 
 
 def _details(gpu) -> dict[str, Any]:
@@ -96,7 +132,24 @@ def set_determinism(enabled: bool) -> None:
 
     Process-wide, so it is set (both ways) at the start of every run: a sweep cell that
     asked for it must not leave it on for the next cell, which did not.
+
+    On JAX: XLA on a CPU is deterministic already; on a GPU it needs
+    ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` set before JAX starts, so a run that
+    asks for determinism without it stops with a message saying so.
     """
+    from tlexp.model.backend import backend_name
+
+    if backend_name() == "jax":
+        from tlexp.model.backend import jax_gpus
+
+        if enabled and jax_gpus() and "--xla_gpu_deterministic_ops=true" not in os.environ.get("XLA_FLAGS", ""):
+            from tlexp.errors import UserError
+
+            raise UserError(
+                "train.deterministic on a GPU under JAX needs XLA_FLAGS=--xla_gpu_deterministic_ops=true "
+                "in the environment before tlexp starts; set it, or use the TensorFlow backend."
+            )
+        return
     from tensorflow.python.framework import config as tf_config
 
     if enabled:

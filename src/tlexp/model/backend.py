@@ -1,4 +1,10 @@
-"""Import TensorFlow without its C++ start-up chatter on the terminal.
+"""The Keras backend of this process (TensorFlow by default, or JAX), imported quietly.
+
+``KERAS_BACKEND`` picks the backend as in Keras itself (``tensorflow`` when unset);
+:func:`import_backend` checks it is supported and installed (a clear error naming the
+pip extra otherwise) before Keras is imported, since importing Keras imports it.
+
+TensorFlow: import it without its C++ start-up chatter on the terminal.
 
 TensorFlow >= 2.20 prints oneDNN/CUDA notes through absl before any log level applies
 (``TF_CPP_MIN_LOG_LEVEL`` cannot hide them), which buries tlexp's own log. The import
@@ -16,6 +22,95 @@ import tempfile
 from typing import Any
 
 log = logging.getLogger("tlexp")
+
+SUPPORTED = ("tensorflow", "jax")
+
+
+def backend_name() -> str:
+    """The Keras backend this process uses or will use, without importing any framework."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    name = os.environ.get("KERAS_BACKEND")
+    if not name:
+        import json
+        from pathlib import Path
+
+        home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+        try:
+            name = json.loads((home / "keras.json").read_text()).get("backend")
+        except (OSError, ValueError, AttributeError):
+            name = None
+    return name or "tensorflow"
+
+
+def import_backend() -> str:
+    """Check the backend is supported and installed, import it quietly; return its name.
+
+    Raises:
+        UserError: an unsupported backend (PyTorch, numpy, ...) or one not installed.
+    """
+    import importlib.util
+
+    from tlexp.errors import UserError
+
+    name = backend_name()
+    if name not in SUPPORTED:
+        raise UserError(
+            f"KERAS_BACKEND={name} is not supported yet: use tensorflow (the default) or jax, "
+            "e.g. KERAS_BACKEND=jax after pip install -e '.[jax]'."
+        )
+    if importlib.util.find_spec(name) is None:
+        raise UserError(
+            f"The Keras backend {name!r} is not installed. Install it with: pip install -e '.[{name}]' "
+            f"(or pip install 'tlexp[{name}]'), or pick an installed one with KERAS_BACKEND."
+        )
+    if name == "tensorflow":
+        import_tensorflow()
+    else:
+        import jax  # noqa: F401 - its start-up is quiet
+    return name
+
+
+def require_tensorflow(what: str) -> None:
+    """A clear error where ``what`` has no equivalent outside TensorFlow."""
+    from tlexp.errors import UserError
+
+    name = backend_name()
+    if name != "tensorflow":
+        raise UserError(
+            f"{what} needs TensorFlow, and this run uses KERAS_BACKEND={name}. "
+            "Turn it off, or run with the TensorFlow backend (pip install -e '.[tensorflow]', KERAS_BACKEND unset)."
+        )
+
+
+def backend_version(name: str | None = None) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    name = name or backend_name()
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def gpu_names() -> list[str]:
+    """The GPUs the backend sees, by model name."""
+    if backend_name() == "jax":
+        return [d.device_kind for d in jax_gpus()]
+    tf = import_tensorflow()
+    names = []
+    for g in tf.config.list_physical_devices("GPU"):
+        try:
+            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except Exception:
+            names.append(g.name)
+    return names
+
+
+def jax_gpus() -> list[Any]:
+    import jax
+
+    return [d for d in jax.devices() if d.platform == "gpu"]
 
 
 def import_tensorflow():
@@ -51,21 +146,16 @@ def describe_environment() -> dict[str, Any]:
     import numpy as np
     import sklearn
 
-    tf = import_tensorflow()
-
-    gpus = tf.config.list_physical_devices("GPU")
-    names = []
-    for g in gpus:
-        try:
-            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
-        except Exception:
-            names.append(g.name)
+    name = import_backend()
+    names = gpu_names()
     return {
         "device": ", ".join(names)
         if names
         else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "backend": name,
+        "backend_version": backend_version(name),
+        "tensorflow": import_tensorflow().__version__ if name == "tensorflow" else None,
         "keras": keras.__version__,
         "scikit_learn": sklearn.__version__,
         "numpy": np.__version__,
@@ -78,11 +168,18 @@ def numerics_fingerprint(gpus: list[str]) -> str:
 
     The deep-learning libraries (their kernels change between versions) and the device
     (a GPU model, or the CPU architecture: oneDNN picks kernels per instruction set), so
-    a cache made elsewhere is never reused as if it were this machine's.
+    a cache made elsewhere is never reused as if it were this machine's. The Keras
+    backend is part of it: TensorFlow and JAX (XLA) compute different last bits, so an
+    activation cache made on one backend is keyed apart from the other's (reusing it
+    would need the values shown to agree, which nothing here checks).
     """
     import keras
     import numpy as np
 
-    tf = import_tensorflow()
     device = ",".join(gpus) if gpus else f"CPU {platform.machine()} {platform.processor()}".strip()
-    return f"tensorflow={tf.__version__};keras={keras.__version__};numpy={np.__version__};device={device}"
+    name = import_backend()
+    if name == "tensorflow":  # the string TensorFlow caches were keyed with: they stay valid
+        lib = f"tensorflow={import_tensorflow().__version__}"
+    else:
+        lib = f"{name}={backend_version(name)};jaxlib={backend_version('jaxlib')}"
+    return f"{lib};keras={keras.__version__};numpy={np.__version__};device={device}"

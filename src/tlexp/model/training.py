@@ -56,10 +56,15 @@ def fit(
         # Create the optimizer's slots before fit(). Inside fit() they are created in the
         # first trace, and tf.function then traces the whole train step a second time:
         # 15 s of a DenseNet121 cell on a 2-core CPU.
-        with model.distribute_strategy.scope():
+        import contextlib
+
+        strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's models only
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model.optimizer.build(model.trainable_variables)
     logger = _epoch_logger(epochs)
     callbacks = [logger]
+    if hasattr(train_ds, "epoch_callback"):  # tlexp.feeds.Batches off TensorFlow: its per-epoch shuffle
+        callbacks.append(train_ds.epoch_callback())
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
 
@@ -101,7 +106,7 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
 
         ds = tqdm(ds, desc=progress, unit="batch", leave=False)
     for x, y, i in ds:
-        f, z = step(list(x) if isinstance(x, tuple) else x)  # tf.data gives tuples, the signature a list
+        f, z = step(list(x) if isinstance(x, tuple) else x)  # the feeds give tuples, the signature a list
         feats.append(np.asarray(f, dtype=np.float32))
         outs.append(np.asarray(z, dtype=np.float64))
         labels.append(np.asarray(y))

@@ -69,9 +69,9 @@ def resolve_weights(backbone: str, weights: str, download: bool) -> Path | None:
             f"ImageNet weights for {backbone} are not cached ('{spec.weights_file}' missing) "
             f"and model.download is false. {how_to}"
         )
-    from tlexp.model.backend import import_tensorflow
+    from tlexp.model.backend import import_backend
 
-    import_tensorflow()  # Keras imports TensorFlow: let it print its start-up notes into the capture, once
+    import_backend()  # Keras imports its backend (TensorFlow): let it print its start-up notes into the capture, once
     from keras.utils import get_file
 
     log.info("weights: downloading %s into %s", spec.weights_file, cached.parent)

@@ -172,7 +172,10 @@ class AcceleratorInfo(_Part):
 class EnvironmentInfo(_Part):
     device: str
     python: str
-    tensorflow: str | None
+    # The Keras backend; records written before tlexp ran on JAX were all TensorFlow's.
+    backend: str = "tensorflow"
+    backend_version: str | None = None
+    tensorflow: str | None = None  # its version when the backend is TensorFlow
     keras: str
     scikit_learn: str
     numpy: str
