@@ -156,14 +156,14 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
             "model.backbone=resnet50",
             f"model.batchnorm={policy}",
             "data.image_size=32",
-            "model.freeze=0.7",
+            "model.freeze=0.9",
             "model.head.pooling=avg",
             "train.learning_rate=0.01",
         ],
     )
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet50", 32)
-    apply_freeze(backbone, plan_freeze(backbone, 0.7, policy))
+    apply_freeze(backbone, plan_freeze(backbone, 0.9, policy))
     model = build_model(backbone, cfg, 2).model
     compile_model(model, cfg, 2)
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
