@@ -273,10 +273,21 @@ def flop_budget(args, bb: dict, cells: list[dict], n: dict) -> dict[str, float]:
     frozen = {c["freeze"]: sum(bb["per_layer"][: bb["ks"][c["freeze"]]]) for c in cells}
     forward = n_all * max(frozen.values(), default=0.0)
     training = plain_flops = 0.0
-    for c in cells:
+    shallower = 0.0  # the prefix FLOPs already cached by a cell that freezes less
+    for c in sorted(cells, key=lambda c: c["freeze"]):
         f_frozen, f_total = frozen[c["freeze"]], bb["total"]
         f_train = f_total - f_frozen
         c["frozen_flop_share"] = f_frozen / f_total
+        # Each phase's own bound, to see where a cell's time goes beyond its FLOPs: the
+        # prefix from the shallower entry, training (+ validation) at the training and
+        # forward rates, and the prediction pass.
+        c["bound_s"] = {
+            "prefix": n_all * max(0.0, f_frozen - shallower) / bb["rate"],
+            "train": (args.epochs * 3 * n["train"] * f_train) / bb["train_rate"]
+            + args.epochs * n["val"] * f_train / bb["rate"],
+            "predict": n_all * f_train / bb["rate"],
+        }
+        shallower = max(shallower, f_frozen)
         training += args.epochs * 3 * n["train"] * f_train
         forward += args.epochs * n["val"] * f_train + n_all * f_train
         plain_flops += (
@@ -368,6 +379,22 @@ def phase_table(cells: list[dict]) -> list[str]:
             sums[k] += v
         lines.append(f"| {c['cell']} | " + " | ".join(f"{row[k]:.1f}" for k in [*present, "other", "total"]) + " |")
     lines.append("| **all cells** | " + " | ".join(f"**{sums[k]:.1f}**" for k in [*present, "other", "total"]) + " |")
+    if all("bound_s" in c for c in cells):
+        lines += [
+            "",
+            "each FLOP-bound phase against its own bound (prefix and prediction at the forward rate, "
+            "training steps at the training rate; x = measured / bound):",
+            "",
+            "| cell | prefix s / bound | train s / bound | predict s / bound |",
+            "|---|---:|---:|---:|",
+        ]
+        for c in cells:
+            t, b = c["tlexp_timings_s"], c["bound_s"]
+            cols = [
+                f"{t.get(p, 0.0):.1f} / {b[p]:.1f} = {t.get(p, 0.0) / b[p]:.1f}x" if b[p] > 0 else "-"
+                for p in ("prefix", "train", "predict")
+            ]
+            lines.append(f"| {c['cell']} | " + " | ".join(cols) + " |")
     return lines
 
 

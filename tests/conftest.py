@@ -91,6 +91,16 @@ def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini", **s
     return path
 
 
+def own_tmpdir(tmp_path: Path) -> dict[str, str]:
+    """The environment for a tlexp process that a test kills (SIGKILL): its temporary files
+    (TensorFlow's autograph writes ``__autograph_generated_file*.py`` and removes them only
+    at a normal exit) go to a folder under ``tmp_path`` instead of the machine's /tmp.
+    Not for Ray's processes: their unix socket paths must stay short (under 107 characters)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(folder)}
+
+
 def start_sweep(cfg: Path, *extra: str, cwd: Path, started: Path, **popen) -> subprocess.Popen:
     """``tlexp sweep CFG EXTRA...`` in the background, returned once ``started`` (a cell's
     ``config.yaml``: that cell is running) exists. Output is discarded unless ``popen``

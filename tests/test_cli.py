@@ -15,6 +15,8 @@ import yaml
 
 from tlexp.results.record import load_record
 
+from conftest import COLORS, write_image
+
 RUN_FILES = {
     "config.yaml",
     "split.csv",
@@ -60,24 +62,32 @@ def tiny_config(tmp_path: Path, root: Path, **extra: str) -> Path:
     return path
 
 
-@pytest.fixture
-def dirty_flat_dataset(flat_dataset: Path) -> Path:
-    (flat_dataset / "cat.90.jpg").write_bytes(b"")  # zero bytes
-    good = (flat_dataset / "dog.0.jpg").read_bytes()
-    (flat_dataset / "dog.91.jpg").write_bytes(good[: len(good) // 3])  # truncated JPEG
-    (flat_dataset / "dog.92.jpg").write_bytes(b"<html>not an image</html>")
-    return flat_dataset
-
-
 def snapshot(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
 
 
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> tuple[Path, Path, dict[str, bytes], Path, subprocess.CompletedProcess]:
+    """``tlexp run`` on the flat layout's 24 images plus three bad files, once for the
+    module: test_run_end_to_end checks the run, test_predict_with_a_saved_run predicts
+    with its saved model. Returns (its cwd, the data, the data's bytes before, config, process)."""
+    base = tmp_path_factory.mktemp("cli-run")
+    data = base / "train"
+    for cls in ("cat", "dog"):  # the same files as the flat_dataset fixture
+        for i in range(12):
+            write_image(data / f"{cls}.{i}.jpg", COLORS[cls], seed=i)
+    (data / "cat.90.jpg").write_bytes(b"")  # zero bytes
+    good = (data / "dog.0.jpg").read_bytes()
+    (data / "dog.91.jpg").write_bytes(good[: len(good) // 3])  # truncated JPEG
+    (data / "dog.92.jpg").write_bytes(b"<html>not an image</html>")
+    before = snapshot(data)
+    cfg = tiny_config(base, data)
+    return base, data, before, cfg, tlexp("run", str(cfg), "forest.n_estimators=12", cwd=base)
+
+
 @pytest.mark.slow
-def test_run_end_to_end(tmp_path, dirty_flat_dataset):
-    before = snapshot(dirty_flat_dataset)
-    cfg = tiny_config(tmp_path, dirty_flat_dataset)
-    proc = tlexp("run", str(cfg), "forest.n_estimators=12", cwd=tmp_path)
+def test_run_end_to_end(first_run):
+    tmp_path, dirty_flat_dataset, before, cfg, proc = first_run
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     assert run_dir == tmp_path / "results" / "vgg16_f50_s3"
@@ -312,12 +322,15 @@ def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_with_a_saved_run(tmp_path, flat_dataset):
-    """tlexp predict reproduces the run's own predictions (same preprocessing, same model)."""
-    cfg = tiny_config(tmp_path, flat_dataset)
-    proc = tlexp("run", str(cfg), cwd=tmp_path)
+def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
+    """tlexp predict reproduces the run's own predictions (same preprocessing, same model).
+
+    The run is the module's first_run, whose data are these 24 files (same bytes, same
+    names; plus three files its data check rejected)."""
+    proc = first_run[-1]
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert all((first_run[1] / p.name).read_bytes() == p.read_bytes() for p in flat_dataset.iterdir())
     expected = {r["path"]: r for r in csv_rows(run_dir / "predictions.csv")}
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
 

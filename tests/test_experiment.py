@@ -156,14 +156,14 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
             "model.backbone=resnet50",
             f"model.batchnorm={policy}",
             "data.image_size=32",
-            "model.freeze=0.7",
+            "model.freeze=0.9",
             "model.head.pooling=avg",
             "train.learning_rate=0.01",
         ],
     )
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet50", 32)
-    apply_freeze(backbone, plan_freeze(backbone, 0.7, policy))
+    apply_freeze(backbone, plan_freeze(backbone, 0.9, policy))
     model = build_model(backbone, cfg, 2).model
     compile_model(model, cfg, 2)
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
@@ -212,21 +212,24 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     assert np.isfinite(history.history["loss"][0])
 
 
-# A tlexp run under MirroredStrategy over N logical CPUs: this machine has no GPUs, so the
-# CPU is split into N devices before TensorFlow starts (hence a fresh process).
+# tlexp runs under MirroredStrategy over 1 and over 2 logical CPUs: this machine has no
+# GPUs, so the CPU is split into two devices before TensorFlow starts (hence a fresh
+# process), and each run's strategy spans the first N of them. One process for both runs:
+# a second one would only import TensorFlow again.
 _MIRRORED_RUN = """
 import sys
 import tensorflow as tf
-n = int(sys.argv[1])
 cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 Mirrored = tf.distribute.MirroredStrategy
-made = []
-tf.distribute.MirroredStrategy = lambda: made.append(Mirrored([f"/cpu:{i}" for i in range(n)])) or made[-1]
 from tlexp.cli import main
-code = main(["--quiet", "run", *sys.argv[2:]])
-print("replicas", [s.num_replicas_in_sync for s in made])
-sys.exit(code)
+for n in (1, 2):
+    made = []
+    tf.distribute.MirroredStrategy = lambda: made.append(Mirrored([f"/cpu:{i}" for i in range(n)])) or made[-1]
+    code = main(["--quiet", "run", *sys.argv[2:], f"output.dir={sys.argv[1]}/x{n}"])
+    print(n, "replicas", [s.num_replicas_in_sync for s in made], flush=True)
+    if code:
+        sys.exit(code)
 """
 
 
@@ -237,32 +240,28 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
     import subprocess
     import sys
 
-    results = {}
     (tmp_path / "c.yaml").write_text("{}\n")
-    for n in (1, 2):
-        out = tmp_path / f"x{n}"
-        args = [
-            f"data.root={flat_dataset}",
-            "data.image_size=32",
-            "model.weights=none",
-            "model.head.dense=[8]",
-            "train.epochs=2",
-            "train.batch_size=8",
-            "train.distribute=mirrored",
-            "forest.n_estimators=5",
-            "output.save_model=false",
-            f"output.dir={out}",
-            "name=m",
-        ]
-        proc = subprocess.run(
-            [sys.executable, "-c", _MIRRORED_RUN, str(n), str(tmp_path / "c.yaml"), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr
-        assert f"replicas [{n}]" in proc.stdout  # one strategy, over n devices
-        results[n] = load_record(out / "m")
+    args = [
+        f"data.root={flat_dataset}",
+        "data.image_size=32",
+        "model.weights=none",
+        "model.head.dense=[8]",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.distribute=mirrored",
+        "forest.n_estimators=5",
+        "output.save_model=false",
+        "name=m",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_RUN, str(tmp_path), str(tmp_path / "c.yaml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1 replicas [1]" in proc.stdout and "2 replicas [2]" in proc.stdout  # one strategy each, over n devices
+    results = {n: load_record(tmp_path / f"x{n}" / "m") for n in (1, 2)}
     one, two = results[1], results[2]
     assert two.accelerator.distribute == "mirrored"
     assert two.prefix_cache.used is False and "MirroredStrategy" in two.prefix_cache.reason

@@ -86,9 +86,13 @@ def test_segments_chain_to_the_whole_backbone(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,freeze", [("vgg16", "0.3"), ("resnet50", "0.3"), ("densenet121", "0.5")])
+@pytest.mark.parametrize("name,freeze", [("vgg16", "0.3"), ("resnet50", "0.7"), ("densenet121", "0.7")])
 def test_cached_path_gives_the_ordinary_results(tmp_path, flat_dataset, name, freeze):
     """Same seed and split: same per-epoch losses, metrics and predictions, cache or no cache.
+
+    densenet121 at 0.7 cuts inside a dense block (conv5_block1_1_relu: the block's input
+    crosses the cut beside it), and trains a smaller top than at 0.5 (a cut between two
+    blocks, one tensor), so the check is as strict and takes about half the time.
 
     Largest differences seen (CPU, float32; pytest -s prints them): vgg16 0, resnet50 9.5e-7, densenet121 0.
     """
@@ -111,7 +115,9 @@ def test_cached_path_gives_the_ordinary_results(tmp_path, flat_dataset, name, fr
     info = cached.prefix_cache
     assert info.used and info.layer == cached.freeze.last_frozen_layer and info.source == "images"
     if name == "resnet50":
-        assert len(info.tensors) == 2  # conv4_block5_2_conv: the block's shortcut crosses the cut
+        assert len(info.tensors) == 2  # conv5_block2_1_relu: the block's shortcut crosses the cut
+    if name == "densenet121":
+        assert len(info.tensors) == 2  # conv5_block1_1_relu: the dense block's concat input crosses the cut
     worst = 0.0
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert len(getattr(cached.history, key)) == 2

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,8 +20,8 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
-def config(tmp_path: Path, root: Path, grid: dict, name: str) -> Path:
-    return sweep_config(tmp_path, root, grid, name, output={"save_model": False}, resources={"cpus": 1})
+def config(tmp_path: Path, root: Path, grid: dict, name: str, **sections: dict) -> Path:
+    return sweep_config(tmp_path, root, grid, name, output={"save_model": False}, resources={"cpus": 1}, **sections)
 
 
 def sweep(cfg: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -60,23 +61,26 @@ def statuses(sweep_dir: Path) -> dict[str, dict]:
 NUMBERS = ("head_test_accuracy", "head_val_loss", "forest_test_accuracy", "logreg_test_accuracy", "frozen_share")
 
 
-def test_ray_sweep_matches_local_and_retries_a_failed_cell(tmp_path, flat_dataset):
-    bad = tmp_path / "bad.weights.h5"
+@pytest.fixture(scope="module")
+def ray_and_local(tmp_path_factory) -> SimpleNamespace:
+    """One scenario, run once for the two tests below (each Ray sweep starts a Ray runtime
+    of its own, the costliest part of these tests): on the demo data, a Ray sweep whose
+    bad-weights cells fail (its driver makes the demo data), the same sweep with the local
+    executor, then the weights file fixed and the Ray sweep run again."""
+    base = tmp_path_factory.mktemp("ray")
+    bad = base / "bad.weights.h5"
     bad.write_bytes(b"not HDF5")
     grid = {"model.freeze": [0.3, 0.7], "model.weights": ["none", str(bad)]}
-    local = sweep(config(tmp_path, flat_dataset, grid, "local"), cwd=tmp_path)
-    ray = sweep(config(tmp_path, flat_dataset, grid, "viaray"), "--executor", "ray", cwd=tmp_path)
-    assert local.returncode == ray.returncode == 1, ray.stderr  # the bad-weights cells failed in both
-    a, b = rows(tmp_path / "results" / "local"), rows(tmp_path / "results" / "viaray")
-    assert sorted(a) == sorted(b) and len(a) == 4
-    for name in a:
-        assert a[name]["status"] == b[name]["status"]
-        if a[name]["status"] == "finished":
-            for col in NUMBERS:
-                assert float(a[name][col]) == pytest.approx(float(b[name][col]), abs=1e-9), (name, col)
-    failed = [n for n, c in statuses(tmp_path / "results" / "viaray").items() if c["status"] == "failed"]
-    assert len(failed) == 2
-    assert all("WeightsError" in statuses(tmp_path / "results" / "viaray")[n]["error"] for n in failed)
+    demo = {"synthetic": {"enabled": True, "per_class": 12}}
+    ray_dir, local_dir = base / "results" / "viaray", base / "results" / "local"
+    ray = sweep(config(base, base / "demo", grid, "viaray", data=demo), "--executor", "ray", cwd=base)
+    first = SimpleNamespace(
+        ray=ray,
+        rows=rows(ray_dir),
+        statuses=statuses(ray_dir),
+        logs={c.name: (c / "run.log").read_text() for c in ray_dir.iterdir() if (c / "run.log").is_file()},
+    )
+    local = sweep(config(base, base / "demo", grid, "local", data=demo), cwd=base)
 
     # fix the file: re-running retries exactly the failed cells, on Ray
     import keras
@@ -86,10 +90,28 @@ def test_ray_sweep_matches_local_and_retries_a_failed_cell(tmp_path, flat_datase
     bad.unlink()
     keras.utils.set_random_seed(0)
     build_backbone("vgg16", 32).save_weights(bad)
-    again = sweep(tmp_path / "viaray.yaml", "--executor", "ray", cwd=tmp_path)
+    again = sweep(base / "viaray.yaml", "--executor", "ray", cwd=base)
+    return SimpleNamespace(first=first, local=local, local_rows=rows(local_dir), again=again, ray_dir=ray_dir)
+
+
+def test_ray_sweep_matches_local_and_retries_a_failed_cell(ray_and_local):
+    first, local = ray_and_local.first, ray_and_local.local
+    assert local.returncode == first.ray.returncode == 1, first.ray.stderr  # the bad-weights cells failed in both
+    a, b = ray_and_local.local_rows, first.rows
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for name in a:
+        assert a[name]["status"] == b[name]["status"]
+        if a[name]["status"] == "finished":
+            for col in NUMBERS:
+                assert float(a[name][col]) == pytest.approx(float(b[name][col]), abs=1e-9), (name, col)
+    failed = [n for n, c in first.statuses.items() if c["status"] == "failed"]
+    assert len(failed) == 2
+    assert all("WeightsError" in first.statuses[n]["error"] for n in failed)
+
+    again = ray_and_local.again
     assert again.returncode == 0, again.stderr
     assert "2 finished before, 2 to run" in again.stderr
-    st = statuses(tmp_path / "results" / "viaray")
+    st = statuses(ray_and_local.ray_dir)
     assert all(c["status"] == "finished" for c in st.values())
     assert all(st[n]["attempts"] == 2 for n in failed)
 
@@ -161,26 +183,23 @@ def test_a_request_no_node_can_meet_is_an_error(tmp_path, flat_dataset):
     assert not (tmp_path / "results").exists()  # refused before any file
 
 
-def test_ray_cells_find_the_demo_data_prepared_once(tmp_path):
+def test_ray_cells_find_the_demo_data_prepared_once(ray_and_local):
     # All cells need the demo data; the driver makes it before dispatching them, instead of
     # every task generating it at once (which failed a cell with "Directory not empty").
-    root = tmp_path / "demo"
-    cfg = sweep_config(
-        tmp_path,
-        root,
-        {"model.freeze": [0.3, 0.7]},
-        "demo",
-        data={"synthetic": {"enabled": True, "per_class": 12}},
-        output={"save_model": False},
-        resources={"cpus": 1},
-    )
-    proc = sweep(cfg, "--executor", "ray", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count("data: generating the demo dataset") == 1
-    sweep_dir = tmp_path / "results" / "demo"
-    assert {c["status"] for c in statuses(sweep_dir).values()} == {"finished"}
-    for cell in ("vgg16_f30_s0", "vgg16_f70_s0"):
-        assert "data: reusing the demo dataset" in (sweep_dir / cell / "run.log").read_text()
+    first = ray_and_local.first
+    assert first.ray.stderr.count("data: generating the demo dataset") == 1
+    # The cells that failed, failed on their weights file (asserted above), none on the data.
+    finished = [n for n, c in first.statuses.items() if c["status"] == "finished"]
+    assert sorted(finished) == ["vgg16_f30_s0_weights-none", "vgg16_f70_s0_weights-none"]
+    for cell in finished:
+        assert "data: reusing the demo dataset" in first.logs[cell]
+    # The re-run finds the data made: it generates nothing, and every cell reuses it.
+    again = ray_and_local.again
+    assert again.returncode == 0, again.stderr
+    assert "data: generating the demo dataset" not in again.stderr
+    assert {c["status"] for c in statuses(ray_and_local.ray_dir).values()} == {"finished"}
+    for cell in ray_and_local.ray_dir.glob("vgg16_*"):
+        assert "data: reusing the demo dataset" in (cell / "run.log").read_text()
 
 
 def test_missing_ray_is_a_clear_error(tmp_path, flat_dataset):

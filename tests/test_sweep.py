@@ -17,7 +17,7 @@ import yaml
 from tlexp.config import expand_sweep, load_config
 from tlexp.errors import ConfigError, UserError
 
-from conftest import start_sweep, sweep_config
+from conftest import own_tmpdir, start_sweep, sweep_config
 
 # --------------------------------------------------------------------------- grid (no TensorFlow)
 
@@ -133,7 +133,8 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
     # Kill a real sweep while its second cell is running.
     cfg = sweep_config(tmp_path, flat_dataset, GRID, name="killed")
     sweep_dir = tmp_path / "results" / "killed"
-    proc = start_sweep(cfg, cwd=tmp_path, started=sweep_dir / CELLS[1] / "config.yaml", start_new_session=True)
+    started = sweep_dir / CELLS[1] / "config.yaml"
+    proc = start_sweep(cfg, cwd=tmp_path, started=started, start_new_session=True, env=own_tmpdir(tmp_path))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (sweep_dir / CELLS[0] / "metrics.json").is_file()

@@ -19,7 +19,7 @@ import yaml
 
 from tlexp.errors import UserError
 
-from conftest import COLORS, end_session, sweep_config, write_image
+from conftest import COLORS, end_session, own_tmpdir, sweep_config, write_image
 
 # --------------------------------------------------------------------------- shared work, --workers (no TensorFlow)
 
@@ -132,6 +132,7 @@ def start_worker(cfg: Path, *extra: str, cwd: Path, log: Path) -> subprocess.Pop
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,
+            env=own_tmpdir(cwd),  # one of them may be killed
         )
 
 
