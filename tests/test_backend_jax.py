@@ -131,7 +131,7 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
     import jax
     import keras
 
-    from tlexp.feeds import Batches
+    from tlexp.loader import Batches
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
@@ -164,7 +164,7 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
 @on_jax
 def test_image_and_activation_batches_share_their_order():
     """One seeded permutation per epoch, without the known-unusable rows, for both paths."""
-    from tlexp.feeds import Batches
+    from tlexp.loader import Batches
 
     bad = np.zeros(20, bool)
     bad[[3, 11]] = True
@@ -193,7 +193,7 @@ def test_fit_reads_every_batch_of_each_epochs_permutation():
 
     import keras
 
-    from tlexp.feeds import Batches
+    from tlexp.loader import Batches
     from tlexp.model.training import fit
 
     x_all = np.random.default_rng(0).normal(size=(100, 4)).astype("float32")

@@ -63,7 +63,7 @@ def fit(
             model.optimizer.build(model.trainable_variables)
     logger = _epoch_logger(epochs)
     callbacks = [logger]
-    if hasattr(train_ds, "epoch_callback"):  # tlexp.feeds.Batches off TensorFlow: its per-epoch shuffle
+    if hasattr(train_ds, "epoch_callback"):  # tlexp.loader.Batches off TensorFlow: its per-epoch shuffle
         callbacks.append(train_ds.epoch_callback())
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
