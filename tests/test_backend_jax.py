@@ -75,6 +75,11 @@ def test_missing_backend_names_the_extra_to_install(tmp_path, flat_dataset):
     r = _cli("plan", str(cfg), backend="jax")
     assert r.returncode == 2, r.stderr
     assert "pip install -e '.[jax]'" in r.stderr and "Traceback" not in r.stderr
+    # tlexp run says so before any data work (like missing weights): no check, no cache, no run folder.
+    r = _cli("run", str(cfg), f"data.cache_dir={tmp_path / 'cache'}", f"output.dir={tmp_path / 'out'}", backend="jax")
+    assert r.returncode == 2, r.stderr
+    assert "pip install -e '.[jax]'" in r.stderr and "data:" not in r.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- on JAX

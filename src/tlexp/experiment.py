@@ -184,10 +184,13 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
 
 def _check_inputs(cfg: Config) -> tuple[Path | None, dict[str, Any]]:
     """The weights file and the unfitted classifiers; missing weights, a bad classifier
-    or a missing MLflow fail here, in seconds, before any data work."""
+    or a missing MLflow fail here, in seconds, before any data work (and so does a
+    Keras backend that is not installed)."""
     from tlexp.forest import build_classifiers
+    from tlexp.model.backend import check_backend
     from tlexp.model.weights import resolve_weights
 
+    check_backend()
     weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
     classifiers = build_classifiers(cfg)
     if cfg.tracking.tensorboard:  # Keras' TensorBoard callback writes with tf.summary

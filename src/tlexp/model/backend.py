@@ -43,8 +43,8 @@ def backend_name() -> str:
     return name or "tensorflow"
 
 
-def import_backend() -> str:
-    """Check the backend is supported and installed, import it quietly; return its name.
+def check_backend() -> str:
+    """The backend's name, once it is known to be supported and installed (nothing imported).
 
     Raises:
         UserError: an unsupported backend (PyTorch, numpy, ...) or one not installed.
@@ -64,6 +64,16 @@ def import_backend() -> str:
             f"The Keras backend {name!r} is not installed. Install it with: pip install -e '.[{name}]' "
             f"(or pip install 'tlexp[{name}]'), or pick an installed one with KERAS_BACKEND."
         )
+    return name
+
+
+def import_backend() -> str:
+    """Check the backend is supported and installed, import it quietly; return its name.
+
+    Raises:
+        UserError: an unsupported backend (PyTorch, numpy, ...) or one not installed.
+    """
+    name = check_backend()
     if name == "tensorflow":
         import_tensorflow()
     else:

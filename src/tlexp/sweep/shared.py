@@ -117,9 +117,12 @@ class _Progress:
 def _check_weights(cells: list[Cell]) -> None:
     """Fail the whole sweep at once, before any cell, when a weights file is missing or
     corrupt, rather than let every cell of that backbone fail one after another. (Under
-    ``@start``: a download happens once, not once per worker into the same file.)"""
+    ``@start``: a download happens once, not once per worker into the same file.) A Keras
+    backend that is not installed fails here too."""
+    from tlexp.model.backend import check_backend
     from tlexp.model.weights import resolve_weights
 
+    check_backend()
     seen = set()
     for c in cells:
         key = (c.config.model.backbone, c.config.model.weights, c.config.model.download)
