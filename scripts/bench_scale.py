@@ -224,6 +224,9 @@ class Sampler:
     """Peak ``RssAnon`` per phase (and overall), sampled every 10 ms in a thread."""
 
     def __init__(self) -> None:
+        from bench_check import _rss_anon_kb  # the same reading of /proc/self/status
+
+        self._rss_anon_kb = _rss_anon_kb
         self.phases: dict[str, dict[str, float]] = {}
         self.peak_kb = 0
         self._current: str | None = None
@@ -242,7 +245,7 @@ class Sampler:
             self._sample()
 
     def _sample(self) -> None:
-        kb = rss_anon_kb()
+        kb = self._rss_anon_kb()
         self.peak_kb = max(self.peak_kb, kb)
         if self._current is not None:
             f = self.phases[self._current]
@@ -261,14 +264,6 @@ class Sampler:
             self.phases[name]["s"] += time.perf_counter() - t
             self._sample()
             self._current = outer
-
-
-def rss_anon_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,30 +22,20 @@ from typing import Any
 
 import keras
 
+from tlexp.model.backbones import BackboneSpec
+
 
 @dataclass(frozen=True)
-class Found:
-    """One ``keras.applications`` constructor, as Keras describes it.
+class Found(BackboneSpec):
+    """One ``keras.applications`` constructor, as Keras describes it: the catalog's entry
+    (:class:`tlexp.model.backbones.BackboneSpec`, whose fields say what each value is) and
+    its config ``name``, the constructor's name in lower case (``efficientnetv2b0``).
 
-    Attributes:
-        name: the config name, the constructor's name in lower case (``efficientnetv2b0``).
-        constructor: its name in ``keras.applications`` (``EfficientNetV2B0``).
-        module: the public submodule it comes from (``efficientnet_v2``): the family.
-        min_size: smallest width/height it accepts.
-        params: parameters without the top.
-        weights_file, weights_url, weights_hash: what its loader passes to ``get_file``
-            for ``weights="imagenet", include_top=False``; the hash is ``None`` where
-            Keras publishes none (MD5, or SHA-256 when 64 hex digits).
+    ``weights_file``, ``weights_url`` and ``weights_hash`` are what its loader passes to
+    ``get_file`` for ``weights="imagenet", include_top=False``.
     """
 
     name: str
-    constructor: str
-    module: str
-    min_size: int
-    params: int
-    weights_file: str
-    weights_url: str
-    weights_hash: str | None
 
 
 def constructors() -> dict[str, Callable[..., Any]]:
@@ -131,4 +121,13 @@ def describe(name: str, ctor: Callable[..., Any]) -> Found:
     params = ctor(include_top=False, weights=None, input_shape=(size, size, 3)).count_params()
     keras.backend.clear_session()
     fname, url, file_hash = imagenet_file(ctor, size)
-    return Found(name, ctor.__name__, family(ctor), size, int(params), fname, url, file_hash)
+    return Found(
+        constructor=ctor.__name__,
+        module=family(ctor),
+        min_size=size,
+        params=int(params),
+        weights_file=fname,
+        weights_url=url,
+        weights_hash=file_hash,
+        name=name,
+    )
