@@ -7,6 +7,7 @@ messages for an unsupported or missing backend run everywhere.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -225,8 +226,9 @@ def test_fit_reads_every_batch_of_each_epochs_permutation():
 @on_jax
 def test_gpus_on_jax_set_precision_and_say_what_needs_tensorflow(monkeypatch, flat_dataset):
     """GPUs from jax.devices() (faked here): compute capability picks the precision; two
-    GPUs train on one (MirroredStrategy is TensorFlow's); mirrored and GPU determinism
-    without XLA's flag stop with a message saying what to do."""
+    GPUs train data parallel, with a batch that splits evenly over them (else a message
+    says which batch sizes do); GPU determinism without XLA's flag stops with a message
+    saying what to do."""
     from types import SimpleNamespace
 
     from tlexp.config import load_config
@@ -235,13 +237,133 @@ def test_gpus_on_jax_set_precision_and_say_what_needs_tensorflow(monkeypatch, fl
 
     gpus = [SimpleNamespace(device_kind="NVIDIA H200", compute_capability="9.0", platform="gpu")] * 2
     monkeypatch.setattr(backend, "jax_gpus", lambda: gpus)
+    monkeypatch.setattr(accel, "_jax_devices", lambda: gpus)
     got = accel.resolve(load_config(None, [f"data.root={flat_dataset}"]).train)
-    assert got.gpus == ["NVIDIA H200"] * 2 and got.precision == "mixed_bfloat16" and got.distribute == "none"
-    with pytest.raises(UserError, match="mirrored.*needs TensorFlow"):
-        accel.resolve(load_config(None, [f"data.root={flat_dataset}", "train.distribute=mirrored"]).train)
+    assert got.gpus == ["NVIDIA H200"] * 2 and got.precision == "mixed_bfloat16"
+    assert (got.distribute, got.replicas) == ("mirrored", 2)
+    one = accel.resolve(load_config(None, [f"data.root={flat_dataset}", "train.distribute=none"]).train)
+    assert (one.distribute, one.replicas) == ("none", 1)
+    with pytest.raises(UserError, match=r"train.batch_size=33 does not split evenly over the 2 devices.*batch_size=34"):
+        accel.resolve(load_config(None, [f"data.root={flat_dataset}", "train.batch_size=33"]).train)
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     with pytest.raises(UserError, match="xla_gpu_deterministic_ops"):
         accel.set_determinism(True)
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
     accel.set_determinism(True)
     accel.set_determinism(False)
+
+
+_DATA_PARALLEL_RUN = """
+import sys
+import jax
+assert len(jax.devices()) == 2, jax.devices()
+from tlexp.cli import main
+for name, distribute in (("one", "none"), ("two", "mirrored")):
+    code = main(["--quiet", "run", sys.argv[1], *sys.argv[2:], f"train.distribute={distribute}", f"name={name}"])
+    if code:
+        sys.exit(code)
+"""
+
+
+@needs_jax
+@pytest.mark.slow
+def test_data_parallel_over_two_devices_trains_what_one_does(tmp_path):
+    """train.distribute=mirrored on JAX: keras.distribution.DataParallel over two devices
+    (two CPU devices here, XLA's host platform split in two) trains and predicts what
+    one device does. Splits of odd size make last batches that do not divide over two
+    devices: they are padded with zero-weight rows, and losses, accuracies and
+    predictions stay those of the real rows. With the activation cache, so that every
+    sharded path runs: the prefix's activations, training on them, the predictions."""
+    from conftest import COLORS, write_image
+
+    root = tmp_path / "train"
+    for cls, n in (("cat", 13), ("dog", 12)):  # 25 images: odd splits
+        for i in range(n):
+            write_image(root / f"{cls}.{i}.jpg", COLORS[cls], seed=i)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("{}\n")
+    overrides = _overrides(tmp_path, root, "train.batch_size=4", "train.prefix_cache.enabled=true")
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", _DATA_PARALLEL_RUN, str(cfg), *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = (load_record(tmp_path / "out" / n) for n in ("one", "two"))
+    assert (one.accelerator.distribute, one.accelerator.replicas) == ("none", 1)
+    assert (two.accelerator.distribute, two.accelerator.replicas) == ("mirrored", 2)
+    assert two.prefix_cache.used is True
+    assert two.data.used == one.data.used and sum(two.data.used.values()) == 25  # no padded row counted
+    assert any(n % 4 % 2 for n in two.data.used.values())  # a last batch that had to be padded
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(getattr(two.history, key), getattr(one.history, key), rtol=2e-5, err_msg=key)
+    for split in ("val", "test"):
+        assert two.head.split(split).log_loss == pytest.approx(one.head.split(split).log_loss, rel=2e-5)
+        assert two.head.split(split).n == one.head.split(split).n
+    # Every image once, in the same order, with the head's probability of the real row.
+    a, b = (list(csv.DictReader((tmp_path / "out" / n / "predictions.csv").open())) for n in ("one", "two"))
+    assert [r["path"] for r in b] == [r["path"] for r in a] and len(b) == 25
+    np.testing.assert_allclose([float(r["head_p1"]) for r in b], [float(r["head_p1"]) for r in a], atol=2e-5)
+
+
+def test_padded_batches_split_evenly_and_weigh_only_their_own_rows():
+    """loader.padded: a batch of 5 rows over 2 devices becomes 6 (a copy of its first row
+    at weight 0); tuples of inputs (a cut crossed by two tensors) are padded alike; a
+    batch that splits evenly is left as it is, with weights 1."""
+    from tlexp.loader import padded
+
+    x = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    y = np.array([0, 1, 1, 0, 1], np.float32)
+    (a, b), yy, w = padded((x, x * 10), y, 2)
+    assert a.shape == (6, 3) and b.shape == (6, 3)
+    np.testing.assert_array_equal(a[:5], x)
+    np.testing.assert_array_equal(a[5], x[0])
+    np.testing.assert_array_equal(b[5], x[0] * 10)
+    np.testing.assert_array_equal(yy, [0, 1, 1, 0, 1, 0])
+    np.testing.assert_array_equal(w, [1, 1, 1, 1, 1, 0])
+    xx, yy, w = padded(x[:4], y[:4], 2)
+    assert xx.shape == (4, 3) and w.tolist() == [1, 1, 1, 1]
+    xx, yy, w = padded(x[:1], y[:1], 4)
+    assert xx.shape == (4, 3) and w.tolist() == [1, 0, 0, 0]
+
+
+_COMPILE = """
+import jax, jax.numpy as jnp
+from tlexp.model.backend import import_backend
+import_backend()
+print(jax.config.jax_compilation_cache_dir)
+jax.jit(lambda a: jnp.sin(a) @ a.T)(jnp.ones((64, 64))).block_until_ready()
+"""
+
+
+@needs_jax
+def test_jax_compilations_are_kept_in_tlexps_cache_folder_unless_the_user_says_otherwise(tmp_path):
+    """JAX's persistent compilation cache goes to <tlexp cache>/jax, so the next process
+    reads what this one compiled; JAX_COMPILATION_CACHE_DIR wins over it, and
+    JAX_ENABLE_COMPILATION_CACHE=false turns it off."""
+    base = {**os.environ, "KERAS_BACKEND": "jax", "TLEXP_CACHE_DIR": str(tmp_path / "tlexp")}
+    base.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def compile_in_new_process(**env) -> str:
+        r = subprocess.run([sys.executable, "-c", _COMPILE], env={**base, **env}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.strip()
+
+    assert compile_in_new_process() == str(tmp_path / "tlexp" / "jax")
+    kept = sorted(p.name for p in (tmp_path / "tlexp" / "jax").glob("*-cache"))
+    assert kept  # the jitted function (and its ones/sin helpers)
+    compile_in_new_process()
+    assert sorted(p.name for p in (tmp_path / "tlexp" / "jax").glob("*-cache")) == kept  # read back, not compiled anew
+    mine = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine"), "TLEXP_CACHE_DIR": str(tmp_path / "other")}
+    assert compile_in_new_process(**mine) == str(tmp_path / "mine")  # with JAX's own settings
+    assert not (tmp_path / "other").exists()
+    compile_in_new_process(JAX_ENABLE_COMPILATION_CACHE="false", TLEXP_CACHE_DIR=str(tmp_path / "off"))
+    assert not (tmp_path / "off").exists()

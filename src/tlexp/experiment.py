@@ -14,6 +14,7 @@ record (``metrics.json``) last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,7 +99,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
             "or add sweep={} to run its base config once."
         )
     clock = PhaseClock()
-    with RunLog() as run_log:
+    with RunLog() as run_log, contextlib.ExitStack() as on_devices:
         with clock("weights"):
             weights_path, classifiers = _check_inputs(cfg)
         with clock("data"):
@@ -106,7 +107,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
         with clock("decode"):  # before the run folder: a full cache disk fails a run that left nothing
             decoder = make_decoder(cfg, ds, check)
         with clock("build"):
-            built = _build(cfg, len(ds.class_names), weights_path)
+            built = _build(cfg, len(ds.class_names), weights_path, on_devices)
         run_dir = _open_run_dir(cfg, run_dir, run_log)
         try:  # from here on, whatever stops the run says so in its run.log
             files.write_yaml(run_dir / runfolder.CONFIG_FILE, cfg.to_dict())
@@ -214,8 +215,13 @@ class _Built:
     counts: dict[str, int]
 
 
-def _build(cfg: Config, n_classes: int, weights_path: Path | None) -> _Built:
-    """Backbone with weights, frozen per plan, head on top, compiled; logs the counts."""
+def _build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: contextlib.ExitStack) -> _Built:
+    """Backbone with weights, frozen per plan, head on top, compiled; logs the counts.
+
+    ``on_devices`` gets the run's device context (JAX's data parallel distribution), which
+    must hold from the first variable made to the last prediction: the caller's stack
+    closes it when the run ends.
+    """
     from tlexp.model.backend import import_backend
 
     import_backend()
@@ -230,6 +236,7 @@ def _build(cfg: Config, n_classes: int, weights_path: Path | None) -> _Built:
     keras.utils.set_random_seed(cfg.seed)
     accel_mod.set_determinism(cfg.train.deterministic)
     accel = accel_mod.resolve(cfg.train)
+    on_devices.enter_context(accel_mod.devices(accel))
     with accel_mod.scope(accel):
         backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
         plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
@@ -241,7 +248,7 @@ def _build(cfg: Config, n_classes: int, weights_path: Path | None) -> _Built:
         ", ".join(accel.gpus) or "CPU",
         accel.precision,
         "on" if accel.jit_compile else "off",
-        accel.distribute,
+        accel.distribute if accel.distribute == "none" else f"{accel.distribute} over {accel.replicas} devices",
     )
     counts = param_counts(whole.model)
     log.info(

@@ -32,11 +32,12 @@ class Batches:
     batches in the same order, epoch after epoch. A file that fails only while being
     decoded here (no decoded-image cache) is dropped from its batch.
 
-    The last batch is smaller (``n % batch_size`` rows), as with tf.data. It is not
-    padded: JAX compiles once per input shape and Keras keeps its jitted train, test and
-    predict steps for the whole ``fit``, so the smaller batch costs one more compile per
-    step function, not one per epoch (tests/test_backend_jax.py counts the compiles);
-    padding with zero-weight rows would change the mean loss of that batch.
+    The last batch is smaller (``n % batch_size`` rows), as with tf.data. On one device
+    it is not padded: JAX compiles once per input shape and Keras keeps its jitted train,
+    test and predict steps for the whole ``fit``, so the smaller batch costs one more
+    compile per step function, not one per epoch (tests/test_backend_jax.py counts the
+    compiles). Split over several devices (JAX's data parallel training) a batch must
+    divide evenly, so :meth:`for_fit` pads it with zero-weight rows (see there).
     """
 
     def __init__(self, load, indices, labels, known_bad, batch_size, shuffle, seed, label_dtype):
@@ -92,10 +93,20 @@ class Batches:
         ``fit`` peeks at to build the model, and serves what it read then in later
         epochs (measured with Keras 3.15, 2 epochs of 13 batches: 26 batches trained,
         24 read for their own epoch), so the per-epoch order would not hold.
+
+        Under JAX's data parallel training (:func:`tlexp.model.accel.devices`) every batch
+        must split evenly over the devices: a batch that does not is padded to the next
+        multiple with copies of its own first rows, and each batch comes with sample
+        weights, 1 for its rows and 0 for the copies. The losses and metrics stay those
+        of the real rows (:func:`tlexp.model.training.compile_model` makes the loss a
+        mean over the weights and reports an exactly weighted loss); the copies only
+        enter that batch's BatchNorm statistics where BatchNorm trains.
         """
         import keras
 
-        batches = self
+        from tlexp.model.accel import batch_multiple
+
+        batches, multiple = self, batch_multiple()
 
         class EpochSetter(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -121,7 +132,7 @@ class Batches:
                     if (epoch, j) not in self.ahead:
                         self.ahead[(epoch, j)] = self.pool.submit(batches.batch, j)
                 x, y, _ = self.ahead.pop((epoch, k)).result()
-                return x, y
+                return (x, y) if multiple == 1 else padded(x, y, multiple)
 
             def epoch_callback(self):
                 return EpochSetter()
@@ -131,6 +142,16 @@ class Batches:
                     self.pool.shutdown(wait=False, cancel_futures=True)
 
         return FitBatches()
+
+
+def padded(x, y, multiple: int):
+    """``(x, y, sample weights)`` with the batch padded to a multiple of ``multiple`` rows:
+    copies of its first rows, weight 0 (the real rows weigh 1)."""
+    n = len(y)
+    rows = np.arange(-(-n // multiple) * multiple) % max(n, 1)
+    w = (np.arange(len(rows)) < n).astype(np.float32)
+    pad = (lambda a: a) if len(rows) == n else (lambda a: np.asarray(a)[rows])
+    return (tuple(pad(a) for a in x) if isinstance(x, tuple | list) else pad(x)), pad(y), w
 
 
 def _workers() -> int:

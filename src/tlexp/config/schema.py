@@ -231,8 +231,10 @@ class TrainConfig(_Section):
 
     distribute: Literal["auto", "none", "mirrored"] = Field(
         "auto",
-        description="Several GPUs in one machine: auto = tf.distribute.MirroredStrategy when more than one "
-        "GPU is visible (train.batch_size is the global batch). TensorFlow only: on JAX auto uses one GPU.",
+        description="Several GPUs in one machine: auto = data parallel over all GPUs when more than one is "
+        "visible (train.batch_size is the global batch), none = one device, mirrored = data parallel over all "
+        "devices: tf.distribute.MirroredStrategy on TensorFlow, keras.distribution.DataParallel on JAX (there "
+        "train.batch_size must be a multiple of the device count).",
     )
     deterministic: bool = Field(
         False,

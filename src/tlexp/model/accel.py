@@ -6,9 +6,11 @@ float32 on CPUs (where mixed precision is slower); XLA is left to Keras ("auto":
 GPUs, off on CPU); MirroredStrategy when more than one GPU is visible. What was resolved
 is recorded in metrics.json.
 
-On JAX: GPUs and their compute capability come from ``jax.devices()``; MirroredStrategy
-is TensorFlow's (``distribute: mirrored`` says so; ``auto`` uses one GPU); op
-determinism is XLA's flag, which must be set before JAX starts (a clear error says how).
+On JAX: GPUs and their compute capability come from ``jax.devices()``; data parallel
+training is Keras' own ``keras.distribution.DataParallel`` over those devices (what
+MirroredStrategy is on TensorFlow: variables replicated, each batch split over the
+devices); op determinism is XLA's flag, which must be set before JAX starts (a clear
+error says how).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class Accel:
     gpus: list[str]
     precision: str  # a Keras dtype policy name
     jit_compile: bool | str  # True/False, or "auto" until the model is compiled
-    distribute: str  # "none" or "mirrored"
+    distribute: str  # "none" or "mirrored" (data parallel over all devices)
     deterministic: bool = False  # TensorFlow's op determinism, on for this run
+    replicas: int = 1  # devices each batch is split over (distribute: mirrored)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,20 +58,71 @@ def resolve(train: TrainConfig) -> Accel:
             precision = "float32"
     distribute = train.distribute
     if distribute == "auto":
-        distribute = "mirrored" if len(names) > 1 and not jax else "none"
-        if jax and len(names) > 1:
-            log.warning("model: %d GPUs seen, but multi-GPU training needs TensorFlow here; using one", len(names))
-    elif distribute == "mirrored" and jax:
-        from tlexp.model.backend import require_tensorflow
+        distribute = "mirrored" if len(names) > 1 else "none"
+    replicas = 1
+    if distribute == "mirrored" and jax:
+        replicas = len(_jax_devices())
+        if train.batch_size % replicas:
+            from tlexp.errors import UserError
 
-        require_tensorflow("train.distribute=mirrored (tf.distribute.MirroredStrategy)")
+            raise UserError(
+                f"train.batch_size={train.batch_size} does not split evenly over the {replicas} devices of "
+                f"data parallel training on JAX; use a multiple of {replicas} "
+                f"(e.g. train.batch_size={train.batch_size + replicas - train.batch_size % replicas}), "
+                "or train.distribute=none for one device."
+            )
     return Accel(
         gpus=names,
         precision=precision,
         jit_compile=train.jit_compile,
         distribute=distribute,
         deterministic=train.deterministic,
+        replicas=replicas,
     )
+
+
+@contextlib.contextmanager
+def devices(accel: Accel) -> Iterator[None]:
+    """Hold this around a whole run, from the first variable made to the last prediction.
+
+    On JAX with ``distribute: mirrored``: ``keras.distribution.DataParallel`` over all
+    devices of JAX's default backend. It must be active while variables are created (they
+    are replicated) and while Keras trains and predicts (each batch is sharded over the
+    devices), so it spans the run, not only the model's build. Each batch must then split
+    evenly: :func:`batch_multiple` says by how much, and the input pipeline pads the last
+    batch (:meth:`tlexp.loader.Batches.for_fit`, :func:`tlexp.model.segments.inference_fn`).
+    On TensorFlow nothing: its MirroredStrategy lives in :func:`scope`.
+    """
+    from tlexp.model.backend import backend_name
+
+    if accel.distribute != "mirrored" or backend_name() != "jax":
+        yield
+        return
+    import keras
+
+    with keras.distribution.DataParallel(devices=_jax_devices()).scope():
+        yield
+
+
+def batch_multiple() -> int:
+    """How many rows every batch must be a multiple of: the devices of the JAX data parallel
+    distribution in effect (:func:`devices`), else 1."""
+    from tlexp.model.backend import backend_name
+
+    if backend_name() != "jax":
+        return 1
+    import keras
+
+    dist = keras.distribution.distribution()
+    return int(dist.device_mesh.devices.size) if dist is not None else 1
+
+
+def _jax_devices() -> list[Any]:
+    """The devices of JAX's default backend (GPUs where there are, else the CPU's; several
+    CPU devices only with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)."""
+    import jax
+
+    return jax.devices()
 
 
 @contextlib.contextmanager
@@ -80,13 +134,16 @@ def scope(accel: Accel) -> Iterator[None]:
     """
     import keras
 
+    from tlexp.model.backend import backend_name
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(accel.precision)
     strategy = None
-    if accel.distribute == "mirrored":  # resolve() allows it on TensorFlow only
+    if accel.distribute == "mirrored" and backend_name() == "tensorflow":  # JAX's is devices()
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
+        accel.replicas = strategy.num_replicas_in_sync
     try:
         with strategy.scope() if strategy else contextlib.nullcontext():
             yield

@@ -115,13 +115,14 @@ def blocker(backbone, cut: int, *, enabled: bool, batchnorm: str, distribute: st
     the backbone; a random layer in the prefix would still make cached values wrong
     whenever the backbone sees ``training=True``.
     """
+    from tlexp.model.backend import backend_name
     from tlexp.model.randomness import randomness
 
     if not enabled:
         return "train.prefix_cache.enabled is false"
     if cut <= 1:
         return "no backbone layer is frozen"
-    if distribute == "mirrored":
+    if distribute == "mirrored" and backend_name() == "tensorflow":
         return "not combined with MirroredStrategy yet (each GPU recomputes its prefix)"
     for layer in backbone.layers[:cut]:
         if layer.trainable:

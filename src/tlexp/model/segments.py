@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def _nodes(model) -> list[Any]:
     """The model's own graph nodes, inputs first (Keras' Function uses the same order)."""
@@ -128,16 +130,40 @@ def inference_fn(model):
     "excessive retracing" that never happened.
 
     On JAX: ``jax.jit`` through Keras' ``predict_on_batch`` (one compile per input shape).
+    Under data parallel training (:func:`tlexp.model.accel.devices`) each batch is padded
+    to split evenly over the devices, sharded over them, and the padding cut off the
+    outputs.
     """
     import keras
 
     if keras.backend.backend() != "tensorflow":
         # JAX: Keras' own jitted predict step (the model's current weights, one compile
         # per input shape, reused across calls), numpy out.
-        return model.predict_on_batch
+        from tlexp.model.accel import batch_multiple
+
+        multiple = batch_multiple()
+        if multiple == 1:
+            return model.predict_on_batch
+        return lambda x: _sharded_predict(model, x, multiple)
     import tensorflow as tf
 
     specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
     signature = specs[0] if len(specs) == 1 else specs
     traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
     return lambda x: traced(x if len(specs) == 1 else list(x))
+
+
+def _sharded_predict(model, x, multiple: int):
+    """``model.predict_on_batch(x)`` with the batch padded to a multiple of ``multiple`` rows
+    and sharded over the devices of the data parallel distribution in effect (Keras'
+    ``predict_on_batch`` does not shard its input, ``predict`` does), padding cut off."""
+    import keras
+
+    dist = keras.distribution.distribution()
+    xs = list(x) if isinstance(x, tuple | list) else [x]
+    n = len(xs[0])
+    rows = np.arange(-(-n // multiple) * multiple) % max(n, 1)
+    xs = [np.asarray(a)[rows] for a in xs]
+    xs = [keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)) for a in xs]
+    out = model.predict_on_batch(xs if isinstance(x, tuple | list) else xs[0])
+    return [o[:n] for o in out] if isinstance(out, list | tuple) else out[:n]

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from tlexp.config import Config
+from tlexp.model.accel import batch_multiple
 from tlexp.model.head import Network
 
 log = logging.getLogger("tlexp")
+
+EXACT_LOSS = "weighted_loss"  # the loss over real rows where batches are padded (compile_model)
 
 
 def compile_model(model, cfg: Config, n_classes: int) -> None:
@@ -30,12 +33,23 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
         "rmsprop": keras.optimizers.RMSprop,
     }
     loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+    metrics = ["accuracy"]
+    if batch_multiple() > 1:
+        # JAX's data parallel training pads batches with zero-weight rows (loader.padded).
+        # The loss is then the mean over the weights, so the gradient is the real rows';
+        # Keras' loss tracker would still average batch losses by padded batch size, so
+        # the loss reported is this metric (a weighted mean over all rows; fit renames it).
+        kind = keras.losses.BinaryCrossentropy if n_classes == 2 else keras.losses.SparseCategoricalCrossentropy
+        loss = kind(reduction="mean_with_sample_weight")
+        # The loss itself, per row (it matches the labels' rank to the output's, which
+        # Keras' crossentropy metrics do not), averaged with the sample weights.
+        metrics.append(keras.metrics.MeanMetricWrapper(kind(reduction=None), name=EXACT_LOSS))
     # The output layer is float32 under any precision policy (set in build_model), so the
     # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
     model.compile(
         optimizer=optimizers[cfg.train.optimizer](learning_rate=cfg.train.learning_rate),
         loss=loss,
-        metrics=["accuracy"],
+        metrics=metrics,
         jit_compile=cfg.train.jit_compile,
     )
 
@@ -75,7 +89,7 @@ def fit(
         history = model.fit(
             train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks
         )
-    out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    out = _exact_loss({k: [float(v) for v in vals] for k, vals in history.history.items()})
     if out.get("loss"):  # none when no training batch could be decoded (the caller raises)
         out["seconds"] = logger.seconds
     return out
@@ -146,6 +160,16 @@ def param_counts(model) -> dict[str, int]:
     return {"trainable": t, "non_trainable": n, "total": t + n}
 
 
+def _exact_loss(logs: dict) -> dict:
+    """Keras' logs, with the exactly weighted loss as ``loss`` where batches were padded
+    (:func:`compile_model`)."""
+    out = dict(logs)
+    for prefix in ("", "val_"):
+        if prefix + EXACT_LOSS in out:
+            out[prefix + "loss"] = out.pop(prefix + EXACT_LOSS)
+    return out
+
+
 def _epoch_logger(epochs: int):
     """A callback logging one line per epoch through the tlexp logger (so it lands in run.log)
     and keeping each epoch's wall time in ``.seconds``."""
@@ -161,7 +185,7 @@ def _epoch_logger(epochs: int):
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(round(time.perf_counter() - self.t0, 4))
-            parts = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+            parts = " ".join(f"{k}={v:.4f}" for k, v in _exact_loss(logs or {}).items() if k != "learning_rate")
             log.info("train: epoch %d/%d %s (%.1fs)", epoch + 1, epochs, parts, self.seconds[-1])
 
     return EpochLogger()

@@ -167,6 +167,7 @@ class AcceleratorInfo(_Part):
     jit_compile: bool | str
     distribute: str
     deterministic: bool = False  # TensorFlow's op determinism (train.deterministic)
+    replicas: int = 1  # devices each batch was split over (train.distribute: mirrored)
 
 
 class EnvironmentInfo(_Part):
