@@ -3,7 +3,7 @@
 ``auto`` settings look at the GPUs the Keras backend sees: bfloat16 on Ampere/Hopper (compute
 capability >= 8.0, where it needs no loss scaling), float16 on Volta/Turing (7.x),
 float32 on CPUs (where mixed precision is slower); XLA is left to Keras ("auto": on for
-GPUs, off on CPU); MirroredStrategy when more than one GPU is visible. What was resolved
+GPUs, off on CPU); data parallel training when more than one GPU is visible. What was resolved
 is recorded in metrics.json.
 
 On JAX: GPUs and their compute capability come from ``jax.devices()``; data parallel
