@@ -137,7 +137,7 @@ def main() -> int:
         )
         backbone = build_backbone(args.backbone, args.size)
         apply_freeze(backbone, plan_freeze(backbone, args.freeze, "inference"))
-        model = build_model(backbone, cfg, 2).model
+        model = build_model(backbone, cfg, 2).trainer  # what fit trains: up to the logits
         import tensorflow as tf
 
         compile_model(model, cfg, 2)

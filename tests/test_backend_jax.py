@@ -83,6 +83,26 @@ def test_missing_backend_names_the_extra_to_install(tmp_path, flat_dataset):
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_head_with_overshooting_logits_learns_back_on_any_backend(tmp_path):
+    """The loss is computed from logits (compile_model): at a logit of 40 for a class-0
+    row it is 40 and its gradient pulls the logit down. From the probabilities it would
+    be clipped (-log 1e-7 = 16.1) with no gradient at all on JAX, where ResNet50 from
+    random weights then stayed at 50 % accuracy for good."""
+    import keras
+
+    from tlexp.model.training import compile_model
+
+    cfg = load_config(None, [f"data.root={tmp_path}", "train.learning_rate=0.1"])
+    inputs = keras.Input((1,))
+    logits = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(40.0))
+    model = keras.Model(inputs, logits(inputs))
+    compile_model(model, cfg, 2)
+    history = model.fit(np.ones((8, 1), "float32"), np.zeros(8, "float32"), epochs=5, batch_size=8, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(40.0, rel=1e-4)
+    assert float(np.asarray(logits.bias)[0]) < 40.0 - 0.3  # five Adam steps of about lr each
+    assert history.history["accuracy"] == [0.0] * 5  # still all class 1 (logit > 0)
+
+
 # --------------------------------------------------------------------------- on JAX
 
 

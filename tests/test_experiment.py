@@ -164,7 +164,7 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet50", 32)
     apply_freeze(backbone, plan_freeze(backbone, 0.9, policy))
-    model = build_model(backbone, cfg, 2).model
+    model = build_model(backbone, cfg, 2).trainer
     compile_model(model, cfg, 2)
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     differs = not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
@@ -201,14 +201,16 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     assert (auto.precision, auto.distribute, auto.gpus) == ("float32", "none", [])  # this CPU-only machine
     settings = accel.resolve(cfg.train)
     with accel.scope(settings):
-        model = build_model(build_backbone("vgg16", 32), cfg, 2).model
-        compile_model(model, cfg, 2)
+        network = build_model(build_backbone("vgg16", 32), cfg, 2)
+        compile_model(network.trainer, cfg, 2)
+    model = network.model
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert model.get_layer("dense_1").compute_dtype == "bfloat16"
+    assert model.get_layer("logits").compute_dtype == "float32"  # the loss is computed from it
     assert model.get_layer("output").compute_dtype == "float32"
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    assert model(x).dtype == "float32"
-    history = model.fit(x, np.array([0, 1, 0, 1], "float32"), epochs=1, verbose=0)
+    assert model(x).dtype == "float32" and network.trainer(x).dtype == "float32"
+    history = network.trainer.fit(x, np.array([0, 1, 0, 1], "float32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
 

@@ -241,8 +241,8 @@ def _build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: c
         backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
         plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
         whole = build_model(backbone, cfg, n_classes)
-        compile_model(whole.model, cfg, n_classes)
-    accel.jit_compile = bool(whole.model.jit_compile)  # what Keras resolved "auto" to
+        compile_model(whole.trainer, cfg, n_classes)
+    accel.jit_compile = bool(whole.trainer.jit_compile)  # what Keras resolved "auto" to
     log.info(
         "model: %s, precision %s, XLA %s, distribution %s",
         ", ".join(accel.gpus) or "CPU",
@@ -290,7 +290,7 @@ def _train(cfg: Config, feed, run_dir: Path) -> dict[str, list[float]]:
         cfg.train.learning_rate,
     )
     history = fit(
-        feed.network.model,
+        feed.network.trainer,
         feed.fit_batches("train", shuffle=True),
         feed.fit_batches("val", shuffle=False),
         cfg.train.epochs,

@@ -153,7 +153,7 @@ def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder: Deco
 
     with accel_mod.scope(accel):
         suffix = suffix_model(whole, plan.layers_frozen, cfg.model.batchnorm)
-        compile_model(suffix.model, cfg, len(ds.class_names))
+        compile_model(suffix.trainer, cfg, len(ds.class_names))
     how = "reused" if acts.source == "reused" else f"computed from {acts.source} in {acts.seconds:.1f}s"
     log.info("train: cached prefix: %s (%s, %s); training %s on it", acts.summary(), acts.dtype, how, suffix.model.name)
     if acts.decision:

@@ -25,15 +25,25 @@ class Network:
     each network therefore carries its own features-and-probabilities twin.
 
     Attributes:
-        model: inputs -> class probabilities; what ``fit`` trains.
+        model: inputs -> class probabilities; what is saved and what users call.
         predictor: the same layers, inputs -> ``[penultimate features, logits]`` (or
             ``[..., probabilities]`` for a model saved before tlexp kept its logits layer).
         logits: whether the predictor's second output is logits.
+        trainer: the same layers, inputs -> logits; what ``fit`` trains (None for a
+            loaded model). The loss is computed from logits (``from_logits=True``), not
+            from the probabilities: a float32 sigmoid is exactly 1 for every logit above
+            17, and a cross-entropy of clipped probabilities has no gradient there, so a
+            head whose logits overshoot at the first steps (random weights, a large
+            learning rate) never comes back. TensorFlow hid that by finding the sigmoid
+            behind a probability and using its logits; JAX does not (measured: ResNet50
+            from random weights at 64 px stayed at 50 % accuracy on JAX, every freeze
+            share, and learned on TensorFlow; on logits both learn).
     """
 
     model: Any
     predictor: Any
     logits: bool = True
+    trainer: Any = None
 
     @cached_property
     def predict_step(self):
@@ -113,7 +123,11 @@ def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
     outputs, features, logits = _call_head(layers, x)
     model = keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_transfer")
     return TransferModel(
-        model, keras.Model(inputs, [features, logits], name=f"{model.name}_features"), backbone=backbone, head=layers
+        model,
+        keras.Model(inputs, [features, logits], name=f"{model.name}_features"),
+        trainer=keras.Model(inputs, logits, name=f"{model.name}_logits"),
+        backbone=backbone,
+        head=layers,
     )
 
 
@@ -149,7 +163,9 @@ def suffix_model(whole: TransferModel, cut: int, batchnorm: str) -> Network:
     outputs, features, logits = _call_head(whole.head, x)
     name = f"{whole.model.name}_from_{cut}"
     return Network(
-        keras.Model(inputs, outputs, name=name), keras.Model(inputs, [features, logits], name=f"{name}_features")
+        keras.Model(inputs, outputs, name=name),
+        keras.Model(inputs, [features, logits], name=f"{name}_features"),
+        trainer=keras.Model(inputs, logits, name=f"{name}_logits"),
     )
 
 

@@ -23,7 +23,13 @@ EXACT_LOSS = "weighted_loss"  # the loss over real rows where batches are padded
 
 
 def compile_model(model, cfg: Config, n_classes: int) -> None:
-    """Compile with a new optimizer (required after any change to ``trainable``)."""
+    """Compile with a new optimizer (required after any change to ``trainable``).
+
+    ``model`` outputs logits (a network's ``trainer``, :class:`tlexp.model.head.Network`):
+    the loss is computed from them, and accuracy thresholds them at 0 (two classes) or
+    takes their arg max, which is what thresholding the probabilities at 0.5 or taking
+    theirs gives.
+    """
     import keras
 
     optimizers = {
@@ -32,19 +38,24 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
-    metrics = ["accuracy"]
+    two = n_classes == 2
+    kind = keras.losses.BinaryCrossentropy if two else keras.losses.SparseCategoricalCrossentropy
+    loss = kind(from_logits=True)
+    metrics = [
+        keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)
+        if two
+        else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    ]
     if batch_multiple() > 1:
         # JAX's data parallel training pads batches with zero-weight rows (loader.padded).
         # The loss is then the mean over the weights, so the gradient is the real rows';
         # Keras' loss tracker would still average batch losses by padded batch size, so
         # the loss reported is this metric (a weighted mean over all rows; fit renames it).
-        kind = keras.losses.BinaryCrossentropy if n_classes == 2 else keras.losses.SparseCategoricalCrossentropy
-        loss = kind(reduction="mean_with_sample_weight")
+        loss = kind(from_logits=True, reduction="mean_with_sample_weight")
         # The loss itself, per row (it matches the labels' rank to the output's, which
         # Keras' crossentropy metrics do not), averaged with the sample weights.
-        metrics.append(keras.metrics.MeanMetricWrapper(kind(reduction=None), name=EXACT_LOSS))
-    # The output layer is float32 under any precision policy (set in build_model), so the
+        metrics.append(keras.metrics.MeanMetricWrapper(kind(from_logits=True, reduction=None), name=EXACT_LOSS))
+    # The logits layer is float32 under any precision policy (set in build_model), so the
     # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
     model.compile(
         optimizer=optimizers[cfg.train.optimizer](learning_rate=cfg.train.learning_rate),
