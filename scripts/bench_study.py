@@ -10,8 +10,20 @@ Last it measures each backbone's forward speed in FLOP/s and turns the FLOPs tle
 cannot avoid into a lower bound in seconds. Prints one table and writes it to
 `<out>/results.md` and `<out>/results.json`. Runs offline.
 
+``--backends tensorflow,jax`` runs (b) once per Keras backend, one after the other, on
+the same generated images and the same split (checked: the script stops if the splits
+differ), each sweep with its own cold caches (``<out>/cache`` and ``<out>/cache-jax``),
+and adds a table of both side by side: seconds per cell and in all, JAX / TensorFlow,
+and the head's and the forest's test accuracy on each. The JAX sweep runs with
+``KERAS_BACKEND=jax`` under ``--jax-python`` (an environment with JAX and tlexp; JAX
+needs no TensorFlow), with this process' environment (``PYTHONPATH`` included). The
+plain recipe (a) and the FLOP rates and bounds use tf.data and tf.function: they stay
+TensorFlow's, measured in this process, and compared with the TensorFlow sweep.
+
     python scripts/bench_study.py --per-class 600 --size 64 --backbones vgg16,resnet50,densenet121 \
         --freeze 0.1,0.3,0.5,0.7 --epochs 2 --out results/bench_study
+    python scripts/bench_study.py --per-class 200 --size 64 --epochs 2 --skip-plain \
+        --backends tensorflow,jax --jax-python ../venv-jax/bin/python   # TensorFlow and JAX side by side
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import yaml
 
 CONSTRUCTORS = {"vgg16": "VGG16", "resnet50": "ResNet50", "densenet121": "DenseNet121"}
 SPLITS = ("train", "val", "test")
+BACKENDS = ("tensorflow", "jax")
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +61,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", default="results/bench_study", help="work folder; <out>2, <out>3, ... if taken")
     ap.add_argument("--skip-plain", action="store_true", help="run only tlexp and the FLOP bound (quick check)")
     ap.add_argument(
+        "--backends",
+        default="tensorflow",
+        help="comma list of Keras backends to run the tlexp sweep on, in this order: tensorflow "
+        "(always; the plain recipe and the FLOP bounds are TensorFlow's) and optionally jax",
+    )
+    ap.add_argument(
+        "--jax-python",
+        default=sys.executable,
+        help="python of an environment with JAX and tlexp, for the JAX sweep (default: this interpreter)",
+    )
+    ap.add_argument(
         "--from",
         dest="reuse",
         help="work folder of an earlier run: reuse its tlexp sweep (cells, wall time) and measure the rates again",
@@ -58,14 +82,60 @@ def parse_args() -> argparse.Namespace:
     unknown = sorted(set(args.backbones) - set(CONSTRUCTORS))
     if unknown:
         ap.error(f"unknown backbone(s) {unknown}; choose from {sorted(CONSTRUCTORS)}")
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if (
+        set(args.backends) - set(BACKENDS)
+        or "tensorflow" not in args.backends
+        or len(set(args.backends)) < len(args.backends)
+    ):
+        ap.error(
+            f"--backends must list tensorflow and optionally jax, each once (e.g. tensorflow,jax). "
+            f"Got {','.join(args.backends)!r} instead."
+        )
     return args
 
 
 # --------------------------------------------------------------------------- (b) tlexp
 
 
-def run_tlexp(args, out: Path, data: Path) -> tuple[float, list[dict]]:
-    """Write the study config, run `tlexp sweep` on it; return (wall seconds, cells in grid order)."""
+def folder_suffix(backend: str) -> str:
+    """``""`` for TensorFlow (the folders a TensorFlow-only study always had), else ``-<backend>``."""
+    return "" if backend == "tensorflow" else f"-{backend}"
+
+
+def check_jax_python(python: str) -> dict:
+    """Fail in seconds, before any sweep, if ``python`` cannot run tlexp on JAX; return its versions."""
+    code = (
+        "import json, tlexp; from tlexp.model.backend import backend_version, import_backend; "
+        "name = import_backend(); import keras; "
+        "print(json.dumps({'backend': keras.backend.backend(), 'jax': backend_version('jax'), "
+        "'jaxlib': backend_version('jaxlib'), 'keras': keras.__version__, 'tlexp': tlexp.__file__}))"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(
+            f"--jax-python {python} cannot run tlexp on JAX (exit code {done.returncode}); give the python of an "
+            f"environment with JAX and tlexp (pip install -e '.[jax]'):\n{done.stderr[-2000:]}"
+        )
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    import tlexp
+
+    info["python"] = python
+    if Path(info["tlexp"]).resolve() != Path(tlexp.__file__).resolve():
+        print(
+            f"warning: the JAX environment imports tlexp from {info['tlexp']}, this one from {tlexp.__file__}; "
+            "set PYTHONPATH to compare the same code",
+            flush=True,
+        )
+    return info
+
+
+def run_tlexp(args, out: Path, data: Path, backend: str = "tensorflow") -> tuple[float, list[dict]]:
+    """Write the study config, run `tlexp sweep` on it with ``KERAS_BACKEND=backend``; return
+    (wall seconds, cells in grid order). Its folders: ``<out>/tlexp``, ``<out>/cache`` and
+    ``<out>/tlexp.log`` on TensorFlow, with ``-jax`` appended on JAX."""
+    sfx = folder_suffix(backend)
     cfg = {
         "name": "bench", "seed": args.seed,
         "data": {"root": str(data), "image_size": args.size, "val_fraction": 0.15, "test_fraction": 0.15,
@@ -74,37 +144,44 @@ def run_tlexp(args, out: Path, data: Path) -> tuple[float, list[dict]]:
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr},
         "classifiers": {},  # replaces the default {logreg: ...}: the plain recipe fits only the forest
         "forest": {"n_estimators": 100},
-        "output": {"dir": str(out / "tlexp"), "save_model": False},
+        "output": {"dir": str(out / f"tlexp{sfx}"), "save_model": False},
         "sweep": {"model.backbone": args.backbones, "model.freeze": args.freeze},
     }  # fmt: skip
-    cfg_path = out / "study.yaml"
+    cfg_path = out / f"study{sfx}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     import tlexp
 
-    if (Path(tlexp.__file__).parent / "__main__.py").is_file():
+    if backend != "tensorflow":
+        cmd = [args.jax_python, "-m", "tlexp", "sweep", str(cfg_path)]
+    elif (Path(tlexp.__file__).parent / "__main__.py").is_file():
         cmd = [sys.executable, "-m", "tlexp", "sweep", str(cfg_path)]
     else:
         cmd = [shutil.which("tlexp") or "tlexp", "sweep", str(cfg_path)]
     # Every cache (data check, decoded images, and prefix activations) starts cold in <out>/cache,
-    # so building them is counted in tlexp's time, as decoding is in the plain recipe's.
-    env = {**os.environ, "TLEXP_CACHE_DIR": str(out / "cache")}
-    print(f"(b) tlexp: {' '.join(cmd)}  (log: {out / 'tlexp.log'})", flush=True)
-    with open(out / "tlexp.log", "w") as log:
+    # so building them is counted in tlexp's time, as decoding is in the plain recipe's. Each
+    # backend has its own folder: the second sweep must not find the first one's decoded images
+    # or check (the activation caches would be keyed apart anyway, by numerics_fingerprint).
+    log_path = out / f"tlexp{sfx}.log"
+    env = {**os.environ, "TLEXP_CACHE_DIR": str(out / f"cache{sfx}"), "KERAS_BACKEND": backend}
+    print(f"(b) tlexp on {backend}: {' '.join(cmd)}  (log: {log_path})", flush=True)
+    with open(log_path, "w") as log:
         t = time.perf_counter()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         wall = time.perf_counter() - t
     if rc != 0:
-        tail = (out / "tlexp.log").read_text(errors="replace")[-3000:]
-        sys.exit(f"tlexp sweep failed with exit code {rc}; end of {out / 'tlexp.log'}:\n{tail}")
+        tail = log_path.read_text(errors="replace")[-3000:]
+        sys.exit(f"tlexp sweep on {backend} failed with exit code {rc}; end of {log_path}:\n{tail}")
 
     from tlexp.results.record import load_record
 
     order = {(b, f): i for i, (b, f) in enumerate((b, f) for b in args.backbones for f in args.freeze)}
     cells = []
-    for metrics_path in sorted((out / "tlexp").rglob("metrics.json")):
+    for metrics_path in sorted((out / f"tlexp{sfx}").rglob("metrics.json")):
         if ".attempts" in metrics_path.parts:
             continue
         record = load_record(metrics_path.parent)
+        if record.environment.backend != backend:
+            sys.exit(f"{metrics_path} was computed on {record.environment.backend}, not on {backend}")
         backbone, freeze = record.config["model"]["backbone"], float(record.config["model"]["freeze"])
         forest = record.classifiers.get("forest")
         cells.append({
@@ -117,8 +194,20 @@ def run_tlexp(args, out: Path, data: Path) -> tuple[float, list[dict]]:
         })  # fmt: skip
     cells.sort(key=lambda c: order.get((c["backbone"], c["freeze"]), len(order)))
     if len(cells) != len(order):
-        sys.exit(f"expected {len(order)} finished cells under {out / 'tlexp'}, found {len(cells)}")
+        sys.exit(f"expected {len(order)} finished cells under {out / f'tlexp{sfx}'}, found {len(cells)}")
     return wall, cells
+
+
+def add_backend(cells: list[dict], other: list[dict], backend: str) -> None:
+    """Put the cells of ``backend``'s sweep beside the TensorFlow ones, as ``<backend>_*`` keys."""
+    by_cell = {(o["backbone"], o["freeze"]): o for o in other}
+    for c in cells:
+        o = by_cell[(c["backbone"], c["freeze"])]
+        c.update({
+            f"{backend}_dir": o["dir"], f"{backend}_s": o["tlexp_s"], f"{backend}_timings_s": o["tlexp_timings_s"],
+            f"{backend}_layers_frozen": o["tlexp_layers_frozen"], f"{backend}_head_acc": o["tlexp_head_acc"],
+            f"{backend}_forest_acc": o["tlexp_forest_acc"], f"{backend}_prefix_cache": o["prefix_cache"],
+        })  # fmt: skip
 
 
 def read_split(cells: list[dict]) -> list[tuple[str, str, str]]:
@@ -393,7 +482,38 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
         f"FLOPs: plain {t['plain_flops'] / 1e12:.2f} TFLOP, tlexp at least {t['tlexp_flops'] / 1e12:.2f} TFLOP; "
         f"ideal speed-up from FLOPs alone = {t['ideal_speedup']:.2f}x",
     ]
+    if "jax" in args.backends:
+        lines += ["", *backend_table(cells, t)]
     return "\n".join(lines) + "\n"
+
+
+def backend_table(cells: list[dict], totals: dict) -> list[str]:
+    """tlexp on TensorFlow and on JAX side by side, per cell and in all, and where JAX's time goes."""
+    jax_env = totals["jax_env"]
+    lines = [
+        f"tlexp on TensorFlow and on JAX (jax {jax_env['jax']}, jaxlib {jax_env['jaxlib']}): the same images and "
+        "split, each sweep with cold caches; s = each cell's total from its run record (metrics.json); the plain "
+        "recipe, the FLOP rates and the bounds above are TensorFlow's (tf.data, tf.function), not measured on JAX:",
+        "",
+        "| cell | TF s | JAX s | JAX / TF | head test acc TF / JAX | forest test acc TF / JAX |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| {c['cell']} | {c['tlexp_s']:.1f} | {c['jax_s']:.1f} | {c['jax_s'] / c['tlexp_s']:.2f}x "
+            f"| {c['tlexp_head_acc']:.3f} / {c['jax_head_acc']:.3f} "
+            f"| {fmt(c['tlexp_forest_acc'], '.3f')} / {fmt(c['jax_forest_acc'], '.3f')} |"
+        )
+    tf_sum, jax_sum = sum(c["tlexp_s"] for c in cells), sum(c["jax_s"] for c in cells)
+    tf_wall, jax_wall = totals["tlexp_wall_s"], totals["jax_wall_s"]
+    lines += [
+        f"| **all cells** | **{tf_sum:.1f}** | **{jax_sum:.1f}** | **{jax_sum / tf_sum:.2f}x** | | |",
+        f"| **sweep wall** (subprocess: start-up, data check, decoding, all cells, report) | **{tf_wall:.1f}** "
+        f"| **{jax_wall:.1f}** | **{jax_wall / tf_wall:.2f}x** | | |",
+        "",
+    ]
+    lines += phase_table(cells, "jax_timings_s", "on JAX")
+    return lines
 
 
 # Phases of a run's record (timings_s) in the order a run makes them; fixed costs per cell
@@ -402,19 +522,22 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
 PHASES = ("weights", "data", "decode", "build", "prefix", "train", "predict", "fit_forest", "fit_logreg", "plots")
 
 
-def phase_table(cells: list[dict]) -> list[str]:
-    """Where each tlexp cell's time goes, from its run record, and the sum over cells."""
-    present = [p for p in PHASES if any(p in c["tlexp_timings_s"] for c in cells)]
+def phase_table(cells: list[dict], key: str = "tlexp_timings_s", where: str = "") -> list[str]:
+    """Where each tlexp cell's time goes, from its run record, and the sum over cells.
+
+    ``key``: the cells' timings to show (``jax_timings_s`` for the JAX sweep); the table of
+    bounds that follows the TensorFlow one is TensorFlow's, so it comes only with that one."""
+    present = [p for p in PHASES if any(p in c[key] for c in cells)]
     lines = [
-        "where tlexp's time goes per cell (s, from each run's timings_s; other = the rest of the cell: "
-        "run folder, predictions, record):",
+        f"where tlexp's time goes per cell{' ' + where if where else ''} (s, from each run's timings_s; "
+        "other = the rest of the cell: run folder, predictions, record):",
         "",
         "| cell | " + " | ".join(present) + " | other | total |",
         "|---|" + "---:|" * (len(present) + 2),
     ]
     sums = dict.fromkeys([*present, "other", "total"], 0.0)
     for c in cells:
-        t = c["tlexp_timings_s"]
+        t = c[key]
         row = {p: t.get(p, 0.0) for p in present}
         row["total"] = t["total"]
         row["other"] = t["total"] - sum(row[p] for p in present)
@@ -422,7 +545,7 @@ def phase_table(cells: list[dict]) -> list[str]:
             sums[k] += v
         lines.append(f"| {c['cell']} | " + " | ".join(f"{row[k]:.1f}" for k in [*present, "other", "total"]) + " |")
     lines.append("| **all cells** | " + " | ".join(f"**{sums[k]:.1f}**" for k in [*present, "other", "total"]) + " |")
-    if all("bound_s" in c for c in cells):
+    if key == "tlexp_timings_s" and all("bound_s" in c for c in cells):
         lines += [
             "",
             "each FLOP-bound phase against its own bound (prefix and prediction at the forward rate, "
@@ -450,21 +573,43 @@ def main() -> int:
     from tlexp.data.demo import ensure_demo_dataset
     from tlexp.results.runfolder import new_run_dir
 
+    jax_wall = jax_env = None
+    if "jax" in args.backends and not args.reuse:  # a JAX environment that cannot run fails now, in seconds
+        jax_env = check_jax_python(args.jax_python)
     out_arg = Path(args.out).resolve()
     out = new_run_dir(out_arg.parent, out_arg.name)  # never over an earlier benchmark
     print(f"work folder: {out}", flush=True)
-    if args.reuse:  # the sweep of an earlier run, its split and data; the rates are measured again
+    if args.reuse:  # the sweep(s) of an earlier run, its split and data; the rates are measured again
         earlier = json.loads((Path(args.reuse) / "results.json").read_text())
         tlexp_wall, cells = earlier["totals"]["tlexp_wall_s"], earlier["cells"]
+        args.backends = earlier["args"].get("backends", ["tensorflow"])  # what that run measured
+        jax_wall, jax_env = earlier["totals"].get("jax_wall_s"), earlier["totals"].get("jax_env")
         data = Path(args.reuse) / "data"
         args.skip_plain = True
     else:
         data = ensure_demo_dataset(out / "data", args.per_class)
-        # (b) first, in its own process, so this process' TensorFlow does not compete with it.
-        tlexp_wall, cells = run_tlexp(args, out, data)
+        # (b) first, in its own process, so this process' TensorFlow does not compete with it;
+        # one backend after the other, never at the same time.
+        for backend in args.backends:
+            wall, found = run_tlexp(args, out, data, backend)
+            print(f"tlexp on {backend}: {wall:.1f} s for {len(found)} cells", flush=True)
+            if backend == "tensorflow":
+                tlexp_wall, tf_found = wall, found
+            else:
+                jax_wall, jax_found = wall, found
+        cells = tf_found
+        if jax_wall is not None:
+            if read_split(jax_found) != read_split(cells):
+                sys.exit(
+                    f"the JAX sweep ({out / 'tlexp-jax'}) used another split than the TensorFlow one "
+                    f"({out / 'tlexp'}); the side-by-side comparison needs one split"
+                )
+            add_backend(cells, jax_found, "jax")
     rows = read_split(cells)
     n = {s: sum(1 for *_, sp in rows if sp == s) for s in SPLITS}
     print(f"tlexp: {tlexp_wall:.1f} s for {len(cells)} cells; split {n}", flush=True)
+    if jax_wall is not None:
+        print(f"tlexp on JAX: {jax_wall:.1f} s for the same cells, on the same split (checked)", flush=True)
     for c in cells:
         print(f"  {c['cell']}: prefix_cache {json.dumps(c['prefix_cache'])}")
 
@@ -522,6 +667,11 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
     )
+    if jax_wall is not None:
+        totals.update({"jax_wall_s": jax_wall, "jax_over_tf": jax_wall / tlexp_wall, "jax_env": jax_env})
+        machine += (
+            f"; JAX {jax_env['jax']} (jaxlib {jax_env['jaxlib']}, Keras {jax_env['keras']}) in {jax_env['python']}"
+        )
     text = report(args, cells, totals, machine, command)
     print("\n" + text)
     (out / "results.md").write_text(text)
