@@ -148,10 +148,16 @@ def padded(x, y, multiple: int):
     """``(x, y, sample weights)`` with the batch padded to a multiple of ``multiple`` rows:
     copies of its first rows, weight 0 (the real rows weigh 1)."""
     n = len(y)
-    rows = np.arange(-(-n // multiple) * multiple) % max(n, 1)
+    rows = padding_rows(n, multiple)
     w = (np.arange(len(rows)) < n).astype(np.float32)
     pad = (lambda a: a) if len(rows) == n else (lambda a: np.asarray(a)[rows])
     return (tuple(pad(a) for a in x) if isinstance(x, tuple | list) else pad(x)), pad(y), w
+
+
+def padding_rows(n: int, multiple: int) -> np.ndarray:
+    """Row indices of a batch of ``n`` rows padded to the next multiple of ``multiple``:
+    its own rows, then copies of its first ones."""
+    return np.arange(-(-n // multiple) * multiple) % max(n, 1)
 
 
 def _workers() -> int:

@@ -159,10 +159,12 @@ def _sharded_predict(model, x, multiple: int):
     ``predict_on_batch`` does not shard its input, ``predict`` does), padding cut off."""
     import keras
 
+    from tlexp.loader import padding_rows
+
     dist = keras.distribution.distribution()
     xs = list(x) if isinstance(x, tuple | list) else [x]
     n = len(xs[0])
-    rows = np.arange(-(-n // multiple) * multiple) % max(n, 1)
+    rows = padding_rows(n, multiple)
     xs = [np.asarray(a)[rows] for a in xs]
     xs = [keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)) for a in xs]
     out = model.predict_on_batch(xs if isinstance(x, tuple | list) else xs[0])
