@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE, check_dataset
+    from tlexp.data.check import NEAR_DUPLICATE_THRESHOLD, check_dataset
     from tlexp.data.prepare import split_groups, usable_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="tlexp-bench-check-", dir=args.tmp))
@@ -75,14 +75,14 @@ def main() -> int:
             from tlexp.data.dataset import assign_splits
 
             ds = usable_dataset(warm)
-            ds = assign_splits(ds, 0.1, 0.1, 0, None, split_groups(warm, ds.paths, near=True))
+            ds = assign_splits(ds, 0.1, 0.1, 0, None, split_groups(warm, ds.paths, NEAR_DUPLICATE_THRESHOLD))
 
         found = {frozenset(f.path for f in g) for g in near}
         wanted = {frozenset(pair) for pair in planted["near"]}
         hit = sum(any(w <= g for g in found) for w in wanted)
         extra = sum(not any(w <= g for w in wanted) for g in found)
         print(
-            f"near-duplicates (perceptual hash within {NEAR_DUPLICATE_DISTANCE} bits): found {len(found):,} "
+            f"near-duplicates (pixel difference at most {NEAR_DUPLICATE_THRESHOLD}): found {len(found):,} "
             f"group(s) ({sum(map(len, found)):,} files); planted {len(wanted):,} pairs, {hit:,} found in a group "
             f"({hit / max(1, len(wanted)):.1%}), {len(wanted) - hit:,} missed, {extra:,} group(s) holding no "
             f"planted pair"

@@ -124,9 +124,14 @@ def test_near_duplicates_are_grouped_by_default(data_root):
     cfg = load_config(None, [f"data.root={data_root}", "data.group_near_duplicates=false"])
     assert cfg.data.group_near_duplicates is False
     (key,) = [row for row in describe() if row[0] == "data.group_near_duplicates"]
-    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE
+    assert "near-identical images" in key[-1]
+    from tlexp.data.check import NEAR_DUPLICATE_THRESHOLD
+    from tlexp.data.neardup import GAIN, HASH_BITS
 
-    assert "near-identical images" in key[-1] and f"{NEAR_DUPLICATE_DISTANCE} bits" in key[-1]
+    # The schema's default and description say what the data check does (config imports no data code).
+    (key,) = [row for row in describe() if row[0] == "data.near_duplicate_threshold"]
+    assert load_config(None, [f"data.root={data_root}"]).data.near_duplicate_threshold == NEAR_DUPLICATE_THRESHOLD
+    assert f"within {round(100 * (GAIN - 1))} %" in key[-1] and f"at most {HASH_BITS} bits" in key[-1]
 
 
 def test_unknown_backbone_lists_choices(data_root):

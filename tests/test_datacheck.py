@@ -20,6 +20,7 @@ from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset,
 from tlexp.data.checkreport import format_summary
 from tlexp.data.dataset import discover
 from tlexp.data.decode import load_image
+from tlexp.data.neardup import HASH_BITS
 from tlexp.errors import DataError
 from tlexp.files import read_csv
 from tlexp.results.record import load_record
@@ -569,21 +570,21 @@ def test_near_duplicates_found_reported_and_cached(near_dups, tmp_path, monkeypa
     assert [[f.path for f in g] for g in res.duplicates()] == [["cat.24.jpg", "cat.5.jpg"]]
     # Unrelated pictures are far apart: the threshold has room on both sides.
     far = [int(a.phash, 16) ^ int(b.phash, 16) for a, b in zip(res.usable()[:20], res.usable()[1:21], strict=True)]
-    assert min(x.bit_count() for x in far) > 2 * datacheck.NEAR_DUPLICATE_DISTANCE
+    assert min(x.bit_count() for x in far) > 2 * HASH_BITS
 
     text = format_summary(res)
     assert (
-        "near-duplicates: 8 group(s) of near-identical images (16 files; perceptual hash within 6 bits), "
-        "1 with different labels; see near_duplicates.csv"
+        "near-duplicates: 8 group(s) of near-identical images (16 files; pixel difference to the group's first "
+        "file at most 0.1), 1 with different labels; see near_duplicates.csv"
     ) in text
     assert "  different labels: cat.4.jpg (cat) ~ dog.23.jpg (dog)\n  e.g.: cat.0.jpg (cat) ~ cat.20.jpg (cat)" in text
 
     paths = checkreport.write_check(res, tmp_path / "out")
     rows = read_csv(paths["near_duplicates"])
-    assert list(rows[0]) == ["group", "path", "label", "sha256", "phash", "distance"]
+    assert list(rows[0]) == ["group", "path", "label", "sha256", "phash", "hash_bits", "difference"]
     assert [(r["group"], r["path"]) for r in rows] == [(str(i), p) for i, g in enumerate(NEAR_GROUPS, 1) for p in g]
-    assert {r["path"]: r["distance"] for r in rows}["cat.0.jpg"] == "0"
-    assert all(0 <= int(r["distance"]) <= 6 for r in rows)
+    assert {r["path"]: (r["hash_bits"], r["difference"]) for r in rows}["cat.0.jpg"] == ("0", "0.0000")
+    assert all(0 <= int(r["hash_bits"]) <= HASH_BITS and 0 <= float(r["difference"]) <= 0.1 for r in rows)
     manifest = {r["path"]: r["phash"] for r in read_csv(paths["manifest"])}
     assert manifest["cat.5.jpg"] == manifest["cat.24.jpg"] == next(f.phash for f in res.files if f.path == "cat.5.jpg")
 
@@ -619,20 +620,21 @@ def test_near_duplicates_share_a_split_unless_switched_off(near_dups, tmp_path, 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with caplog.at_level(logging.WARNING, logger="tlexp"):
-        info = write_run_check(run_dir, check, ds)
+        info = write_run_check(run_dir, check, ds, 0.1)
     assert {k: v for k, v in info.items() if k.startswith("near_")} == {
         "near_duplicate_groups": 8,
         "near_duplicate_files": 16,
         "near_duplicate_groups_across_splits": leaks,
         "near_duplicate_groups_with_different_labels": 1,
         "near_duplicate_max_distance": 6,
+        "near_duplicate_threshold": 0.1,
     }
     assert [r.getMessage() for r in caplog.records] == [
         f"data: {leaks} group(s) of near-identical images sit in more than one split (a train/test leak); "
         "see near_duplicates.csv"
     ]
     rows = read_csv(run_dir / "near_duplicates.csv")
-    assert list(rows[0]) == ["group", "path", "label", "split", "sha256", "phash", "distance"]
+    assert list(rows[0]) == ["group", "path", "label", "split", "sha256", "phash", "hash_bits", "difference"]
     assert {r["path"]: r["split"] for r in rows} == {
         p: s for p, s in zip(ds.paths, ds.split, strict=True) if any(p in g for g in NEAR_GROUPS)
     }
@@ -649,4 +651,4 @@ def test_check_cache_of_another_numpy_or_pillow_is_not_reused(flat_dataset, tmp_
     monkeypatch.setattr(PIL, "__version__", "0.0.1")
     assert check_dataset(flat_dataset, cache_dir=cache).reused == 0
     header = json.loads(next((cache / "checks").glob("*.json")).read_text())["header"]
-    assert (header["numpy"], header["pillow"], header["version"]) == ("0.0.1", "0.0.1", 2)
+    assert (header["numpy"], header["pillow"], header["version"]) == ("0.0.1", "0.0.1", 3)

@@ -116,7 +116,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
                 ["path", "label", "split"],
                 ((p, ds.class_names[y], s) for p, y, s in zip(ds.paths, ds.labels, ds.split, strict=True)),
             )
-            check_info = write_run_check(run_dir, check, ds)
+            check_info = write_run_check(run_dir, check, ds, cfg.data.near_duplicate_threshold)
             with clock("prefix"):
                 from tlexp.feeds import open_feed
 

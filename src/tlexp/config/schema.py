@@ -73,8 +73,17 @@ class DataConfig(_Section):
     )
     group_near_duplicates: bool = Field(
         True,
-        description="Keep near-identical images (resized or recompressed copies: perceptual hashes at most "
-        "6 bits apart) in one split, as byte-identical ones always are; false = group only identical bytes.",
+        description="Keep near-identical images (resized, recompressed or recoloured copies of one picture) in "
+        "one split, as byte-identical ones always are; false = group only identical bytes.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="How close an image must be to its near-duplicate group's representative: the largest "
+        "relative difference of their 32x32 grayscale pixels after matching brightness (within 25 %), among "
+        "images whose perceptual hashes differ in at most 6 bits. Lower it if near_duplicates.csv groups "
+        "different pictures; 0 = only pixel-identical ones.",
     )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 

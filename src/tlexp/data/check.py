@@ -9,8 +9,9 @@ is one that training can load. Verdicts:
   what, e.g. ``"CMYK->RGB"``, ``"PNG named .jpg"``, ``"EXIF-rotated"``).
 * ``rejected``: ``detail`` starts with one of :data:`REJECT_REASONS`.
 
-Usable files also get a perceptual hash; :meth:`CheckResult.near_duplicates` groups
-resized or recompressed copies of one photo by it.
+Usable files also get a perceptual hash and a small thumbnail;
+:meth:`CheckResult.near_duplicates` groups resized, recompressed or recoloured copies of
+one picture by them (:mod:`tlexp.data.neardup`).
 
 The user's files are only ever opened for reading. With ``cache_dir`` the verdicts (and
 hashes) are kept in ``cache_dir/checks/<sha256 of root>.json``; a later check re-reads
@@ -19,6 +20,7 @@ only files whose (size, mtime, inode) changed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -32,25 +34,41 @@ from pathlib import Path
 
 import numpy as np
 
-from tlexp.data.dataset import connected_groups, hamming_pairs
 from tlexp.data.inspect import FileVerdict, _check_file
+from tlexp.data.neardup import THUMB_SIDE, near_duplicate_groups
 from tlexp.data.scan import NO_LABEL, Candidate, scan_dataset
 from tlexp.files import write_text
 
 log = logging.getLogger("tlexp")
 
-CACHE_VERSION = 2  # bump whenever a rule below changes: older caches are then ignored (2: perceptual hash)
+# Bump whenever a rule below changes: older caches are then ignored (2: perceptual hash, 3: thumbnail).
+CACHE_VERSION = 3
 STATUSES = ("good", "converted", "rejected")
 REJECT_REASONS = ("empty", "truncated", "not an image", "unsupported", "too small", "unreadable")
 KAGGLE, PETIMAGES, CUSTOM = "kaggle-dogs-vs-cats-train", "microsoft-petimages", "custom"
 MANIFEST_FILE, REJECTED_FILE, DUPLICATES_FILE = "manifest.csv", "rejected.csv", "duplicates.csv"
 NEAR_DUPLICATES_FILE = "near_duplicates.csv"  # in the check's report folder and in each run folder
-# Perceptual hashes (64 bits) at most this many bits apart are one photo. Resized (40-90 %) and
-# recompressed (JPEG quality 40-85) copies land within 6 bits in 99 % of cases (scripts/bench_check.py,
-# and 0-4 bits for most), while unrelated photos differ in about 32 bits; a wider threshold mostly adds
-# chains of merely similar photos. pHash distances are even (32 bits are set), so 6 also means 7.
-NEAR_DUPLICATE_DISTANCE = 6
+# The default largest pixel difference (tlexp.data.neardup.pixel_difference) between a near-duplicate and
+# its group's representative: calibrated with scripts/bench_neardup.py (the README's "Data" section).
+NEAR_DUPLICATE_THRESHOLD = 0.1
+THUMB_BYTES = THUMB_SIDE * THUMB_SIDE
+LARGE_GROUP = 5  # near-duplicate groups with more files than this get a warning: worth a look
 _SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
+
+
+@dataclass(frozen=True)
+class NearMatch:
+    """A usable file's place among near-duplicates (:meth:`CheckResult.near_components`).
+
+    Attributes:
+        representative: path of its group's representative (its own path where alone).
+        bits: perceptual-hash bits between the file and the representative.
+        difference: pixel difference (:func:`tlexp.data.neardup.pixel_difference`) to it.
+    """
+
+    representative: str
+    bits: int
+    difference: float
 
 
 @dataclass
@@ -77,7 +95,7 @@ class CheckResult:
     seconds: float
     reused: int
     ignored: dict[str, int] = field(default_factory=dict)
-    _components: dict[int, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
+    _components: dict[float, dict[str, NearMatch]] = field(default_factory=dict, repr=False, compare=False)
 
     def usable(self) -> list[FileVerdict]:
         """Good and converted files that have a label: what training may use."""
@@ -98,35 +116,45 @@ class CheckResult:
         """Duplicate groups whose files carry different labels (the same image in two classes)."""
         return [g for g in self.duplicates() if len({f.label for f in g}) > 1]
 
-    def near_components(self, max_distance: int = NEAR_DUPLICATE_DISTANCE) -> dict[str, int]:
-        """Usable file path -> id of its group of near-identical images (computed once per threshold).
+    def near_components(self, threshold: float = NEAR_DUPLICATE_THRESHOLD) -> dict[str, NearMatch]:
+        """Usable file path -> its near-duplicate group (computed once per threshold).
 
-        Two files are linked when their perceptual hashes differ in at most ``max_distance``
-        bits; a group is everything linked directly or through others (so it may hold
-        files further apart). Byte-identical files have equal hashes, so they share a group.
+        Files with identical bytes share a group. Distinct images share one when their
+        perceptual hashes and thumbnails are close to the group's representative
+        (:func:`tlexp.data.neardup.near_duplicate_groups`); groups do not chain.
         """
-        if max_distance not in self._components:
+        if threshold not in self._components:
             usable = [f for f in self.usable() if f.phash]
-            # Equal hashes are linked at once; only distinct ones go through the band index.
-            hashes = np.array([int(f.phash, 16) for f in usable], dtype=np.uint64)
-            unique, inverse = np.unique(hashes, return_inverse=True)
-            ids = connected_groups(len(unique), hamming_pairs(unique, max_distance))
-            self._components[max_distance] = {f.path: int(ids[k]) for f, k in zip(usable, inverse, strict=True)}
-        return self._components[max_distance]
+            by_bytes: dict[str, FileVerdict] = {}
+            for f in usable:  # sorted by path: the first file of each content stands for it
+                by_bytes.setdefault(f.sha256, f)
+            distinct = list(by_bytes.values())
+            hashes = np.array([int(f.phash, 16) for f in distinct], dtype=np.uint64)
+            thumbs = np.frombuffer(b"".join(f.thumb for f in distinct), dtype=np.uint8).reshape(len(distinct), -1)
+            found = near_duplicate_groups(hashes, thumbs, threshold)
+            match = {
+                f.sha256: NearMatch(distinct[int(r)].path, int(b), float(d))
+                for f, r, b, d in zip(distinct, found.representative, found.bits, found.difference, strict=True)
+            }
+            self._components[threshold] = {f.path: match[f.sha256] for f in usable}
+        return self._components[threshold]
 
-    def near_duplicates(self, max_distance: int = NEAR_DUPLICATE_DISTANCE) -> list[list[FileVerdict]]:
-        """Groups of usable files that look the same but are not all byte-identical (resized,
-        recompressed copies), each sorted by path, the groups by their first path.
+    def near_duplicates(self, threshold: float = NEAR_DUPLICATE_THRESHOLD) -> list[list[FileVerdict]]:
+        """Groups of usable files that show the same picture but are not all byte-identical
+        (resized, recompressed, recoloured copies): the representative first, then the
+        rest by path; the groups sorted by representative.
 
         See :meth:`near_components`; groups whose files all have the same bytes are
         :meth:`duplicates` only.
         """
-        component = self.near_components(max_distance)
-        groups: dict[int, list[FileVerdict]] = defaultdict(list)
+        component = self.near_components(threshold)
+        groups: dict[str, list[FileVerdict]] = defaultdict(list)
         for f in self.usable():
             if f.path in component:
-                groups[component[f.path]].append(f)
-        return sorted((g for g in groups.values() if len({f.sha256 for f in g}) > 1), key=lambda g: g[0].path)
+                groups[component[f.path].representative].append(f)
+        near = [g for g in groups.values() if len({f.sha256 for f in g}) > 1]
+        ordered = [sorted(g, key=lambda f: (f.path != component[f.path].representative, f.path)) for g in near]
+        return sorted(ordered, key=lambda g: g[0].path)
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per class (plus :data:`NO_LABEL` if any, and ``"total"``): good, converted, rejected, ignored."""
@@ -321,21 +349,26 @@ def _load_cache(path: Path, header: dict) -> dict:
 def _from_cache(entry: object, c: Candidate) -> FileVerdict | None:
     """The cached verdict if ``entry`` matches the file's (size, mtime, inode), else None."""
     try:
-        size, mtime_ns, inode, status, detail, sha, width, height, phash = entry  # type: ignore[misc]
+        size, mtime_ns, inode, status, detail, sha, width, height, phash, thumb = entry  # type: ignore[misc]
         if (size, mtime_ns, inode) != (c.st.st_size, c.st.st_mtime_ns, c.st.st_ino) or status not in STATUSES:
             return None
-        if status != "rejected":
-            int(phash, 16)  # a damaged hash: check the file again
+        pixels = base64.b64decode(thumb, validate=True)
+        if status != "rejected" and (len(phash) != 16 or len(pixels) != THUMB_BYTES):
+            return None  # a damaged hash or thumbnail: check the file again
+        int(phash or "0", 16)
         return FileVerdict(
-            c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height), mtime_ns, inode, str(phash)
+            c.rel, c.label, status, str(detail), size, str(sha), int(width), int(height), mtime_ns, inode, phash, pixels
         )
-    except (TypeError, ValueError):  # a hand-edited or damaged entry: check the file again
+    except (TypeError, ValueError):  # a hand-edited or damaged entry (binascii.Error is one): check the file again
         return None
 
 
 def _save_cache(path: Path, header: dict, verdicts: Iterable[FileVerdict]) -> None:
     files = {
-        v.path: [v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height, v.phash]
+        v.path: [
+            *(v.size, v.mtime_ns, v.inode, v.status, v.detail, v.sha256, v.width, v.height, v.phash),
+            base64.b64encode(v.thumb).decode("ascii"),
+        ]
         for v in verdicts
         if v.size >= 0
     }  # unreadable files are re-tried each time: stat is cheap

@@ -10,8 +10,9 @@ from pathlib import Path
 from tlexp.data.check import (
     _SUMMARY_COLUMNS,
     DUPLICATES_FILE,
+    LARGE_GROUP,
     MANIFEST_FILE,
-    NEAR_DUPLICATE_DISTANCE,
+    NEAR_DUPLICATE_THRESHOLD,
     NEAR_DUPLICATES_FILE,
     NO_LABEL,
     REJECT_REASONS,
@@ -22,8 +23,12 @@ from tlexp.data.check import (
 from tlexp.files import write_csv
 
 
-def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_check(
+    result: CheckResult, out_dir: str | os.PathLike, threshold: float = NEAR_DUPLICATE_THRESHOLD
+) -> dict[str, Path]:
     """Write manifest.csv, rejected.csv, duplicates.csv and near_duplicates.csv (each atomically) into ``out_dir``.
+
+    ``threshold``: the near-duplicate threshold (:meth:`CheckResult.near_components`).
 
     Returns:
         ``{"manifest": path, "rejected": path, "duplicates": path, "near_duplicates": path}``.
@@ -50,32 +55,55 @@ def write_check(result: CheckResult, out_dir: str | os.PathLike) -> dict[str, Pa
         ["group", "path", "label", "sha256"],
         [(i, f.path, f.label or "", f.sha256) for i, g in enumerate(result.duplicates(), 1) for f in g],
     )
-    write_near_duplicates(result, paths["near_duplicates"])
+    write_near_duplicates(result, paths["near_duplicates"], threshold=threshold)
     return paths
 
 
 def write_near_duplicates(
-    result: CheckResult, path: str | os.PathLike, split_of: Mapping[str, str] | None = None
+    result: CheckResult,
+    path: str | os.PathLike,
+    split_of: Mapping[str, str] | None = None,
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
 ) -> Path:
     """near_duplicates.csv (atomic): one row per file of each :meth:`CheckResult.near_duplicates` group.
 
-    Columns ``group,path,label,sha256,phash,distance`` (with ``split_of``, the run folder's
-    file: ``split`` after ``label``, ``""`` for a file the run does not use); ``distance``
-    is the bits by which the file's hash differs from that of the group's first file.
+    Columns ``group,path,label,sha256,phash,hash_bits,difference`` (with ``split_of``, the
+    run folder's file: ``split`` after ``label``, ``""`` for a file the run does not use).
+    The first row of a group is its representative; ``hash_bits`` and ``difference`` are
+    each file's distance to it (perceptual-hash bits, pixel difference).
     """
-    header = ["group", "path", "label", "sha256", "phash", "distance"]
+    header = ["group", "path", "label", "sha256", "phash", "hash_bits", "difference"]
     if split_of is not None:
         header.insert(3, "split")
     rows = []
-    for i, group in enumerate(result.near_duplicates(), 1):
-        first = int(group[0].phash, 16)
+    component = result.near_components(threshold)
+    for i, group in enumerate(result.near_duplicates(threshold), 1):
         for f in group:
-            row = [i, f.path, f.label or "", f.sha256, f.phash, (int(f.phash, 16) ^ first).bit_count()]
+            match = component[f.path]
+            row = [i, f.path, f.label or "", f.sha256, f.phash, match.bits, f"{match.difference:.4f}"]
             if split_of is not None:
                 row.insert(3, split_of.get(f.path, ""))
             rows.append(row)
     write_csv(path, header, rows)
     return Path(path)
+
+
+def large_groups_note(near: list[list], threshold: float) -> str:
+    """A warning about near-duplicate groups of more than :data:`LARGE_GROUP` files, or ``""``.
+
+    Copies of one picture rarely come in such numbers; a large group is more often many
+    similar pictures, which the split then keeps together. The note says how to look and
+    what to change.
+    """
+    large = [g for g in near if len(g) > LARGE_GROUP]
+    if not large:
+        return ""
+    biggest = max(large, key=len)
+    return (
+        f"{len(large)} near-duplicate group(s) hold more than {LARGE_GROUP} files (largest: {len(biggest)} files "
+        f"around '{biggest[0].path}'); if they are different pictures, look at {NEAR_DUPLICATES_FILE} and lower "
+        f"data.near_duplicate_threshold (now {threshold:g}), or set data.group_near_duplicates=false"
+    )
 
 
 def write_rejected(result: CheckResult, path: str | os.PathLike) -> Path:
@@ -84,8 +112,8 @@ def write_rejected(result: CheckResult, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def format_summary(result: CheckResult) -> str:
-    """A terminal report: per-class table, variant, rejections by reason, duplicates."""
+def format_summary(result: CheckResult, threshold: float = NEAR_DUPLICATE_THRESHOLD) -> str:
+    """A terminal report: per-class table, variant, rejections by reason, duplicates and near-duplicates."""
     rows = result.summary()
     cols = _SUMMARY_COLUMNS
     w = max(len("class"), *(len(k) for k in rows))
@@ -115,14 +143,16 @@ def format_summary(result: CheckResult) -> str:
         )
         for g in conflicts[:5]:
             lines.append("  different labels: " + " = ".join(f"{f.path} ({f.label})" for f in g))
-    near = result.near_duplicates()
+    near = result.near_duplicates(threshold)
     if near:
         mixed = [g for g in near if len({f.label for f in g}) > 1]
         lines.append(
             f"near-duplicates: {len(near):,} group(s) of near-identical images ({sum(map(len, near)):,} files; "
-            f"perceptual hash within {NEAR_DUPLICATE_DISTANCE} bits), {len(mixed):,} with different labels; "
-            f"see {NEAR_DUPLICATES_FILE}"
+            f"pixel difference to the group's first file at most {threshold:g}), {len(mixed):,} with different "
+            f"labels; see {NEAR_DUPLICATES_FILE}"
         )
+        if note := large_groups_note(near, threshold):
+            lines.append(f"  warning: {note}")
         for g in (mixed + [g for g in near if len({f.label for f in g}) == 1])[:5]:
             more = f" ~ ... ({len(g)} files)" if len(g) > 4 else ""
             kind = "different labels" if len({f.label for f in g}) > 1 else "e.g."

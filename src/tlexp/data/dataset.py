@@ -103,16 +103,17 @@ def assign_splits(
 ) -> Dataset:
     """Stratified, seeded, group-aware train/val/test split (optionally of a per-class subset).
 
-    Files of one group (identical or near-identical images, see :func:`connected_groups`)
-    always land in the same split, so no image is trained on and tested on. Each class
-    is split on its own: its files are shuffled by a generator seeded with (seed, class)
-    and walked in that order; each group not yet placed goes to the first of val and
-    test that still has room for all of its files in this class (the room is
-    ``round(n * fraction)``, at least 1), else to train. Val and test thus never exceed
-    their share (a group too big for the room left goes on, and the next files fill
-    it); without duplicates this is exactly the plain stratified split. A group with
-    files in several classes is placed by the first class that meets it; its files in
-    the other classes follow it there.
+    Files of one group (identical or near-identical images) always land in the same
+    split, so no picture is trained on and tested on. Each class is split on its own:
+    its groups, not its files, are shuffled by a generator seeded with (seed, class), so
+    a group of s files is no likelier to land in val or test than s single files. The
+    shuffled groups fill val up to ``round(n * val_fraction)`` files (at least 1), then
+    test up to ``round(n * test_fraction)``, and the rest is train. The group that would
+    cross a split's size goes in when that leaves the split nearer its size than without
+    it (else the split is full), so each split is within half a group of its size.
+    Without duplicates this is exactly the plain stratified split. A group with files in
+    several classes is placed by the first class that meets it; its files in the other
+    classes count towards the split it went to there.
 
     The result depends only on the sorted file list, the groups (made from content
     hashes), the fractions and the seed, so two runs with the same data and seed use
@@ -143,38 +144,30 @@ def assign_splits(
     chosen: set[int] = set()  # groups selected under limit_per_class
     for c, name in enumerate(ds.class_names):
         idx = np.flatnonzero(ds.labels == c)
-        # One generator per class, seeded by (seed, class): adding a class elsewhere does not
-        # reshuffle this one.
+        # The class's groups in the order of their first file, then shuffled as units. One generator per
+        # class, seeded by (seed, class): adding a class elsewhere does not reshuffle this one.
+        ids, first, sizes = np.unique(groups[idx], return_index=True, return_counts=True)
+        by_first = np.argsort(first)
         rng = np.random.default_rng([seed, c])
-        idx = idx[rng.permutation(len(idx))]
+        order = by_first[rng.permutation(len(ids))]
+        ids, sizes = ids[order].tolist(), dict(zip(ids.tolist(), sizes.tolist(), strict=True))
         if limit_per_class is not None:
-            idx = _limit(idx, groups, limit_per_class, chosen)
-        n = len(idx)
-        n_val = max(1, round(n * val_fraction))
-        n_test = max(1, round(n * test_fraction))
-        if n - n_val - n_test < 1:
+            ids = _limit(ids, sizes, limit_per_class, chosen)
+        n = sum(sizes[g] for g in ids)
+        target = {"val": max(1, round(n * val_fraction)), "test": max(1, round(n * test_fraction))}
+        if n - target["val"] - target["test"] < 1:
             raise DataError(
                 f"Class {name!r} has {n} image(s): too few for non-empty train, val and test splits "
                 f"(val_fraction={val_fraction}, test_fraction={test_fraction}). Add images or raise "
                 "data.limit_per_class."
             )
-        in_class = Counter(groups[idx].tolist())
-        room = {"val": n_val, "test": n_test}
-        for i in idx:  # files of groups another class placed follow them
-            if (s := placed.get(int(groups[i]))) is not None:
-                split[i] = s
-                room[s] = room.get(s, 0) - 1
-        for i in idx:
-            g = int(groups[i])
-            if g not in placed:
-                k = in_class[g]
-                placed[g] = s = next((s for s in ("val", "test") if room[s] >= k), "train")
-                room[s] = room.get(s, 0) - k
-            split[i] = placed[g]
-        got = Counter(split[idx].tolist())
+        _fill(ids, sizes, target, placed)
+        member = np.isin(groups[idx], ids)
+        split[idx[member]] = [placed[int(g)] for g in groups[idx[member]]]
+        got = Counter(split[idx[member]].tolist())
         if min(got[s] for s in SPLITS) < 1:
             raise DataError(
-                f"Class {name!r} has {n} image(s) in {len(in_class)} group(s) of identical or near-identical "
+                f"Class {name!r} has {n} image(s) in {len(ids)} group(s) of identical or near-identical "
                 f"images: too few for non-empty train, val and test splits without splitting a group "
                 f"(val_fraction={val_fraction}, test_fraction={test_fraction}; train/val/test would get "
                 f"{got['train']}/{got['val']}/{got['test']}). Add images or raise the fractions."
@@ -190,94 +183,41 @@ def assign_splits(
     )
 
 
-def _limit(idx: np.ndarray, groups: np.ndarray, limit: int, chosen: set[int]) -> np.ndarray:
-    """At most ``limit`` of the shuffled files ``idx``: whole groups in order (those another
-    class chose first, then each that still fits); updates ``chosen``."""
-    in_class = Counter(groups[idx].tolist())
-    taken = {g for g in in_class if g in chosen}
-    budget = limit - sum(in_class[g] for g in taken)
-    for g in groups[idx].tolist():
-        if g not in taken and in_class[g] <= budget:
+def _fill(ids: list[int], sizes: dict[int, int], target: dict[str, int], placed: dict[int, str]) -> None:
+    """Place one class's groups (``ids`` in shuffled order, ``sizes`` their files in this class):
+    val, then test, up to their ``target`` sizes; the rest to train. Updates ``placed``."""
+    have = dict.fromkeys(target, 0)
+    for g in ids:  # groups another class placed count where they went
+        if (s := placed.get(g)) in have:
+            have[s] += sizes[g]
+    full = {s: have[s] >= target[s] for s in target}
+    for g in ids:
+        if g in placed:
+            continue
+        k = sizes[g]
+        placed[g] = "train"
+        for s in ("val", "test"):
+            if full[s]:
+                continue
+            short = target[s] - have[s]
+            if k <= short or (k - short <= short):  # fits, or overshoots by less than it would leave short
+                placed[g] = s
+                have[s] += k
+                full[s] = have[s] >= target[s]
+                break
+            if have[s]:  # it would overshoot by more: the split is as near its size as it gets
+                full[s] = True
+            # an empty split stays open for a smaller group: every split needs a file
+
+
+def _limit(ids: list[int], sizes: dict[int, int], limit: int, chosen: set[int]) -> list[int]:
+    """At most ``limit`` files of one class: whole groups in the shuffled order ``ids`` (those
+    another class chose first, then each that still fits); updates ``chosen``."""
+    taken = {g for g in ids if g in chosen}
+    budget = limit - sum(sizes[g] for g in taken)
+    for g in ids:
+        if g not in taken and sizes[g] <= budget:
             taken.add(g)
-            budget -= in_class[g]
+            budget -= sizes[g]
     chosen |= taken
-    return idx[np.isin(groups[idx], list(taken))]
-
-
-def connected_groups(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Group id of each of ``n`` items linked by ``pairs``: the smallest index of its component.
-
-    Args:
-        pairs: int array, shape (m, 2): items linked (identical or near-identical images).
-
-    Returns:
-        int64 array, shape (n,); items with equal ids are connected, directly or through others.
-    """
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]  # path halving keeps the trees flat
-            i = parent[i]
-        return i
-
-    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([root(i) for i in range(n)], dtype=np.int64)
-
-
-def hamming_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
-    """Pairs of 64-bit hashes that differ in at most ``max_distance`` bits, without comparing all pairs.
-
-    Multi-index hashing: the 64 bits are cut into ``max_distance + 1`` bands; two hashes
-    within ``max_distance`` bits agree exactly on at least one band (pigeonhole), so only
-    hashes sharing a band value are compared. For photos (about half the bits differ
-    between unrelated ones) that is a few hundred comparisons per hash instead of n.
-
-    Args:
-        hashes: uint64 array, shape (n,).
-        max_distance: largest Hamming distance linked, 0 to 63.
-
-    Returns:
-        int64 array, shape (m, 2): index pairs ``i < j``, sorted.
-    """
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    if not 0 <= max_distance < 64:
-        raise ValueError(f"The 'max_distance' parameter must be an int in [0, 63]. Got {max_distance!r} instead.")
-    found = [np.empty((0, 2), dtype=np.int64)]
-    edges = np.linspace(0, 64, max_distance + 2).astype(int)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        band = (hashes >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
-        order = np.argsort(band, kind="stable")
-        cuts = np.flatnonzero(np.diff(band[order])) + 1
-        for members in np.split(order, cuts):
-            if len(members) > 1:
-                found.append(_close_pairs(hashes, np.sort(members), max_distance))
-    pairs = np.concatenate(found)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs
-
-
-def _close_pairs(hashes: np.ndarray, members: np.ndarray, max_distance: int, chunk: int = 512) -> np.ndarray:
-    """Pairs ``i < j`` of ``members`` (sorted) within ``max_distance`` bits; memory bounded by ``chunk`` rows."""
-    out = []
-    h = hashes[members]
-    for start in range(0, len(members), chunk):
-        rows = h[start : start + chunk]
-        close = _popcount(rows[:, None] ^ h[None, :]) <= max_distance
-        i, j = np.nonzero(close)
-        i = i + start
-        keep = j > i
-        out.append(np.stack([members[i[keep]], members[j[keep]]], axis=1))
-    return np.concatenate(out)
-
-
-_BYTE_BITS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64, same shape (NumPy >= 2.0 has it built in)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    return _BYTE_BITS[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1)
+    return [g for g in ids if g in taken]

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from tlexp.data.decode import load_image
+from tlexp.data.neardup import THUMB_SIDE
 
-PHASH_SIZE = 32  # pixels of the square grayscale image the hash is computed from
+PHASH_SIZE = THUMB_SIDE  # pixels of the square image the hash and the thumbnail are made of
 
 
 @dataclass
@@ -38,6 +39,7 @@ class FileVerdict:
         mtime_ns, inode: of the file read (0 if unreadable); the cache key with ``size``.
         phash: 64-bit perceptual hash (:func:`perceptual_hash`) as 16 hex digits; ``""``
             when the file is rejected.
+        thumb: :func:`thumbnail` bytes (1,024); ``b""`` when the file is rejected.
     """
 
     path: str
@@ -51,6 +53,7 @@ class FileVerdict:
     mtime_ns: int = 0
     inode: int = 0
     phash: str = ""
+    thumb: bytes = b""
 
 
 _ORIENTATION = 0x0112  # EXIF tag
@@ -86,7 +89,7 @@ def _check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileV
             data = f.read()
     except OSError as e:
         return FileVerdict(rel, label, "rejected", f"unreadable: {e.strerror or e}", -1, "")
-    status, detail, width, height, phash = _inspect(data, os.path.splitext(rel)[1].lower(), min_side)
+    status, detail, width, height, small = _inspect(data, os.path.splitext(rel)[1].lower(), min_side)
     return FileVerdict(
         rel,
         label,
@@ -98,16 +101,17 @@ def _check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileV
         height,
         st.st_mtime_ns,
         st.st_ino,
-        phash,
+        perceptual_hash(small) if small is not None else "",
+        thumbnail(small) if small is not None else b"",
     )
 
 
-def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int, str]:
-    """Verdict of an image file's bytes: (status, detail, width, height, perceptual hash)."""
+def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int, np.ndarray | None]:
+    """Verdict of an image file's bytes: (status, detail, width, height, the image at 32 px or None)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
-        return "rejected", "empty", 0, 0, ""
+        return "rejected", "empty", 0, 0, None
     notes = []
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -127,15 +131,15 @@ def _inspect(data: bytes, ext: str, min_side: int) -> tuple[str, str, int, int, 
         # Training's own decoder on the same bytes; its small output is what the hash is made of.
         small = load_image(io.BytesIO(data), PHASH_SIZE)
     except UnidentifiedImageError:
-        return "rejected", f"not an image ({_sniff(data)})", 0, 0, ""
+        return "rejected", f"not an image ({_sniff(data)})", 0, 0, None
     except Exception as e:
         msg = str(e)
         if isinstance(e, EOFError) or "truncated" in msg.lower():
-            return "rejected", f"truncated: {msg}", 0, 0, ""
-        return "rejected", f"unsupported: cannot decode ({type(e).__name__}: {msg})"[:300], 0, 0, ""
+            return "rejected", f"truncated: {msg}", 0, 0, None
+        return "rejected", f"unsupported: cannot decode ({type(e).__name__}: {msg})"[:300], 0, 0, None
     if min(width, height) < min_side:
-        return "rejected", f"too small ({width}x{height}; min_side is {min_side})", width, height, ""
-    return ("converted" if notes else "good"), "; ".join(notes), width, height, perceptual_hash(small)
+        return "rejected", f"too small ({width}x{height}; min_side is {min_side})", width, height, None
+    return ("converted" if notes else "good"), "; ".join(notes), width, height, small
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -163,10 +167,23 @@ def perceptual_hash(rgb: np.ndarray) -> str:
     Args:
         rgb: uint8 array, shape (32, 32, 3) (:func:`tlexp.data.decode.load_image` at 32 px).
     """
-    gray = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # shape (32, 32)
-    low = _DCT_LOW @ gray @ _DCT_LOW.T  # shape (8, 8)
+    low = _DCT_LOW @ _luma(rgb) @ _DCT_LOW.T  # shape (8, 8)
     bits = (low > np.median(low)).ravel()
     return f"{int(np.packbits(bits).view('>u8')[0]):016x}"
+
+
+def thumbnail(rgb: np.ndarray) -> bytes:
+    """The grayscale thumbnail near-duplicates are confirmed with: 1,024 bytes, row-major.
+
+    Args:
+        rgb: uint8 array, shape (32, 32, 3), the image :func:`perceptual_hash` hashes.
+    """
+    return np.clip(np.rint(_luma(rgb)), 0, 255).astype(np.uint8).tobytes()
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as Pillow's ``convert("L")``, float64 of shape (32, 32)."""
+    return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
 def _sniff(data: bytes) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from tlexp import files
 from tlexp.config import Config
-from tlexp.data.dataset import SPLITS, Dataset, assign_splits, connected_groups, discover
+from tlexp.data.dataset import SPLITS, Dataset, assign_splits, discover
 from tlexp.data.scan import warn_unlabelled
 from tlexp.errors import DataError
 from tlexp.logs import show_progress
@@ -52,7 +52,8 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
 
         result = check_dataset(cfg.data.root, cfg.data.layout, cache_dir=cache_dir(cfg), progress=show_progress())
         found = usable_dataset(result)
-        groups = split_groups(result, found.paths, cfg.data.group_near_duplicates)
+        threshold = cfg.data.near_duplicate_threshold if cfg.data.group_near_duplicates else None
+        groups = split_groups(result, found.paths, threshold)
     else:
         found = discover(cfg.data.root, cfg.data.layout)
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
@@ -68,7 +69,26 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
         len(found.paths),
         *(sum(counts[s].values()) for s in SPLITS),
     )
+    if off := split_shortfall(ds, cfg.data.val_fraction, cfg.data.test_fraction):
+        log.info("data: keeping groups of identical or near-identical images whole, the split got %s", off)
     return ds, result
+
+
+def split_shortfall(ds: Dataset, val_fraction: float, test_fraction: float) -> str:
+    """How the split's val and test sizes differ from those asked, or ``""`` where they don't.
+
+    Asked: per class ``max(1, round(n * fraction))`` files (what a split without groups
+    gives); a group kept whole moves a split by up to half its size.
+    """
+    counts = ds.counts()
+    per_class = {c: sum(counts[s][c] for s in SPLITS) for c in ds.class_names}
+    parts, n = [], sum(per_class.values())
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        asked = sum(max(1, round(k * fraction)) for k in per_class.values())
+        got = sum(counts[split].values())
+        if got != asked:
+            parts.append(f"{split} {got} ({got / n:.1%}) instead of {asked} ({fraction:.1%})")
+    return ", ".join(parts)
 
 
 def cache_dir(cfg: Config) -> Path:
@@ -115,10 +135,10 @@ def usable_dataset(result) -> Dataset:
     )
 
 
-def split_groups(result, paths: list[str], near: bool) -> np.ndarray:
+def split_groups(result, paths: list[str], threshold: float | None) -> np.ndarray:
     """Group ids for :func:`tlexp.data.dataset.assign_splits`: files with the same bytes
-    (sha256) are one group; with ``near``, so are near-identical images
-    (:meth:`tlexp.data.check.CheckResult.near_components`).
+    (sha256) are one group; with a ``threshold``, so are near-identical images
+    (:meth:`tlexp.data.check.CheckResult.near_components`; None = identical bytes only).
 
     Args:
         paths: the dataset's files (usable ones of ``result``), shape (n,).
@@ -126,28 +146,26 @@ def split_groups(result, paths: list[str], near: bool) -> np.ndarray:
     Returns:
         int64 array, shape (n,).
     """
-    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE
-
     sha = {f.path: f.sha256 for f in result.usable()}
-    _, same_bytes = np.unique([sha[p] for p in paths], return_inverse=True)
-    links = [same_bytes]
-    if near:
-        component = result.near_components(NEAR_DUPLICATE_DISTANCE)
-        links.append(np.array([component[p] for p in paths], dtype=np.int64))
-    pairs = []
-    for key in links:  # link each file to the first file with the same key
-        first = {}
-        pairs += [(first.setdefault(int(k), i), i) for i, k in enumerate(key.tolist())]
-    return connected_groups(len(paths), np.array(pairs, dtype=np.int64).reshape(-1, 2))
+    if threshold is None:
+        keys = [sha[p] for p in paths]
+    else:  # a near-duplicate group holds every copy of each of its files' bytes
+        component = result.near_components(threshold)
+        keys = [component[p].representative for p in paths]
+    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
 
 
-def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
+def write_run_check(run_dir: Path, check, ds: Dataset, threshold: float) -> dict[str, Any]:
     """rejected.csv, duplicates.csv and near_duplicates.csv of the data check in the run
     folder; returns what the check found, for metrics.json, and warns about groups that
     sit in more than one split (a leak: only near-duplicates with
-    ``data.group_near_duplicates: false``)."""
-    from tlexp.data.check import NEAR_DUPLICATE_DISTANCE, NEAR_DUPLICATES_FILE, reject_reason
-    from tlexp.data.checkreport import write_near_duplicates, write_rejected
+    ``data.group_near_duplicates: false``) and about large near-duplicate groups.
+
+    ``threshold``: ``data.near_duplicate_threshold``, what near_duplicates.csv lists either way.
+    """
+    from tlexp.data.check import NEAR_DUPLICATES_FILE, reject_reason
+    from tlexp.data.checkreport import large_groups_note, write_near_duplicates, write_rejected
+    from tlexp.data.neardup import HASH_BITS
 
     write_rejected(check, run_dir / runfolder.REJECTED_FILE)
     split_of = dict(zip(ds.paths, ds.split, strict=True))
@@ -163,8 +181,10 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
             for f in group
         ),
     )
-    near = check.near_duplicates()
-    write_near_duplicates(check, run_dir / NEAR_DUPLICATES_FILE, split_of)
+    near = check.near_duplicates(threshold)
+    write_near_duplicates(check, run_dir / NEAR_DUPLICATES_FILE, split_of, threshold)
+    if note := large_groups_note(near, threshold):
+        log.warning("data: %s", note)
 
     def spans_splits(group) -> bool:
         return len({split_of[f.path] for f in group if f.path in split_of}) > 1
@@ -200,7 +220,8 @@ def write_run_check(run_dir: Path, check, ds: Dataset) -> dict[str, Any]:
         "near_duplicate_files": sum(map(len, near)),
         "near_duplicate_groups_across_splits": len(near_across),
         "near_duplicate_groups_with_different_labels": sum(len({f.label for f in g}) > 1 for g in near),
-        "near_duplicate_max_distance": NEAR_DUPLICATE_DISTANCE,
+        "near_duplicate_max_distance": HASH_BITS,
+        "near_duplicate_threshold": threshold,
         "seconds": round(check.seconds, 3),
     }
 

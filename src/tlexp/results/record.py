@@ -88,11 +88,14 @@ class CheckInfo(_Part):
     duplicate_groups_across_splits: int
     duplicate_groups_with_different_labels: int
     duplicate_files_excluded: int = 0  # files of groups with different labels: left out of the run
-    near_duplicate_groups: int = 0  # perceptual-hash groups (near_duplicates.csv)
+    near_duplicate_groups: int = 0  # groups of near-identical images (near_duplicates.csv)
     near_duplicate_files: int = 0
     near_duplicate_groups_across_splits: int = 0  # 0 unless data.group_near_duplicates is false
     near_duplicate_groups_with_different_labels: int = 0
-    near_duplicate_max_distance: int = 0  # the Hamming distance (of 64 bits) that makes a near-duplicate
+    near_duplicate_max_distance: int = 0  # perceptual-hash bits (of 64) within which images are compared
+    # The largest pixel difference to a group's representative (tlexp.data.neardup); None: a record
+    # made before groups were confirmed by pixels (they were then everything linked by hashes alone).
+    near_duplicate_threshold: float | None = None
     seconds: float
 
 
