@@ -704,6 +704,52 @@ def test_paired_interval_agrees_with_its_test(tmp_path):
     assert "Tango's 95 % score interval, which inverts the same statistic: p < 0.05 exactly when" in intro
 
 
+@pytest.mark.parametrize(
+    "p, text",
+    [
+        (0.0495, "0.0495"),  # two digits said "0.05": not below α, read as not significant
+        (0.0504, "0.0504"),  # two digits said "0.05": read as α itself
+        (0.031, "0.031"),
+        (0.0451, "0.0451"),
+        (0.0449, "0.045"),  # two digits already on the right side, and not α
+        (0.05, "0.05"),
+        (0.0024, "0.0024"),
+        (0.41, "0.41"),
+        (1.0, "1.00"),
+        (0.0009, "<0.001"),
+        (0.0499999999, "<0.05"),
+        (0.0500000001, ">0.05"),
+    ],
+)
+def test_p_values_print_on_their_side_of_alpha(p, text):
+    from tlexp.results.tables import fmt_p
+
+    assert fmt_p(p, 0.05) == text
+
+
+def test_no_printed_p_value_lands_on_alpha_or_across_it():
+    from tlexp.results.tables import fmt_p
+
+    grid = np.concatenate([np.linspace(0.001, 0.2, 4001), 0.05 + np.linspace(-1e-4, 1e-4, 2001)])
+    crossed = []
+    for p in grid:
+        text = fmt_p(float(p), 0.05)
+        below = text.startswith("<") or (text[0] != ">" and float(text) < 0.05)
+        if below != (p < 0.05) or (text[0] not in "<>" and float(text) == 0.05 and p != 0.05):
+            crossed.append((float(p), text))
+    assert crossed == []
+
+
+def test_reading_near_alpha():
+    """Issue #23: a p of 0.0495 printed as "p=0.05, survives Holm (p=0.05)"."""
+    from tlexp.results.paired import _reading
+
+    row = {"p_value": 0.0495, "p_holm": 0.0495, "classifier_b": "forest", "b": 2, "c": 9}
+    assert _reading(row) == "forest better, p=0.0495, survives Holm (p=0.0495)"
+    row = {**row, "p_holm": 0.0504}
+    assert _reading(row) == "forest ahead at p=0.0495, but not after Holm's correction (p=0.0504)"
+
+
 # The study's answer, for a sweep of three backbones (one seed, 200 test images each):
 # (backbone, freeze, achieved share, images both right, head only, forest only).
 ANSWER_SWEEP = [

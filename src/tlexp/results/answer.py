@@ -16,7 +16,7 @@ from typing import Any
 from tlexp.results import runfolder
 from tlexp.results.paired import _winner
 from tlexp.results.summary import ALPHA, LEVEL_TEXT, _Estimate, _Setting
-from tlexp.results.tables import _fmt_freeze, _fmt_p
+from tlexp.results.tables import _fmt_freeze, fmt_p
 
 HEADING = "The answer"
 CANNOT_SEPARATE = "the data cannot separate them"
@@ -125,7 +125,7 @@ def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
         if kept:
             text += ": " + "; ".join(
                 f"{_winner(p)} better in {p['run']} (Δ = {p['diff']:+.4f} [{p['diff_low']:+.4f}, "
-                f"{p['diff_high']:+.4f}], Holm p = {_fmt_p(p['p_holm'])})"
+                f"{p['diff_high']:+.4f}], Holm p = {fmt_p(p['p_holm'], ALPHA)})"
                 for p in kept
             )
         rest = [p for p in rows if p["p_holm"] >= ALPHA]

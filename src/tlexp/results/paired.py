@@ -13,7 +13,7 @@ from typing import Any
 from tlexp import files
 from tlexp.results import runfolder
 from tlexp.results.summary import ALPHA, LEVEL, LEVEL_TEXT, _Run
-from tlexp.results.tables import _fmt_p, _Table
+from tlexp.results.tables import _Table, fmt_p
 
 HEADING = "Head vs other classifiers"
 
@@ -109,8 +109,8 @@ def _reading(row: dict[str, Any]) -> str:
 
 
 def _eq(p: float) -> str:
-    text = _fmt_p(p)
-    return text if text.startswith("<") else f"={text}"
+    text = fmt_p(p, ALPHA)
+    return text if text[0] in "<>" else f"={text}"
 
 
 def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
@@ -153,8 +153,8 @@ def _paired_table(paired: list[dict[str, Any]]) -> _Table | None:
                 str(p["n"]),
                 str(p["b"]),
                 str(p["c"]),
-                _fmt_p(p["p_value"]),
-                _fmt_p(p["p_holm"]),
+                fmt_p(p["p_value"], ALPHA),
+                fmt_p(p["p_holm"], ALPHA),
                 f"{p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}]",
                 p["reading"],
             ]
