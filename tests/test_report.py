@@ -896,5 +896,20 @@ def test_readme_states_the_statistics():
         "p < 0.05 exactly when the 95 % interval excludes 0",
         "lowest to the highest seed",
         "-0.1240 to -0.0054",
+        # the answer's tests (issue #23)
+        "Student (1908)",
+        "Student's paired t-test of the per-seed accuracy differences",
+        "matched by path in the two runs' `predictions.csv`",
+        '"the data cannot separate them" appears exactly when p ≥ 0.05',
+        "b = 10, c = 0 gives p = 0.0016",
+        "not corrected for the ranking and not part of Holm's family",
+        "A report over more or fewer runs has another family",
+        "`prefix` + `train` + `predict` phases",
+        "*cold*",
+        "*warm*",
+        "majority-class baseline",
+        "Pareto frontier",
+        "does not find the most accurate one better (p ≥ 0.05)",
+        "(0.0495, 0.0504)",
     ):
         assert needed in text, needed
