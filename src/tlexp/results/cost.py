@@ -153,16 +153,15 @@ def cost_paragraphs(settings: Sequence[_Setting], images: ScoredImages) -> str:
         )
         lines.append(f"- {c.setting.label()}: {c.accuracy:.4f} in {c.minutes:.2f} min ({c.cache})")
         lines[-1] += ("; " + ", ".join(notes)) if notes else ""
-    extra = [f"Not recorded, counted as 0: {'; '.join(m for c in costs for m in c.missing)}."] * any(
-        c.missing for c in costs
-    )
+    missing = [m for c in costs for m in c.missing]
+    extra = [f"Not recorded, counted as 0: {'; '.join(missing)}."] * bool(missing)
     extra += [f"Left out (no train time or no scored test images): {', '.join(left_out)}."] * bool(left_out)
     frontier = [c for c, f in sorted(zip(costs, on, strict=True), key=lambda cf: cf[0].minutes) if f]
     second = (
         "Pareto frontier (no other setting is as accurate or more in as few minutes or fewer, and better in "
         f"one), cheapest first: {'; '.join(c.brief() for c in frontier)}. " + _recommend(costs, frontier, images)
     )
-    return "\n".join(lines + extra) + "\n\n" + second
+    return "\n".join(lines) + "\n\n" + " ".join([*extra, second])
 
 
 def _baseline_sentence(costs: Sequence[SettingCost]) -> str:
