@@ -293,15 +293,19 @@ def test_cost_chart_marks_each_setting_the_frontier_and_the_baseline(tmp_path, m
     assert lines["vgg16"][:2] == ([2.0, 2.5, 1.0], [0.90, 0.85, 0.80])  # one marker per setting, in minutes
     assert lines["vgg16"][2].get_linestyle() == "None"  # markers only: settings are not a series
     assert lines["resnet50"][:2] == ([3.0], [0.95])
-    assert lines["Pareto frontier"][:2] == ([1.0, 2.0, 3.0], [0.80, 0.90, 0.95])
+    # A step up at each frontier setting, then flat to the right edge (15 % beyond the last setting).
+    assert lines["Pareto frontier"][:2] == ([1.0, 2.0, 3.0, pytest.approx(3.45)], [0.80, 0.90, 0.95, 0.95])
+    assert ax.get_xlim() == (0.0, pytest.approx(3.45))
+    rings = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "none"]
+    assert [(list(r.get_xdata()), list(r.get_ydata())) for r in rings] == [([1.0, 2.0, 3.0], [0.80, 0.90, 0.95])]
     assert lines["Pareto frontier"][2].get_drawstyle() == "steps-post"
     assert lines["majority-class baseline 0.5000"][1] == [0.5, 0.5]
     assert [t.get_text() for t in ax.texts] == ["10 % frozen", "30 % frozen", "70 % frozen", "30 % frozen"]
     html = (out / "report.html").read_text()
     assert (
-        "Head test accuracy vs minutes of compute (prefix, train and predict phases), one marker per setting; dashed "
-        "step line: the Pareto frontier; dotted line: the majority-class baseline (0.5000); one seed per point; "
-        "no bars.</figcaption>"
+        "Head test accuracy vs minutes of compute (prefix, train and predict phases), one marker per setting; "
+        "dashed step line and rings: the Pareto frontier; dotted line: the majority-class baseline (0.5000); "
+        "one seed per point.</figcaption>"
     ) in html
 
 

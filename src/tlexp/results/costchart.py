@@ -81,22 +81,36 @@ def plot_accuracy_vs_minutes(
         )
         for p in here:
             ax.annotate(p.label, (p.minutes, p.accuracy), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    # The frontier as the best accuracy reachable within x minutes: a step up at each of its
+    # settings, flat to the right edge after the last (so a frontier of one setting shows
+    # too), and a ring around each of its markers. The edge leaves room for the labels.
+    right = max(p.minutes for p in points) * 1.15
     front = sorted((p.minutes, p.accuracy) for p in points if p.frontier)
-    ax.step(
-        [m for m, _ in front],
-        [a for _, a in front],
-        where="post",
-        color="black",
-        linewidth=1.2,
-        linestyle="--",
-        label="Pareto frontier",
-    )
+    if front:
+        ax.step(
+            [m for m, _ in front] + [right],
+            [a for _, a in front] + [front[-1][1]],
+            where="post",
+            color="black",
+            linewidth=1.2,
+            linestyle="--",
+            label="Pareto frontier",
+        )
+        ax.plot(
+            [m for m, _ in front],
+            [a for _, a in front],
+            linestyle="none",
+            marker="o",
+            markersize=15,
+            markerfacecolor="none",
+            markeredgecolor="black",
+        )
     if baseline is not None:
         ax.axhline(
             baseline, color="grey", linestyle=":", linewidth=1.5, label=f"majority-class baseline {baseline:.4f}"
         )
     # From zero, so the minutes compare as ratios (a setting twice as long sits twice as far).
-    ax.set_xlim(left=0, right=ax.get_xlim()[1] * 1.05)
+    ax.set_xlim(0, right)
     ax.set_xlabel("minutes of compute (prefix + train + predict)")
     ax.set_ylabel("head test accuracy")
     ax.set_title(title + (f"\n{textwrap.fill(note, 70)}" if note else ""), fontsize=11)

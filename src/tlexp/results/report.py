@@ -290,14 +290,15 @@ def _cost_chart(settings: Sequence[_Setting], out: Path) -> list[tuple[str, str]
         for c, f in zip(costs, on, strict=True)
     ]
     bases = sorted({round(c.baseline, 12) for c in costs})
-    note = _seeds_note([len(c.setting.runs) for c in costs], "")
+    seeds = sorted({len(c.setting.runs) for c in costs})
+    note = "one seed per point" if seeds == [1] else f"each point the mean over its setting's seeds ({_span(seeds)})"
     plot_accuracy_vs_minutes(points, out / COST_PLOT, baseline=bases[-1], note=note)
     base = f"{bases[0]:.4f}" if len(bases) == 1 else f"{bases[-1]:.4f}, the highest of the test splits'"
     return [
         (
             COST_PLOT,
-            f"Head test accuracy vs minutes of compute ({PHASES_TEXT} phases), one marker per setting; "
-            f"dashed step line: the Pareto frontier; dotted line: the majority-class baseline ({base}); {note}.",
+            f"Head test accuracy vs minutes of compute ({PHASES_TEXT} phases), one marker per setting; dashed "
+            f"step line and rings: the Pareto frontier; dotted line: the majority-class baseline ({base}); {note}.",
         )
     ]
 
