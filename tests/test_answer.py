@@ -235,6 +235,71 @@ def test_minutes_count_prefix_train_and_predict_and_say_cold_or_warm(tmp_path):
     assert [c.minutes for c in costs] == [3.0, 1.0, 2.0] and left_out == []
 
 
+def edit_record(run: Path, change) -> None:
+    """Change a run's metrics.json in place (``change`` gets the parsed dict)."""
+    data = json.loads((run / "metrics.json").read_text())
+    change(data)
+    (run / "metrics.json").write_text(json.dumps(data))
+
+
+def cost_lines(out: Path) -> list[str]:
+    lines = answer(out)
+    return lines[lines.index(next(ln for ln in lines if ln.startswith("Cost"))) :]
+
+
+def test_cost_mixed_caches_other_baselines_and_what_is_left_out(tmp_path):
+    p = tmp_path / "runs"
+    dirs = [
+        make_run(p, "v10s0", freeze=0.1, seed=0, head=(1, 1, 0.9), others={}, train_s=60.0),
+        make_run(p, "v10s1", freeze=0.1, seed=1, head=(1, 1, 0.9), others={}, train_s=60.0, cache_source="reused"),
+        make_run(p, "v30s0", head=(1, 1, 0.8), others={}, train_s=30.0, cache_source="block3_pool"),
+        make_run(p, "v30s1", seed=1, head=(1, 1, 0.8), others={}, train_s=30.0, cache_source="block3_pool"),
+        make_run(p, "v50s0", freeze=0.5, head=(1, 1, 0.7), others={}),
+    ]
+    # v30's test split holds 12 cats and 8 dogs: its baseline is 0.6, the others' 0.5.
+    for run in dirs[2:4]:
+        edit_record(run, lambda d: d["classifiers"]["head"]["test"].update(confusion=[[12, 0], [0, 8]]))
+    edit_record(dirs[4], lambda d: d["timings_s"].pop("train"))  # no train time: left out
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+    lines = cost_lines(out)
+    assert "partly warm = the run built its cache from another run's cache of a shallower layer" in lines[0]
+    assert lines[0].endswith(
+        "The majority-class baseline (always predicting the largest test class) scores 0.5000 to 0.6000 by test "
+        "split; each setting is held to its own. Most accurate first:"
+    )
+    assert lines[1:3] == [
+        "- vgg16, 10 % frozen: 0.9000 in 1.00 min (cold in 1 seed(s), warm in 1 seed(s)); on the Pareto frontier",
+        "- vgg16, 30 % frozen: 0.8000 in 0.50 min (partly warm); on the Pareto frontier",
+    ]
+    assert lines[4].startswith(
+        "Left out (no train time or no scored test images): vgg16, 50 % frozen. Pareto frontier (no other setting"
+    )
+
+
+def test_cost_when_nothing_beats_the_baseline_or_nothing_is_timed(tmp_path):
+    p = tmp_path / "runs"
+    dirs = [
+        make_run(p, "v10", freeze=0.1, head=(1, 1, 0.5), others={}, train_s=60.0),
+        make_run(p, "v30", head=(1, 1, 0.45), others={}, train_s=30.0),
+    ]
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+    lines = cost_lines(out)
+    assert lines[1:3] == [
+        "- vgg16, 10 % frozen: 0.5000 in 1.00 min (cold); on the Pareto frontier, at or below the majority-class "
+        "baseline: never recommended",
+        "- vgg16, 30 % frozen: 0.4500 in 0.50 min (cold); on the Pareto frontier, at or below the majority-class "
+        "baseline: never recommended",
+    ]
+    assert lines[-1].endswith("Recommendation: none: no setting's head beats the majority-class baseline.")
+    for run in dirs:
+        edit_record(run, lambda d: d["timings_s"].pop("train"))
+    report.build_report(dirs, out)
+    assert cost_lines(out) == ["Cost: not computed (no setting records its train time and test split)."]
+    assert "accuracy_vs_minutes.png" not in report.build_report(dirs, out)
+
+
 def test_pareto_frontier_of_a_hand_made_set():
     points = [(1.0, 0.80), (2.0, 0.90), (2.0, 0.85), (3.0, 0.90), (0.5, 0.50), (4.0, 0.95), (1.0, 0.80)]
     # (2, .85) is beaten by (2, .90) in accuracy at the same minutes; (3, .90) by (2, .90) in
