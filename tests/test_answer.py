@@ -167,6 +167,47 @@ def test_leads_that_cannot_be_tested_are_not_compared(tmp_path):
     )
 
 
+def test_over_seeds_the_runner_up_can_be_ahead_on_the_seeds_both_ran(tmp_path):
+    """The leader by its mean over 3 seeds is behind on the 2 seeds the runner-up also ran,
+    by 0.05 on each: the sentence says so, over those seeds."""
+    p = tmp_path / "runs"
+    dirs = [
+        make_run(p, f"v10s{s}", freeze=0.1, seed=s, head=(1, 1, a), others={}) for s, a in enumerate((0.8, 0.81, 0.99))
+    ]
+    dirs += [make_run(p, f"v30s{s}", seed=s, head=(1, 1, a), others={}) for s, a in enumerate((0.85, 0.86))]
+    out = tmp_path / "rep"
+    report.build_report(dirs, out)
+    assert answer(out)[3].endswith(
+        "runner-up vgg16, 30 % frozen (0.8550): mean lead -0.0500 [-0.0500, -0.0500] over the 2 seeds both ran, "
+        "paired t-test p < 0.001 (|t| = ∞, 1 df): the runner-up is better."
+    )
+
+
+def test_scored_images_says_why_a_run_cannot_be_compared(tmp_path):
+    from tlexp import files
+    from tlexp.results.leads import ScoredImages
+    from tlexp.results.summary import _Run
+
+    def run(name: str, rows: list[list[str]] | None) -> _Run:
+        (tmp_path / name).mkdir()
+        if rows is not None:
+            files.write_csv(tmp_path / name / "predictions.csv", ["path", "split", "label", "head"], rows)
+        return _Run(name, "finished", tmp_path / name)
+
+    images = ScoredImages()
+    good = run(
+        "good", [["a.jpg", "train", "cat", "dog"], ["b.jpg", "test", "cat", "cat"], ["c.jpg", "test", "dog", "cat"]]
+    )
+    assert images.correct(good, "head") == ({"b.jpg": True, "c.jpg": False}, "")  # test split only
+    assert images.correct(good, "forest") == (
+        None,
+        "not compared: good's predictions.csv has no test predictions of forest",
+    )
+    twice = run("twice", [["b.jpg", "test", "cat", "cat"], ["b.jpg", "test", "cat", "dog"]])
+    assert images.correct(twice, "head") == (None, "not compared: twice repeats a test image")
+    assert images.correct(run("none", None), "head") == (None, "not compared: none has no predictions.csv")
+
+
 # --------------------------------------------------------------------------- cost
 
 

@@ -44,9 +44,7 @@ class ScoredImages:
 
     def correct(self, run: _Run, clf: str) -> tuple[dict[str, bool] | None, str]:
         """``(path -> right?, "")`` over the run's test split, or ``(None, why not)``."""
-        if run.dir is None:
-            return None, f"not compared: {run.name} has no run folder"
-        path = run.dir / runfolder.PREDICTIONS_FILE
+        path = Path(run.dir) / runfolder.PREDICTIONS_FILE  # settings hold finished runs: each has its folder
         if path not in self._rows:
             self._rows[path] = [p for p in files.read_csv(path) if p.get("split") == "test"] if path.is_file() else None
         rows = self._rows[path]
