@@ -406,7 +406,13 @@ def test_cost_chart_marks_each_setting_the_frontier_and_the_baseline(tmp_path, m
     assert [(list(r.get_xdata()), list(r.get_ydata())) for r in rings] == [([1.0, 2.0, 3.0], [0.80, 0.90, 0.95])]
     assert lines["Pareto frontier"][2].get_drawstyle() == "steps-post"
     assert lines["majority-class baseline 0.5000"][1] == [0.5, 0.5]
-    assert [t.get_text() for t in ax.texts] == ["10 % frozen", "30 % frozen", "70 % frozen", "30 % frozen"]
+    labels = {tuple(t.xy): (t.get_text(), tuple(t.xyann)) for t in ax.texts}
+    assert labels == {
+        (2.0, 0.90): ("10 % frozen", (5, 4)),
+        (2.5, 0.85): ("30 % frozen", (5, 4)),
+        (1.0, 0.80): ("70 % frozen", (5, 4)),
+        (3.0, 0.95): ("30 % frozen", (5, 4)),
+    }
     html = (out / "report.html").read_text()
     assert (
         "Head test accuracy vs minutes of compute (prefix, train and predict phases), one marker per setting; "
@@ -415,9 +421,16 @@ def test_cost_chart_marks_each_setting_the_frontier_and_the_baseline(tmp_path, m
     ) in html
 
 
-def test_cost_chart_needs_a_point(tmp_path):
-    from tlexp.results.costchart import plot_accuracy_vs_minutes
+def test_cost_chart_needs_a_point_and_keeps_close_labels_apart(tmp_path, monkeypatch):
+    from tlexp.results.costchart import CostPoint, plot_accuracy_vs_minutes
 
+    figures = capture_figures(monkeypatch)
+    points = [CostPoint("vgg16", "70 %", 1.0, 0.90, True), CostPoint("resnet50", "70 %", 1.05, 0.901, True)]
+    plot_accuracy_vs_minutes(points, tmp_path / "c.png", baseline=None)
+    (ax,) = figures[0].axes
+    # The second label would sit on the first: it goes below its marker.
+    assert [(tuple(t.xy), tuple(t.xyann)) for t in ax.texts] == [((1.0, 0.90), (5, 4)), ((1.05, 0.901), (5, -11))]
+    assert [ln.get_label() for ln in ax.get_lines()][:3] == ["vgg16", "resnet50", "Pareto frontier"]
     with pytest.raises(ValueError, match="at least one"):
         plot_accuracy_vs_minutes([], tmp_path / "x.png", baseline=0.5)
 

@@ -79,8 +79,7 @@ def plot_accuracy_vs_minutes(
             color=f"C{i % 10}",
             label=group,
         )
-        for p in here:
-            ax.annotate(p.label, (p.minutes, p.accuracy), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    _label(ax, points)
     # The frontier as the best accuracy reachable within x minutes: a step up at each of its
     # settings, flat to the right edge after the last (so a frontier of one setting shows
     # too), and a ring around each of its markers. The edge leaves room for the labels.
@@ -117,3 +116,24 @@ def plot_accuracy_vs_minutes(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return plots.save_figure(fig, path)
+
+
+def _label(ax, points: Sequence[CostPoint]) -> None:
+    """Write each setting's label beside its marker; a label that would sit on an earlier
+    one (within 12 % of the x range and 6 % of the y range) goes below its marker instead."""
+    xs = [p.minutes for p in points]
+    ys = [p.accuracy for p in points]
+    width = max(max(xs), 1e-9)
+    height = max(max(ys) - min(ys), 0.02)
+    placed: list[tuple[float, float]] = []  # label anchors, in fractions of the ranges
+    for p in sorted(points, key=lambda p: (p.minutes, -p.accuracy)):
+        x, y = p.minutes / width, p.accuracy / height
+        below = any(abs(x - px) < 0.12 and abs(y - py) < 0.06 for px, py in placed)
+        ax.annotate(
+            p.label,
+            (p.minutes, p.accuracy),
+            xytext=(5, -11 if below else 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
+        placed.append((x, y - (0.08 if below else 0.0)))
