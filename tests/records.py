@@ -19,7 +19,18 @@ def scores(
     classes: Sequence[str] = ("cat", "dog"),
     n: int = 20,
 ) -> dict[str, Any]:
-    """One split's metrics, in the shape tlexp.results.metrics.classification_metrics returns."""
+    """One split's metrics, in the shape tlexp.results.metrics.classification_metrics returns.
+
+    The confusion matrix holds ``n`` images, split as evenly as the classes allow (the
+    first classes get the remainder), each class right on about ``acc`` of its images.
+    """
+    k = len(classes)
+    per_class = [n // k + (i < n % k) for i in range(k)]
+    confusion = [[0] * k for _ in classes]
+    for i, m in enumerate(per_class):
+        right = round(acc * m)
+        confusion[i][i] += right
+        confusion[i][(i + 1) % k] += m - right
     return {
         "n": n,
         "accuracy": acc,
@@ -30,7 +41,7 @@ def scores(
         "average": "binary" if len(classes) == 2 else "macro",
         "positive_class": classes[1] if len(classes) == 2 else None,
         "roc_auc": auc,
-        "confusion": [[0] * len(classes) for _ in classes],
+        "confusion": confusion,
         "class_names": list(classes),
     }
 
@@ -50,11 +61,13 @@ def make_record(
     classes: Sequence[str] = ("cat", "dog"),
     last_epoch: float = 0.8,
     train_s: float | None = None,
+    timings: dict[str, float] | None = None,
 ) -> RunRecord:
     """A valid record: ``classifiers`` in order (head first), everything else plausible.
 
     ``last_epoch`` is Keras' running train accuracy of the last epoch (``history.accuracy[-1]``);
-    ``train_s`` the train phase's seconds (default: half of ``wall``).
+    ``train_s`` the train phase's seconds (default: half of ``wall``); ``timings`` more phases
+    (e.g. ``prefix``, ``predict``), or other values for these.
     """
     kinds = {"head": ("head", "dense head"), "forest": ("forest", "RandomForestClassifier")}
     return RunRecord(
@@ -116,7 +129,7 @@ def make_record(
             "seconds": [1.0] * epochs,
         },
         prefix_cache=prefix_cache or {"used": False, "reason": "train.prefix_cache.enabled is false"},
-        timings_s={"train": wall / 2 if train_s is None else train_s, "total": wall},
+        timings_s={"train": wall / 2 if train_s is None else train_s, "total": wall, **(timings or {})},
         accelerator={"gpus": [], "precision": "float32", "jit_compile": False, "distribute": "none"},
         environment={
             "device": "CPU (test)",

@@ -239,3 +239,23 @@ def test_roc_points():
 def test_roc_points_errors(y, score, match):
     with pytest.raises(ValueError, match=match):
         roc_points(y, score)
+
+
+def test_log_loss_of_a_confident_correct_prediction_is_not_zero():
+    """Logit 40, label 1: the loss is log1p(e^-40) = 4.25e-18. The textbook form
+    logaddexp(0, z) - y z is 40 - 40 = 0 in floats (issue #23, point 5)."""
+    from scipy.special import expit
+
+    expected = np.log1p(np.exp(-40.0))
+    assert expected == pytest.approx(4.248354255291589e-18, rel=1e-12)
+    m = classification_metrics([1], [[expit(-40.0), expit(40.0)]], ["a", "b"], logits=[[40.0]])
+    assert m["log_loss"] == pytest.approx(expected, rel=1e-12, abs=0)
+    m = classification_metrics([0], [[expit(40.0), expit(-40.0)]], ["a", "b"], logits=[[-40.0]])  # label 0
+    assert m["log_loss"] == pytest.approx(expected, rel=1e-12, abs=0)
+    # Softmax: the true class 40 above the two others: log1p(2 e^-40).
+    m = classification_metrics([2], [[0.0, 0.0, 1.0]], list("abc"), logits=[[0.0, 0.0, 40.0]])
+    assert m["log_loss"] == pytest.approx(np.log1p(2 * np.exp(-40.0)), rel=1e-12, abs=0)
+    # and a wrong one still costs its margin (no overflow warning from the exact branch)
+    with np.errstate(over="raise"):
+        m = classification_metrics([0], [[0.0, 0.0, 1.0]], list("abc"), logits=[[0.0, 0.0, 800.0]])
+    assert m["log_loss"] == pytest.approx(800.0, rel=1e-12)

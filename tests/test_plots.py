@@ -128,8 +128,8 @@ def test_plot_roc(tmp_path, monkeypatch):
     from tlexp.results import plots
 
     # The figure as it is saved, to read back what was drawn (the PNG alone shows only pixels).
-    figures, save = [], plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path))
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 100)
     curves = {

@@ -40,6 +40,9 @@ def make_run(
     n_test: int | None = None,  # test images in the record; default: as many as predictions, else 20
     last_epoch: float = 0.8,  # Keras' running train accuracy of the last epoch
     train_s: float | None = None,  # the train phase's seconds; default: half the wall time
+    prefix_s: float = 0.0,  # the prefix phase's seconds
+    predict_s: float = 0.0,  # the predict phase's seconds
+    cache_source: str | None = "images",  # prefix_cache.source: images (cold), reused (warm); None: no cache
 ) -> Path:
     """A run folder like `tlexp run` writes: config.yaml, metrics.json, predictions.csv."""
     others = {"forest": (1.0, 0.80, 0.75)} if others is None else others
@@ -90,8 +93,8 @@ def make_run(
         }
     )
     cache = (
-        {"used": True, "layer": "block4_conv2", "mb": 3.1}
-        if freeze != "block3_conv1"
+        {"used": True, "layer": "block4_conv2", "mb": 3.1, "source": cache_source}
+        if freeze != "block3_conv1" and cache_source
         else {"used": False, "reason": "train.prefix_cache.enabled is false"}
     )
     make_record(
@@ -108,6 +111,7 @@ def make_run(
         classes=classes,
         last_epoch=last_epoch,
         train_s=train_s,
+        timings={"prefix": prefix_s, "predict": predict_s},
     ).save(run_dir)
     return run_dir
 
@@ -240,6 +244,7 @@ def test_summary_rows_sorted_and_exact(tmp_path):
         "summary.md",
         "accuracy_vs_frozen.png",
         "time_vs_frozen.png",
+        "accuracy_vs_minutes.png",
         "report.html",
     }  # no paired.csv: no predictions.csv
     assert all(path.is_file() and path.parent == out for path in written.values())
@@ -440,7 +445,14 @@ def test_single_run_without_classifiers_and_stale_files(tmp_path):
     assert md.startswith("# Solo <run>\n") and "Head vs other" not in md
     assert "Solo &lt;run&gt;" in (out / "report.html").read_text()
     assert sorted(written) == sorted(
-        ["summary.csv", "summary.md", "accuracy_vs_frozen.png", "time_vs_frozen.png", "report.html"]
+        [
+            "summary.csv",
+            "summary.md",
+            "accuracy_vs_frozen.png",
+            "time_vs_frozen.png",
+            "accuracy_vs_minutes.png",
+            "report.html",
+        ]
     )
 
 
@@ -529,8 +541,8 @@ def capture_figures(monkeypatch) -> list:
     """The figures of tlexp.results.plots as they are saved, to read back what was drawn."""
     from tlexp.results import plots
 
-    figures, save = [], plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path))
     return figures
 
 
@@ -602,7 +614,7 @@ def test_charts_never_pool_different_settings(tmp_path, monkeypatch, key, defaul
     out = tmp_path / "rep"
     report.build_report(dirs, out)
 
-    acc, time = figures
+    acc, time, _ = figures
     lines = {c.get_label(): c.lines[0].get_ydata().tolist() for c in acc.axes[0].containers}
     assert lines == {f"head, {key}={default}": [pytest.approx(0.85)], f"head, {key}={other}": [pytest.approx(0.4)]}
     legend = [t.get_text() for t in acc.legends[0].get_texts()]
@@ -704,6 +716,52 @@ def test_paired_interval_agrees_with_its_test(tmp_path):
     assert "Tango's 95 % score interval, which inverts the same statistic: p < 0.05 exactly when" in intro
 
 
+@pytest.mark.parametrize(
+    "p, text",
+    [
+        (0.0495, "0.0495"),  # two digits said "0.05": not below α, read as not significant
+        (0.0504, "0.0504"),  # two digits said "0.05": read as α itself
+        (0.031, "0.031"),
+        (0.0451, "0.0451"),
+        (0.0449, "0.045"),  # two digits already on the right side, and not α
+        (0.05, "0.05"),
+        (0.0024, "0.0024"),
+        (0.41, "0.41"),
+        (1.0, "1.00"),
+        (0.0009, "<0.001"),
+        (0.0499999999, "<0.05"),
+        (0.0500000001, ">0.05"),
+    ],
+)
+def test_p_values_print_on_their_side_of_alpha(p, text):
+    from tlexp.results.tables import fmt_p
+
+    assert fmt_p(p, 0.05) == text
+
+
+def test_no_printed_p_value_lands_on_alpha_or_across_it():
+    from tlexp.results.tables import fmt_p
+
+    grid = np.concatenate([np.linspace(0.001, 0.2, 4001), 0.05 + np.linspace(-1e-4, 1e-4, 2001)])
+    crossed = []
+    for p in grid:
+        text = fmt_p(float(p), 0.05)
+        below = text.startswith("<") or (text[0] != ">" and float(text) < 0.05)
+        if below != (p < 0.05) or (text[0] not in "<>" and float(text) == 0.05 and p != 0.05):
+            crossed.append((float(p), text))
+    assert crossed == []
+
+
+def test_reading_near_alpha():
+    """Issue #23: a p of 0.0495 printed as "p=0.05, survives Holm (p=0.05)"."""
+    from tlexp.results.paired import _reading
+
+    row = {"p_value": 0.0495, "p_holm": 0.0495, "classifier_b": "forest", "b": 2, "c": 9}
+    assert _reading(row) == "forest better, p=0.0495, survives Holm (p=0.0495)"
+    row = {**row, "p_holm": 0.0504}
+    assert _reading(row) == "forest ahead at p=0.0495, but not after Holm's correction (p=0.0504)"
+
+
 # The study's answer, for a sweep of three backbones (one seed, 200 test images each):
 # (backbone, freeze, achieved share, images both right, head only, forest only).
 ANSWER_SWEEP = [
@@ -728,6 +786,8 @@ def answer_sweep(root: Path) -> list[Path]:
             others={"forest": (1.0, 0.9, (both + forest_only) / 200)},
             predictions=from_counts(200, both, head_only, forest_only),
             train_s=120 * (1 - freeze) + 30,
+            prefix_s=12.0,
+            predict_s=6.0,
             wall=150.0,
         )
         for backbone, freeze, share, both, head_only, forest_only in ANSWER_SWEEP
@@ -744,38 +804,71 @@ def test_the_answer_comes_first(tmp_path):
         "Head vs other classifiers",
     ]
     lines = section(md, "The answer").splitlines()
+    assert "Student's paired t-test of the per-seed accuracy differences" in lines[0]
+    assert "a single comparison of a pair chosen after ranking, not corrected" in lines[0]
+    # The head's sets of right images are nested (from_counts): vgg16 10 % is right on images
+    # 0-187, 30 % on 0-185, so b = 0, c = 2: z = sqrt(2), p = erfc(1) = 0.157.
     assert lines[2:5] == [
         "Best setting per classifier (test accuracy):",
         "- head: vgg16, 10 % frozen, 0.9400 [0.8981, 0.9653] (1 seed, 95 % Wilson interval over 200 test "
-        "images); the runner-up, vgg16, 30 % frozen (0.9300), lies within this interval: the data cannot "
+        "images); runner-up vgg16, 30 % frozen (0.9300): lead +0.0100 [-0.0090, +0.0357], McNemar p = 0.16 on "
+        "the same 200 test images (only the leader right on 2, only the runner-up on 0): the data cannot "
         "separate them.",
         "- forest: vgg16, 30 % frozen, 0.9200 [0.8740, 0.9502] (1 seed, 95 % Wilson interval over 200 test "
-        "images); the runner-up, vgg16, 70 % frozen (0.9200), lies within this interval: the data cannot "
+        "images); runner-up vgg16, 70 % frozen (0.9200): lead +0.0000 [-0.0428, +0.0428], McNemar p = 1.00 on "
+        "the same 200 test images (only the leader right on 8, only the runner-up on 8): the data cannot "
         "separate them.",
     ]
     assert lines[6:10] == [
         "Best freeze share per backbone (head test accuracy):",
         "- vgg16: 10 % frozen did best, 0.9400 [0.8981, 0.9653] (1 seed, 95 % Wilson interval over 200 test "
-        "images); its lead over 30 % frozen (0.9300) is 0.0100, within its interval: the data cannot separate them.",
+        "images); runner-up 30 % frozen (0.9300): lead +0.0100 [-0.0090, +0.0357], McNemar p = 0.16 on the same "
+        "200 test images (only the leader right on 2, only the runner-up on 0): the data cannot separate them.",
         "- resnet50: 30 % frozen did best, 0.9000 [0.8506, 0.9343] (1 seed, 95 % Wilson interval over 200 test "
-        "images); its lead over 70 % frozen (0.8000) is 0.1000, beyond its interval, which reaches down to 0.8506.",
+        "images); runner-up 70 % frozen (0.8000): lead +0.1000 [+0.0657, +0.1494], McNemar p < 0.001 on the same "
+        "200 test images (only the leader right on 20, only the runner-up on 0): the leader is better.",
         "- densenet121: only 50 % frozen was run, 0.8800 [0.8277, 0.9180]: nothing to compare.",
     ]
     assert lines[11:13] == [
-        "Head vs the other classifiers, same test images (McNemar's score test, Holm's correction over all 6 "
-        "comparison(s) of this report, α = 0.05):",
+        "Head vs the other classifiers, same test images (McNemar's score test, Holm's correction, α = 0.05). "
+        "Holm's family is every head-vs-other comparison in this report: 6, one per run and classifier (6 run(s) "
+        "with predictions.csv; head vs forest). A report over more or fewer runs has another family, and so "
+        "other Holm p-values. The answer's leader-vs-runner-up tests are not in it.",
         "- head vs forest: 1 of 6 difference(s) survive Holm's correction: head better in resnet50_f30_s0 "
         "(Δ = -0.0750 [-0.1282, -0.0282], Holm p = 0.016). In the other 5 run(s), the data cannot separate "
         "them at this level (vgg16_f70_s0 had p < 0.05 before the correction).",
     ]
-    # 0.94 test accuracy after 138 s (2.30 min) of training: 0.41 per minute.
-    assert lines[14:] == [
-        "Accuracy per minute of training (head test accuracy / minutes of the train phase, means over seeds; "
-        "higher is cheaper):",
-        "- vgg16: 10 % frozen: 0.9400 in 2.30 min = 0.41/min; 30 % frozen: 0.9300 in 1.90 min = 0.49/min; "
-        "70 % frozen: 0.8700 in 1.10 min = 0.79/min",
-        "- resnet50: 30 % frozen: 0.9000 in 1.90 min = 0.47/min; 70 % frozen: 0.8000 in 1.10 min = 0.73/min",
-        "- densenet121: 50 % frozen: 0.8800 in 1.50 min = 0.59/min",
+    # Minutes: prefix 12 s + train 120 (1 - freeze) + 30 s + predict 6 s; 10 % frozen: 156 s = 2.60 min.
+    assert lines[14].startswith(
+        "Cost of the head's test accuracy, per setting (means over seeds): minutes of compute = the prefix, "
+        "train and predict phases"
+    )
+    assert lines[14].endswith(
+        "Cache: cold = the run built the activation cache, its build counted. The majority-class baseline "
+        "(always predicting the largest test class, 100 of 200 images) scores 0.5000. Most accurate first:"
+    )
+    assert lines[15:21] == [
+        "- vgg16, 10 % frozen: 0.9400 in 2.60 min (cold); on the Pareto frontier",
+        "- vgg16, 30 % frozen: 0.9300 in 2.20 min (cold); on the Pareto frontier",
+        "- resnet50, 30 % frozen: 0.9000 in 2.20 min (cold)",
+        "- densenet121, 50 % frozen: 0.8800 in 1.80 min (cold); on the Pareto frontier",
+        "- vgg16, 70 % frozen: 0.8700 in 1.40 min (cold); on the Pareto frontier",
+        "- resnet50, 70 % frozen: 0.8000 in 1.40 min (cold)",
+    ]
+    # The most accurate (vgg16 10 %) is not better than vgg16 30 % by the paired test: the cheaper
+    # one is recommended; the two cheaper frontier settings are worse by the same test.
+    assert lines[22:] == [
+        "Pareto frontier (no other setting is as accurate or more in as few minutes or fewer, and better in "
+        "one), cheapest first: vgg16, 70 % frozen (0.8700 in 1.40 min); densenet121, 50 % frozen (0.8800 in "
+        "1.80 min); vgg16, 30 % frozen (0.9300 in 2.20 min); vgg16, 10 % frozen (0.9400 in 2.60 min). "
+        "Recommendation: vgg16, 30 % frozen (0.9300 in 2.20 min), 15 % fewer minutes than the most accurate, "
+        "vgg16, 10 % frozen (0.9400 in 2.60 min), which the paired test does not find better: lead +0.0100 "
+        "[-0.0090, +0.0357], McNemar p = 0.16 on the same 200 test images (only the most accurate right on 2, "
+        "only the cheaper on 0): the data cannot separate them. Cheaper settings on the frontier were worse or "
+        "not compared: vgg16, 70 % frozen: lead +0.0700 [+0.0422, +0.1141], McNemar p < 0.001 on the same 200 "
+        "test images (only the most accurate right on 14, only the cheaper on 0): the most accurate is better; "
+        "densenet121, 50 % frozen: lead +0.0600 [+0.0347, +0.1019], McNemar p < 0.001 on the same 200 test "
+        "images (only the most accurate right on 12, only the cheaper on 0): the most accurate is better."
     ]
     html = (out / "report.html").read_text()
     first = html.index("<h2>")
@@ -803,5 +896,20 @@ def test_readme_states_the_statistics():
         "p < 0.05 exactly when the 95 % interval excludes 0",
         "lowest to the highest seed",
         "-0.1240 to -0.0054",
+        # the answer's tests (issue #23)
+        "Student (1908)",
+        "Student's paired t-test of the per-seed accuracy differences",
+        "matched by path in the two runs' `predictions.csv`",
+        '"the data cannot separate them" appears exactly when p ≥ 0.05',
+        "b = 10, c = 0 gives p = 0.0016",
+        "not corrected for the ranking and not part of Holm's family",
+        "A report over more or fewer runs has another family",
+        "`prefix` + `train` + `predict` phases",
+        "*cold*",
+        "*warm*",
+        "majority-class baseline",
+        "Pareto frontier",
+        "does not find the most accurate one better (p ≥ 0.05)",
+        "(0.0495, 0.0504)",
     ):
         assert needed in text, needed

@@ -81,8 +81,8 @@ def test_html_is_self_contained(built):
     _, written = built
     text = written["report.html"].read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)  # nothing fetched from the network
-    assert text.count('src="data:image/png;base64,') == 2
-    assert len(re.findall(r'<img [^>]*alt="[^"]+"', text)) == 2
+    assert text.count('src="data:image/png;base64,') == 3  # accuracy and time vs frozen, accuracy vs minutes
+    assert len(re.findall(r'<img [^>]*alt="[^"]+"', text)) == 3
     assert "OOM &lt;b&gt;not bold&lt;/b&gt;" in text and "<b>not bold" not in text
     assert text.count("<details>") == 5  # four run configs and the failed run's overrides
 
@@ -122,8 +122,8 @@ def test_dom_after_load(built, tmp_path):
     assert "<body" in dom, f"no DOM dumped; chromium said:\n{result.stderr[-2000:]}"
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
-    assert attrs.get("images-total") == "2", attrs
-    assert attrs.get("images-loaded") == "2", attrs  # both embedded PNGs decoded
+    assert attrs.get("images-total") == "3", attrs
+    assert attrs.get("images-loaded") == "3", attrs  # every embedded PNG decoded
     # Results, mean ± std over seeds, head vs forest, failed runs.
     assert int(attrs["tables"]) >= 4
     for name in ("vgg16_f30_s0", "vgg16_f30_s1", "vgg16_f70_s0", "vgg16_f70_s1", "resnet50_f30_s0"):

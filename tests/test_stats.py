@@ -248,3 +248,53 @@ def test_wilson_interval_always_holds_its_estimate():
             low, high = stats.wilson_interval(k, n)
             assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
         assert stats.wilson_interval(n, n)[1] == 1.0 and stats.wilson_interval(0, n)[0] == 0.0
+
+
+# --------------------------------------------------------------------------- paired t over seeds
+
+
+def test_paired_t_students_sleep_data():
+    """Student (1908)'s sleep data, as R's ``t.test(extra ~ group, data = sleep, paired = TRUE)``
+    reports it (drug 2 minus drug 1): t = 4.0621, df = 9, p = 0.002833, mean difference 1.58,
+    95 % CI 0.7001142 to 2.4598858."""
+    drug1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+    drug2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+    r = stats.paired_t(drug1, drug2)
+    assert (r["n"], r["df"]) == (10, 9)
+    assert round(r["t"], 4) == 4.0621 and round(r["p_value"], 6) == 0.002833
+    assert r["diff"] == pytest.approx(1.58)
+    assert (round(r["diff_low"], 7), round(r["diff_high"], 7)) == (0.7001142, 2.4598858)
+    assert (r["test"], r["interval"]) == ("paired t-test over seeds", "t interval of the mean difference")
+
+
+def test_paired_t_matches_scipy_and_agrees_with_its_interval():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(3)
+    agree = 0
+    for _ in range(300):
+        n = int(rng.integers(2, 8))
+        a = rng.uniform(0.8, 0.95, n)
+        b = a + rng.normal(0.01, 0.02, n)
+        r = stats.paired_t(a, b)
+        ref = ttest_rel(b, a)
+        low, high = ref.confidence_interval(0.95)
+        assert r["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+        assert (r["diff_low"], r["diff_high"]) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+        assert (r["p_value"] < 0.05) == (r["diff_low"] > 0 or r["diff_high"] < 0)
+        agree += r["p_value"] < 0.05
+    assert 20 < agree < 280  # both readings occur, so the agreement was checked both ways
+
+
+def test_paired_t_with_identical_differences():
+    r = stats.paired_t([0.5, 0.75], [0.625, 0.875])  # every seed +0.125 (exact in binary): no spread
+    assert r["p_value"] == 0.0 and r["t"] == math.inf
+    assert (r["diff_low"], r["diff_high"]) == (0.125, 0.125)
+    r = stats.paired_t([0.8, 0.9], [0.8, 0.9])
+    assert (r["p_value"], r["diff_low"], r["diff_high"]) == (1.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("a, b", [([0.9], [0.8]), ([0.9, 0.8], [0.8]), ([0.9, float("nan")], [0.8, 0.7])])
+def test_paired_t_rejects_bad_input(a, b):
+    with pytest.raises(ValueError, match="same length n >= 2 with finite values"):
+        stats.paired_t(a, b)

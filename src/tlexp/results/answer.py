@@ -1,11 +1,13 @@
 """The report's first section: the study's answer, written from the numbers and never beyond them. No TensorFlow.
 
 Every sentence here is a reading of a number the tables below also show: the best
-setting per classifier with its interval, the best freeze share per backbone and whether
-its lead is within that interval, how many head-vs-classifier differences survive Holm's
-correction, and accuracy per minute of training. Where an interval holds the runner-up,
-the text says the data cannot separate them; it never calls a lead real that the
-interval does not support.
+setting per classifier and the best freeze share per backbone, each with its interval
+and a paired test of its lead over the runner-up (:mod:`tlexp.results.leads`: McNemar's
+score test on the same test images for one seed, a paired t-test over seeds for
+several); how many head-vs-classifier differences survive Holm's correction, and over
+which family; and what each setting's accuracy cost (:mod:`tlexp.results.cost`). A lead
+is called real only where its test says so (p < alpha, the interval excluding 0);
+otherwise the text says the data cannot separate the two.
 """
 
 from __future__ import annotations
@@ -14,12 +16,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from tlexp.results import runfolder
-from tlexp.results.paired import _winner
+from tlexp.results.cost import cost_paragraphs
+from tlexp.results.leads import CANNOT_SEPARATE, ScoredImages, compare
+from tlexp.results.paired import _winner, holm_family
 from tlexp.results.summary import ALPHA, LEVEL_TEXT, _Estimate, _Setting
-from tlexp.results.tables import _fmt_freeze, _fmt_p
+from tlexp.results.tables import _fmt_freeze, fmt_p
 
 HEADING = "The answer"
-CANNOT_SEPARATE = "the data cannot separate them"
+INTRO = (
+    f"Test accuracy with its interval: for a setting run with one seed, the {LEVEL_TEXT} Wilson score "
+    "interval over its test images; for several seeds, the mean over the seeds and the lowest to highest "
+    "seed. A lead over the runner-up is tested on what the two share: with one seed each, the same test "
+    f"images (McNemar's score test; the lead, leader minus runner-up, with Tango's {LEVEL_TEXT} score "
+    "interval); with several seeds, the seeds both ran (Student's paired t-test of the per-seed accuracy "
+    f"differences, with its {LEVEL_TEXT} t interval). Each interval inverts its test, so p < {ALPHA} exactly "
+    "when it excludes 0, and only then is a lead called real. Each of these tests is a single comparison "
+    "of a pair chosen after ranking, not corrected for the ranking or for the report's other tests, and "
+    "not part of Holm's family below."
+)
 
 
 def _answer_section(
@@ -28,15 +42,9 @@ def _answer_section(
     """(heading, text, no table): the answer, in paragraphs; lines starting "- " are list items."""
     if not settings:
         return HEADING, "No finished runs: nothing to answer yet.", None
-    paragraphs = [
-        f"Test accuracy with its interval: for a setting run with one seed, the {LEVEL_TEXT} Wilson score "
-        "interval over its test images; for several seeds, the mean over the seeds and the lowest to "
-        "highest seed. A lead that stays within the leader's interval is one the data cannot separate "
-        "from the runner-up.",
-        _best_per_classifier(settings, clfs),
-        _best_freeze(settings),
-    ]
-    paragraphs += [p for p in (_holm_lines(clfs, paired), _per_minute(settings)) if p]
+    images = ScoredImages()
+    paragraphs = [INTRO, _best_per_classifier(settings, clfs, images), _best_freeze(settings, images)]
+    paragraphs += [p for p in (_holm_lines(clfs, paired), cost_paragraphs(settings, images)) if p]
     return HEADING, "\n\n".join(paragraphs), None
 
 
@@ -46,17 +54,7 @@ def _ranked(settings: Sequence[_Setting], clf: str) -> list[tuple[_Estimate, _Se
     return sorted([(e, s) for e, s in found if e is not None], key=lambda es: -es[0].value)
 
 
-def _lead(best: _Estimate, runner: _Estimate, runner_label: str) -> str:
-    """How the runner-up stands against the leader's interval."""
-    if runner.value >= best.low:
-        return f"the runner-up, {runner_label} ({runner.value:.4f}), lies within this interval: {CANNOT_SEPARATE}."
-    return (
-        f"the runner-up, {runner_label} ({runner.value:.4f}), lies below this interval "
-        f"(lead {best.value - runner.value:.4f})."
-    )
-
-
-def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str]) -> str:
+def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str], images: ScoredImages) -> str:
     lines = ["Best setting per classifier (test accuracy):"]
     for clf in clfs:
         ranked = _ranked(settings, clf)
@@ -68,7 +66,7 @@ def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str]) -> str:
             line += "; the only setting it ran in."
         else:
             runner, r = ranked[1]
-            line += "; " + _lead(best, runner, r.label())
+            line += f"; runner-up {r.label()} ({runner.value:.4f}): {compare(s, r, clf, images).text()}."
         lines.append(line)
     return "\n".join(lines)
 
@@ -81,7 +79,7 @@ def _by_backbone(settings: Sequence[_Setting]) -> dict[str, list[_Setting]]:
     return groups
 
 
-def _best_freeze(settings: Sequence[_Setting]) -> str:
+def _best_freeze(settings: Sequence[_Setting], images: ScoredImages) -> str:
     lines = ["Best freeze share per backbone (head test accuracy):"]
     for name, group in _by_backbone(settings).items():
         ranked = _ranked(group, "head")
@@ -92,15 +90,9 @@ def _best_freeze(settings: Sequence[_Setting]) -> str:
             lines.append(f"- {name}: only {_fmt_freeze(s.freeze)} frozen was run, {best.text()}: nothing to compare.")
             continue
         runner, r = ranked[1]
-        lead = best.value - runner.value
-        verdict = (
-            f"within its interval: {CANNOT_SEPARATE}."
-            if runner.value >= best.low
-            else f"beyond its interval, which reaches down to {best.low:.4f}."
-        )
         lines.append(
-            f"- {name}: {_fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); its lead over "
-            f"{_fmt_freeze(r.freeze)} frozen ({runner.value:.4f}) is {lead:.4f}, {verdict}"
+            f"- {name}: {_fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); runner-up "
+            f"{_fmt_freeze(r.freeze)} frozen ({runner.value:.4f}): {compare(s, r, 'head', images).text()}."
         )
     return "\n".join(lines)
 
@@ -112,8 +104,8 @@ def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
     if not total:
         return f"Head vs the other classifiers: not compared (no run has a {runfolder.PREDICTIONS_FILE} with them)."
     lines = [
-        f"Head vs the other classifiers, same test images (McNemar's score test, Holm's correction over "
-        f"all {total} comparison(s) of this report, α = {ALPHA}):"
+        f"Head vs the other classifiers, same test images (McNemar's score test, Holm's correction, "
+        f"α = {ALPHA}). {holm_family(paired)}"
     ]
     for clf in clfs[1:]:
         rows = [p for p in paired if p["classifier_b"] == clf]
@@ -125,7 +117,7 @@ def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
         if kept:
             text += ": " + "; ".join(
                 f"{_winner(p)} better in {p['run']} (Δ = {p['diff']:+.4f} [{p['diff_low']:+.4f}, "
-                f"{p['diff_high']:+.4f}], Holm p = {_fmt_p(p['p_holm'])})"
+                f"{p['diff_high']:+.4f}], Holm p = {fmt_p(p['p_holm'], ALPHA)})"
                 for p in kept
             )
         rest = [p for p in rows if p["p_holm"] >= ALPHA]
@@ -138,23 +130,4 @@ def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
                 text += f" ({', '.join(raw)} had p < {ALPHA} before the correction)"
         text += "."
         lines.append(text)
-    return "\n".join(lines)
-
-
-def _per_minute(settings: Sequence[_Setting]) -> str:
-    lines = [
-        "Accuracy per minute of training (head test accuracy / minutes of the train phase, means over seeds; "
-        "higher is cheaper):"
-    ]
-    for name, group in _by_backbone(settings).items():
-        parts = []
-        for s in sorted(group, key=lambda s: s.share):
-            acc, seconds = s.accuracy("head"), s.mean(lambda r: r.train_seconds)[0]
-            if acc is None or not seconds:
-                continue
-            minutes = seconds / 60
-            parts.append(
-                f"{_fmt_freeze(s.freeze)} frozen: {acc.value:.4f} in {minutes:.2f} min = {acc.value / minutes:.2f}/min"
-            )
-        lines.append(f"- {name}: " + ("; ".join(parts) if parts else "train time not recorded."))
     return "\n".join(lines)

@@ -129,15 +129,27 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
 def _log_loss_from_logits(y: np.ndarray, logits: Any, k: int) -> float:
     """Mean cross-entropy from logits, without ever forming a probability that rounds to 0 or 1.
 
-    Two classes (one sigmoid unit z): ``log(1 + e^z) - y z``; more: ``logsumexp(z) - z_y``.
+    Two classes (one sigmoid unit z): ``log(1 + e^{(1 - 2y) z})``, i.e. ``logaddexp(0, -z)``
+    for y = 1. The textbook ``log(1 + e^z) - y z`` subtracts two numbers near z and so
+    returns 0 for a confident correct prediction (z = 40: 40 - 40) instead of its loss,
+    ``log1p(e^-40)`` = 4.25e-18; ``logaddexp`` computes ``log1p(e^-|x|)`` itself.
+
+    More classes: ``logsumexp(z) - z_y`` = ``log(sum_j e^{z_j - z_y})``; where ``z_y`` is
+    the largest logit that is ``log1p`` of the other terms, exact for the same reason.
     """
     from scipy.special import logsumexp
 
     z = np.asarray(logits, dtype=np.float64)
     if k == 2:
         z = z.reshape(-1)
-        return float(np.mean(np.logaddexp(0.0, z) - y * z))
-    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
+        return float(np.mean(np.logaddexp(0.0, (1.0 - 2.0 * y) * z)))
+    rows = np.arange(len(y))
+    d = z - z[rows, y][:, None]  # d[i, y_i] = 0
+    top = d.max(axis=1)  # >= 0; 0 where the true class has the largest logit
+    others = np.exp(np.minimum(d, 0.0))  # only read where top == 0, i.e. every d <= 0; no overflow
+    others[rows, y] = 0.0
+    loss = np.where(top > 0, logsumexp(d, axis=1), np.log1p(others.sum(axis=1)))
+    return float(np.mean(loss))
 
 
 def _defined(x: float) -> float | None:

@@ -2,7 +2,8 @@
 
 Each run's ``predictions.csv`` says which test images each classifier got right; the
 paired comparison (:func:`tlexp.results.stats.mcnemar`) needs nothing more. All
-comparisons of a report form one family for Holm's correction.
+head-vs-other comparisons of a report form one family for Holm's correction
+(:func:`holm_family` says so in the report), so adding runs changes every ``p_holm``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from tlexp import files
 from tlexp.results import runfolder
 from tlexp.results.summary import ALPHA, LEVEL, LEVEL_TEXT, _Run
-from tlexp.results.tables import _fmt_p, _Table
+from tlexp.results.tables import _Table, fmt_p
 
 HEADING = "Head vs other classifiers"
 
@@ -109,8 +110,8 @@ def _reading(row: dict[str, Any]) -> str:
 
 
 def _eq(p: float) -> str:
-    text = _fmt_p(p)
-    return text if text.startswith("<") else f"={text}"
+    text = fmt_p(p, ALPHA)
+    return text if text[0] in "<>" else f"={text}"
 
 
 def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
@@ -125,7 +126,7 @@ def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
         survivors = [p for p in paired if p["p_holm"] < ALPHA]
         text += (
             f"\n\nHolm p: Holm's step-down correction over all {k} comparison(s) of this report, so that the "
-            f"chance of any false positive among them stays below {ALPHA}. "
+            f"chance of any false positive among them stays below {ALPHA}. {holm_family(paired)} "
             + (
                 f"{len(survivors)} of {k} difference(s) survive it: "
                 + "; ".join(f"{p['run']} {_winner(p)} better" for p in survivors)
@@ -135,6 +136,18 @@ def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
             )
         )
     return text + "".join(f"\n\n{n}" for n in notes)
+
+
+def holm_family(paired: list[dict[str, Any]]) -> str:
+    """Which comparisons form Holm's family, in words: the p-values it adjusts depend on it."""
+    runs = len({p["run"] for p in paired})
+    others = ", ".join(dict.fromkeys(p["classifier_b"] for p in paired))
+    return (
+        f"Holm's family is every head-vs-other comparison in this report: {len(paired)}, one per run and "
+        f"classifier ({runs} run(s) with {runfolder.PREDICTIONS_FILE}; head vs {others}). A report over more "
+        "or fewer runs has another family, and so other Holm p-values. The answer's leader-vs-runner-up "
+        "tests are not in it."
+    )
 
 
 def _winner(p: dict[str, Any]) -> str:
@@ -153,8 +166,8 @@ def _paired_table(paired: list[dict[str, Any]]) -> _Table | None:
                 str(p["n"]),
                 str(p["b"]),
                 str(p["c"]),
-                _fmt_p(p["p_value"]),
-                _fmt_p(p["p_holm"]),
+                fmt_p(p["p_value"], ALPHA),
+                fmt_p(p["p_holm"], ALPHA),
                 f"{p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}]",
                 p["reading"],
             ]

@@ -70,7 +70,7 @@ def plot_history(history: dict[str, Sequence[float]], path: str | os.PathLike) -
             ax.legend()
         else:
             _no_data(ax, f"no {title.lower()} recorded")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusions(
@@ -126,7 +126,7 @@ def plot_confusions(
         fig.colorbar(image, ax=used, label="share of true class (%)", shrink=0.8, aspect=30)
     if title:
         fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(curves: dict[str, tuple[Any, Any]], path: str | os.PathLike) -> Path:
@@ -170,7 +170,7 @@ def plot_roc(curves: dict[str, tuple[Any, Any]], path: str | os.PathLike) -> Pat
     ax.set_title("ROC curve")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _draw_confusion(ax: Axes, name: str, cm: np.ndarray, names: list[str]) -> Any:
@@ -235,7 +235,7 @@ def _no_data(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,7 +347,7 @@ def plot_accuracy_vs_frozen(
                 labels.append(label)
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
     fig.suptitle(title + (f"\n{textwrap.fill(note, 100)}" if note else ""), fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_time_vs_frozen(
@@ -390,7 +390,7 @@ def plot_time_vs_frozen(
     ax.set_title(title + (f"\n{textwrap.fill(note, 60)}" if note else ""), fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _draw(ax: Axes, curve: Curve, offset: float) -> None:

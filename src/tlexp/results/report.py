@@ -47,8 +47,9 @@ PAIRED_CSV = "paired.csv"  # head vs each other classifier on the test split, pe
 SUMMARY_MD = "summary.md"  # the answer, then the tables, as Markdown
 ACCURACY_PLOT = "accuracy_vs_frozen.png"
 TIME_PLOT = "time_vs_frozen.png"
+COST_PLOT = "accuracy_vs_minutes.png"  # head accuracy vs minutes of compute, the Pareto frontier, the baseline
 HTML_REPORT = "report.html"  # everything above in one self-contained file
-OUTPUTS = (SUMMARY_CSV, BY_SETTING_CSV, PAIRED_CSV, SUMMARY_MD, ACCURACY_PLOT, TIME_PLOT, HTML_REPORT)
+OUTPUTS = (SUMMARY_CSV, BY_SETTING_CSV, PAIRED_CSV, SUMMARY_MD, ACCURACY_PLOT, TIME_PLOT, COST_PLOT, HTML_REPORT)
 
 # The study's backbones first, in its order; any others follow alphabetically.
 BACKBONE_ORDER = ("vgg16", "resnet50", "densenet121")
@@ -150,6 +151,7 @@ def build_report(
         figures.append(
             (TIME_PLOT, f"Wall time per run (training, prediction and classifiers) vs frozen share; {note}.")
         )
+        figures += _cost_chart(settings, out)
         written.update({name: out / name for name, _ in figures})
 
     sections = [
@@ -272,6 +274,33 @@ def _time_curves(settings: Sequence[_Setting]) -> tuple[list, str]:
                 label = f"{backbone}, {variant}" if several else backbone
                 curves.append(Curve("", label, points, colour, v if several else None))
     return curves, _seeds_note([len(s.runs) for s in settings], "")
+
+
+def _cost_chart(settings: Sequence[_Setting], out: Path) -> list[tuple[str, str]]:
+    """Draw the cost chart if any setting has a cost; its (file name, caption), or none."""
+    from tlexp.results.cost import PHASES_TEXT, pareto_frontier, setting_costs
+    from tlexp.results.costchart import CostPoint, plot_accuracy_vs_minutes
+
+    costs, _ = setting_costs(settings)
+    if not costs:
+        return []
+    on = pareto_frontier([(c.minutes, c.accuracy) for c in costs])
+    points = [
+        CostPoint(c.setting.backbone, c.setting.label(backbone=False), c.minutes, c.accuracy, f)
+        for c, f in zip(costs, on, strict=True)
+    ]
+    bases = sorted({round(c.baseline, 12) for c in costs})
+    seeds = sorted({len(c.setting.runs) for c in costs})
+    note = "one seed per point" if seeds == [1] else f"each point the mean over its setting's seeds ({_span(seeds)})"
+    plot_accuracy_vs_minutes(points, out / COST_PLOT, baseline=bases[-1], note=note)
+    base = f"{bases[0]:.4f}" if len(bases) == 1 else f"{bases[-1]:.4f}, the highest of the test splits'"
+    return [
+        (
+            COST_PLOT,
+            f"Head test accuracy vs minutes of compute ({PHASES_TEXT} phases), one marker per setting; dashed "
+            f"step line and rings: the Pareto frontier; dotted line: the majority-class baseline ({base}); {note}.",
+        )
+    ]
 
 
 def _seeds_note(seeds: Sequence[int], single_bar: str) -> str:

@@ -4,6 +4,9 @@
 - :func:`mcnemar`: two classifiers scored on the same items: McNemar's score test of
   equal accuracy and Tango's score interval of the accuracy difference, which invert
   the same statistic and so never contradict each other.
+- :func:`paired_t`: two settings run with the same seeds: the paired t-test of equal
+  mean accuracy over the seeds and the t interval of the mean difference, which invert
+  the same statistic (p < 1 - ``level`` exactly when the interval excludes 0).
 - :func:`holm`: Holm's step-down adjustment of a family of p-values.
 
 Why these (the README's "Statistics" section says the same, with the references):
@@ -27,6 +30,7 @@ conditional test is the conservative alternative, but no interval for the differ
 inverts it.
 
 References:
+    Student (1908). The probable error of a mean. Biometrika 6, 1-25.
     Wilson, E. B. (1927). Probable inference, the law of succession, and statistical
     inference. JASA 22, 209-212.
     McNemar, Q. (1947). Note on the sampling error of the difference between correlated
@@ -52,6 +56,8 @@ import numpy as np
 
 TEST_NAME = "McNemar score test (asymptotic, no continuity correction)"
 INTERVAL_NAME = "Tango score interval"
+T_TEST_NAME = "paired t-test over seeds"
+T_INTERVAL_NAME = "t interval of the mean difference"
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -193,6 +199,62 @@ def _tango_t(d: float, b: int, c: int, n: int) -> float:
     q = (math.sqrt(max(qb * qb - 4.0 * qa * qc, 0.0)) - qb) / (2.0 * qa)
     var = n * (2.0 * q + d * (1.0 - d))
     return (c - b - n * d) / math.sqrt(max(var, 1e-300))
+
+
+def paired_t(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> dict[str, Any]:
+    """Paired t-test of equal means and the t interval of the mean difference ``b - a`` (Student 1908).
+
+    For two settings run with the same seeds: ``a[i]`` and ``b[i]`` are their test
+    accuracies with seed i. With ``d = b - a``, ``t = mean(d) / (sd(d) / sqrt(n))`` on
+    ``n - 1`` degrees of freedom (``sd`` with ddof = 1); the interval is
+    ``mean(d) +- t_{(1 + level) / 2, n - 1} * sd(d) / sqrt(n)``, the set of mean
+    differences the same test does not reject, so ``p < 1 - level`` exactly when it
+    excludes 0. It assumes the per-seed differences are roughly normal; with a handful of
+    seeds it has little power, and says so by its wide interval. Differences that are
+    all equal give ``sd = 0``: p is 0 (interval the point ``mean(d)``) unless they are 0.
+
+    Args:
+        a: One value per seed, shape (n,), n >= 2.
+        b: The same seeds' values of the other setting, shape (n,), same order.
+        level: Confidence level of the interval, in (0, 1).
+
+    Returns:
+        ``{"n", "diff", "diff_low", "diff_high", "t", "df", "p_value", "level", "test",
+        "interval"}``; ``diff = mean(b - a)``.
+
+    Raises:
+        ValueError: If the arrays differ in length, hold fewer than 2 values or non-finite ones.
+    """
+    from scipy.stats import t as student
+
+    _check_level(level)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError(
+            "paired_t needs two 1-D arrays of the same length n >= 2 with finite values (one per seed). "
+            f"Got shapes {x.shape} and {y.shape} instead."
+        )
+    d = y - x
+    n, mean = int(d.size), float(d.mean())
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    if se == 0.0:
+        t, p, half = (0.0, 1.0, 0.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0, 0.0)
+    else:
+        t = mean / se
+        p = float(2 * student.sf(abs(t), n - 1))
+        half = float(student.ppf(0.5 + float(level) / 2.0, n - 1)) * se
+    return {
+        "n": n,
+        "diff": mean,
+        "diff_low": mean - half,
+        "diff_high": mean + half,
+        "t": t,
+        "df": n - 1,
+        "p_value": min(1.0, p),
+        "level": float(level),
+        "test": T_TEST_NAME,
+        "interval": T_INTERVAL_NAME,
+    }
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

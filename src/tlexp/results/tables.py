@@ -86,11 +86,28 @@ def _fmt_mean_std(mean: float | None, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def _fmt_p(p: float) -> str:
-    """Two significant digits below 0.1 (0.031, 0.0024), two decimals above (0.41, 1.00)."""
+def fmt_p(p: float, alpha: float) -> str:
+    """A p-value as the report prints it, never on the wrong side of ``alpha``.
+
+    Two significant digits below 0.095 (0.031, 0.0024), two decimals above (0.41, 1.00),
+    "<0.001" below 0.001. Within 10 % of ``alpha`` three significant digits (0.0495,
+    0.0504), and more wherever fewer would print ``alpha`` itself or a value on its other
+    side (0.0495 at two digits is "0.05", which reads as "not below 0.05"); after six,
+    "<alpha" or ">alpha".
+
+    Args:
+        p: The p-value, in [0, 1].
+        alpha: The significance level the report reads p against, e.g. 0.05.
+    """
     if p < 0.001:
         return "<0.001"
-    return f"{p:.2f}" if p >= 0.095 else f"{p:.2g}"
+    near = abs(p - alpha) < 0.1 * alpha
+    for digits in range(3 if near else 2, 7):
+        text = f"{p:.{digits}f}" if p >= 0.095 else f"{p:.{digits}g}"
+        shown = float(text)
+        if (shown < alpha) == (p < alpha) and (shown != alpha or p == alpha):
+            return text
+    return f"<{alpha:g}" if p < alpha else f">{alpha:g}"
 
 
 def _share(x: Any) -> float | None:
