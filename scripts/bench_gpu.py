@@ -223,7 +223,7 @@ def _predict_rate(run_dir: Path, m, args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from tlexp.results import runfolder
+    from tlexp import runfolder
 
     model = keras.saving.load_model(run_dir / runfolder.MODEL_FILE)
     model.compile(jit_compile=bool(m.accelerator.jit_compile))  # what the run's train step used

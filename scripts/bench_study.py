@@ -571,7 +571,7 @@ def main() -> int:
     command = " ".join([Path(sys.executable).name, *sys.argv])
     warnings.filterwarnings("ignore", category=UserWarning)  # Keras' notes about tf.data input
     from tlexp.data.demo import ensure_demo_dataset
-    from tlexp.results.runfolder import new_run_dir
+    from tlexp.runfolder import new_run_dir
 
     jax_wall = jax_env = None
     if "jax" in args.backends and not args.reuse:  # a JAX environment that cannot run fails now, in seconds

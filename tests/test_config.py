@@ -276,7 +276,7 @@ def test_shipped_configs_are_valid(monkeypatch, tmp_path):
 
 
 def test_readme_documents_every_key_and_run_file():
-    from tlexp.results import runfolder
+    from tlexp import runfolder
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for key, *_ in describe():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.errors import UserError
-from tlexp.results import report, runfolder
+from tlexp.results import report
 
 from records import SPLITS, first_layout, make_record, scores
 

@@ -8,8 +8,7 @@ import stat
 
 import pytest
 
-from tlexp import files
-from tlexp.results import runfolder
+from tlexp import files, runfolder
 
 
 def test_new_run_dir_never_reuses(tmp_path):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.errors import UserError
-from tlexp.results import runfolder, tracking
+from tlexp.results import tracking
 
 from records import make_record, scores
 

@@ -11,7 +11,7 @@ Library API (what the CLI calls; usable from a notebook)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from tlexp.version import __version__
 
 __all__ = ["__version__", "load_config", "plan_experiment", "run_experiment"]
 

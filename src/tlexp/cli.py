@@ -13,9 +13,9 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from tlexp import __version__
 from tlexp.errors import UserError
 from tlexp.logs import setup_terminal
+from tlexp.version import __version__
 
 log = logging.getLogger("tlexp")
 
@@ -269,16 +269,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tlexp import runfolder
     from tlexp.data.check import check_dataset
     from tlexp.data.checkreport import format_summary, write_check
-    from tlexp.data.imagecache import default_cache_dir
+    from tlexp.files import cache_root
     from tlexp.logs import show_progress
-    from tlexp.results import runfolder
 
     result = check_dataset(
         args.root,
         args.layout,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else cache_root(),
         progress=show_progress(),
     )
     out = runfolder.new_run_dir(args.out, f"check-{result.root.name}")

@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.config import Config
 from tlexp.data.dataset import SPLITS, Dataset
 from tlexp.data.prepare import data_summary, make_decoder, prepare_data, write_run_check
 from tlexp.errors import DataError, UserError
 from tlexp.logs import PhaseClock, RunLog, show_progress
-from tlexp.results import runfolder
 from tlexp.results.record import RunRecord
 
 log = logging.getLogger("tlexp")

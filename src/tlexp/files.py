@@ -28,6 +28,14 @@ import yaml
 _STALE_TMP_SECONDS = 24 * 3600
 
 
+def cache_root() -> Path:
+    """tlexp's cache folder: ``$TLEXP_CACHE_DIR``, else ``$XDG_CACHE_HOME/tlexp``, else ``~/.cache/tlexp``."""
+    if os.environ.get("TLEXP_CACHE_DIR"):
+        return Path(os.environ["TLEXP_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "tlexp"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place atomically.

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name
 from tlexp.errors import UserError
-from tlexp.results import runfolder
 
 log = logging.getLogger("tlexp")
 

@@ -10,8 +10,8 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from tlexp.catalog import BACKBONES
 from tlexp.config.schema import Config, DataConfig, ModelConfig, SyntheticConfig, _all_keys, _section_type
-from tlexp.model.catalog import BACKBONES
 
 # Smallest image each backbone accepts, as Keras' own check reports it (the catalog's column).
 _MIN_SIZE = {row[0]: (row[1], row[3]) for row in BACKBONES}

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tlexp.model.catalog import BACKBONES
+from tlexp.catalog import BACKBONES
 
 
 def _true_false_auto(v: Any) -> Any:

@@ -37,14 +37,6 @@ DECODER_VERSION = 1  # bump when load_image's output changes: old caches are the
 _STALE_TMP_SECONDS = 24 * 3600
 
 
-def default_cache_dir() -> Path:
-    """``$TLEXP_CACHE_DIR``, else ``$XDG_CACHE_HOME/tlexp``, else ``~/.cache/tlexp``."""
-    if os.environ.get("TLEXP_CACHE_DIR"):
-        return Path(os.environ["TLEXP_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(base).expanduser() / "tlexp"
-
-
 def decoder_versions() -> dict[str, str | int]:
     """What shapes a decoded image besides the file: tlexp's decoder, Pillow (JPEG decoding,
     draft scaling, resampling) and NumPy (the 16-bit scaling, the array conversion)."""

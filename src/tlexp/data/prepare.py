@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.config import Config
 from tlexp.data.dataset import SPLITS, Dataset, assign_splits, discover
 from tlexp.data.scan import warn_unlabelled
 from tlexp.errors import DataError
 from tlexp.logs import show_progress
-from tlexp.results import runfolder
 
 log = logging.getLogger("tlexp")
 
@@ -93,9 +92,9 @@ def split_shortfall(ds: Dataset, val_fraction: float, test_fraction: float) -> s
 
 def cache_dir(cfg: Config) -> Path:
     """The folder of data checks and decoded-image caches for this config."""
-    from tlexp.data.imagecache import default_cache_dir
+    from tlexp.files import cache_root
 
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_root()
 
 
 def usable_dataset(result) -> Dataset:

@@ -1,6 +1,6 @@
 """Backbones: every ``keras.applications`` image classifier, built without its top.
 
-The names, minimum sizes and ImageNet weights files come from :mod:`tlexp.model.catalog`,
+The names, minimum sizes and ImageNet weights files come from :mod:`tlexp.catalog`,
 generated from Keras itself; nothing here knows a family by name. Each backbone is fed
 through its own submodule's ``preprocess_input``. Families that include their
 preprocessing in the model (EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3: a
@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlexp.catalog import BACKBONES
 from tlexp.errors import UserError, WeightsError
-from tlexp.model.catalog import BACKBONES
 
 log = logging.getLogger("tlexp")
 

@@ -103,9 +103,9 @@ def keep_jax_compilations() -> None:
 
     if not jax.config.jax_enable_compilation_cache or jax.config.jax_compilation_cache_dir:
         return
-    from tlexp.data.imagecache import default_cache_dir
+    from tlexp.files import cache_root
 
-    jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "jax"))
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
     jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_BYTES)
     # Everything, not only compilations of over 1 s (JAX's default): those of VGG16's
     # initializers take 0.4-0.9 s each, and there are many of them.

@@ -1,6 +1,6 @@
 """What the installed Keras offers as backbones, found by asking Keras itself (imports Keras).
 
-Used by ``scripts/backbone_catalog.py`` to write :mod:`tlexp.model.catalog` and by the
+Used by ``scripts/backbone_catalog.py`` to write :mod:`tlexp.catalog` and by the
 tests that check that catalog against the installed Keras; never by a run (a run reads
 the catalog, which needs no TensorFlow).
 

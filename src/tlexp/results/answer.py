@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tlexp.results import runfolder
+from tlexp import runfolder
 from tlexp.results.cost import cost_paragraphs
 from tlexp.results.leads import CANNOT_SEPARATE, ScoredImages, compare
 from tlexp.results.paired import _winner, holm_family

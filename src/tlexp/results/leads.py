@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlexp import files
-from tlexp.results import runfolder
+from tlexp import files, runfolder
 from tlexp.results.stats import T_TEST_NAME
 from tlexp.results.summary import ALPHA, LEVEL, _Run, _Setting
 from tlexp.results.tables import fmt_p

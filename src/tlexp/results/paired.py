@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tlexp import files
-from tlexp.results import runfolder
+from tlexp import files, runfolder
 from tlexp.results.summary import ALPHA, LEVEL, LEVEL_TEXT, _Run
 from tlexp.results.tables import _Table, fmt_p
 

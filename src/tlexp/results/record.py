@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tlexp.errors import UserError
 from tlexp.files import write_json
-from tlexp.results.runfolder import METRICS_FILE
+from tlexp.runfolder import METRICS_FILE
 
 VERSION = 2  # bump when the layout changes, and teach _migrate the old one
 
@@ -280,7 +280,7 @@ def load_record(run_dir: str | os.PathLike) -> RunRecord:
     if isinstance(data, dict) and "version" not in data:  # the first layout kept the config beside it only
         import yaml
 
-        from tlexp.results.runfolder import CONFIG_FILE
+        from tlexp.runfolder import CONFIG_FILE
 
         config_file = run_dir / CONFIG_FILE
         config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}

@@ -18,10 +18,9 @@ from typing import Any
 
 import yaml
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.config import flatten
 from tlexp.errors import UserError
-from tlexp.results import runfolder
 from tlexp.results.answer import _answer_section
 from tlexp.results.html import _html
 from tlexp.results.paired import _PAIRED_HEADER, _paired, _paired_section

@@ -44,10 +44,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-from tlexp import files
+from tlexp import files, runfolder
 from tlexp.config import flatten
 from tlexp.errors import UserError
-from tlexp.results import runfolder
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -161,8 +160,8 @@ def log_run(
     Raises:
         TrackingError: The folder is not a finished run, or MLflow refused the upload.
     """
-    import tlexp
     from tlexp.results.record import RecordError, load_record
+    from tlexp.version import __version__
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / runfolder.METRICS_FILE).is_file():
@@ -182,7 +181,7 @@ def log_run(
     tags = {
         "tlexp.backbone": str((config.get("model") or {}).get("backbone", "")),
         "tlexp.seed": str(config.get("seed", "")),
-        "tlexp.version": tlexp.__version__,
+        "tlexp.version": __version__,
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # how MLflow nests runs, with or without the fluent API
@@ -234,14 +233,14 @@ def sweep_parent(uri: str, experiment: str, sweep_dir: str | os.PathLike, name: 
     Raises:
         TrackingError: MLflow refused the request.
     """
-    import tlexp
+    from tlexp.version import __version__
 
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     with _client(uri) as (client, resolved):
         exp_id = _experiment_id(client, resolved, experiment)
         run_id = _find_run(client, exp_id, TAG_SWEEP_DIR, str(sweep_dir))
         if run_id is None:
-            tags = {TAG_SWEEP_DIR: str(sweep_dir), "tlexp.version": tlexp.__version__}
+            tags = {TAG_SWEEP_DIR: str(sweep_dir), "tlexp.version": __version__}
             run_id = client.create_run(exp_id, tags=tags, run_name=name).info.run_id
             log.info("mlflow: sweep %s is parent run %s in experiment %r (%s)", name, run_id, experiment, resolved)
         # Cells are logged after the fact, so the parent never has work "running";

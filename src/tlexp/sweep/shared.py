@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tlexp import runfolder
 from tlexp.claims import Claim, Liveness
 from tlexp.config import Cell, Config, flatten
 from tlexp.errors import UserError
-from tlexp.results import runfolder
 
 if TYPE_CHECKING:
     from tlexp.sweep.worker import _Worker
