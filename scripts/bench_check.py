@@ -47,8 +47,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from tlexp.data.check import NEAR_DUPLICATE_THRESHOLD, check_dataset
-    from tlexp.data.prepare import split_groups, usable_dataset
+    from tlexp.data import NEAR_DUPLICATE_THRESHOLD, check_dataset, split_groups, usable_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="tlexp-bench-check-", dir=args.tmp))
     try:
@@ -72,7 +71,7 @@ def main() -> int:
         with measure("near-duplicate groups", args.files):
             near = warm.near_duplicates()
         with measure("group-aware split", args.files):
-            from tlexp.data.dataset import assign_splits
+            from tlexp.data import assign_splits
 
             ds = usable_dataset(warm)
             ds = assign_splits(ds, 0.1, 0.1, 0, None, split_groups(warm, ds.paths, NEAR_DUPLICATE_THRESHOLD))
@@ -133,8 +132,8 @@ def measure(phase: str, n_files: int):
 
 
 def hash_cost_us(n: int = 2000) -> float:
-    """Microseconds per :func:`tlexp.data.inspect.perceptual_hash` of a 32 x 32 RGB image."""
-    from tlexp.data.inspect import perceptual_hash
+    """Microseconds per :func:`tlexp.data._inspect.perceptual_hash` of a 32 x 32 RGB image."""
+    from tlexp.data import perceptual_hash
 
     images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     t0 = time.perf_counter()

@@ -132,8 +132,8 @@ def _settings(backend: str) -> list[tuple[str, bool]]:
 def _bench(args: argparse.Namespace, out: Path) -> int:
     from tlexp.config import load_config
     from tlexp.experiment import run_experiment
-    from tlexp.model.backend import backend_name, backend_version, import_backend
-    from tlexp.results.record import load_record
+    from tlexp.model import backend_name, backend_version, import_backend
+    from tlexp.results import load_record
 
     backend = import_backend()  # a clear error if it is not installed, before any data work
     rows = []

@@ -51,8 +51,7 @@ def main() -> int:
     ap.add_argument("--tmp", default="/tmp", help="parent of the temporary dataset folder")
     args = ap.parse_args()
 
-    from tlexp.data.check import NEAR_DUPLICATE_THRESHOLD, check_dataset
-    from tlexp.data.decode import is_image_name
+    from tlexp.data import NEAR_DUPLICATE_THRESHOLD, check_dataset, is_image_name
 
     thresholds = sorted({float(t) for t in args.thresholds.split(",")} | {NEAR_DUPLICATE_THRESHOLD})
     rng = np.random.default_rng(args.seed)

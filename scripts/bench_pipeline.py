@@ -28,7 +28,7 @@ import numpy as np
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    from tlexp.model.backbones import REGISTRY  # no TensorFlow: the generated catalog
+    from tlexp.model import REGISTRY
 
     ap.add_argument("--backbone", default="vgg16", choices=list(REGISTRY))
     ap.add_argument("--size", type=int, default=224, help="image_size fed to the model")
@@ -50,7 +50,7 @@ def main() -> int:
 
     from PIL import Image
 
-    from tlexp.model.backend import import_backend
+    from tlexp.model import import_backend
 
     backend = import_backend()
     loaders = {
@@ -60,15 +60,17 @@ def main() -> int:
     if "tf.data" in loaders and backend != "tensorflow":
         sys.exit("--loader tf.data needs the TensorFlow backend (KERAS_BACKEND unset)")
     from tlexp.config import load_config
-    from tlexp.data.dataset import discover
-    from tlexp.data.decode import Decoder
-    from tlexp.data.imagecache import CachedDecoder, ensure_image_cache
-    from tlexp.feeds import image_batches, make_dataset
-    from tlexp.model.backbones import build_backbone, preprocess_fn
-    from tlexp.model.backend import describe_environment
-    from tlexp.model.freeze import apply_freeze, plan_freeze
-    from tlexp.model.head import build_model
-    from tlexp.model.training import compile_model
+    from tlexp.data import CachedDecoder, Decoder, discover, ensure_image_cache
+    from tlexp.model import (
+        apply_freeze,
+        build_backbone,
+        build_model,
+        compile_model,
+        describe_environment,
+        plan_freeze,
+        preprocess_fn,
+    )
+    from tlexp.pipeline import image_batches, make_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

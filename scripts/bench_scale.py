@@ -153,7 +153,7 @@ def child(args) -> int:
     sampler = Sampler()
     sampler.start()
 
-    from tlexp.data.check import check_dataset
+    from tlexp.data import check_dataset
 
     with sampler.phase("check (cold)"):
         check_dataset(root, cache_dir=cache)
@@ -164,7 +164,7 @@ def child(args) -> int:
     from tlexp import logs
     from tlexp.config import load_config
     from tlexp.experiment import run_experiment
-    from tlexp.results.record import load_record
+    from tlexp.results import load_record
 
     # The run's own phases, measured where they happen (weights, data, build, decode, prefix, ...).
     original = logs.PhaseClock.__call__

@@ -106,7 +106,7 @@ def folder_suffix(backend: str) -> str:
 def check_jax_python(python: str) -> dict:
     """Fail in seconds, before any sweep, if ``python`` cannot run tlexp on JAX; return its versions."""
     code = (
-        "import json, tlexp; from tlexp.model.backend import backend_version, import_backend; "
+        "import json, tlexp; from tlexp.model._backend import backend_version, import_backend; "
         "name = import_backend(); import keras; "
         "print(json.dumps({'backend': keras.backend.backend(), 'jax': backend_version('jax'), "
         "'jaxlib': backend_version('jaxlib'), 'keras': keras.__version__, 'tlexp': tlexp.__file__}))"
@@ -172,7 +172,7 @@ def run_tlexp(args, out: Path, data: Path, backend: str = "tensorflow") -> tuple
         tail = log_path.read_text(errors="replace")[-3000:]
         sys.exit(f"tlexp sweep on {backend} failed with exit code {rc}; end of {log_path}:\n{tail}")
 
-    from tlexp.results.record import load_record
+    from tlexp.results import load_record
 
     order = {(b, f): i for i, (b, f) in enumerate((b, f) for b in args.backbones for f in args.freeze)}
     cells = []
@@ -239,8 +239,7 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
     """One cell of the plain recipe, timed from building the pipeline to the scored forest."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from tlexp.model.backbones import preprocess_fn
-    from tlexp.model.freeze import plan_freeze
+    from tlexp.model import plan_freeze, preprocess_fn
 
     t0 = time.perf_counter()
     classes = sorted({label for _, label, _ in rows})
@@ -263,7 +262,7 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
         )
 
     # tf.data's autotuner stalls the teardown of every finished iterator for seconds on
-    # this kind of machine (see tlexp.feeds); tlexp turns it off, so the plain recipe
+    # this kind of machine (see tlexp.pipeline._feeds); tlexp turns it off, so the plain recipe
     # gets the same fix: the comparison measures the caching, not a TensorFlow quirk.
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -322,7 +321,7 @@ def layer_flops(keras, layer) -> float:
 def measure_backbone(tf, keras, args, name: str) -> dict:
     """Per-layer FLOPs of the backbone, FLOPs of the head, k per freeze share, and FLOP/s of
     a plain forward pass of the whole model (batch_size random images, >= 3 s timed)."""
-    from tlexp.model.freeze import plan_freeze
+    from tlexp.model import plan_freeze
 
     keras.backend.clear_session()
     backbone, model = plain_model(keras, name, args.size)
@@ -367,7 +366,7 @@ def suffix_train_rate(tf, keras, args, backbone, model, k: int, per_layer: list[
     the head), fed random activations at the cut: what this machine reaches on the layers a
     cell actually trains. Late layers see small feature maps (2x2 at 64 px in ResNet50's and
     DenseNet121's last stage) and many small ops, and run far below the whole model's rate."""
-    from tlexp.model.segments import frontier, segment
+    from tlexp.model import frontier, segment
 
     inner = segment(backbone, k, len(backbone.layers))
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in frontier(backbone, k)]
@@ -570,7 +569,7 @@ def main() -> int:
     args = parse_args()
     command = " ".join([Path(sys.executable).name, *sys.argv])
     warnings.filterwarnings("ignore", category=UserWarning)  # Keras' notes about tf.data input
-    from tlexp.data.demo import ensure_demo_dataset
+    from tlexp.data import ensure_demo_dataset
     from tlexp.runfolder import new_run_dir
 
     jax_wall = jax_env = None
@@ -613,7 +612,7 @@ def main() -> int:
     for c in cells:
         print(f"  {c['cell']}: prefix_cache {json.dumps(c['prefix_cache'])}")
 
-    from tlexp.model.backend import import_tensorflow
+    from tlexp.model import import_tensorflow
 
     tf = import_tensorflow()
     # Each plain cell is a new model, so Keras retraces its train step per cell, as it should;

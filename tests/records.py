@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tlexp.results.record import RunRecord
+from tlexp.results import RunRecord
 
 SPLITS = ("train", "val", "test")
 
@@ -19,7 +19,7 @@ def scores(
     classes: Sequence[str] = ("cat", "dog"),
     n: int = 20,
 ) -> dict[str, Any]:
-    """One split's metrics, in the shape tlexp.results.metrics.classification_metrics returns.
+    """One split's metrics, in the shape tlexp.results._metrics.classification_metrics returns.
 
     The confusion matrix holds ``n`` images, split as evenly as the classes allow (the
     first classes get the remainder), each class right on about ``acc`` of its images.

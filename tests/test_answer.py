@@ -14,9 +14,8 @@ import pytest
 from scipy.stats import ttest_rel
 
 from test_report import capture_figures, csv_rows, from_counts, make_run, section
-from tlexp.results import report
-from tlexp.results.cost import pareto_frontier, setting_costs
-from tlexp.results.stats import wilson_interval
+from tlexp.results import _report as report
+from tlexp.results import pareto_frontier, setting_costs, wilson_interval
 
 FLIP = {"cat": "dog", "dog": "cat"}
 
@@ -185,8 +184,8 @@ def test_over_seeds_the_runner_up_can_be_ahead_on_the_seeds_both_ran(tmp_path):
 
 def test_scored_images_says_why_a_run_cannot_be_compared(tmp_path):
     from tlexp import files
-    from tlexp.results.leads import ScoredImages
-    from tlexp.results.summary import _Run
+    from tlexp.results import ScoredImages
+    from tlexp.results._summary import _Run
 
     def run(name: str, rows: list[list[str]] | None) -> _Run:
         (tmp_path / name).mkdir()
@@ -269,8 +268,8 @@ def test_minutes_count_prefix_train_and_predict_and_say_cold_or_warm(tmp_path):
         "",
     ]
     assert lines[cost + 5].startswith("Not recorded, counted as 0: v50: prefix. Pareto frontier")
-    from tlexp.results.report import _load_run
-    from tlexp.results.summary import _settings
+    from tlexp.results._report import _load_run
+    from tlexp.results._summary import _settings
 
     costs, left_out = setting_costs(_settings([_load_run(d) for d in dirs]))
     assert [c.minutes for c in costs] == [3.0, 1.0, 2.0] and left_out == []
@@ -422,7 +421,7 @@ def test_cost_chart_marks_each_setting_the_frontier_and_the_baseline(tmp_path, m
 
 
 def test_cost_chart_needs_a_point_and_keeps_close_labels_apart(tmp_path, monkeypatch):
-    from tlexp.results.costchart import CostPoint, plot_accuracy_vs_minutes
+    from tlexp.results import CostPoint, plot_accuracy_vs_minutes
 
     figures = capture_figures(monkeypatch)
     points = [CostPoint("vgg16", "70 %", 1.0, 0.90, True), CostPoint("resnet50", "70 %", 1.05, 0.901, True)]

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from tlexp.errors import UserError
-from tlexp.model.backbones import REGISTRY, build_backbone
-from tlexp.model.freeze import apply_freeze, choose_prefix, plan_freeze
+from tlexp.model import REGISTRY, apply_freeze, build_backbone, choose_prefix, plan_freeze
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +89,7 @@ def test_unknown_layer_name_suggests(vgg16):
 
 def test_registry_matches_config_choices():
     """Every backbone the config accepts can be built, and every built one can be asked for."""
-    from tlexp.config.schema import BACKBONE_NAMES
+    from tlexp.config import BACKBONE_NAMES
 
     assert list(REGISTRY) == list(BACKBONE_NAMES)
 
@@ -106,7 +105,7 @@ def test_catalog_matches_installed_keras():
     """
     import inspect
 
-    from tlexp.model import discover
+    from tlexp.model import _discover as discover
 
     found = discover.constructors()
     assert list(found) == list(REGISTRY), "Keras offers other backbones: run scripts/backbone_catalog.py"
@@ -127,7 +126,7 @@ def test_weights_file_is_the_one_keras_asks_for(name):
     backbone per way the application modules spell their files."""
     import keras
 
-    from tlexp.model.discover import imagenet_file
+    from tlexp.model import imagenet_file
 
     spec = REGISTRY[name]
     ctor = getattr(keras.applications, spec.constructor)
@@ -154,10 +153,8 @@ def test_family_builds_freezes_and_caches_exactly(name):
     import keras
 
     from tlexp.config import Config
-    from tlexp.model.backbones import preprocess_fn
-    from tlexp.model.head import build_model, suffix_model
-    from tlexp.model.prefixcache import blocker
-    from tlexp.model.segments import frontier, segment
+    from tlexp.model import build_model, frontier, preprocess_fn, segment, suffix_model
+    from tlexp.pipeline import blocker
 
     keras.utils.set_random_seed(0)
     spec = REGISTRY[name]
@@ -202,8 +199,8 @@ def test_random_layers_block_the_cache_when_training_can_reach_them():
     """EfficientNet's blocks hold Dropout: a prefix holding one is not cached under batchnorm=train."""
     import keras
 
-    from tlexp.model.prefixcache import blocker
-    from tlexp.model.randomness import randomness
+    from tlexp.model import randomness
+    from tlexp.pipeline import blocker
 
     bb = build_backbone("efficientnetv2b0", 32)
     first = next(i for i, layer in enumerate(bb.layers) if randomness(layer))

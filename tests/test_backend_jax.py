@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tlexp.config import load_config
-from tlexp.results.record import load_record
+from tlexp.results import load_record
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 needs_jax = pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed (pip install -e '.[jax]')")
@@ -90,7 +90,7 @@ def test_a_head_with_overshooting_logits_learns_back_on_any_backend(tmp_path):
     random weights then stayed at 50 % accuracy for good."""
     import keras
 
-    from tlexp.model.training import compile_model
+    from tlexp.model import compile_model
 
     cfg = load_config(None, [f"data.root={tmp_path}", "train.learning_rate=0.1"])
     inputs = keras.Input((1,))
@@ -140,7 +140,7 @@ def test_cached_prefix_gives_the_ordinary_results_on_jax(tmp_path, flat_dataset)
     plain, cached = recs["false"], recs["true"]
     assert not plain.prefix_cache.used and cached.prefix_cache.used
     assert cached.environment.backend == "jax"
-    from tlexp.model.backend import numerics_fingerprint
+    from tlexp.model import numerics_fingerprint
 
     assert numerics_fingerprint([]).startswith("jax=")  # activation caches are keyed apart from TensorFlow's
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -157,7 +157,7 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
     import jax
     import keras
 
-    from tlexp.loader import Batches
+    from tlexp.pipeline import Batches
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
@@ -190,7 +190,7 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
 @on_jax
 def test_image_and_activation_batches_share_their_order():
     """One seeded permutation per epoch, without the known-unusable rows, for both paths."""
-    from tlexp.loader import Batches
+    from tlexp.pipeline import Batches
 
     bad = np.zeros(20, bool)
     bad[[3, 11]] = True
@@ -219,8 +219,8 @@ def test_fit_reads_every_batch_of_each_epochs_permutation():
 
     import keras
 
-    from tlexp.loader import Batches
-    from tlexp.model.training import fit
+    from tlexp.model import fit
+    from tlexp.pipeline import Batches
 
     x_all = np.random.default_rng(0).normal(size=(100, 4)).astype("float32")
     labels = (x_all[:, 0] > 0).astype("float32")
@@ -253,7 +253,8 @@ def test_gpus_on_jax_set_precision_and_say_what_needs_tensorflow(monkeypatch, fl
 
     from tlexp.config import load_config
     from tlexp.errors import UserError
-    from tlexp.model import accel, backend
+    from tlexp.model import _accel as accel
+    from tlexp.model import _backend as backend
 
     gpus = [SimpleNamespace(device_kind="NVIDIA H200", compute_capability="9.0", platform="gpu")] * 2
     monkeypatch.setattr(backend, "jax_gpus", lambda: gpus)
@@ -338,7 +339,7 @@ def test_padded_batches_split_evenly_and_weigh_only_their_own_rows():
     """loader.padded: a batch of 5 rows over 2 devices becomes 6 (a copy of its first row
     at weight 0); tuples of inputs (a cut crossed by two tensors) are padded alike; a
     batch that splits evenly is left as it is, with weights 1."""
-    from tlexp.loader import padded
+    from tlexp.pipeline import padded
 
     x = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
     y = np.array([0, 1, 1, 0, 1], np.float32)
@@ -357,7 +358,7 @@ def test_padded_batches_split_evenly_and_weigh_only_their_own_rows():
 
 _COMPILE = """
 import jax, jax.numpy as jnp
-from tlexp.model.backend import import_backend
+from tlexp.model._backend import import_backend
 import_backend()
 print(jax.config.jax_compilation_cache_dir)
 jax.jit(lambda a: jnp.sin(a) @ a.T)(jnp.ones((64, 64))).block_until_ready()

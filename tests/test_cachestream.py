@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tlexp.model import cachecost
-from tlexp.model.prefixcache import ActivationStore, Fallback, RowFile, prefix_activations
+from tlexp.pipeline import ActivationStore, Fallback, RowFile, prefix_activations
+from tlexp.pipeline import _cachecost as cachecost
 
 # --------------------------------------------------------------------------- rows on disk
 
@@ -64,7 +64,7 @@ def _entry(model, store, **kw):
 
 def test_training_reads_each_batch_from_disk_not_the_split(tmp_path):
     """The streamed dataset reads the rows of one batch at a time, and gives the entry's values."""
-    from tlexp.feeds import activation_dataset
+    from tlexp.pipeline import activation_dataset
 
     model = _tiny_model()
     entry = _entry(model, ActivationStore(tmp_path, 10**6))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tlexp.results.record import load_record
+from tlexp.results import load_record
 
 from conftest import COLORS, write_image
 
@@ -386,7 +386,7 @@ def test_predict_needs_a_saved_model(tmp_path):
 
 
 def test_weights_command_reports_missing_files(tmp_path):
-    from tlexp.model.backbones import REGISTRY
+    from tlexp.model import REGISTRY
 
     proc = tlexp("weights", cwd=tmp_path, env={"KERAS_HOME": str(tmp_path / "kh")})
     assert proc.returncode == 1

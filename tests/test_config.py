@@ -125,8 +125,7 @@ def test_near_duplicates_are_grouped_by_default(data_root):
     assert cfg.data.group_near_duplicates is False
     (key,) = [row for row in describe() if row[0] == "data.group_near_duplicates"]
     assert "near-identical images" in key[-1]
-    from tlexp.data.check import NEAR_DUPLICATE_THRESHOLD
-    from tlexp.data.neardup import GAIN, HASH_BITS
+    from tlexp.data import GAIN, HASH_BITS, NEAR_DUPLICATE_THRESHOLD
 
     # The schema's default and description say what the data check does (config imports no data code).
     (key,) = [row for row in describe() if row[0] == "data.near_duplicate_threshold"]
@@ -135,7 +134,7 @@ def test_near_duplicates_are_grouped_by_default(data_root):
 
 
 def test_unknown_backbone_lists_choices(data_root):
-    from tlexp.config.schema import BACKBONE_NAMES
+    from tlexp.config import BACKBONE_NAMES
 
     with pytest.raises(ConfigError) as info:
         load_config(None, [f"data.root={data_root}", "model.backbone=efficientnetv2-b0"])
@@ -148,7 +147,7 @@ def test_unknown_backbone_lists_choices(data_root):
 
 
 def test_every_keras_applications_backbone_is_accepted_with_its_minimum_size(data_root):
-    from tlexp.model.backbones import REGISTRY
+    from tlexp.model import REGISTRY
 
     for name in ("vgg19", "efficientnetv2b0", "convnexttiny", "mobilenetv3small", "nasnetmobile", "xception"):
         assert load_config(None, [f"data.root={data_root}", f"model.backbone={name}"]).model.backbone == name
@@ -282,7 +281,7 @@ def test_readme_documents_every_key_and_run_file():
     for key, *_ in describe():
         assert f"`{key}`" in readme, f"README's config table lacks {key}"
     from tlexp import sweep
-    from tlexp.results import report
+    from tlexp.results import _report as report
 
     for module, suffixes in (
         (runfolder, ("_FILE", "_PLOT")),

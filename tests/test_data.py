@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlexp.data.dataset import assign_splits, discover
-from tlexp.data.decode import load_image
+from tlexp.data import assign_splits, discover, load_image
 from tlexp.errors import DataError
 
 from conftest import write_image
@@ -204,7 +203,7 @@ def _split_of_groups(ds, sha):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_identical_files_are_one_group_in_one_split(duplicated, tmp_path, seed):
-    from tlexp.data.prepare import prepare_data
+    from tlexp.data import prepare_data
 
     ds, check = prepare_data(_config(duplicated, tmp_path, f"seed={seed}"))
     sha = {f.path: f.sha256 for f in check.usable()}
@@ -226,7 +225,7 @@ def test_identical_files_are_one_group_in_one_split(duplicated, tmp_path, seed):
 def test_group_split_is_stratified_seeded_and_close_to_the_shares():
     """assign_splits with groups: 3 classes of 200 files in groups of 1-4; the split depends on
     the file list, the groups (not their numbering), the fractions and the seed."""
-    from tlexp.data.dataset import Dataset
+    from tlexp.data import Dataset
 
     rng = np.random.default_rng(5)
     labels = np.repeat([0, 1, 2], 200)
@@ -266,7 +265,7 @@ def test_split_without_duplicates_is_the_plain_stratified_split(folder_dataset):
 
 
 def test_limit_per_class_takes_whole_groups():
-    from tlexp.data.dataset import Dataset
+    from tlexp.data import Dataset
 
     labels = np.repeat([0, 1], 40)
     groups = np.arange(80) // 2  # pairs
@@ -280,7 +279,7 @@ def test_limit_per_class_takes_whole_groups():
 def test_identical_files_with_different_labels_are_left_out(duplicated, tmp_path, caplog):
     """The same bytes as cat and as dog: no true label, so every file of that group is left out,
     with one warning; the run folder lists them as 'excluded' and the record counts them."""
-    from tlexp.data.prepare import prepare_data, write_run_check
+    from tlexp.data import prepare_data, write_run_check
     from tlexp.files import read_csv
 
     _copy(duplicated / "cat.7.jpg", duplicated / "dog.300.jpg")
@@ -309,7 +308,7 @@ def test_groups_are_shuffled_as_units_so_a_big_group_is_no_likelier_in_val_or_te
     val 0.15, test 0.2. Files shuffled one by one placed a group when its first file came up,
     so a group of 5 was about 5 times likelier to land in val/test: 74.6 % of val+test came
     from groups, which hold 50 % of the data. Shuffled as units, they hold their share."""
-    from tlexp.data.dataset import Dataset
+    from tlexp.data import Dataset
 
     labels = np.repeat([0, 1], 100)  # class 1: single files, so the dataset has two classes
     groups = np.concatenate([np.arange(50) // 5, 100 + np.arange(150)])
@@ -329,7 +328,7 @@ def test_groups_are_shuffled_as_units_so_a_big_group_is_no_likelier_in_val_or_te
 
 
 def test_the_log_says_when_groups_move_the_split_off_its_fractions(duplicated, tmp_path, caplog):
-    from tlexp.data.prepare import prepare_data, split_shortfall
+    from tlexp.data import prepare_data, split_shortfall
 
     for seed in range(20):
         caplog.clear()

@@ -14,16 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlexp.data import check as datacheck
-from tlexp.data import checkreport
-from tlexp.data.check import CUSTOM, KAGGLE, NO_LABEL, PETIMAGES, check_dataset, detect_variant
-from tlexp.data.checkreport import format_summary
-from tlexp.data.dataset import discover
-from tlexp.data.decode import load_image
-from tlexp.data.neardup import HASH_BITS
+from tlexp.data import (
+    CUSTOM,
+    HASH_BITS,
+    KAGGLE,
+    NO_LABEL,
+    PETIMAGES,
+    check_dataset,
+    detect_variant,
+    discover,
+    format_summary,
+    load_image,
+)
+from tlexp.data import _check as datacheck
+from tlexp.data import _checkreport as checkreport
 from tlexp.errors import DataError
 from tlexp.files import read_csv
-from tlexp.results.record import load_record
+from tlexp.results import load_record
 
 from conftest import write_image
 
@@ -292,7 +299,7 @@ def test_cache_reuses_unchanged_and_notices_changes(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(datacheck, "_check_file", must_not_run)
-        m.setattr("tlexp.data.inspect._inspect", must_not_run)
+        m.setattr("tlexp.data._inspect._inspect", must_not_run)
         second = check_dataset(root, cache_dir=cache)
     assert second.reused == 300
     assert [(f.path, f.sha256, f.status) for f in second.files] == [(f.path, f.sha256, f.status) for f in first.files]
@@ -432,7 +439,7 @@ def test_quiet_data_check_prints_only_the_report_folder(flat_torture, tmp_path, 
 def test_a_run_logs_the_check_in_one_line(flat_dataset, tmp_path, caplog):
     """prepare_data (the start of every run) says what the check found once, the reused count in one wording."""
     from tlexp.config import load_config
-    from tlexp.data.prepare import prepare_data
+    from tlexp.data import prepare_data
 
     write_image(flat_dataset / "photo.jpg", (1, 2, 3))  # no label
     (flat_dataset / "dog.99.jpg").write_bytes(b"")  # rejected: empty
@@ -600,7 +607,7 @@ def test_near_duplicates_found_reported_and_cached(near_dups, tmp_path, monkeypa
 
 def test_near_duplicates_share_a_split_unless_switched_off(near_dups, tmp_path, caplog):
     from tlexp.config import load_config
-    from tlexp.data.prepare import prepare_data, write_run_check
+    from tlexp.data import prepare_data, write_run_check
 
     def split(seed, *overrides):
         cfg = load_config(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tlexp import files
-from tlexp.data.imagecache import ensure_image_cache
+from tlexp.data import ensure_image_cache
 
 from conftest import write_image
 
@@ -72,7 +72,7 @@ def test_decoded_image_cache_on_a_full_disk_leaves_no_partial_build(tmp_path, mo
 def test_activation_cache_entry_is_reserved_or_refused(tmp_path, monkeypatch):
     import numpy as np
 
-    from tlexp.model.prefixcache import ActivationStore
+    from tlexp.pipeline import ActivationStore
 
     store = ActivationStore(tmp_path / "cache", max_bytes=10**9)
     store.root.mkdir(parents=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlexp.config import load_config
-from tlexp.results.record import load_record
+from tlexp.results import load_record
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +63,8 @@ def test_three_classes_resnet_batchnorm_train_avg_pool(tmp_path, folder_dataset)
 def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_dataset):
     import keras
 
-    from tlexp.data.dataset import discover
-    from tlexp.data.decode import Decoder
-    from tlexp.feeds import make_dataset
+    from tlexp.data import Decoder, discover
+    from tlexp.pipeline import make_dataset
 
     (flat_dataset / "cat.50.jpg").write_bytes(b"garbage")
     ds = discover(flat_dataset)
@@ -108,9 +107,7 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
 
 
 def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_dataset):
-    from tlexp.model.backbones import build_backbone
-    from tlexp.model.head import build_model
-    from tlexp.model.training import predict_with_features
+    from tlexp.model import build_backbone, build_model, predict_with_features
 
     # Dropout in the head: a pass in training mode would give other numbers than inference.
     cfg = load_config(
@@ -144,10 +141,7 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     Only 'train' moves the moving averages; only 'frozen' keeps BN scale/offset fixed."""
     import keras
 
-    from tlexp.model.backbones import build_backbone
-    from tlexp.model.freeze import apply_freeze, plan_freeze
-    from tlexp.model.head import build_model
-    from tlexp.model.training import compile_model
+    from tlexp.model import apply_freeze, build_backbone, build_model, compile_model, plan_freeze
 
     cfg = load_config(
         None,
@@ -182,10 +176,8 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     float32, and never leaks the global policy into the next run."""
     import keras
 
-    from tlexp.model import accel
-    from tlexp.model.backbones import build_backbone
-    from tlexp.model.head import build_model
-    from tlexp.model.training import compile_model
+    from tlexp.model import _accel as accel
+    from tlexp.model import build_backbone, build_model, compile_model
 
     cfg = load_config(
         None,
@@ -282,7 +274,7 @@ def test_a_save_stopped_half_way_leaves_no_temp_folder(tmp_path, monkeypatch):
 
     import keras
 
-    from tlexp.experiment import _save_models
+    from tlexp.experiment._run import _save_models
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))

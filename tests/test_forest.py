@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tlexp.classifiers import build_classifiers, class_proba
 from tlexp.config import load_config
 from tlexp.errors import UserError
-from tlexp.forest import build_classifiers, class_proba
 
 
 def cfg(tmp_path, *overrides):

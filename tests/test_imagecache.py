@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from tlexp import files as files_mod
-from tlexp.data import imagecache
-from tlexp.data.decode import load_image
-from tlexp.data.imagecache import CachedDecoder, ImageCache, cache_key, ensure_image_cache
+from tlexp.data import CachedDecoder, ImageCache, cache_key, ensure_image_cache, load_image
+from tlexp.data import _imagecache as imagecache
 
 from conftest import write_image
 
@@ -108,7 +107,7 @@ def test_cache_of_another_pillow_or_numpy_is_never_reused(tmp_path, images, monk
     may give other pixels, so it gets a cache (and an activation-cache identity) of its own."""
     import importlib
 
-    from tlexp.data.imagecache import decoder_versions, image_key
+    from tlexp.data import decoder_versions, image_key
 
     files = files_of(images)
     first = ensure_image_cache(images, files, 32, tmp_path / "c")

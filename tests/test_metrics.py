@@ -1,4 +1,4 @@
-"""Tests for tlexp.results.metrics: hand-computed examples, agreement with sklearn, input errors."""
+"""Tests for tlexp.results._metrics: hand-computed examples, agreement with sklearn, input errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tlexp.results.metrics import classification_metrics, roc_points
+from tlexp.results import classification_metrics, roc_points
 
 
 def two_col(p1):

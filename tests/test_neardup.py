@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlexp.data import neardup
-from tlexp.data.check import LARGE_GROUP, NEAR_DUPLICATE_THRESHOLD, check_dataset
-from tlexp.data.checkreport import format_summary
-from tlexp.data.neardup import (
+from tlexp.data import (
     HASH_BITS,
+    LARGE_GROUP,
+    NEAR_DUPLICATE_THRESHOLD,
+    check_dataset,
+    format_summary,
     hamming_pairs,
     near_duplicate_groups,
     pixel_difference,
     representative_groups,
 )
+from tlexp.data import _neardup as neardup
 from tlexp.files import read_csv
 
 
@@ -162,7 +164,7 @@ def test_a_large_group_is_warned_about_with_what_to_do(tmp_path, caplog):
     from PIL import Image
 
     from tlexp.config import load_config
-    from tlexp.data.prepare import prepare_data, write_run_check
+    from tlexp.data import prepare_data, write_run_check
 
     src = _save(tmp_path / "data" / "cat" / "0.png", _shirt(200, seed=1, pattern=30))
     for k in range(LARGE_GROUP + 1):

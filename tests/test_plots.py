@@ -1,4 +1,4 @@
-"""Tests for tlexp.results.plots: each function writes one valid PNG, atomically."""
+"""Tests for tlexp.results._plots: each function writes one valid PNG, atomically."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlexp.results.plots import plot_confusions, plot_history, plot_roc
+from tlexp.results import plot_confusions, plot_history, plot_roc
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -125,7 +125,7 @@ def test_plot_confusions_errors(tmp_path, matrices, match):
 def test_plot_roc(tmp_path, monkeypatch):
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from tlexp.results import plots
+    from tlexp.results import _plots as plots
 
     # The figure as it is saved, to read back what was drawn (the PNG alone shows only pixels).
     figures, save = [], plots.save_figure

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tlexp.config import load_config
-from tlexp.results.record import load_record
+from tlexp.results import load_record
 
 
 def _small_cfg(tmp_path, root, *overrides):
@@ -58,9 +58,7 @@ def test_segments_chain_to_the_whole_backbone(name):
     """Frontier -> frontier segments at every study cut (and a few more) compose exactly."""
     import keras
 
-    from tlexp.model.backbones import build_backbone
-    from tlexp.model.freeze import plan_freeze
-    from tlexp.model.segments import frontier, segment
+    from tlexp.model import build_backbone, frontier, plan_freeze, segment
 
     keras.utils.set_random_seed(0)
     backbone = build_backbone(name, 32)
@@ -211,7 +209,7 @@ def test_float16_storage_halves_the_cache_and_stays_close(tmp_path, flat_dataset
 def test_float16_overflow_falls_back_instead_of_storing_infinities(tmp_path):
     import keras
 
-    from tlexp.model.prefixcache import ActivationStore, Fallback, prefix_activations
+    from tlexp.pipeline import ActivationStore, Fallback, prefix_activations
 
     inputs = keras.Input((4,))
     x = keras.layers.Rescaling(1e6, name="huge")(inputs)  # activations far beyond float16's 65504
@@ -247,7 +245,7 @@ def test_float16_overflow_falls_back_instead_of_storing_infinities(tmp_path):
 
 
 def test_store_evicts_least_recently_used_entries(tmp_path):
-    from tlexp.model.prefixcache import ActivationStore
+    from tlexp.pipeline import ActivationStore
 
     store = ActivationStore(tmp_path, max_bytes=3000)
 
@@ -267,7 +265,7 @@ def test_store_evicts_least_recently_used_entries(tmp_path):
 def test_blocker_reasons():
     import keras
 
-    from tlexp.model.prefixcache import blocker
+    from tlexp.pipeline import blocker
 
     inputs = keras.Input((4,))
     drop = keras.layers.Dropout(0.5, name="drop")(inputs)

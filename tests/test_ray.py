@@ -85,7 +85,7 @@ def ray_and_local(tmp_path_factory) -> SimpleNamespace:
     # fix the file: re-running retries exactly the failed cells, on Ray
     import keras
 
-    from tlexp.model.backbones import build_backbone
+    from tlexp.model import build_backbone
 
     bad.unlink()
     keras.utils.set_random_seed(0)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tlexp.files import write_yaml
-from tlexp.results.record import VERSION, RecordError, RunRecord, load_record
+from tlexp.results import VERSION, RecordError, RunRecord, load_record
 
 from records import first_layout, make_record, scores
 

@@ -1,4 +1,4 @@
-"""Tests for tlexp.results.report: run folders written by hand, with known numbers, into exact tables."""
+"""Tests for tlexp.results._report: run folders written by hand, with known numbers, into exact tables."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 
 from tlexp import files, runfolder
 from tlexp.errors import UserError
-from tlexp.results import report
+from tlexp.results import _report as report
 
 from records import SPLITS, first_layout, make_record, scores
 
@@ -476,7 +476,7 @@ def test_report_has_no_tensorflow_import():
     import sys
 
     code = (
-        "import sys, tlexp.results.report, tlexp.results.stats, tlexp.results.plots; "
+        "import sys, tlexp.results._report, tlexp.results._stats, tlexp.results._plots; "
         "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
@@ -522,7 +522,7 @@ def test_failed_entry_with_resolved_config(tmp_path):
 def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
     from PIL import Image
 
-    from tlexp.results.plots import Curve, plot_accuracy_vs_frozen
+    from tlexp.results import Curve, plot_accuracy_vs_frozen
 
     names = ["vgg16", "resnet50", "densenet121", "mobilenetv2"][:n_backbones]
     clfs = ["head", "forest", "logreg", "svc"][:n_classifiers]
@@ -538,8 +538,8 @@ def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
 
 
 def capture_figures(monkeypatch) -> list:
-    """The figures of tlexp.results.plots as they are saved, to read back what was drawn."""
-    from tlexp.results import plots
+    """The figures of tlexp.results._plots as they are saved, to read back what was drawn."""
+    from tlexp.results import _plots as plots
 
     figures, save = [], plots.save_figure
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path))
@@ -549,7 +549,7 @@ def capture_figures(monkeypatch) -> list:
 def test_time_chart_and_empty_input(tmp_path, monkeypatch):
     import numpy as np
 
-    from tlexp.results.plots import Curve, plot_accuracy_vs_frozen, plot_time_vs_frozen
+    from tlexp.results import Curve, plot_accuracy_vs_frozen, plot_time_vs_frozen
 
     figures = capture_figures(monkeypatch)
     curves = [Curve("", "vgg16", [(0.36, 12.0, 10.0, 14.0), (0.5, 20.0, None, None)]), Curve("", "resnet50", [], 1)]
@@ -734,13 +734,13 @@ def test_paired_interval_agrees_with_its_test(tmp_path):
     ],
 )
 def test_p_values_print_on_their_side_of_alpha(p, text):
-    from tlexp.results.tables import fmt_p
+    from tlexp.results import fmt_p
 
     assert fmt_p(p, 0.05) == text
 
 
 def test_no_printed_p_value_lands_on_alpha_or_across_it():
-    from tlexp.results.tables import fmt_p
+    from tlexp.results import fmt_p
 
     grid = np.concatenate([np.linspace(0.001, 0.2, 4001), 0.05 + np.linspace(-1e-4, 1e-4, 2001)])
     crossed = []
@@ -754,7 +754,7 @@ def test_no_printed_p_value_lands_on_alpha_or_across_it():
 
 def test_reading_near_alpha():
     """Issue #23: a p of 0.0495 printed as "p=0.05, survives Holm (p=0.05)"."""
-    from tlexp.results.paired import _reading
+    from tlexp.results._paired import _reading
 
     row = {"p_value": 0.0495, "p_holm": 0.0495, "classifier_b": "forest", "b": 2, "c": 9}
     assert _reading(row) == "forest better, p=0.0495, survives Holm (p=0.0495)"

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from test_report import make_run  # tests/ is on sys.path (pytest's default rootdir insertion)
-from tlexp.results import report
+from tlexp.results import _report as report
 
 CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((found for c in CANDIDATES if (found := shutil.which(c))), None)

@@ -44,9 +44,8 @@ def saved(tmp_path_factory):
     saved the way runs saved it before (wrapper included)."""
     import keras
 
-    from tlexp.experiment import _save_models
-    from tlexp.model.head import build_model
-    from tlexp.model.layers import InferenceMode
+    from tlexp.experiment._run import _save_models
+    from tlexp.model import InferenceMode, build_model
 
     folder = tmp_path_factory.mktemp("savedmodel")
     cfg = load_config(None, [f"data.root={folder}", "data.image_size=32", "model.head.dense=[8]"])
@@ -108,9 +107,8 @@ def test_model_files_of_older_runs_still_load_with_tlexp(saved):
     """Run folders written before held the InferenceMode wrapper; tlexp (predict) loads them."""
     import keras
 
-    import tlexp.model.layers  # noqa: F401 - registers InferenceMode, as tlexp predict does
-    from tlexp.model.head import Network
-    from tlexp.model.layers import InferenceMode, plain_model
+    import tlexp.model._layers  # noqa: F401 - registers InferenceMode, as tlexp predict does
+    from tlexp.model import InferenceMode, Network, plain_model
 
     folder, x, proba, logits = saved
     old = keras.saving.load_model(folder / "old.keras", compile=False)

@@ -13,7 +13,7 @@ def test_one_trace_per_model_and_no_retracing_warning(caplog):
     """
     import keras
 
-    from tlexp.model.segments import inference_fn
+    from tlexp.model import inference_fn
 
     for i in range(7):
         inputs = [keras.Input((4,)), keras.Input((3,))]

@@ -1,4 +1,4 @@
-"""Tests for tlexp.results.stats: published worked examples, independent derivations, and
+"""Tests for tlexp.results._stats: published worked examples, independent derivations, and
 an exhaustive check that the paired test and its interval never contradict each other."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tlexp.results import stats
+from tlexp.results import _stats as stats
 
 Z95 = 1.959963984540054
 

@@ -202,7 +202,7 @@ def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
     # Fix the file; the same command retries only the failed cell.
     import keras
 
-    from tlexp.model.backbones import build_backbone
+    from tlexp.model import build_backbone
 
     keras.utils.set_random_seed(0)
     bad.unlink()
@@ -248,7 +248,7 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
     )
 
     # MLflow: one parent run per sweep folder, one nested run per cell, none logged twice
-    from tlexp.results.tracking import resolve_uri
+    from tlexp.results import resolve_uri
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3.13 keeps plain folders behind a switch
     from mlflow.tracking import MlflowClient
@@ -309,7 +309,7 @@ def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
     # that parent is killed, the child must end, not run on to finish its cell (here: sleep
     # two minutes, then say so).
     child = (
-        "import time\nfrom tlexp.sweep.ray import _exit_with_raylet\n_exit_with_raylet()\n"
+        "import time\nfrom tlexp.sweep._ray import _exit_with_raylet\n_exit_with_raylet()\n"
         "print('ready', flush=True)\ntime.sleep(120)\nprint('ran on', flush=True)"
     )
     raylet = subprocess.Popen(

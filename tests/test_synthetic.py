@@ -9,10 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tlexp.data import demo
-from tlexp.data.dataset import discover
-from tlexp.data.decode import load_image
-from tlexp.data.demo import ensure_demo_dataset
+from tlexp.data import _demo as demo
+from tlexp.data import discover, ensure_demo_dataset, load_image
 from tlexp.errors import DataError
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tlexp import files, runfolder
 from tlexp.errors import UserError
-from tlexp.results import tracking
+from tlexp.results import _tracking as tracking
 
 from records import make_record, scores
 

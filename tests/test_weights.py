@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from tlexp.errors import WeightsError
-from tlexp.model.backbones import REGISTRY, build_backbone
-from tlexp.model.weights import keras_cache_dir, resolve_weights
+from tlexp.model import REGISTRY, build_backbone, keras_cache_dir, resolve_weights
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import tlexp.model.weights
+import tlexp.model._weights
 from tlexp.errors import WeightsError
-from tlexp.model.backbones import REGISTRY
-from tlexp.model.weights import format_weights_status, import_weights, resolve_weights, weights_status
+from tlexp.model import REGISTRY, format_weights_status, import_weights, resolve_weights, weights_status
 
 NAMES = ("vgg16", "resnet50", "densenet121")  # three real specs stand for all of them
 CONTENT = {name: f"fake {name} no-top weights ".encode() * 50 for name in NAMES}
@@ -192,7 +191,7 @@ def test_failed_copy_leaves_no_temp_file_and_no_destination(tmp_path, registry, 
         Path(dst).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tlexp.model.weights.shutil, "copyfile", broken_copy)
+    monkeypatch.setattr(tlexp.model._weights.shutil, "copyfile", broken_copy)
     with pytest.raises(WeightsError, match=r"No space left on device.*\$KERAS_HOME"):
         import_weights(download(tmp_path, "vgg16"), registry, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
@@ -200,7 +199,7 @@ def test_failed_copy_leaves_no_temp_file_and_no_destination(tmp_path, registry, 
 
 def test_resolve_weights_finds_an_imported_file_offline(keras_home, registry, monkeypatch):
     # resolve_weights reads the module's REGISTRY; it takes no registry argument.
-    monkeypatch.setattr(tlexp.model.weights, "REGISTRY", registry)
+    monkeypatch.setattr(tlexp.model._weights, "REGISTRY", registry)
     with pytest.raises(WeightsError, match="not cached"):
         resolve_weights("resnet50", "imagenet", download=False)
     _, dest = import_weights(download(keras_home.parent, "resnet50"))

@@ -26,9 +26,7 @@ from conftest import COLORS, end_session, own_tmpdir, sweep_config, write_image
 
 def _build_shared_data(root: str, cache: str, at: float) -> str:
     """What every cell of a sweep needs, built by several processes at once."""
-    from tlexp.data.check import check_dataset
-    from tlexp.data.demo import ensure_demo_dataset
-    from tlexp.data.imagecache import ensure_image_cache
+    from tlexp.data import check_dataset, ensure_demo_dataset, ensure_image_cache
 
     time.sleep(max(0.0, at - time.time()))
     ensure_demo_dataset(root, 12)

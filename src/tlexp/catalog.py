@@ -3,7 +3,7 @@
 Why a generated table and not a look-up at run time: the config is validated, and
 ``tlexp weights`` answers, before (and without) importing TensorFlow, so the names, the
 minimum input sizes and the weights files must be known without Keras. Every value here
-comes from Keras itself (see :mod:`tlexp.model.discover`); a test fails when the installed
+comes from Keras itself (see :mod:`tlexp.model._discover`); a test fails when the installed
 Keras differs, and the script rewrites the file.
 
 Columns: config name, ``keras.applications`` constructor, its submodule (the family, whose

@@ -270,8 +270,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tlexp import runfolder
-    from tlexp.data.check import check_dataset
-    from tlexp.data.checkreport import format_summary, write_check
+    from tlexp.data import check_dataset, format_summary, write_check
     from tlexp.files import cache_root
     from tlexp.logs import show_progress
 
@@ -290,7 +289,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from tlexp.model.weights import format_weights_status, import_weights, weights_status
+    from tlexp.model import format_weights_status, import_weights, weights_status
 
     if args.action == "import":
         if not args.file:
@@ -331,7 +330,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlexp.results.report import build_report, find_runs
+    from tlexp.results import build_report, find_runs
 
     dirs = [Path(d) for d in args.dirs]
     missing = [str(d) for d in dirs if not d.is_dir()]

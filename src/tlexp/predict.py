@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tlexp import files, runfolder
-from tlexp.data.decode import IMAGE_EXTENSIONS, is_image_name
+from tlexp.data import IMAGE_EXTENSIONS, is_image_name
 from tlexp.errors import UserError
 
 log = logging.getLogger("tlexp")
@@ -73,7 +73,7 @@ def predict_images(
             f"'{run_dir}' has no saved model ({runfolder.MODEL_FILE}): it ran with output.save_model=false. "
             "Run it again with output.save_model=true."
         )
-    from tlexp.results.record import load_record
+    from tlexp.results import load_record
 
     record = load_record(run_dir)
     cfg, class_names = record.config, record.data.class_names
@@ -81,17 +81,15 @@ def predict_images(
     if classifier not in available:
         raise UserError(f"The run in '{run_dir}' has no classifier {classifier!r}; it has: {', '.join(available)}.")
 
-    from tlexp.model.backend import import_backend
+    from tlexp.model import import_backend
 
     import_backend()
     import keras
 
-    import tlexp.model.layers  # noqa: F401 - registers InferenceMode, which older run folders' models hold
-    from tlexp.data.decode import Decoder
-    from tlexp.feeds import make_dataset
-    from tlexp.model.backbones import preprocess_fn
-    from tlexp.model.head import Network
-    from tlexp.model.training import predict_with_features
+    import tlexp.model._layers  # noqa: F401 - registers InferenceMode, which older run folders' models hold
+    from tlexp.data import Decoder
+    from tlexp.model import Network, predict_with_features, preprocess_fn
+    from tlexp.pipeline import make_dataset
 
     model = keras.saving.load_model(model_file, compile=False)
     decoder = Decoder(Path("/"), [str(p.resolve()) for p in images], cfg["data"]["image_size"])
@@ -110,7 +108,7 @@ def predict_images(
     if classifier != "head":
         import joblib
 
-        from tlexp.forest import class_proba
+        from tlexp.classifiers import class_proba
 
         estimator = joblib.load(run_dir / f"{classifier}.joblib")
         proba = class_proba(estimator, out["features"], len(class_names))

@@ -1,16 +1,17 @@
 """The config: schema, loading (YAML + overrides) and sweep grids. No TensorFlow.
 
-- :mod:`tlexp.config.schema`: every key with its type, default, constraint and description.
-- :mod:`tlexp.config.load`: defaults < YAML file < ``key.sub=value`` overrides, validated at once.
-- :mod:`tlexp.config.checks`: the messages of every problem found.
-- :mod:`tlexp.config.grid`: a sweep's grid expanded into cells.
+- :mod:`tlexp.config._schema`: every key with its type, default, constraint and description.
+- :mod:`tlexp.config._load`: defaults < YAML file < ``key.sub=value`` overrides, validated at once.
+- :mod:`tlexp.config._checks`: the messages of every problem found.
+- :mod:`tlexp.config._grid`: a sweep's grid expanded into cells.
 """
 
 from __future__ import annotations
 
-from tlexp.config.grid import Cell, expand_sweep, flatten
-from tlexp.config.load import load_config, load_yaml
-from tlexp.config.schema import (
+from tlexp.config._grid import Cell, expand_sweep, flatten
+from tlexp.config._load import load_config, load_yaml
+from tlexp.config._schema import (
+    BACKBONE_NAMES,
     DEFAULT_CLASSIFIERS,
     ClassifierConfig,
     Config,
@@ -25,6 +26,7 @@ from tlexp.config.schema import (
 )
 
 __all__ = [
+    "BACKBONE_NAMES",
     "DEFAULT_CLASSIFIERS",
     "Cell",
     "ClassifierConfig",

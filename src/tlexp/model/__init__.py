@@ -1,1 +1,129 @@
-"""model"""
+"""Model: Keras backbones, freezing, the head, training and the backend. Keras is imported on first use.
+
+Functions here take what they need (a backbone name, a share, a policy), not the
+application config. The modules are private; this package's names are the API.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Each public name and the private module that holds it. Imported on first use, so that
+# importing the package costs nothing until a name is needed (STYLE: heavy imports late).
+_EXPORTS = {
+    "InferenceMode": "_layers",
+    "Network": "_head",
+    "REGISTRY": "_backbones",
+    "apply_freeze": "_freeze",
+    "backend_name": "_backend",
+    "backend_version": "_backend",
+    "batch_multiple": "_accel",
+    "build_backbone": "_backbones",
+    "build_model": "_head",
+    "check_backend": "_backend",
+    "choose_prefix": "_freeze",
+    "compile_model": "_training",
+    "constructors": "_discover",
+    "describe": "_discover",
+    "describe_environment": "_backend",
+    "fit": "_training",
+    "format_weights_status": "_weights",
+    "frontier": "_segments",
+    "frontier_spec": "_segments",
+    "imagenet_file": "_discover",
+    "import_backend": "_backend",
+    "import_tensorflow": "_backend",
+    "import_weights": "_weights",
+    "inference_fn": "_segments",
+    "keras_cache_dir": "_weights",
+    "numerics_fingerprint": "_backend",
+    "padding_rows": "_accel",
+    "param_counts": "_training",
+    "plain_model": "_layers",
+    "plan_freeze": "_freeze",
+    "predict_with_features": "_training",
+    "preprocess_fn": "_backbones",
+    "randomness": "_randomness",
+    "require_tensorflow": "_backend",
+    "resolve_weights": "_weights",
+    "segment": "_segments",
+    "suffix_model": "_head",
+    "weights_status": "_weights",
+}
+__all__ = [
+    "InferenceMode",
+    "Network",
+    "REGISTRY",
+    "apply_freeze",
+    "backend_name",
+    "backend_version",
+    "batch_multiple",
+    "build_backbone",
+    "build_model",
+    "check_backend",
+    "choose_prefix",
+    "compile_model",
+    "constructors",
+    "describe",
+    "describe_environment",
+    "fit",
+    "format_weights_status",
+    "frontier",
+    "frontier_spec",
+    "imagenet_file",
+    "import_backend",
+    "import_tensorflow",
+    "import_weights",
+    "inference_fn",
+    "keras_cache_dir",
+    "numerics_fingerprint",
+    "padding_rows",
+    "param_counts",
+    "plain_model",
+    "plan_freeze",
+    "predict_with_features",
+    "preprocess_fn",
+    "randomness",
+    "require_tensorflow",
+    "resolve_weights",
+    "segment",
+    "suffix_model",
+    "weights_status",
+]
+
+if TYPE_CHECKING:
+    from tlexp.model._accel import batch_multiple, padding_rows
+    from tlexp.model._backbones import REGISTRY, build_backbone, preprocess_fn
+    from tlexp.model._backend import (
+        backend_name,
+        backend_version,
+        check_backend,
+        describe_environment,
+        import_backend,
+        import_tensorflow,
+        numerics_fingerprint,
+        require_tensorflow,
+    )
+    from tlexp.model._discover import constructors, describe, imagenet_file
+    from tlexp.model._freeze import apply_freeze, choose_prefix, plan_freeze
+    from tlexp.model._head import Network, build_model, suffix_model
+    from tlexp.model._layers import InferenceMode, plain_model
+    from tlexp.model._randomness import randomness
+    from tlexp.model._segments import frontier, frontier_spec, inference_fn, segment
+    from tlexp.model._training import compile_model, fit, param_counts, predict_with_features
+    from tlexp.model._weights import (
+        format_weights_status,
+        import_weights,
+        keras_cache_dir,
+        resolve_weights,
+        weights_status,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -2,7 +2,7 @@
 
 A sweep folder holds ``sweep.yaml`` (the base config and the grid), ``status.json`` (one
 entry per cell), one ordinary run folder per cell, the claims of its workers
-(``.claims/``) and the summary written by :func:`tlexp.results.report.build_report`. A
+(``.claims/``) and the summary written by :func:`tlexp.results._report.build_report`. A
 cell is finished exactly when its run folder holds ``metrics.json`` (written last and
 atomically), so a killed sweep never leaves a half-written result that a re-run would
 trust: re-running the same command skips finished cells, moves unfinished attempts to
@@ -26,9 +26,9 @@ from typing import Any
 
 from tlexp.config import Config, expand_sweep
 from tlexp.errors import UserError
-from tlexp.sweep.local import resolve_workers
-from tlexp.sweep.shared import ATTEMPTS_DIR, CLAIMS_DIR, STATUS_FILE, SWEEP_FILE, SweepResult
-from tlexp.sweep.worker import _LocalCells, _Worker
+from tlexp.sweep._local import resolve_workers
+from tlexp.sweep._shared import ATTEMPTS_DIR, CLAIMS_DIR, STATUS_FILE, SWEEP_FILE, SweepResult
+from tlexp.sweep._worker import _LocalCells, _Worker
 
 __all__ = ["ATTEMPTS_DIR", "CLAIMS_DIR", "STATUS_FILE", "SWEEP_FILE", "SweepResult", "plan_sweep", "run_sweep"]
 
@@ -89,7 +89,7 @@ def run_sweep(
         )
     cells = expand_sweep(cfg)
     if executor == "ray":
-        from tlexp.sweep.ray import ray_cells
+        from tlexp.sweep._ray import ray_cells
 
         runner_cm = ray_cells(cfg, address)  # Ray missing, or unable to meet resources: before any file
     else:
