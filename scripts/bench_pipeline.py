@@ -61,16 +61,16 @@ def main() -> int:
         sys.exit("--loader tf.data needs the TensorFlow backend (KERAS_BACKEND unset)")
     from tlexp.config import load_config
     from tlexp.data import CachedDecoder, Decoder, discover, ensure_image_cache
+    from tlexp.experiment._build import build_whole
     from tlexp.model import (
         apply_freeze,
         build_backbone,
-        build_model,
         compile_model,
         describe_environment,
         plan_freeze,
         preprocess_fn,
     )
-    from tlexp.pipeline import image_batches, make_dataset
+    from tlexp.pipeline import Batches, BatchPlan, ImageSource, TFBatches
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -82,25 +82,18 @@ def main() -> int:
         ds = discover(root)
 
         def rate(decoder, loader: str) -> float:
-            make = make_dataset if loader == "tf.data" else image_batches
-            stream = make(
-                decoder,
-                np.arange(len(ds.paths)),
-                ds.labels,
-                batch_size=args.batch,
-                preprocess=preprocess_fn(args.backbone),
-                shuffle=True,
-                seed=0,
-                label_dtype="float32",
-            )
+            loader_class = TFBatches if loader == "tf.data" else Batches
+            source = ImageSource(decoder, preprocess_fn(args.backbone), ds.labels)
+            stream = loader_class(source, np.arange(len(ds.paths)), BatchPlan(args.batch, 0, True, "float32"))
             if loader == "tf.data":
+                stream = stream.dataset
                 for _ in stream.take(1):  # warm-up: thread pools, tracing
                     pass
                 batches = stream
             else:  # as fit() reads it: Keras' PyDataset adapter and its worker threads
                 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-                adapter = PyDatasetAdapter(stream.for_fit(), shuffle=False)
+                adapter = PyDatasetAdapter(stream.for_fit().data, shuffle=False)
                 adapter.on_epoch_begin()
                 batches = ((x, y, None) for x, y in adapter.get_numpy_iterator())
             t = time.perf_counter()
@@ -139,10 +132,10 @@ def main() -> int:
         )
         backbone = build_backbone(args.backbone, args.size)
         apply_freeze(backbone, plan_freeze(backbone, args.freeze, "inference"))
-        model = build_model(backbone, cfg, 2).trainer  # what fit trains: up to the logits
+        model = build_whole(cfg, backbone, 2).trainer  # what fit trains: up to the logits
         import tensorflow as tf
 
-        compile_model(model, cfg, 2)
+        compile_model(model, 2, learning_rate=cfg.train.learning_rate)
         x = tf.random.uniform((args.batch, args.size, args.size, 3), 0, 255)
         y = tf.cast(tf.random.uniform((args.batch,), 0, 2, dtype=tf.int32), tf.float32)
         fwd = tf.function(lambda v: model(v, training=False))

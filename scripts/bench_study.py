@@ -262,7 +262,7 @@ def run_plain_cell(tf, keras, args, data: Path, rows, backbone_name: str, freeze
         )
 
     # tf.data's autotuner stalls the teardown of every finished iterator for seconds on
-    # this kind of machine (see tlexp.pipeline._feeds); tlexp turns it off, so the plain recipe
+    # this kind of machine (see tlexp.pipeline.TFBatches); tlexp turns it off, so the plain recipe
     # gets the same fix: the comparison measures the caching, not a TensorFlow quirk.
     options = tf.data.Options()
     options.autotune.enabled = False

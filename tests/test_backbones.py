@@ -153,7 +153,8 @@ def test_family_builds_freezes_and_caches_exactly(name):
     import keras
 
     from tlexp.config import Config
-    from tlexp.model import build_model, frontier, preprocess_fn, segment, suffix_model
+    from tlexp.experiment._build import build_whole
+    from tlexp.model import frontier, preprocess_fn, segment, suffix_model
     from tlexp.pipeline import blocker
 
     keras.utils.set_random_seed(0)
@@ -188,7 +189,7 @@ def test_family_builds_freezes_and_caches_exactly(name):
     cfg = Config.model_validate(
         {"data": {"image_size": size}, "model": {"backbone": name, "head": {"pooling": "avg", "dense": [8]}}}
     )
-    whole = build_model(bb, cfg, 2)
+    whole = build_whole(cfg, bb, 2)
     uncached = np.asarray(whole.model(fed, training=False))
     cached = np.asarray(suffix_model(whole, cut, "inference").model(segment(bb, 1, cut)(fed), training=False))
     assert np.isfinite(uncached).all() and uncached.shape == (2, 1)

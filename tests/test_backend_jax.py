@@ -92,11 +92,10 @@ def test_a_head_with_overshooting_logits_learns_back_on_any_backend(tmp_path):
 
     from tlexp.model import compile_model
 
-    cfg = load_config(None, [f"data.root={tmp_path}", "train.learning_rate=0.1"])
     inputs = keras.Input((1,))
     logits = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(40.0))
     model = keras.Model(inputs, logits(inputs))
-    compile_model(model, cfg, 2)
+    compile_model(model, 2, learning_rate=0.1)
     history = model.fit(np.ones((8, 1), "float32"), np.zeros(8, "float32"), epochs=5, batch_size=8, verbose=0)
     assert history.history["loss"][0] == pytest.approx(40.0, rel=1e-4)
     assert float(np.asarray(logits.bias)[0]) < 40.0 - 0.3  # five Adam steps of about lr each
@@ -104,6 +103,23 @@ def test_a_head_with_overshooting_logits_learns_back_on_any_backend(tmp_path):
 
 
 # --------------------------------------------------------------------------- on JAX
+
+
+def _rows(load, labels, bad=None):
+    """A :class:`tlexp.pipeline.Source` over ``load(rows) -> (x, kept)``: rows of plain arrays."""
+    from tlexp.pipeline import Source
+
+    class Rows(Source):
+        def __init__(self):
+            self.labels, self.failed = np.asarray(labels), {}
+
+        def known_bad(self):
+            return np.zeros(len(self.labels), bool) if bad is None else bad
+
+        def read(self, rows):
+            return load(rows)
+
+    return Rows()
 
 
 @needs_jax
@@ -157,7 +173,7 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
     import jax
     import keras
 
-    from tlexp.pipeline import Batches
+    from tlexp.pipeline import Batches, BatchPlan
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
@@ -173,11 +189,12 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
         model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-        train = Batches(load, np.arange(12), labels, np.zeros(12, bool), 5, True, 0, "float32")
-        val = Batches(load, np.arange(7), labels, np.zeros(12, bool), 5, False, 0, "float32")
+        rows = _rows(load, labels)
+        train = Batches(rows, np.arange(12), BatchPlan(5, 0, True, "float32"))
+        val = Batches(rows, np.arange(7), BatchPlan(5, 0, False, "float32"))
         assert [len(train.batch(k)[2]) for k in range(len(train))] == [5, 5, 2]
         before = len(compiles)
-        model.fit(train.for_fit(), validation_data=val.for_fit(), epochs=epochs, verbose=0)
+        model.fit(train.for_fit().data, validation_data=val.for_fit().data, epochs=epochs, verbose=0)
         return len(compiles) - before
 
     count(1)  # the first fit also compiles one-off helpers (seeding, variable set-up)
@@ -190,7 +207,7 @@ def test_smaller_last_batch_compiles_once_not_once_per_epoch():
 @on_jax
 def test_image_and_activation_batches_share_their_order():
     """One seeded permutation per epoch, without the known-unusable rows, for both paths."""
-    from tlexp.pipeline import Batches
+    from tlexp.pipeline import Batches, BatchPlan
 
     bad = np.zeros(20, bool)
     bad[[3, 11]] = True
@@ -199,8 +216,8 @@ def test_image_and_activation_batches_share_their_order():
     def load(rows):
         return rows.astype("float32"), np.ones(len(rows), bool)
 
-    a = Batches(load, np.arange(20), labels, bad, 4, True, 7, "int32")
-    b = Batches(load, np.arange(20), labels, bad, 4, True, 7, "int32")
+    a = Batches(_rows(load, labels, bad), np.arange(20), BatchPlan(4, 7, True, "int32"))
+    b = Batches(_rows(load, labels, bad), np.arange(20), BatchPlan(4, 7, True, "int32"))
     for _epoch in range(3):
         got = [i for _, _, i in a]
         assert [list(i) for i in got] == [list(i) for _, _, i in b]
@@ -220,7 +237,7 @@ def test_fit_reads_every_batch_of_each_epochs_permutation():
     import keras
 
     from tlexp.model import fit
-    from tlexp.pipeline import Batches
+    from tlexp.pipeline import Batches, BatchPlan
 
     x_all = np.random.default_rng(0).normal(size=(100, 4)).astype("float32")
     labels = (x_all[:, 0] > 0).astype("float32")
@@ -231,10 +248,10 @@ def test_fit_reads_every_batch_of_each_epochs_permutation():
             seen.append(tuple(rows))
         return x_all[rows], np.ones(len(rows), bool)
 
-    train = Batches(load, np.arange(100), labels, np.zeros(100, bool), 8, True, 3, "float32")
+    train = Batches(_rows(load, labels), np.arange(100), BatchPlan(8, 3, True, "float32")).for_fit()
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    fit(model, train.for_fit(), None, epochs=3, verbose=0)
+    fit(model, train.data, None, epochs=3, verbose=0, callbacks=train.callbacks)
     expected = []
     for epoch in range(3):
         perm = np.random.default_rng([3, epoch]).permutation(100)
@@ -251,7 +268,6 @@ def test_gpus_on_jax_set_precision_and_say_what_needs_tensorflow(monkeypatch, fl
     saying what to do."""
     from types import SimpleNamespace
 
-    from tlexp.config import load_config
     from tlexp.errors import UserError
     from tlexp.model import _accel as accel
     from tlexp.model import _backend as backend
@@ -259,13 +275,13 @@ def test_gpus_on_jax_set_precision_and_say_what_needs_tensorflow(monkeypatch, fl
     gpus = [SimpleNamespace(device_kind="NVIDIA H200", compute_capability="9.0", platform="gpu")] * 2
     monkeypatch.setattr(backend, "jax_gpus", lambda: gpus)
     monkeypatch.setattr(accel, "_jax_devices", lambda: gpus)
-    got = accel.resolve(load_config(None, [f"data.root={flat_dataset}"]).train)
+    got = accel.resolve_accel("auto", "auto", "auto", False, 32)
     assert got.gpus == ["NVIDIA H200"] * 2 and got.precision == "mixed_bfloat16"
     assert (got.distribute, got.replicas) == ("mirrored", 2)
-    one = accel.resolve(load_config(None, [f"data.root={flat_dataset}", "train.distribute=none"]).train)
+    one = accel.resolve_accel("auto", "none", "auto", False, 32)
     assert (one.distribute, one.replicas) == ("none", 1)
     with pytest.raises(UserError, match=r"train.batch_size=33 does not split evenly over the 2 devices.*batch_size=34"):
-        accel.resolve(load_config(None, [f"data.root={flat_dataset}", "train.batch_size=33"]).train)
+        accel.resolve_accel("auto", "auto", "auto", False, 33)
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     with pytest.raises(UserError, match="xla_gpu_deterministic_ops"):
         accel.set_determinism(True)

@@ -64,7 +64,7 @@ def _entry(model, store, **kw):
 
 def test_training_reads_each_batch_from_disk_not_the_split(tmp_path):
     """The streamed dataset reads the rows of one batch at a time, and gives the entry's values."""
-    from tlexp.pipeline import activation_dataset
+    from tlexp.pipeline import ActivationSource, BatchPlan, TFBatches
 
     model = _tiny_model()
     entry = _entry(model, ActivationStore(tmp_path, 10**6))
@@ -73,11 +73,9 @@ def test_training_reads_each_batch_from_disk_not_the_split(tmp_path):
     entry.read = lambda rows: reads.append(len(rows)) or original(rows)
     labels = np.arange(12) % 2
     split = np.array([0, 2, 3, 5, 6, 8, 9, 11])
-    got = list(
-        activation_dataset(
-            entry, split, labels, batch_size=3, shuffle=True, seed=1, label_dtype="float32", dtypes=["float32"]
-        ).as_numpy_iterator()
-    )
+    source = ActivationSource(entry, labels, ["float32"])
+    plan = BatchPlan(3, seed=1, shuffle=True, label_dtype="float32")
+    got = list(TFBatches(source, split, plan).dataset.as_numpy_iterator())
     assert sorted(reads) == [2, 3, 3]  # one read per batch, never the whole split
     x = np.concatenate([b[0] for b in got])
     i = np.concatenate([b[2] for b in got])

@@ -298,7 +298,7 @@ def test_cache_reuses_unchanged_and_notices_changes(tmp_path, monkeypatch):
         raise AssertionError("a file was opened although its verdict is cached")
 
     with monkeypatch.context() as m:
-        m.setattr(datacheck, "_check_file", must_not_run)
+        m.setattr(datacheck, "check_file", must_not_run)
         m.setattr("tlexp.data._inspect._inspect", must_not_run)
         second = check_dataset(root, cache_dir=cache)
     assert second.reused == 300
@@ -310,13 +310,13 @@ def test_cache_reuses_unchanged_and_notices_changes(tmp_path, monkeypatch):
     _save(root / "a/new.jpg", Image.fromarray(_noise(1)))  # added
     (root / "b/3.jpg").unlink()  # removed
     checked = []
-    original = datacheck._check_file
+    original = datacheck.check_file
 
     def record(root_, rel, *args):
         checked.append(rel)
         return original(root_, rel, *args)
 
-    monkeypatch.setattr(datacheck, "_check_file", record)
+    monkeypatch.setattr(datacheck, "check_file", record)
     third = check_dataset(root, cache_dir=cache)
     assert sorted(checked) == ["a/0.jpg", "a/new.jpg", "b/1.jpg"]
     assert third.reused == 297 and len(third.files) == 300
@@ -598,7 +598,7 @@ def test_near_duplicates_found_reported_and_cached(near_dups, tmp_path, monkeypa
     def must_not_run(*args):
         raise AssertionError("a file was opened although its verdict is cached")
 
-    monkeypatch.setattr(datacheck, "_check_file", must_not_run)  # the hash is cached with the verdict
+    monkeypatch.setattr(datacheck, "check_file", must_not_run)  # the hash is cached with the verdict
     again = check_dataset(near_dups, cache_dir=cache)
     assert again.reused == len(res.files)
     assert [f.phash for f in again.files] == [f.phash for f in res.files]

@@ -64,23 +64,15 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
     import keras
 
     from tlexp.data import Decoder, discover
-    from tlexp.pipeline import make_dataset
+    from tlexp.pipeline import BatchPlan, ImageSource, stream
 
     (flat_dataset / "cat.50.jpg").write_bytes(b"garbage")
     ds = discover(flat_dataset)
     decoder = Decoder(ds.root, ds.paths, 32)
-    stream = make_dataset(
-        decoder,
-        np.arange(len(ds.paths)),
-        ds.labels,
-        batch_size=5,
-        preprocess=keras.applications.vgg16.preprocess_input,
-        shuffle=True,
-        seed=0,
-        label_dtype="float32",
-    )
+    source = ImageSource(decoder, keras.applications.vgg16.preprocess_input, ds.labels)
+    plan = BatchPlan(5, seed=0, shuffle=True, label_dtype="float32")
     seen, labels = [], []
-    for x, y, i in stream:
+    for x, y, i in stream(source, np.arange(len(ds.paths)), plan):
         assert x.shape[1:] == (32, 32, 3)
         seen += np.asarray(i).tolist()
         labels += np.asarray(y).tolist()
@@ -89,31 +81,19 @@ def test_pipeline_skips_undecodable_files_and_keeps_indices(tmp_path, flat_datas
     assert labels == [float(ds.labels[k]) for k in seen]  # labels travel with their file
     assert list(decoder.failed) == [bad]
     # shuffling is seeded: a second pass with the same seed gives the same first-epoch order
-    again = [
-        k
-        for _, _, i in make_dataset(
-            decoder,
-            np.arange(len(ds.paths)),
-            ds.labels,
-            batch_size=5,
-            preprocess=keras.applications.vgg16.preprocess_input,
-            shuffle=True,
-            seed=0,
-            label_dtype="float32",
-        )
-        for k in np.asarray(i).tolist()
-    ]
+    again = [k for _, _, i in stream(source, np.arange(len(ds.paths)), plan) for k in np.asarray(i).tolist()]
     assert again == seen
 
 
 def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_dataset):
-    from tlexp.model import build_backbone, build_model, predict_with_features
+    from tlexp.experiment._build import build_whole
+    from tlexp.model import build_backbone, predict_with_features
 
     # Dropout in the head: a pass in training mode would give other numbers than inference.
     cfg = load_config(
         None, [f"data.root={flat_dataset}", "data.image_size=32", "model.head.dense=[6, 4]", "model.head.dropout=0.5"]
     )
-    network = build_model(build_backbone("vgg16", 32), cfg, n_classes=2)
+    network = build_whole(cfg, build_backbone("vgg16", 32), 2)
     model = network.model
     x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype("float32")
     import tensorflow as tf
@@ -121,18 +101,18 @@ def test_predict_pass_returns_two_column_proba_and_penultimate(tmp_path, flat_da
     labels = np.arange(7) % 2
     stream = tf.data.Dataset.from_tensor_slices((x, labels.astype("float32"), np.arange(7))).batch(3)
     out = predict_with_features(network, stream, 2)
-    assert out["proba"].shape == (7, 2) and out["features"].shape == (7, 4)
-    np.testing.assert_allclose(out["proba"].sum(1), 1.0, rtol=1e-6)
+    assert out.proba.shape == (7, 2) and out.features.shape == (7, 4)
+    np.testing.assert_allclose(out.proba.sum(1), 1.0, rtol=1e-6)
     inference = np.asarray(model(x, training=False)).ravel()
     assert not np.allclose(np.asarray(model(x, training=True)).ravel(), inference)  # the dropout is real
-    np.testing.assert_allclose(out["proba"][:, 1], inference, rtol=1e-5)  # and the pass ran in inference mode
+    np.testing.assert_allclose(out.proba[:, 1], inference, rtol=1e-5)  # and the pass ran in inference mode
     # the features are the input of the output layer: applying it reproduces the prediction
     w, b = model.get_layer("logits").get_weights()
-    np.testing.assert_allclose(out["logits"], out["features"] @ w + b, rtol=1e-4, atol=1e-6)
-    manual = 1 / (1 + np.exp(-(out["features"] @ w + b)))
-    np.testing.assert_allclose(manual.ravel(), out["proba"][:, 1], rtol=1e-4)
-    assert out["indices"].tolist() == list(range(7))
-    assert out["labels"].tolist() == labels.tolist() and out["labels"].dtype == np.int64  # rows keep their labels
+    np.testing.assert_allclose(out.logits, out.features @ w + b, rtol=1e-4, atol=1e-6)
+    manual = 1 / (1 + np.exp(-(out.features @ w + b)))
+    np.testing.assert_allclose(manual.ravel(), out.proba[:, 1], rtol=1e-4)
+    assert out.indices.tolist() == list(range(7))
+    assert out.labels.tolist() == labels.tolist() and out.labels.dtype == np.int64  # rows keep their labels
 
 
 @pytest.mark.parametrize("policy", ["inference", "frozen", "train"])
@@ -141,25 +121,14 @@ def test_batchnorm_policies_do_what_the_config_says(tmp_path, policy):
     Only 'train' moves the moving averages; only 'frozen' keeps BN scale/offset fixed."""
     import keras
 
-    from tlexp.model import apply_freeze, build_backbone, build_model, compile_model, plan_freeze
+    from tlexp.model import HeadSpec, apply_freeze, build_backbone, build_model, compile_model, plan_freeze
 
-    cfg = load_config(
-        None,
-        [
-            f"data.root={tmp_path}",
-            "model.backbone=resnet50",
-            f"model.batchnorm={policy}",
-            "data.image_size=32",
-            "model.freeze=0.9",
-            "model.head.pooling=avg",
-            "train.learning_rate=0.01",
-        ],
-    )
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet50", 32)
     apply_freeze(backbone, plan_freeze(backbone, 0.9, policy))
-    model = build_model(backbone, cfg, 2).trainer
-    compile_model(model, cfg, 2)
+    # The model API on its own, without a config: what a notebook would call.
+    model = build_model(backbone, 2, image_size=32, head=HeadSpec(pooling="avg"), batchnorm=policy).trainer
+    compile_model(model, 2, learning_rate=0.01)
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     differs = not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
     assert differs == (policy == "train")
@@ -176,8 +145,9 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
     float32, and never leaks the global policy into the next run."""
     import keras
 
+    from tlexp.experiment._build import build_whole
     from tlexp.model import _accel as accel
-    from tlexp.model import build_backbone, build_model, compile_model
+    from tlexp.model import build_backbone, compile_model
 
     cfg = load_config(
         None,
@@ -189,12 +159,13 @@ def test_precision_policy_output_layer_and_restore(tmp_path):
             "model.head.dense=[4]",
         ],
     )
-    auto = accel.resolve(load_config(None, [f"data.root={tmp_path}"]).train)
+    auto = accel.resolve_accel("auto", "auto", "auto", False, 32)
     assert (auto.precision, auto.distribute, auto.gpus) == ("float32", "none", [])  # this CPU-only machine
-    settings = accel.resolve(cfg.train)
-    with accel.scope(settings):
-        network = build_model(build_backbone("vgg16", 32), cfg, 2)
-        compile_model(network.trainer, cfg, 2)
+    t = cfg.train
+    settings = accel.resolve_accel(t.precision, t.distribute, t.jit_compile, t.deterministic, t.batch_size)
+    with accel.accel_scope(settings):
+        network = build_whole(cfg, build_backbone("vgg16", 32), 2)
+        compile_model(network.trainer, 2, optimizer=t.optimizer, learning_rate=t.learning_rate, jit_compile=False)
     model = network.model
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert model.get_layer("dense_1").compute_dtype == "bfloat16"
@@ -274,7 +245,7 @@ def test_a_save_stopped_half_way_leaves_no_temp_folder(tmp_path, monkeypatch):
 
     import keras
 
-    from tlexp.experiment._run import _save_models
+    from tlexp.experiment._phases import save_models
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
@@ -289,7 +260,7 @@ def test_a_save_stopped_half_way_leaves_no_temp_folder(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        _save_models(run_dir, model, {})
+        save_models(run_dir, model, {})
     assert staged and staged[0].parent.parent == run_dir  # staged inside the run folder, not in /tmp
     assert not staged[0].exists() and list(run_dir.iterdir()) == []  # and removed, with no partial model
     assert tempfile.gettempdir() != str(staged[0].parent)  # the process-wide temp folder is restored

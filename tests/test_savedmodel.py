@@ -44,8 +44,9 @@ def saved(tmp_path_factory):
     saved the way runs saved it before (wrapper included)."""
     import keras
 
-    from tlexp.experiment._run import _save_models
-    from tlexp.model import InferenceMode, build_model
+    from tlexp.experiment._build import build_whole
+    from tlexp.experiment._phases import save_models
+    from tlexp.model import InferenceMode
 
     folder = tmp_path_factory.mktemp("savedmodel")
     cfg = load_config(None, [f"data.root={folder}", "data.image_size=32", "model.head.dense=[8]"])
@@ -54,7 +55,7 @@ def saved(tmp_path_factory):
     features = keras.layers.Conv2D(8, 3, strides=2, name="conv")(image)
     features = keras.layers.Activation("relu", name="relu")(keras.layers.BatchNormalization(name="bn")(features))
     backbone = keras.Model(image, features, name="tiny")
-    built = build_model(backbone, cfg, 3)
+    built = build_whole(cfg, backbone, 3)
     assert any(isinstance(layer, InferenceMode) for layer in built.model.layers)  # what the file must not hold
     rng = np.random.default_rng(0)
     bn = backbone.get_layer("bn")  # moving statistics far from any batch's: a mode mix-up would show
@@ -63,7 +64,7 @@ def saved(tmp_path_factory):
     x = rng.normal(0, 50, (4, 32, 32, 3)).astype("float32")
     assert not np.allclose(backbone(x, training=True), backbone(x, training=False), atol=1e-2)
     np.save(folder / "x.npy", x)
-    _save_models(folder, built.model, {})
+    save_models(folder, built.model, {})
     model = built.model  # and as runs saved it before: with the wrapper
     keras.Model(model.input, model.output, name=model.name).save(folder / "old.keras")
     _, logits = built.predictor.predict(x, verbose=0)
@@ -107,8 +108,11 @@ def test_model_files_of_older_runs_still_load_with_tlexp(saved):
     """Run folders written before held the InferenceMode wrapper; tlexp (predict) loads them."""
     import keras
 
-    import tlexp.model._layers  # noqa: F401 - registers InferenceMode, as tlexp predict does
-    from tlexp.model import InferenceMode, Network, plain_model
+    from tlexp.model import (
+        InferenceMode,
+        Network,
+        plain_model,
+    )
 
     folder, x, proba, logits = saved
     old = keras.saving.load_model(folder / "old.keras", compile=False)

@@ -65,54 +65,22 @@ def predict_images(
         UserError: not a finished run, no saved model, or an unknown classifier.
     """
     run_dir = Path(run_dir)
-    model_file = run_dir / runfolder.MODEL_FILE
-    if not (run_dir / runfolder.METRICS_FILE).is_file():
-        raise UserError(f"'{run_dir}' is not a finished run folder (no {runfolder.METRICS_FILE}).")
-    if not model_file.is_file():
-        raise UserError(
-            f"'{run_dir}' has no saved model ({runfolder.MODEL_FILE}): it ran with output.save_model=false. "
-            "Run it again with output.save_model=true."
-        )
-    from tlexp.results import load_record
-
-    record = load_record(run_dir)
-    cfg, class_names = record.config, record.data.class_names
-    available = ["head"] + sorted(p.stem for p in run_dir.glob("*.joblib"))
+    record, available = _finished_run(run_dir)
     if classifier not in available:
         raise UserError(f"The run in '{run_dir}' has no classifier {classifier!r}; it has: {', '.join(available)}.")
-
-    from tlexp.model import import_backend
-
-    import_backend()
-    import keras
-
-    import tlexp.model._layers  # noqa: F401 - registers InferenceMode, which older run folders' models hold
-    from tlexp.data import Decoder
-    from tlexp.model import Network, predict_with_features, preprocess_fn
-    from tlexp.pipeline import make_dataset
-
-    model = keras.saving.load_model(model_file, compile=False)
-    decoder = Decoder(Path("/"), [str(p.resolve()) for p in images], cfg["data"]["image_size"])
-    stream = make_dataset(
-        decoder,
-        np.arange(len(images)),
-        np.zeros(len(images), np.int64),
-        batch_size=batch_size,
-        preprocess=preprocess_fn(cfg["model"]["backbone"]),
-        shuffle=False,
-        seed=0,
-        label_dtype="int32",
+    cfg, class_names = record.config, record.data.class_names
+    out, failed = _head_pass(
+        run_dir, images, cfg["data"]["image_size"], cfg["model"]["backbone"], len(class_names), batch_size
     )
-    out = predict_with_features(Network.of_saved(model), stream, len(class_names))
-    proba = out["proba"]
+    proba = out.proba
     if classifier != "head":
         import joblib
 
         from tlexp.classifiers import class_proba
 
         estimator = joblib.load(run_dir / f"{classifier}.joblib")
-        proba = class_proba(estimator, out["features"], len(class_names))
-    by_index = {int(i): p for i, p in zip(out["indices"], proba, strict=True)}
+        proba = class_proba(estimator, out.features, len(class_names))
+    by_index = {int(i): p for i, p in zip(out.indices, proba, strict=True)}
     rows = []
     for k, path in enumerate(images):
         p = by_index.get(k)
@@ -121,13 +89,55 @@ def predict_images(
                 "path": str(path),
                 "prediction": class_names[int(np.argmax(p))] if p is not None else "",
                 "proba": p.tolist() if p is not None else None,
-                "error": decoder.failed.get(k),
+                "error": failed.get(k),
             }
         )
     bad = sum(r["error"] is not None for r in rows)
     if bad:
         log.warning("predict: %d of %d file(s) could not be decoded; their rows say why", bad, len(rows))
     return class_names, rows
+
+
+def _finished_run(run_dir: Path):
+    """The run's record and the classifiers it saved (the head first).
+
+    Raises:
+        UserError: not a finished run folder, or one without a saved model.
+    """
+    if not (run_dir / runfolder.METRICS_FILE).is_file():
+        raise UserError(f"'{run_dir}' is not a finished run folder (no {runfolder.METRICS_FILE}).")
+    if not (run_dir / runfolder.MODEL_FILE).is_file():
+        raise UserError(
+            f"'{run_dir}' has no saved model ({runfolder.MODEL_FILE}): it ran with output.save_model=false. "
+            "Run it again with output.save_model=true."
+        )
+    from tlexp.results import load_record
+
+    return load_record(run_dir), ["head"] + sorted(p.stem for p in run_dir.glob("*.joblib"))
+
+
+def _head_pass(run_dir: Path, images: Sequence[Path], image_size: int, backbone: str, n_classes: int, batch_size: int):
+    """The saved model over ``images``: ``(Predictions, failed)``, ``failed`` mapping the
+    index of each image that could not be decoded to why."""
+    from tlexp.model import import_backend
+
+    import_backend()
+    import keras
+
+    from tlexp.data import Decoder
+    from tlexp.model import (
+        InferenceMode,  # noqa: F401 - registers the layer, which older run folders' models hold
+        Network,
+        predict_with_features,
+        preprocess_fn,
+    )
+    from tlexp.pipeline import BatchPlan, ImageSource, stream
+
+    model = keras.saving.load_model(run_dir / runfolder.MODEL_FILE, compile=False)
+    decoder = Decoder(Path("/"), [str(p.resolve()) for p in images], image_size)
+    source = ImageSource(decoder, preprocess_fn(backbone), np.zeros(len(images), np.int64))
+    batches = stream(source, np.arange(len(images)), BatchPlan(batch_size))
+    return predict_with_features(Network.of_saved(model), batches, n_classes), decoder.failed
 
 
 def write_predictions(path: str | os.PathLike | None, class_names: list[str], rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "CUSTOM": "_check",
     "CachedDecoder": "_imagecache",
+    "CheckResult": "_check",
     "Dataset": "_dataset",
     "Decoder": "_decode",
     "GAIN": "_neardup",
@@ -58,6 +59,7 @@ _EXPORTS = {
 __all__ = [
     "CUSTOM",
     "CachedDecoder",
+    "CheckResult",
     "Dataset",
     "Decoder",
     "GAIN",
@@ -106,6 +108,7 @@ if TYPE_CHECKING:
         NEAR_DUPLICATE_THRESHOLD,
         NO_LABEL,
         PETIMAGES,
+        CheckResult,
         check_dataset,
         detect_variant,
     )

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlexp.data._inspect import FileVerdict, _check_file
+from tlexp.data._inspect import FileVerdict, check_file
 from tlexp.data._neardup import THUMB_SIDE, near_duplicate_groups
 from tlexp.data._scan import NO_LABEL, Candidate, scan_dataset
 from tlexp.files import write_text
@@ -53,7 +53,7 @@ NEAR_DUPLICATES_FILE = "near_duplicates.csv"  # in the check's report folder and
 NEAR_DUPLICATE_THRESHOLD = 0.1
 THUMB_BYTES = THUMB_SIDE * THUMB_SIDE
 LARGE_GROUP = 5  # near-duplicate groups with more files than this get a warning: worth a look
-_SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
+SUMMARY_COLUMNS = ("good", "converted", "rejected", "ignored")
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class CheckResult:
         rows = {k: {"good": 0, "converted": 0, "rejected": 0, "ignored": self.ignored.get(k, 0)} for k in keys}
         for f in self.files:
             rows[f.label if f.label is not None else NO_LABEL][f.status] += 1
-        rows["total"] = {col: sum(r[col] for r in rows.values()) for col in _SUMMARY_COLUMNS}
+        rows["total"] = {col: sum(r[col] for r in rows.values()) for col in SUMMARY_COLUMNS}
         return rows
 
 
@@ -305,7 +305,7 @@ def _check_all(
         bar = tqdm(total=total, initial=total - len(todo), desc="data check", unit="file", leave=False)
     pool = ThreadPoolExecutor(max_workers=min(workers, len(todo)))
     try:
-        futures = [pool.submit(_check_file, root, c.rel, c.label, min_side) for c in todo]
+        futures = [pool.submit(check_file, root, c.rel, c.label, min_side) for c in todo]
         for fut in as_completed(futures):
             v = fut.result()
             verdicts[v.path] = v

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tlexp.data._check import (
-    _SUMMARY_COLUMNS,
     DUPLICATES_FILE,
     LARGE_GROUP,
     MANIFEST_FILE,
@@ -17,6 +16,7 @@ from tlexp.data._check import (
     NO_LABEL,
     REJECT_REASONS,
     REJECTED_FILE,
+    SUMMARY_COLUMNS,
     CheckResult,
     reject_reason,
 )
@@ -115,7 +115,7 @@ def write_rejected(result: CheckResult, path: str | os.PathLike) -> Path:
 def format_summary(result: CheckResult, threshold: float = NEAR_DUPLICATE_THRESHOLD) -> str:
     """A terminal report: per-class table, variant, rejections by reason, duplicates and near-duplicates."""
     rows = result.summary()
-    cols = _SUMMARY_COLUMNS
+    cols = SUMMARY_COLUMNS
     w = max(len("class"), *(len(k) for k in rows))
     lines = [
         f"data check: {result.root} ({result.layout} layout, variant {result.variant}): {len(result.files)} "

@@ -144,24 +144,11 @@ def assign_splits(
     chosen: set[int] = set()  # groups selected under limit_per_class
     for c, name in enumerate(ds.class_names):
         idx = np.flatnonzero(ds.labels == c)
-        # The class's groups in the order of their first file, then shuffled as units. One generator per
-        # class, seeded by (seed, class): adding a class elsewhere does not reshuffle this one.
-        ids, first, sizes = np.unique(groups[idx], return_index=True, return_counts=True)
-        by_first = np.argsort(first)
-        rng = np.random.default_rng([seed, c])
-        order = by_first[rng.permutation(len(ids))]
-        ids, sizes = ids[order].tolist(), dict(zip(ids.tolist(), sizes.tolist(), strict=True))
+        ids, sizes = _shuffled_groups(groups[idx], seed, c)
         if limit_per_class is not None:
             ids = _limit(ids, sizes, limit_per_class, chosen)
         n = sum(sizes[g] for g in ids)
-        target = {"val": max(1, round(n * val_fraction)), "test": max(1, round(n * test_fraction))}
-        if n - target["val"] - target["test"] < 1:
-            raise DataError(
-                f"Class {name!r} has {n} image(s): too few for non-empty train, val and test splits "
-                f"(val_fraction={val_fraction}, test_fraction={test_fraction}). Add images or raise "
-                "data.limit_per_class."
-            )
-        _fill(ids, sizes, target, placed)
+        _fill(ids, sizes, _targets(name, n, val_fraction, test_fraction), placed)
         member = np.isin(groups[idx], ids)
         split[idx[member]] = [placed[int(g)] for g in groups[idx[member]]]
         got = Counter(split[idx[member]].tolist())
@@ -181,6 +168,30 @@ def assign_splits(
         labels=ds.labels[keep],
         split=split[keep],
     )
+
+
+def _targets(name: str, n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """The val and test sizes of a class of ``n`` files: ``round(n * fraction)``, at least 1."""
+    target = {"val": max(1, round(n * val_fraction)), "test": max(1, round(n * test_fraction))}
+    if n - target["val"] - target["test"] < 1:
+        raise DataError(
+            f"Class {name!r} has {n} image(s): too few for non-empty train, val and test splits "
+            f"(val_fraction={val_fraction}, test_fraction={test_fraction}). Add images or raise "
+            "data.limit_per_class."
+        )
+    return target
+
+
+def _shuffled_groups(groups: np.ndarray, seed: int, c: int) -> tuple[list[int], dict[int, int]]:
+    """One class's groups (``groups``: the group of each of its files, in file order):
+    their ids in the order of their first file, shuffled as units, and their sizes.
+
+    One generator per class, seeded by (seed, class): adding a class elsewhere does not
+    reshuffle this one. Without duplicates this is the plain shuffle of the class's files.
+    """
+    ids, first, sizes = np.unique(groups, return_index=True, return_counts=True)
+    order = np.argsort(first)[np.random.default_rng([seed, c]).permutation(len(ids))]
+    return ids[order].tolist(), dict(zip(ids.tolist(), sizes.tolist(), strict=True))
 
 
 def _fill(ids: list[int], sizes: dict[int, int], target: dict[str, int], placed: dict[int, str]) -> None:

@@ -156,7 +156,7 @@ def ensure_image_cache(
 
 
 class CachedDecoder:
-    """Same interface as :class:`tlexp.pipeline._feeds.Decoder`, reading rows of an ImageCache."""
+    """Same interface as :class:`tlexp.data.Decoder`, reading rows of an ImageCache."""
 
     def __init__(self, cache: ImageCache, paths: Sequence[str]):
         self.cache, self.size = cache, cache.size

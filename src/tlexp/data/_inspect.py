@@ -77,7 +77,7 @@ _MODE_NAMES = {
 }
 
 
-def _check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileVerdict:
+def check_file(root: Path, rel: str, label: str | None, min_side: int) -> FileVerdict:
     """Read, hash and inspect one file (read-only)."""
     try:
         # O_NONBLOCK: a FIFO named .jpg must not hang the check; no effect on regular files.

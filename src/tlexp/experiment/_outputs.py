@@ -20,7 +20,7 @@ def write_predictions(run_dir: Path, ds: Dataset, out: dict, probas: dict[str, d
     header = ["path", "split", "label"] + [c for n in names for c in ([n, f"{n}_p1"] if binary else [n])]
     rows = []
     for s in SPLITS:
-        for row, i in enumerate(out[s]["indices"]):
+        for row, i in enumerate(out[s].indices):
             line = [ds.paths[i], s, ds.class_names[ds.labels[i]]]
             for n in names:
                 p = probas[n][s][row]

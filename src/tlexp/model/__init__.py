@@ -12,9 +12,15 @@ from typing import TYPE_CHECKING, Any
 # Each public name and the private module that holds it. Imported on first use, so that
 # importing the package costs nothing until a name is needed (STYLE: heavy imports late).
 _EXPORTS = {
+    "Accel": "_accel",
+    "FreezePlan": "_freeze",
+    "HeadSpec": "_head",
     "InferenceMode": "_layers",
     "Network": "_head",
+    "Predictions": "_training",
     "REGISTRY": "_backbones",
+    "TransferModel": "_head",
+    "accel_scope": "_accel",
     "apply_freeze": "_freeze",
     "backend_name": "_backend",
     "backend_version": "_backend",
@@ -25,6 +31,7 @@ _EXPORTS = {
     "choose_prefix": "_freeze",
     "compile_model": "_training",
     "constructors": "_discover",
+    "data_parallel": "_accel",
     "describe": "_discover",
     "describe_environment": "_backend",
     "fit": "_training",
@@ -46,15 +53,23 @@ _EXPORTS = {
     "preprocess_fn": "_backbones",
     "randomness": "_randomness",
     "require_tensorflow": "_backend",
+    "resolve_accel": "_accel",
     "resolve_weights": "_weights",
     "segment": "_segments",
+    "set_determinism": "_accel",
     "suffix_model": "_head",
     "weights_status": "_weights",
 }
 __all__ = [
+    "Accel",
+    "FreezePlan",
+    "HeadSpec",
     "InferenceMode",
     "Network",
+    "Predictions",
     "REGISTRY",
+    "TransferModel",
+    "accel_scope",
     "apply_freeze",
     "backend_name",
     "backend_version",
@@ -65,6 +80,7 @@ __all__ = [
     "choose_prefix",
     "compile_model",
     "constructors",
+    "data_parallel",
     "describe",
     "describe_environment",
     "fit",
@@ -86,14 +102,24 @@ __all__ = [
     "preprocess_fn",
     "randomness",
     "require_tensorflow",
+    "resolve_accel",
     "resolve_weights",
     "segment",
+    "set_determinism",
     "suffix_model",
     "weights_status",
 ]
 
 if TYPE_CHECKING:
-    from tlexp.model._accel import batch_multiple, padding_rows
+    from tlexp.model._accel import (
+        Accel,
+        accel_scope,
+        batch_multiple,
+        data_parallel,
+        padding_rows,
+        resolve_accel,
+        set_determinism,
+    )
     from tlexp.model._backbones import REGISTRY, build_backbone, preprocess_fn
     from tlexp.model._backend import (
         backend_name,
@@ -106,12 +132,12 @@ if TYPE_CHECKING:
         require_tensorflow,
     )
     from tlexp.model._discover import constructors, describe, imagenet_file
-    from tlexp.model._freeze import apply_freeze, choose_prefix, plan_freeze
-    from tlexp.model._head import Network, build_model, suffix_model
+    from tlexp.model._freeze import FreezePlan, apply_freeze, choose_prefix, plan_freeze
+    from tlexp.model._head import HeadSpec, Network, TransferModel, build_model, suffix_model
     from tlexp.model._layers import InferenceMode, plain_model
     from tlexp.model._randomness import randomness
     from tlexp.model._segments import frontier, frontier_spec, inference_fn, segment
-    from tlexp.model._training import compile_model, fit, param_counts, predict_with_features
+    from tlexp.model._training import Predictions, compile_model, fit, param_counts, predict_with_features
     from tlexp.model._weights import (
         format_weights_status,
         import_weights,

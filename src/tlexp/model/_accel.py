@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from tlexp.config import TrainConfig
-
 log = logging.getLogger("tlexp")
 
 
@@ -44,13 +42,17 @@ class Accel:
         return asdict(self)
 
 
-def resolve(train: TrainConfig) -> Accel:
-    """Resolve the ``auto`` settings of ``train`` for the GPUs the backend sees."""
+def resolve_accel(
+    precision: str, distribute: str, jit_compile: bool | str, deterministic: bool, batch_size: int
+) -> Accel:
+    """Resolve the ``auto`` settings (``train.precision``, ``train.distribute``, ...) for the GPUs the backend sees.
+
+    ``batch_size`` must split evenly over the devices of JAX's data parallel training.
+    """
     from tlexp.model._backend import backend_name
 
     jax = backend_name() == "jax"
     names, capabilities = _jax_gpus() if jax else _tf_gpus()
-    precision = train.precision
     if precision == "auto":
         if capabilities and min(capabilities) >= (8, 0):
             precision = "mixed_bfloat16"
@@ -58,33 +60,32 @@ def resolve(train: TrainConfig) -> Accel:
             precision = "mixed_float16"
         else:
             precision = "float32"
-    distribute = train.distribute
     if distribute == "auto":
         distribute = "mirrored" if len(names) > 1 else "none"
     replicas = 1
     if distribute == "mirrored" and jax:
         replicas = len(_jax_devices())
-        if train.batch_size % replicas:
+        if batch_size % replicas:
             from tlexp.errors import UserError
 
             raise UserError(
-                f"train.batch_size={train.batch_size} does not split evenly over the {replicas} devices of "
+                f"train.batch_size={batch_size} does not split evenly over the {replicas} devices of "
                 f"data parallel training on JAX; use a multiple of {replicas} "
-                f"(e.g. train.batch_size={train.batch_size + replicas - train.batch_size % replicas}), "
+                f"(e.g. train.batch_size={batch_size + replicas - batch_size % replicas}), "
                 "or train.distribute=none for one device."
             )
     return Accel(
         gpus=names,
         precision=precision,
-        jit_compile=train.jit_compile,
+        jit_compile=jit_compile,
         distribute=distribute,
-        deterministic=train.deterministic,
+        deterministic=deterministic,
         replicas=replicas,
     )
 
 
 @contextlib.contextmanager
-def devices(accel: Accel) -> Iterator[None]:
+def data_parallel(accel: Accel) -> Iterator[None]:
     """Hold this around a whole run, from the first variable made to the last prediction.
 
     On JAX with ``distribute: mirrored``: ``keras.distribution.DataParallel`` over all
@@ -92,8 +93,8 @@ def devices(accel: Accel) -> Iterator[None]:
     are replicated) and while Keras trains and predicts (each batch is sharded over the
     devices), so it spans the run, not only the model's build. Each batch must then split
     evenly: :func:`batch_multiple` says by how much, and the input pipeline pads the last
-    batch (:meth:`tlexp.pipeline._loader.Batches.for_fit`, :func:`tlexp.model._segments.inference_fn`).
-    On TensorFlow nothing: its MirroredStrategy lives in :func:`scope`.
+    batch (:meth:`tlexp.pipeline.Batches.for_fit`, :func:`tlexp.model.inference_fn`).
+    On TensorFlow nothing: its MirroredStrategy lives in :func:`accel_scope`.
     """
     from tlexp.model._backend import backend_name
 
@@ -108,7 +109,7 @@ def devices(accel: Accel) -> Iterator[None]:
 
 def batch_multiple() -> int:
     """How many rows every batch must be a multiple of: the devices of the JAX data parallel
-    distribution in effect (:func:`devices`), else 1."""
+    distribution in effect (:func:`data_parallel`), else 1."""
     from tlexp.model._backend import backend_name
 
     if backend_name() != "jax":
@@ -128,7 +129,7 @@ def _jax_devices() -> list[Any]:
 
 
 @contextlib.contextmanager
-def scope(accel: Accel) -> Iterator[None]:
+def accel_scope(accel: Accel) -> Iterator[None]:
     """Build and compile the model inside this: dtype policy and distribution strategy.
 
     The global dtype policy is restored afterwards, so one run's setting never leaks

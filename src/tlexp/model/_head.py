@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from tlexp.config import Config
-
 PENULTIMATE = "penultimate"  # name of the layer whose output feeds the output layer
 LOGITS = "logits"  # the output layer before its sigmoid / softmax: exact log losses are computed from it
 
@@ -76,20 +74,44 @@ class TransferModel(Network):
     head: list[Any] = field(default_factory=list)
 
 
-def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
+@dataclass(frozen=True)
+class HeadSpec:
+    """The dense head on the backbone (the config's ``model.head``).
+
+    Attributes:
+        pooling: ``flatten``, ``avg`` or ``max``: how feature maps become a vector.
+        dense: units of the hidden Dense layers, in order.
+        activation: their activation.
+        dropout: dropout rate after each hidden Dense layer.
+    """
+
+    pooling: str = "flatten"
+    dense: tuple[int, ...] = (256, 64)
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+def build_model(
+    backbone, n_classes: int, *, image_size: int, head: HeadSpec, batchnorm: str = "inference", seed: int = 0
+) -> TransferModel:
     """Backbone -> pooling -> Dense layers (+ dropout) -> output layer.
 
     The output is one sigmoid unit for two classes, else ``n_classes`` softmax units: a
     Dense layer named ``logits`` and its activation, named ``output``. The input of the
     output layer (the "penultimate activations") is exposed as the output of an identity
     layer named ``penultimate`` so the forest can read it.
+
+    Args:
+        image_size: side of the square input images.
+        batchnorm: ``train`` (BatchNorm of the trainable part uses batch statistics), or
+            ``inference`` / ``frozen`` (every BatchNorm layer keeps its moving statistics).
+        seed: the dropout layers' seeds start here.
     """
     import keras
 
-    size = cfg.data.image_size
-    head = cfg.model.head
+    size = image_size
     inputs = keras.Input((size, size, 3), name="image")
-    if cfg.model.batchnorm == "train":
+    if batchnorm == "train":
         # fit() passes training=True: BN in the trainable part uses batch statistics and
         # updates its moving averages; frozen BN layers (trainable=False) stay in inference.
         x = backbone(inputs)
@@ -108,7 +130,7 @@ def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
     for i, units in enumerate(head.dense, start=1):
         layers.append(keras.layers.Dense(units, activation=head.activation, name=f"dense_{i}"))
         if head.dropout > 0:
-            layers.append(keras.layers.Dropout(head.dropout, seed=cfg.seed + i, name=f"dropout_{i}"))
+            layers.append(keras.layers.Dropout(head.dropout, seed=seed + i, name=f"dropout_{i}"))
     layers.append(keras.layers.Identity(name=PENULTIMATE))
     if n_classes == 2:
         layers += [
@@ -121,7 +143,7 @@ def build_model(backbone, cfg: Config, n_classes: int) -> TransferModel:
             keras.layers.Activation("softmax", name="output", dtype="float32"),
         ]
     outputs, features, logits = _call_head(layers, x)
-    model = keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_transfer")
+    model = keras.Model(inputs, outputs, name=f"{backbone.name}_transfer")
     return TransferModel(
         model,
         keras.Model(inputs, [features, logits], name=f"{model.name}_features"),

@@ -130,7 +130,7 @@ def inference_fn(model):
     "excessive retracing" that never happened.
 
     On JAX: ``jax.jit`` through Keras' ``predict_on_batch`` (one compile per input shape).
-    Under data parallel training (:func:`tlexp.model._accel.devices`) each batch is padded
+    Under data parallel training (:func:`tlexp.model.data_parallel`) each batch is padded
     to split evenly over the devices, sharded over them, and the padding cut off the
     outputs.
     """

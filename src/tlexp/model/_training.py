@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tlexp.config import Config
 from tlexp.model._accel import batch_multiple
 from tlexp.model._head import Network
 
@@ -22,8 +24,13 @@ log = logging.getLogger("tlexp")
 EXACT_LOSS = "weighted_loss"  # the loss over real rows where batches are padded (compile_model)
 
 
-def compile_model(model, cfg: Config, n_classes: int) -> None:
+def compile_model(
+    model, n_classes: int, *, optimizer: str = "adam", learning_rate: float = 1e-4, jit_compile: bool | str = "auto"
+) -> None:
     """Compile with a new optimizer (required after any change to ``trainable``).
+
+    ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``rmsprop``; ``jit_compile``: Keras' XLA
+    setting (``"auto"``: on for GPUs).
 
     ``model`` outputs logits (a network's ``trainer``, :class:`tlexp.model._head.Network`):
     the loss is computed from them, and accuracy thresholds them at 0 (two classes) or
@@ -47,7 +54,7 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
         else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     ]
     if batch_multiple() > 1:
-        # JAX's data parallel training pads batches with zero-weight rows (loader.padded).
+        # JAX's data parallel training pads batches with zero-weight rows (tlexp.pipeline.padded).
         # The loss is then the mean over the weights, so the gradient is the real rows';
         # Keras' loss tracker would still average batch losses by padded batch size, so
         # the loss reported is this metric (a weighted mean over all rows; fit renames it).
@@ -58,20 +65,29 @@ def compile_model(model, cfg: Config, n_classes: int) -> None:
     # The logits layer is float32 under any precision policy (set in build_model), so the
     # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
     model.compile(
-        optimizer=optimizers[cfg.train.optimizer](learning_rate=cfg.train.learning_rate),
+        optimizer=optimizers[optimizer](learning_rate=learning_rate),
         loss=loss,
         metrics=metrics,
-        jit_compile=cfg.train.jit_compile,
+        jit_compile=jit_compile,
     )
 
 
 def fit(
-    model, train_ds, val_ds, epochs: int, verbose: int, tensorboard_dir: Path | None = None
+    model,
+    train_ds,
+    val_ds,
+    epochs: int,
+    verbose: int,
+    callbacks: Sequence[Any] = (),
+    tensorboard_dir: Path | None = None,
 ) -> dict[str, list[float]]:
     """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy,
     and ``seconds``: each epoch's wall time, validation included).
 
-    With ``tensorboard_dir``, Keras' TensorBoard callback writes its logs there.
+    Args:
+        train_ds, val_ds: ``(x, y)`` batches (the input pipeline's ``FitInput.data``).
+        callbacks: what the input pipeline needs called (its ``FitInput.callbacks``).
+        tensorboard_dir: where Keras' TensorBoard callback writes its logs, if anywhere.
     """
     import warnings
 
@@ -87,9 +103,7 @@ def fit(
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model.optimizer.build(model.trainable_variables)
     logger = _epoch_logger(epochs)
-    callbacks = [logger]
-    if hasattr(train_ds, "epoch_callback"):  # tlexp.pipeline._loader.Batches off TensorFlow: its per-epoch shuffle
-        callbacks.append(train_ds.epoch_callback())
+    callbacks = [logger, *callbacks]
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
 
@@ -106,7 +120,27 @@ def fit(
     return out
 
 
-def predict_with_features(network: Network, ds, n_classes: int, progress: str | None = None) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Predictions:
+    """One pass of a network over a stream: what the head says and what the classifiers read.
+
+    Attributes:
+        proba: class probabilities, shape (n, k).
+        logits: shape (n, 1) for two classes or (n, k); None for a saved model without a
+            logits layer.
+        features: the penultimate activations, shape (n, d).
+        labels: shape (n,).
+        indices: the file index of each row, shape (n,), in stream order.
+    """
+
+    proba: np.ndarray
+    logits: np.ndarray | None
+    features: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+
+def predict_with_features(network: Network, ds, n_classes: int, progress: str | None = None) -> Predictions:
     """One pass over ``ds`` giving the head's logits, probabilities and the penultimate features.
 
     The probabilities are computed from the logits in float64 (a float32 sigmoid rounds
@@ -119,10 +153,7 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
         progress: label of a progress bar (batches) on stderr; None for no bar.
 
     Returns:
-        ``proba`` (n, k) class probabilities, ``logits`` (n, 1) for two classes or (n, k),
-        None for a saved model without a logits layer, ``features`` (n, d) penultimate
-        activations, ``labels`` (n,), ``indices`` (n,): the file index of each row, in
-        stream order.
+        The :class:`Predictions` of every row, in stream order.
     """
     step = network.predict_step
     feats, outs, labels, indices = [], [], [], []
@@ -137,13 +168,13 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
         labels.append(np.asarray(y))
         indices.append(np.asarray(i))
     if not feats:
-        return {
-            "proba": np.zeros((0, n_classes)),
-            "logits": np.zeros((0, 1 if n_classes == 2 else n_classes)) if network.logits else None,
-            "features": np.zeros((0, 0), np.float32),
-            "labels": np.zeros(0, np.int64),
-            "indices": np.zeros(0, np.int64),
-        }
+        return Predictions(
+            proba=np.zeros((0, n_classes)),
+            logits=np.zeros((0, 1 if n_classes == 2 else n_classes)) if network.logits else None,
+            features=np.zeros((0, 0), np.float32),
+            labels=np.zeros(0, np.int64),
+            indices=np.zeros(0, np.int64),
+        )
     from scipy.special import expit, softmax
 
     out = np.concatenate(outs)
@@ -154,13 +185,13 @@ def predict_with_features(network: Network, ds, n_classes: int, progress: str | 
         proba = np.concatenate([expit(-out), expit(out)], axis=1)
     else:
         proba = softmax(out, axis=1)
-    return {
-        "proba": proba,
-        "logits": logits,
-        "features": np.concatenate(feats),
-        "labels": np.concatenate(labels).astype(np.int64),
-        "indices": np.concatenate(indices).astype(np.int64),
-    }
+    return Predictions(
+        proba=proba,
+        logits=logits,
+        features=np.concatenate(feats),
+        labels=np.concatenate(labels).astype(np.int64),
+        indices=np.concatenate(indices).astype(np.int64),
+    )
 
 
 def param_counts(model) -> dict[str, int]:

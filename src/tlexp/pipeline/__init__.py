@@ -13,36 +13,54 @@ from typing import TYPE_CHECKING, Any
 # Each public name and the private module that holds it. Imported on first use, so that
 # importing the package costs nothing until a name is needed (STYLE: heavy imports late).
 _EXPORTS = {
-    "ActivationStore": "_prefixcache",
-    "Batches": "_loader",
-    "Fallback": "_prefixcache",
-    "RowFile": "_prefixcache",
-    "activation_dataset": "_feeds",
-    "blocker": "_prefixcache",
-    "image_batches": "_feeds",
-    "make_dataset": "_feeds",
-    "open_feed": "_feeds",
-    "padded": "_loader",
-    "prefix_activations": "_prefixcache",
+    "ActivationSource": "_sources",
+    "ActivationStore": "_store",
+    "BatchPlan": "_plan",
+    "Batches": "_loaders",
+    "Fallback": "_store",
+    "Feed": "_feed",
+    "FitInput": "_plan",
+    "ImageSource": "_sources",
+    "PrefixActivations": "_store",
+    "RowFile": "_rowfile",
+    "Source": "_sources",
+    "TFBatches": "_loaders",
+    "blocker": "_prefix",
+    "numpy_dtype": "_rowfile",
+    "open_feed": "_feed",
+    "padded": "_loaders",
+    "prefix_activations": "_prefix",
+    "stream": "_loaders",
 }
 __all__ = [
+    "ActivationSource",
     "ActivationStore",
+    "BatchPlan",
     "Batches",
     "Fallback",
+    "Feed",
+    "FitInput",
+    "ImageSource",
+    "PrefixActivations",
     "RowFile",
-    "activation_dataset",
+    "Source",
+    "TFBatches",
     "blocker",
-    "image_batches",
-    "make_dataset",
+    "numpy_dtype",
     "open_feed",
     "padded",
     "prefix_activations",
+    "stream",
 ]
 
 if TYPE_CHECKING:
-    from tlexp.pipeline._feeds import activation_dataset, image_batches, make_dataset, open_feed
-    from tlexp.pipeline._loader import Batches, padded
-    from tlexp.pipeline._prefixcache import ActivationStore, Fallback, RowFile, blocker, prefix_activations
+    from tlexp.pipeline._feed import Feed, open_feed
+    from tlexp.pipeline._loaders import Batches, TFBatches, padded, stream
+    from tlexp.pipeline._plan import BatchPlan, FitInput
+    from tlexp.pipeline._prefix import blocker, prefix_activations
+    from tlexp.pipeline._rowfile import RowFile, numpy_dtype
+    from tlexp.pipeline._sources import ActivationSource, ImageSource, Source
+    from tlexp.pipeline._store import ActivationStore, Fallback, PrefixActivations
 
 
 def __getattr__(name: str) -> Any:

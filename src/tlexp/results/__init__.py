@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 # Each public name and the private module that holds it. Imported on first use, so that
 # importing the package costs nothing until a name is needed (STYLE: heavy imports late).
 _EXPORTS = {
+    "ClassifierResult": "_record",
     "CostPoint": "_costchart",
     "Curve": "_plots",
     "RecordError": "_record",
@@ -39,6 +40,7 @@ _EXPORTS = {
     "wilson_interval": "_stats",
 }
 __all__ = [
+    "ClassifierResult",
     "CostPoint",
     "Curve",
     "RecordError",
@@ -80,7 +82,7 @@ if TYPE_CHECKING:
         plot_roc,
         plot_time_vs_frozen,
     )
-    from tlexp.results._record import VERSION, RecordError, RunRecord, load_record
+    from tlexp.results._record import VERSION, ClassifierResult, RecordError, RunRecord, load_record
     from tlexp.results._report import build_report, find_runs
     from tlexp.results._stats import wilson_interval
     from tlexp.results._tables import fmt_p

@@ -1,0 +1,173 @@
+"""The model of a run: inputs checked, backbone built and frozen, head on, compiled.
+
+Also what a run would do without training (:func:`plan_experiment`): everything that
+needs no decoded image and no weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlexp.config import Config
+from tlexp.data import data_summary, prepare_data
+
+log = logging.getLogger("tlexp")
+
+
+def head_spec(cfg: Config):
+    """The config's ``model.head`` as the model's :class:`tlexp.model.HeadSpec`."""
+    from tlexp.model import HeadSpec
+
+    h = cfg.model.head
+    return HeadSpec(pooling=h.pooling, dense=tuple(h.dense), activation=h.activation, dropout=h.dropout)
+
+
+def build_whole(cfg: Config, backbone, n_classes: int):
+    """The backbone with the config's head on top (:func:`tlexp.model.build_model`)."""
+    from tlexp.model import build_model
+
+    return build_model(
+        backbone,
+        n_classes,
+        image_size=cfg.data.image_size,
+        head=head_spec(cfg),
+        batchnorm=cfg.model.batchnorm,
+        seed=cfg.seed,
+    )
+
+
+def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """What a run would do, without decoding an image or loading weights.
+
+    Args:
+        cfg: the config.
+        cache: pass the same dict to plan many configs (a sweep's cells): the dataset and
+            each backbone are then found / built once.
+
+    Returns:
+        ``{"config", "data", "freeze", "model"}``: the resolved config, the dataset found
+        (layout, classes, counts per split), the freeze plan (with backbone parameter
+        counts) and the whole model's parameter counts.
+    """
+    from tlexp.model import import_backend
+
+    cache = {} if cache is None else cache
+    data_key = ("data", json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True), cfg.seed)
+    if data_key not in cache:
+        cache[data_key] = prepare_data(cfg, check=False)[0]
+    ds = cache[data_key]
+    import_backend()
+    from tlexp.model import apply_freeze, build_backbone, param_counts, plan_freeze
+
+    model_key = ("backbone", cfg.model.backbone, cfg.data.image_size)
+    if model_key not in cache:
+        cache[model_key] = build_backbone(cfg.model.backbone, cfg.data.image_size, None)
+    backbone = cache[model_key]
+    plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+    whole = build_whole(cfg, backbone, len(ds.class_names))
+    return {
+        "config": cfg.to_dict(),
+        "data": data_summary(ds),
+        "freeze": plan.to_dict(),
+        "model": param_counts(whole.model),
+    }
+
+
+def check_inputs(cfg: Config) -> tuple[Path | None, dict[str, Any]]:
+    """The weights file and the unfitted classifiers; missing weights, a bad classifier
+    or a missing MLflow fail here, in seconds, before any data work (and so does a
+    Keras backend that is not installed)."""
+    from tlexp.classifiers import build_classifiers
+    from tlexp.model import check_backend, resolve_weights
+
+    check_backend()
+    weights_path = resolve_weights(cfg.model.backbone, cfg.model.weights, cfg.model.download)
+    classifiers = build_classifiers(cfg)
+    if cfg.tracking.tensorboard:  # Keras' TensorBoard callback writes with tf.summary
+        from tlexp.model import require_tensorflow
+
+        require_tensorflow("tracking.tensorboard (Keras' TensorBoard callback)")
+    if cfg.tracking.mlflow.uri:
+        from tlexp.results import require_mlflow
+
+        require_mlflow(cfg.tracking.mlflow.uri)
+    return weights_path, classifiers
+
+
+@dataclass
+class Built:
+    """The model of a run and what it was built from."""
+
+    whole: Any  # tlexp.model.TransferModel: image in, class probabilities out
+    plan: Any  # tlexp.model.FreezePlan
+    accel: Any  # tlexp.model.Accel
+    counts: dict[str, int]
+
+
+def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: contextlib.ExitStack) -> Built:
+    """Backbone with weights, frozen per plan, head on top, compiled; logs the counts.
+
+    ``on_devices`` gets the run's device context (JAX's data parallel distribution), which
+    must hold from the first variable made to the last prediction: the caller's stack
+    closes it when the run ends.
+    """
+    from tlexp.model import import_backend
+
+    import_backend()
+    import keras
+
+    from tlexp.model import (
+        accel_scope,
+        apply_freeze,
+        build_backbone,
+        compile_model,
+        data_parallel,
+        param_counts,
+        plan_freeze,
+        resolve_accel,
+        set_determinism,
+    )
+
+    t = cfg.train
+    keras.utils.set_random_seed(cfg.seed)
+    set_determinism(t.deterministic)
+    accel = resolve_accel(t.precision, t.distribute, t.jit_compile, t.deterministic, t.batch_size)
+    on_devices.enter_context(data_parallel(accel))
+    with accel_scope(accel):
+        backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
+        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+        whole = build_whole(cfg, backbone, n_classes)
+        compile_model(
+            whole.trainer, n_classes, optimizer=t.optimizer, learning_rate=t.learning_rate, jit_compile=t.jit_compile
+        )
+    accel.jit_compile = bool(whole.trainer.jit_compile)  # what Keras resolved "auto" to
+    counts = param_counts(whole.model)
+    _log_model(cfg, accel, plan, counts)
+    return Built(whole, plan, accel, counts)
+
+
+def _log_model(cfg: Config, accel, plan, counts: dict[str, int]) -> None:
+    log.info(
+        "model: %s, precision %s, XLA %s, distribution %s",
+        ", ".join(accel.gpus) or "CPU",
+        accel.precision,
+        "on" if accel.jit_compile else "off",
+        accel.distribute if accel.distribute == "none" else f"{accel.distribute} over {accel.replicas} devices",
+    )
+    log.info(
+        "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
+        "trainable %s, non-trainable %s",
+        cfg.model.backbone,
+        plan.layers_frozen,
+        plan.layers_total,
+        plan.last_frozen_layer,
+        100 * plan.frozen_share,
+        plan.requested,
+        f"{counts['trainable']:,}",
+        f"{counts['non_trainable']:,}",
+    )
