@@ -23,7 +23,7 @@ _EXPORTS = {
     "find_runs": "_report",
     "fmt_p": "_tables",
     "load_record": "_record",
-    "log_run": "_tracking",
+    "log_run": "_logrun",
     "pareto_frontier": "_cost",
     "plot_accuracy_vs_frozen": "_plots",
     "plot_accuracy_vs_minutes": "_costchart",
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from tlexp.results._cost import pareto_frontier, setting_costs
     from tlexp.results._costchart import CostPoint, plot_accuracy_vs_minutes
     from tlexp.results._leads import ScoredImages
+    from tlexp.results._logrun import log_run
     from tlexp.results._metrics import classification_metrics, roc_points
     from tlexp.results._plots import (
         Curve,
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
     from tlexp.results._report import build_report, find_runs
     from tlexp.results._stats import wilson_interval
     from tlexp.results._tables import fmt_p
-    from tlexp.results._tracking import TrackingError, log_run, require_mlflow, resolve_uri, sweep_parent
+    from tlexp.results._tracking import TrackingError, require_mlflow, resolve_uri, sweep_parent
 
 
 def __getattr__(name: str) -> Any:
