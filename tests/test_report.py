@@ -539,10 +539,12 @@ def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
 
 def capture_figures(monkeypatch) -> list:
     """The figures of tlexp.results._plots as they are saved, to read back what was drawn."""
-    from tlexp.results import _plots as plots
+    from tlexp.results._plots import save_figure
 
-    figures, save = [], plots.save_figure
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path))
+    figures = []
+    monkeypatch.setattr(
+        "tlexp.results._plots.save_figure", lambda fig, path: figures.append(fig) or save_figure(fig, path)
+    )
     return figures
 
 

@@ -112,7 +112,7 @@ def build_report(
     Returns:
         File name -> path of every file written (see ``OUTPUTS``).
     """
-    from tlexp.results import _plots as plots
+    from tlexp.results._sweepcharts import plot_accuracy_vs_frozen, plot_time_vs_frozen
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def build_report(
     figures: list[tuple[str, str]] = []  # (file name, caption)
     if done:
         curves, note = _accuracy_curves(settings, clfs)
-        plots.plot_accuracy_vs_frozen(curves, out / ACCURACY_PLOT, note=note)
+        plot_accuracy_vs_frozen(curves, out / ACCURACY_PLOT, note=note)
         figures.append(
             (
                 ACCURACY_PLOT,
@@ -146,7 +146,7 @@ def build_report(
             )
         )
         curves, note = _time_curves(settings)
-        plots.plot_time_vs_frozen(curves, out / TIME_PLOT, note=note)
+        plot_time_vs_frozen(curves, out / TIME_PLOT, note=note)
         figures.append(
             (TIME_PLOT, f"Wall time per run (training, prediction and classifiers) vs frozen share; {note}.")
         )
@@ -232,7 +232,7 @@ def _classifiers(done: Sequence[_Run]) -> list[str]:
 
 def _accuracy_curves(settings: Sequence[_Setting], clfs: list[str]) -> tuple[list, str]:
     """One curve per backbone, classifier and setting variant; the note says what points and bars are."""
-    from tlexp.results._plots import Curve
+    from tlexp.results._sweepcharts import Curve
 
     variants = list(dict.fromkeys(s.variant for s in settings))
     several = len(variants) > 1
@@ -256,7 +256,7 @@ def _accuracy_curves(settings: Sequence[_Setting], clfs: list[str]) -> tuple[lis
 
 def _time_curves(settings: Sequence[_Setting]) -> tuple[list, str]:
     """One curve per backbone and setting variant: mean wall time, lowest to highest seed."""
-    from tlexp.results._plots import Curve
+    from tlexp.results._sweepcharts import Curve
 
     variants = list(dict.fromkeys(s.variant for s in settings))
     several = len(variants) > 1
