@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tlexp import files, runfolder
-from tlexp.results._stats import T_TEST_NAME
+from tlexp.results._stats import McNemarResult, PairedTResult
 from tlexp.results._summary import ALPHA, LEVEL, _Run, _Setting
 from tlexp.results._tables import fmt_p
 
@@ -66,16 +66,16 @@ class Lead:
         why_not: Why the two were not compared ("" if they were).
     """
 
-    result: dict[str, Any] | None
+    result: McNemarResult | PairedTResult | None
     why_not: str = ""
 
     @property
     def p_value(self) -> float | None:
-        return None if self.result is None else self.result["p_value"]
+        return None if self.result is None else self.result.p_value
 
     def leader_better(self) -> bool:
         """The test finds the leader ahead (p < ALPHA, lead > 0)."""
-        return self.result is not None and self.result["p_value"] < ALPHA and self.result["diff"] > 0
+        return self.result is not None and self.result.p_value < ALPHA and self.result.diff > 0
 
     def text(self, leader: str = "leader", runner: str = "runner-up") -> str:
         """The test and its verdict, e.g. 'lead +0.0100 [...], McNemar p = 0.0016 on ...: the leader is better'.
@@ -87,20 +87,20 @@ class Lead:
         r = self.result
         if r is None:
             return self.why_not
-        lead = f"{r['diff']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]"
-        p = fmt_p(r["p_value"], ALPHA)
+        lead = f"{r.diff:+.4f} [{r.diff_low:+.4f}, {r.diff_high:+.4f}]"
+        p = fmt_p(r.p_value, ALPHA)
         p = f"{p[0]} {p[1:]}" if p[0] in "<>" else f"= {p}"
-        if r["test"] == T_TEST_NAME:
-            t = "∞" if abs(r["t"]) == float("inf") else f"{abs(r['t']):.2f}"
-            how = f"mean lead {lead} over the {r['n']} seeds both ran, paired t-test p {p} (|t| = {t}, {r['df']} df)"
+        if isinstance(r, PairedTResult):
+            t = "∞" if abs(r.t) == float("inf") else f"{abs(r.t):.2f}"
+            how = f"mean lead {lead} over the {r.n} seeds both ran, paired t-test p {p} (|t| = {t}, {r.df} df)"
         else:
             how = (
-                f"lead {lead}, McNemar p {p} on the same {r['n']} test images "
-                f"(only the {leader} right on {r['c']}, only the {runner} on {r['b']})"
+                f"lead {lead}, McNemar p {p} on the same {r.n} test images "
+                f"(only the {leader} right on {r.c}, only the {runner} on {r.b})"
             )
-        if r["p_value"] >= ALPHA:
+        if r.p_value >= ALPHA:
             return f"{how}: {CANNOT_SEPARATE}"
-        return f"{how}: the {leader if r['diff'] > 0 else runner} is better"
+        return f"{how}: the {leader if r.diff > 0 else runner} is better"
 
 
 def compare(leader: _Setting, runner: _Setting, clf: str, images: ScoredImages) -> Lead:

@@ -88,8 +88,8 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
                     "classifier_a": "head",
                     "classifier_b": c,
                     "split": "test",
-                    **{k: t[k] for k in ("n", "accuracy_a", "accuracy_b", "b", "c", "z", "p_value")},
-                    **{k: t[k] for k in ("diff", "diff_low", "diff_high", "test", "interval")},
+                    **{k: getattr(t, k) for k in ("n", "accuracy_a", "accuracy_b", "b", "c", "z", "p_value")},
+                    **{k: getattr(t, k) for k in ("diff", "diff_low", "diff_high", "test", "interval")},
                 }
             )
     for row, p_holm in zip(rows, holm([row["p_value"] for row in rows]), strict=True):
