@@ -756,12 +756,10 @@ def test_no_printed_p_value_lands_on_alpha_or_across_it():
 
 def test_reading_near_alpha():
     """Issue #23: a p of 0.0495 printed as "p=0.05, survives Holm (p=0.05)"."""
-    from tlexp.results._paired import _reading
+    from tlexp.results._paired import reading
 
-    row = {"p_value": 0.0495, "p_holm": 0.0495, "classifier_b": "forest", "b": 2, "c": 9}
-    assert _reading(row) == "forest better, p=0.0495, survives Holm (p=0.0495)"
-    row = {**row, "p_holm": 0.0504}
-    assert _reading(row) == "forest ahead at p=0.0495, but not after Holm's correction (p=0.0504)"
+    assert reading(0.0495, 0.0495, "forest") == "forest better, p=0.0495, survives Holm (p=0.0495)"
+    assert reading(0.0495, 0.0504, "forest") == "forest ahead at p=0.0495, but not after Holm's correction (p=0.0504)"
 
 
 # The study's answer, for a sweep of three backbones (one seed, 200 test images each):

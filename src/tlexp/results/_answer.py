@@ -13,12 +13,11 @@ otherwise the text says the data cannot separate the two.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from tlexp import runfolder
 from tlexp.results._cost import cost_paragraphs
 from tlexp.results._leads import CANNOT_SEPARATE, ScoredImages, compare
-from tlexp.results._paired import _winner, holm_family
+from tlexp.results._paired import Comparison, holm_family
 from tlexp.results._summary import ALPHA, LEVEL_TEXT, _Estimate, _Setting
 from tlexp.results._tables import _fmt_freeze, fmt_p
 
@@ -36,9 +35,7 @@ INTRO = (
 )
 
 
-def _answer_section(
-    settings: Sequence[_Setting], clfs: list[str], paired: list[dict[str, Any]]
-) -> tuple[str, str, None]:
+def _answer_section(settings: Sequence[_Setting], clfs: list[str], paired: list[Comparison]) -> tuple[str, str, None]:
     """(heading, text, no table): the answer, in paragraphs; lines starting "- " are list items."""
     if not settings:
         return HEADING, "No finished runs: nothing to answer yet.", None
@@ -97,7 +94,7 @@ def _best_freeze(settings: Sequence[_Setting], images: ScoredImages) -> str:
     return "\n".join(lines)
 
 
-def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
+def _holm_lines(clfs: list[str], paired: list[Comparison]) -> str:
     if len(clfs) < 2:
         return ""
     total = len(paired)
@@ -108,24 +105,24 @@ def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
         f"α = {ALPHA}). {holm_family(paired)}"
     ]
     for clf in clfs[1:]:
-        rows = [p for p in paired if p["classifier_b"] == clf]
+        rows = [p for p in paired if p.classifier_b == clf]
         if not rows:
             lines.append(f"- head vs {clf}: not compared (no {runfolder.PREDICTIONS_FILE} with both).")
             continue
-        kept = [p for p in rows if p["p_holm"] < ALPHA]
+        kept = [p for p in rows if p.p_holm < ALPHA]
         text = f"- head vs {clf}: {len(kept)} of {len(rows)} difference(s) survive Holm's correction"
         if kept:
             text += ": " + "; ".join(
-                f"{_winner(p)} better in {p['run']} (Δ = {p['diff']:+.4f} [{p['diff_low']:+.4f}, "
-                f"{p['diff_high']:+.4f}], Holm p = {fmt_p(p['p_holm'], ALPHA)})"
+                f"{p.winner} better in {p.run} (Δ = {p.diff:+.4f} [{p.diff_low:+.4f}, "
+                f"{p.diff_high:+.4f}], Holm p = {fmt_p(p.p_holm, ALPHA)})"
                 for p in kept
             )
-        rest = [p for p in rows if p["p_holm"] >= ALPHA]
+        rest = [p for p in rows if p.p_holm >= ALPHA]
         if rest:
             text += (f". In the other {len(rest)} run(s)" if kept else f": in all {len(rest)} run(s)") + (
                 f", {CANNOT_SEPARATE} at this level"
             )
-            raw = [p["run"] for p in rest if p["p_value"] < ALPHA]
+            raw = [p.run for p in rest if p.p_value < ALPHA]
             if raw:
                 text += f" ({', '.join(raw)} had p < {ALPHA} before the correction)"
         text += "."

@@ -23,7 +23,7 @@ from tlexp.config import flatten
 from tlexp.errors import UserError
 from tlexp.results._answer import _answer_section
 from tlexp.results._html import _html
-from tlexp.results._paired import _PAIRED_HEADER, _paired, _paired_section
+from tlexp.results._paired import PAIRED_COLUMNS, _paired_section, paired_comparisons
 from tlexp.results._record import load_record
 from tlexp.results._summary import (
     LEVEL_TEXT,
@@ -129,9 +129,9 @@ def build_report(
     if by_setting:
         files.write_csv(out / BY_SETTING_CSV, *by_setting[0])
         written[BY_SETTING_CSV] = out / BY_SETTING_CSV
-    paired, notes = _paired(done, clfs)
+    paired, notes = paired_comparisons(done, clfs)
     if paired:
-        files.write_csv(out / PAIRED_CSV, _PAIRED_HEADER, [[p[k] for k in _PAIRED_HEADER] for p in paired])
+        files.write_csv(out / PAIRED_CSV, PAIRED_COLUMNS, [p.csv_row() for p in paired])
         written[PAIRED_CSV] = out / PAIRED_CSV
 
     figures: list[tuple[str, str]] = []  # (file name, caption)
