@@ -18,8 +18,8 @@ from tlexp import runfolder
 from tlexp.results._cost import cost_paragraphs
 from tlexp.results._leads import CANNOT_SEPARATE, ScoredImages, compare
 from tlexp.results._paired import Comparison, holm_family
-from tlexp.results._summary import ALPHA, LEVEL_TEXT, _Estimate, _Setting
-from tlexp.results._tables import _fmt_freeze, fmt_p
+from tlexp.results._settings import ALPHA, LEVEL_TEXT, Estimate, Setting
+from tlexp.results._tables import Section, fmt_freeze, fmt_p
 
 HEADING = "The answer"
 INTRO = (
@@ -35,23 +35,23 @@ INTRO = (
 )
 
 
-def _answer_section(settings: Sequence[_Setting], clfs: list[str], paired: list[Comparison]) -> tuple[str, str, None]:
-    """(heading, text, no table): the answer, in paragraphs; lines starting "- " are list items."""
+def answer_section(settings: Sequence[Setting], clfs: list[str], paired: list[Comparison]) -> Section:
+    """The answer, in paragraphs (lines starting "- " are list items), without a table."""
     if not settings:
-        return HEADING, "No finished runs: nothing to answer yet.", None
+        return Section(HEADING, "No finished runs: nothing to answer yet.")
     images = ScoredImages()
     paragraphs = [INTRO, _best_per_classifier(settings, clfs, images), _best_freeze(settings, images)]
     paragraphs += [p for p in (_holm_lines(clfs, paired), cost_paragraphs(settings, images)) if p]
-    return HEADING, "\n\n".join(paragraphs), None
+    return Section(HEADING, "\n\n".join(paragraphs))
 
 
-def _ranked(settings: Sequence[_Setting], clf: str) -> list[tuple[_Estimate, _Setting]]:
+def _ranked(settings: Sequence[Setting], clf: str) -> list[tuple[Estimate, Setting]]:
     """Settings where ``clf`` ran, best test accuracy first (ties keep the report's order)."""
     found = [(s.accuracy(clf), s) for s in settings]
     return sorted([(e, s) for e, s in found if e is not None], key=lambda es: -es[0].value)
 
 
-def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str], images: ScoredImages) -> str:
+def _best_per_classifier(settings: Sequence[Setting], clfs: list[str], images: ScoredImages) -> str:
     lines = ["Best setting per classifier (test accuracy):"]
     for clf in clfs:
         ranked = _ranked(settings, clf)
@@ -68,15 +68,15 @@ def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str], images: 
     return "\n".join(lines)
 
 
-def _by_backbone(settings: Sequence[_Setting]) -> dict[str, list[_Setting]]:
+def _by_backbone(settings: Sequence[Setting]) -> dict[str, list[Setting]]:
     """Settings by backbone (and variant, when other keys differ), in report order."""
-    groups: dict[str, list[_Setting]] = {}
+    groups: dict[str, list[Setting]] = {}
     for s in settings:
         groups.setdefault(s.backbone + (f" ({s.variant})" if s.variant else ""), []).append(s)
     return groups
 
 
-def _best_freeze(settings: Sequence[_Setting], images: ScoredImages) -> str:
+def _best_freeze(settings: Sequence[Setting], images: ScoredImages) -> str:
     lines = ["Best freeze share per backbone (head test accuracy):"]
     for name, group in _by_backbone(settings).items():
         ranked = _ranked(group, "head")
@@ -84,12 +84,12 @@ def _best_freeze(settings: Sequence[_Setting], images: ScoredImages) -> str:
             continue
         best, s = ranked[0]
         if len(ranked) == 1:
-            lines.append(f"- {name}: only {_fmt_freeze(s.freeze)} frozen was run, {best.text()}: nothing to compare.")
+            lines.append(f"- {name}: only {fmt_freeze(s.freeze)} frozen was run, {best.text()}: nothing to compare.")
             continue
         runner, r = ranked[1]
         lines.append(
-            f"- {name}: {_fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); runner-up "
-            f"{_fmt_freeze(r.freeze)} frozen ({runner.value:.4f}): {compare(s, r, 'head', images).text()}."
+            f"- {name}: {fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); runner-up "
+            f"{fmt_freeze(r.freeze)} frozen ({runner.value:.4f}): {compare(s, r, 'head', images).text()}."
         )
     return "\n".join(lines)
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from tlexp import files, runfolder
+from tlexp.results._runs import ReportRun
+from tlexp.results._settings import ALPHA, LEVEL, Setting
 from tlexp.results._stats import McNemarResult, PairedTResult
-from tlexp.results._summary import ALPHA, LEVEL, _Run, _Setting
 from tlexp.results._tables import fmt_p
 
 CANNOT_SEPARATE = "the data cannot separate them"
@@ -41,7 +42,7 @@ class ScoredImages:
     def __init__(self) -> None:
         self._rows: dict[Path, list[dict[str, str]] | None] = {}
 
-    def correct(self, run: _Run, clf: str) -> tuple[dict[str, bool] | None, str]:
+    def correct(self, run: ReportRun, clf: str) -> tuple[dict[str, bool] | None, str]:
         """``(path -> right?, "")`` over the run's test split, or ``(None, why not)``."""
         path = Path(run.dir) / runfolder.PREDICTIONS_FILE  # settings hold finished runs: each has its folder
         if path not in self._rows:
@@ -103,7 +104,7 @@ class Lead:
         return f"{how}: the {leader if r.diff > 0 else runner} is better"
 
 
-def compare(leader: _Setting, runner: _Setting, clf: str, images: ScoredImages) -> Lead:
+def compare(leader: Setting, runner: Setting, clf: str, images: ScoredImages) -> Lead:
     """Test the leader's lead over the runner-up in ``clf``'s test accuracy.
 
     One run each: McNemar's score test and Tango's interval on the test images both
@@ -126,10 +127,10 @@ def compare(leader: _Setting, runner: _Setting, clf: str, images: ScoredImages) 
     return _over_seeds(a, b, clf)
 
 
-def _over_seeds(a: Sequence[_Run], b: Sequence[_Run], clf: str) -> Lead:
+def _over_seeds(a: Sequence[ReportRun], b: Sequence[ReportRun], clf: str) -> Lead:
     from tlexp.results._stats import paired_t
 
-    def by_seed(runs: Sequence[_Run]) -> dict[Any, float]:
+    def by_seed(runs: Sequence[ReportRun]) -> dict[Any, float]:
         found: dict[Any, float] = {}
         for r in runs:
             found.setdefault(r.config.get("seed"), r.score(clf, "test", "accuracy"))

@@ -14,9 +14,10 @@ from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from tlexp import files, runfolder
+from tlexp.results._runs import ReportRun
+from tlexp.results._settings import ALPHA, LEVEL, LEVEL_TEXT
 from tlexp.results._stats import McNemarResult
-from tlexp.results._summary import ALPHA, LEVEL, LEVEL_TEXT, _Run
-from tlexp.results._tables import _Table, fmt_p
+from tlexp.results._tables import Section, Table, fmt_p
 
 HEADING = "Head vs other classifiers"
 
@@ -68,7 +69,7 @@ class Comparison:
 PAIRED_COLUMNS = [f.name for f in fields(Comparison)]  # the header of paired.csv
 
 
-def paired_comparisons(done: Sequence[_Run], clfs: list[str]) -> tuple[list[Comparison], list[str]]:
+def paired_comparisons(done: Sequence[ReportRun], clfs: list[str]) -> tuple[list[Comparison], list[str]]:
     """Head vs each other classifier on each run's test split, from ``predictions.csv``.
 
     Every comparison of the report is one hypothesis of one family: ``p_holm`` is the
@@ -83,7 +84,7 @@ def paired_comparisons(done: Sequence[_Run], clfs: list[str]) -> tuple[list[Comp
 
     from tlexp.results._stats import holm, mcnemar
 
-    tests: list[tuple[_Run, str, McNemarResult]] = []
+    tests: list[tuple[ReportRun, str, McNemarResult]] = []
     notes = []
     for r in done:
         path = r.dir / runfolder.PREDICTIONS_FILE
@@ -108,7 +109,7 @@ def paired_comparisons(done: Sequence[_Run], clfs: list[str]) -> tuple[list[Comp
     return [_comparison(r, c, t, ph) for (r, c, t), ph in zip(tests, p_holm, strict=True)], notes
 
 
-def _comparison(r: _Run, clf: str, t: McNemarResult, p_holm: float) -> Comparison:
+def _comparison(r: ReportRun, clf: str, t: McNemarResult, p_holm: float) -> Comparison:
     return Comparison(
         run=r.name,
         backbone=r.config.get("model.backbone"),
@@ -191,10 +192,10 @@ def holm_family(paired: list[Comparison]) -> str:
     )
 
 
-def _table(paired: list[Comparison]) -> _Table | None:
+def _table(paired: list[Comparison]) -> Table | None:
     if not paired:
         return None
-    return _Table(
+    return Table(
         ["run", "head vs", "n", "b", "c", "p", "Holm p", f"Δ accuracy [{LEVEL_TEXT} CI]", "reading"],
         [
             [
@@ -214,8 +215,8 @@ def _table(paired: list[Comparison]) -> _Table | None:
     )
 
 
-def _paired_section(paired: list[Comparison], notes: list[str]) -> tuple[str, str, _Table | None] | None:
+def paired_section(paired: list[Comparison], notes: list[str]) -> Section | None:
     """The report section of the comparisons, or None when there is nothing to say."""
     if not (paired or notes):
         return None
-    return HEADING, _intro(paired, notes), _table(paired)
+    return Section(HEADING, _intro(paired, notes), _table(paired))
