@@ -14,8 +14,7 @@ import pytest
 from scipy.stats import ttest_rel
 
 from test_report import capture_figures, csv_rows, from_counts, make_run, section
-from tlexp.results import _report as report
-from tlexp.results import pareto_frontier, setting_costs, wilson_interval
+from tlexp.results import build_report, pareto_frontier, setting_costs, wilson_interval
 
 FLIP = {"cat": "dog", "dog": "cat"}
 
@@ -67,7 +66,7 @@ def answer(out: Path) -> list[str]:
 )
 def test_leader_vs_runner_up_is_a_paired_test(tmp_path, n, both, leader_only, runner_only, p, lead, verdict):
     out = tmp_path / "rep"
-    report.build_report(leader_and_runner(tmp_path / "runs", n, both, leader_only, runner_only), out)
+    build_report(leader_and_runner(tmp_path / "runs", n, both, leader_only, runner_only), out)
     z = (leader_only - runner_only) / math.sqrt(leader_only + runner_only)
     assert f"{math.erfc(z / math.sqrt(2)):.2g}" == f"{float(p):.2g}"  # the printed p, by hand
     k = both + leader_only
@@ -122,7 +121,7 @@ def test_several_seeds_are_compared_over_seeds(tmp_path, runner, expected):
         for s, acc in enumerate(accs)
     ]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     lines = answer(out)
     assert lines[3] == (
         "- head: vgg16, 10 % frozen, 0.8500 [0.8000, 0.9000] (mean of 3 seeds, lowest to highest seed); "
@@ -147,12 +146,12 @@ def test_leads_that_cannot_be_tested_are_not_compared(tmp_path):
             tmp_path / "a", "v30", head=(1, 1, 0.8), others={}, predictions={"label": other_labels, "head": runner}
         ),
     ]
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     assert answer(out)[3].endswith("runner-up vgg16, 30 % frozen (0.8000): not compared: different test images.")
 
     dirs = [make_run(tmp_path / "b", "r10", backbone="resnet50", freeze=0.1, head=(1, 1, 0.9), others={})]
     dirs.append(make_run(tmp_path / "b", "r30", backbone="resnet50", head=(1, 1, 0.8), others={}))
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     assert answer(out)[3].endswith("(0.8000): not compared: r10 has no predictions.csv.")
 
     dirs = [
@@ -160,7 +159,7 @@ def test_leads_that_cannot_be_tested_are_not_compared(tmp_path):
         for f, seeds, acc in ((10, (0, 1), 0.9), (30, (2, 3), 0.8))
         for s in seeds
     ]
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     assert answer(out)[3].endswith(
         "(0.8000): not compared: a paired comparison over seeds needs at least 2 seeds run in both; they share 0."
     )
@@ -175,7 +174,7 @@ def test_over_seeds_the_runner_up_can_be_ahead_on_the_seeds_both_ran(tmp_path):
     ]
     dirs += [make_run(p, f"v30s{s}", seed=s, head=(1, 1, a), others={}) for s, a in enumerate((0.85, 0.86))]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     assert answer(out)[3].endswith(
         "runner-up vgg16, 30 % frozen (0.8550): mean lead -0.0500 [-0.0500, -0.0500] over the 2 seeds both ran, "
         "paired t-test p < 0.001 (|t| = ∞, 1 df): the runner-up is better."
@@ -185,13 +184,13 @@ def test_over_seeds_the_runner_up_can_be_ahead_on_the_seeds_both_ran(tmp_path):
 def test_scored_images_says_why_a_run_cannot_be_compared(tmp_path):
     from tlexp import files
     from tlexp.results import ScoredImages
-    from tlexp.results._summary import _Run
+    from tlexp.results._runs import ReportRun
 
-    def run(name: str, rows: list[list[str]] | None) -> _Run:
+    def run(name: str, rows: list[list[str]] | None) -> ReportRun:
         (tmp_path / name).mkdir()
         if rows is not None:
             files.write_csv(tmp_path / name / "predictions.csv", ["path", "split", "label", "head"], rows)
-        return _Run(name, "finished", tmp_path / name)
+        return ReportRun(name, "finished", tmp_path / name)
 
     images = ScoredImages()
     good = run(
@@ -218,7 +217,7 @@ def test_a_chance_level_setting_is_never_ranked_first_or_recommended(tmp_path):
         make_run(p, "v30", freeze=0.3, head=(1, 1, 0.95), others={}, train_s=60.0),
     ]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     lines = answer(out)
     cost = lines.index(next(ln for ln in lines if ln.startswith("Cost of the head's test accuracy")))
     # Balanced test split of 20 images (10 per class): the baseline is 0.5.
@@ -254,7 +253,7 @@ def test_minutes_count_prefix_train_and_predict_and_say_cold_or_warm(tmp_path):
     del data["timings_s"]["prefix"]
     metrics.write_text(json.dumps(data))
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     lines = answer(out)
     cost = lines.index(next(ln for ln in lines if ln.startswith("Cost of the head's test accuracy")))
     assert (
@@ -268,10 +267,10 @@ def test_minutes_count_prefix_train_and_predict_and_say_cold_or_warm(tmp_path):
         "",
     ]
     assert lines[cost + 5].startswith("Not recorded, counted as 0: v50: prefix. Pareto frontier")
-    from tlexp.results._report import _load_run
-    from tlexp.results._summary import _settings
+    from tlexp.results._runs import load_run
+    from tlexp.results._settings import group_settings
 
-    costs, left_out = setting_costs(_settings([_load_run(d) for d in dirs]))
+    costs, left_out = setting_costs(group_settings([load_run(d) for d in dirs]))
     assert [c.minutes for c in costs] == [3.0, 1.0, 2.0] and left_out == []
 
 
@@ -301,7 +300,7 @@ def test_cost_mixed_caches_other_baselines_and_what_is_left_out(tmp_path):
         edit_record(run, lambda d: d["classifiers"]["head"]["test"].update(confusion=[[12, 0], [0, 8]]))
     edit_record(dirs[4], lambda d: d["timings_s"].pop("train"))  # no train time: left out
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     lines = cost_lines(out)
     assert "partly warm = the run built its cache from another run's cache of a shallower layer" in lines[0]
     assert lines[0].endswith(
@@ -324,7 +323,7 @@ def test_cost_when_nothing_beats_the_baseline_or_nothing_is_timed(tmp_path):
         make_run(p, "v30", head=(1, 1, 0.45), others={}, train_s=30.0),
     ]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     lines = cost_lines(out)
     assert lines[1:3] == [
         "- vgg16, 10 % frozen: 0.5000 in 1.00 min (cold); on the Pareto frontier, at or below the majority-class "
@@ -335,9 +334,9 @@ def test_cost_when_nothing_beats_the_baseline_or_nothing_is_timed(tmp_path):
     assert lines[-1].endswith("Recommendation: none: no setting's head beats the majority-class baseline.")
     for run in dirs:
         edit_record(run, lambda d: d["timings_s"].pop("train"))
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     assert cost_lines(out) == ["Cost: not computed (no setting records its train time and test split)."]
-    assert "accuracy_vs_minutes.png" not in report.build_report(dirs, out)
+    assert "accuracy_vs_minutes.png" not in build_report(dirs, out)
 
 
 def test_pareto_frontier_of_a_hand_made_set():
@@ -372,7 +371,7 @@ def test_the_most_accurate_is_kept_where_the_paired_test_finds_it_better(tmp_pat
         ),
     ]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
     assert answer(out)[-1].endswith(
         "Recommendation: vgg16, 10 % frozen (0.9500 in 1.00 min), the most accurate: every cheaper setting on the "
         "frontier that beats the baseline is worse by the paired test, or could not be compared: vgg16, 50 % "
@@ -391,7 +390,7 @@ def test_cost_chart_marks_each_setting_the_frontier_and_the_baseline(tmp_path, m
         make_run(p, "r30", backbone="resnet50", head=(1, 1, 0.95), others={}, train_s=180.0),
     ]
     out = tmp_path / "rep"
-    written = report.build_report(dirs, out)
+    written = build_report(dirs, out)
     assert written["accuracy_vs_minutes.png"] == out / "accuracy_vs_minutes.png"
     (ax,) = figures[2].axes
     lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata()), ln) for ln in ax.get_lines()}
@@ -449,9 +448,9 @@ def test_holm_family_is_stated_and_grows_with_the_runs(tmp_path):
         return make_run(p, name, freeze=freeze, others=others, predictions=preds)
 
     two = [run("f10", 0.1, 2, 12), run("f30", 0.3, 5, 6)]
-    report.build_report(two, tmp_path / "two")
+    build_report(two, tmp_path / "two")
     three = [*two, run("f70", 0.7, 10, 11)]
-    report.build_report(three, tmp_path / "three")
+    build_report(three, tmp_path / "three")
 
     family = (
         "Holm's family is every head-vs-other comparison in this report: {k}, one per run and classifier "

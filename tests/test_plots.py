@@ -125,11 +125,13 @@ def test_plot_confusions_errors(tmp_path, matrices, match):
 def test_plot_roc(tmp_path, monkeypatch):
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from tlexp.results import _plots as plots
+    from tlexp.results._plots import save_figure
 
     # The figure as it is saved, to read back what was drawn (the PNG alone shows only pixels).
-    figures, save = [], plots.save_figure
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path))
+    figures = []
+    monkeypatch.setattr(
+        "tlexp.results._plots.save_figure", lambda fig, path: figures.append(fig) or save_figure(fig, path)
+    )
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 100)
     curves = {

@@ -14,7 +14,7 @@ import yaml
 
 from tlexp import files, runfolder
 from tlexp.errors import UserError
-from tlexp.results import _report as report
+from tlexp.results import build_report, find_runs
 
 from records import SPLITS, first_layout, make_record, scores
 
@@ -152,14 +152,14 @@ def test_find_runs_finished_unfinished_nested_and_deduplicated(tmp_path):
     u = make_run(sweep, "c_unfinished", finished=False)
     (sweep / "report").mkdir()  # a folder without config.yaml is not a run
     (sweep / "report" / "summary.csv").write_text("x\n")
-    finished, unfinished = report.find_runs([sweep, b, sweep / "nested"])
+    finished, unfinished = find_runs([sweep, b, sweep / "nested"])
     assert finished == sorted([a.resolve(), b.resolve()])
     assert unfinished == [u.resolve()]
 
 
 def test_find_runs_rejects_missing_path(tmp_path):
     with pytest.raises(UserError, match="is not a folder"):
-        report.find_runs([tmp_path / "nope"])
+        find_runs([tmp_path / "nope"])
 
 
 # --------------------------------------------------------------------------- summary
@@ -177,7 +177,7 @@ def test_summary_rows_sorted_and_exact(tmp_path):
         make_run(p, "a_eff", backbone="efficientnetb0", freeze="block3_conv1", share=0.2),
     ]
     out = tmp_path / "report"
-    written = report.build_report(dirs, out)
+    written = build_report(dirs, out)
 
     rows = csv_rows(out / "summary.csv")
     assert [r["name"] for r in rows] == ["v10", "v70", "r30s0", "r30s1", "d70", "a_eff", "z_mobile"]
@@ -268,7 +268,7 @@ def test_mean_and_std_over_seeds(tmp_path):
     # Same backbone and freeze but another learning rate: another setting, told apart by a column.
     dirs.append(make_run(p, "v30lr", config={"train.learning_rate": 0.1}, head=(0.9, 0.8, 0.4)))
     out = tmp_path / "rep"
-    written = report.build_report(dirs, out)
+    written = build_report(dirs, out)
     assert "summary_by_setting.csv" in written
 
     rows = csv_rows(out / "summary_by_setting.csv")
@@ -308,7 +308,7 @@ def test_paired_mcnemar_from_predictions(tmp_path):
         others={"forest": (1, 1, 0.6)},
         predictions={"label": labels, "head": head, "forest": forest},
     )
-    report.build_report([run], tmp_path / "rep")
+    build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
     assert (row["run"], row["classifier_a"], row["classifier_b"], row["split"]) == ("one", "head", "forest", "test")
     assert (row["n"], row["b"], row["c"]) == ("20", "6", "2")
@@ -341,7 +341,7 @@ def test_paired_significant_reading(tmp_path):
         others={"logreg": (1, 1, 1)},
         predictions={"label": labels, "head": head, "logreg": logreg},
     )
-    report.build_report([run], tmp_path / "rep")
+    build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "paired.csv")
     assert (row["b"], row["c"]) == ("0", "20")
     assert float(row["p_value"]) == pytest.approx(math.erfc(math.sqrt(10)))
@@ -360,7 +360,7 @@ def test_failed_and_unfinished_rows(tmp_path):
         }
     ]
     out = tmp_path / "rep"
-    report.build_report([*dirs, unfinished], out, failed=failed)
+    build_report([*dirs, unfinished], out, failed=failed)
 
     rows = {r["name"]: r for r in csv_rows(out / "summary.csv")}
     assert [r for r in rows] == ["v30s0", "v30s1", "v70s0", "resnet50_f30_s0"]
@@ -409,7 +409,7 @@ def test_multiclass_run(tmp_path):
     header = (run / "predictions.csv").read_text().splitlines()[0]
     assert header == "path,split,label,head,forest"  # no _p1 columns with three classes
     out = tmp_path / "rep"
-    report.build_report([run], out)
+    build_report([run], out)
     (row,) = csv_rows(out / "summary.csv")
     assert row["head_test_roc_auc"] == "" and row["forest_test_roc_auc"] == ""
     (pair,) = csv_rows(out / "paired.csv")
@@ -424,7 +424,7 @@ def test_single_run_without_classifiers_and_stale_files(tmp_path):
     (out / "summary_by_setting.csv").write_text("stale\n")
     (out / "notes.txt").write_text("mine\n")
     run = make_run(tmp_path / "r", "solo", others={})
-    written = report.build_report([run], out, title="Solo <run>")
+    written = build_report([run], out, title="Solo <run>")
     assert not (out / "paired.csv").exists() and not (out / "summary_by_setting.csv").exists()
     assert (out / "notes.txt").read_text() == "mine\n"  # files of other names are left alone
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
@@ -458,7 +458,7 @@ def test_single_run_without_classifiers_and_stale_files(tmp_path):
 
 def test_report_with_only_failed_runs(tmp_path):
     out = tmp_path / "rep"
-    written = report.build_report([], out, failed=[{"name": "x", "error": "boom", "overrides": {}}])
+    written = build_report([], out, failed=[{"name": "x", "error": "boom", "overrides": {}}])
     assert sorted(written) == ["report.html", "summary.csv", "summary.md"]
     (row,) = csv_rows(out / "summary.csv")
     assert (row["name"], row["status"], row["error"]) == ("x", "failed", "boom")
@@ -466,7 +466,7 @@ def test_report_with_only_failed_runs(tmp_path):
 
 def test_markdown_escapes_pipes(tmp_path):
     out = tmp_path / "rep"
-    report.build_report([], out, failed=[{"name": "x", "error": "a | b", "overrides": {"seed": 1}}])
+    build_report([], out, failed=[{"name": "x", "error": "a | b", "overrides": {"seed": 1}}])
     md = (out / "summary.md").read_text()
     assert "a \\| b" in md
 
@@ -487,7 +487,7 @@ def test_first_layout_metrics_without_predictions(tmp_path):
     level, no predictions.csv) is read through the migration, not misread."""
     run = make_run(tmp_path / "r", "demo2", others={"forest": (1.0, 0.80, 0.75), "logreg": (0.9, 0.7, 0.65)})
     (run / "metrics.json").write_text(json.dumps(first_layout(json.loads((run / "metrics.json").read_text()))))
-    report.build_report([run], tmp_path / "rep")
+    build_report([run], tmp_path / "rep")
     (row,) = csv_rows(tmp_path / "rep" / "summary.csv")
     assert math.isclose(float(row["forest_test_accuracy"]), 0.75)
     assert math.isclose(float(row["logreg_test_accuracy"]), 0.65)
@@ -506,7 +506,7 @@ def test_failed_entry_with_resolved_config(tmp_path):
             "config": {"seed": 0, "model": {"backbone": "densenet121", "freeze": 0.1}},
         }
     ]
-    report.build_report([], out, failed=failed)
+    build_report([], out, failed=failed)
     (row,) = csv_rows(out / "summary.csv")
     # The overrides win over the base values in the config.
     assert (row["backbone"], row["freeze_requested"], row["seed"]) == ("densenet121", "0.3", "2")
@@ -539,10 +539,12 @@ def test_accuracy_chart_layouts(tmp_path, n_backbones, n_classifiers, size):
 
 def capture_figures(monkeypatch) -> list:
     """The figures of tlexp.results._plots as they are saved, to read back what was drawn."""
-    from tlexp.results import _plots as plots
+    from tlexp.results._plots import save_figure
 
-    figures, save = [], plots.save_figure
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path))
+    figures = []
+    monkeypatch.setattr(
+        "tlexp.results._plots.save_figure", lambda fig, path: figures.append(fig) or save_figure(fig, path)
+    )
     return figures
 
 
@@ -579,7 +581,7 @@ def test_both_train_accuracies_are_reported_and_labelled(tmp_path):
     p = tmp_path / "runs"
     dirs = [make_run(p, f"v30s{s}", seed=s, head=(0.959, 0.9, 0.9), last_epoch=0.932 - 0.01 * s) for s in (0, 1)]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
 
     first = csv_rows(out / "summary.csv")[0]
     assert float(first["head_train_accuracy_last_epoch"]) == 0.932
@@ -612,7 +614,7 @@ def test_charts_never_pool_different_settings(tmp_path, monkeypatch, key, defaul
     dirs = [make_run(p, f"v30s{s}", seed=s, head=(1, 1, acc), others={}) for s, acc in ((0, 0.8), (1, 0.9))]
     dirs.append(make_run(p, "v30x", head=(1, 1, 0.4), others={}, config={key: other}, wall=50.0))
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
 
     acc, time, _ = figures
     lines = {c.get_label(): c.lines[0].get_ydata().tolist() for c in acc.axes[0].containers}
@@ -642,7 +644,7 @@ def test_accuracy_points_carry_their_intervals(tmp_path, monkeypatch):
         for s, acc in ((0, 0.80), (1, 0.86), (2, 0.90))
     ]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
 
     (container,) = figures[0].axes[0].containers
     line, _, (bars,) = container
@@ -669,7 +671,7 @@ def test_holm_correction_beside_the_raw_p_values(tmp_path):
         for name, (b, c) in counts.items()
     ]
     out = tmp_path / "rep"
-    report.build_report(dirs, out)
+    build_report(dirs, out)
 
     # McNemar's score test: z = (c - b) / sqrt(b + c), p = erfc(|z| / sqrt(2)).
     raw = {name: math.erfc(abs(c - b) / math.sqrt(2 * (b + c))) for name, (b, c) in counts.items()}
@@ -702,7 +704,7 @@ def test_paired_interval_agrees_with_its_test(tmp_path):
     which test and which interval it uses."""
     run = make_run(tmp_path / "runs", "x", predictions=from_counts(200, 180, 0, 5))
     out = tmp_path / "rep"
-    report.build_report([run], out)
+    build_report([run], out)
     (row,) = csv_rows(out / "paired.csv")
     p, low, high = float(row["p_value"]), float(row["diff_low"]), float(row["diff_high"])
     assert (p < 0.05) == (low > 0 or high < 0)
@@ -754,12 +756,10 @@ def test_no_printed_p_value_lands_on_alpha_or_across_it():
 
 def test_reading_near_alpha():
     """Issue #23: a p of 0.0495 printed as "p=0.05, survives Holm (p=0.05)"."""
-    from tlexp.results._paired import _reading
+    from tlexp.results._paired import reading
 
-    row = {"p_value": 0.0495, "p_holm": 0.0495, "classifier_b": "forest", "b": 2, "c": 9}
-    assert _reading(row) == "forest better, p=0.0495, survives Holm (p=0.0495)"
-    row = {**row, "p_holm": 0.0504}
-    assert _reading(row) == "forest ahead at p=0.0495, but not after Holm's correction (p=0.0504)"
+    assert reading(0.0495, 0.0495, "forest") == "forest better, p=0.0495, survives Holm (p=0.0495)"
+    assert reading(0.0495, 0.0504, "forest") == "forest ahead at p=0.0495, but not after Holm's correction (p=0.0504)"
 
 
 # The study's answer, for a sweep of three backbones (one seed, 200 test images each):
@@ -796,7 +796,7 @@ def answer_sweep(root: Path) -> list[Path]:
 
 def test_the_answer_comes_first(tmp_path):
     out = tmp_path / "rep"
-    report.build_report(answer_sweep(tmp_path / "runs"), out)
+    build_report(answer_sweep(tmp_path / "runs"), out)
     md = (out / "summary.md").read_text()
     assert [ln[3:] for ln in md.splitlines() if ln.startswith("## ")] == [
         "The answer",
@@ -878,7 +878,7 @@ def test_the_answer_comes_first(tmp_path):
 
 def test_the_answer_without_finished_runs(tmp_path):
     out = tmp_path / "rep"
-    report.build_report([], out, failed=[{"name": "x", "error": "boom", "overrides": {}}])
+    build_report([], out, failed=[{"name": "x", "error": "boom", "overrides": {}}])
     assert section((out / "summary.md").read_text(), "The answer") == "No finished runs: nothing to answer yet."
 
 

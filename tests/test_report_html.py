@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from test_report import make_run  # tests/ is on sys.path (pytest's default rootdir insertion)
-from tlexp.results import _report as report
+from tlexp.results import build_report
 
 CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((found for c in CANDIDATES if (found := shutil.which(c))), None)
@@ -73,7 +73,7 @@ def built(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
                 )
             )
     failed = [{"name": "resnet50_f30_s0", "error": "OOM <b>not bold</b>", "overrides": {"model.backbone": "resnet50"}}]
-    written = report.build_report(dirs, root / "report", failed=failed, title="HTML check")
+    written = build_report(dirs, root / "report", failed=failed, title="HTML check")
     return root, written
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tlexp import files, runfolder
 from tlexp.errors import UserError
-from tlexp.results import _tracking as tracking
+from tlexp.results import log_run, require_mlflow, resolve_uri, sweep_parent
 
 from records import make_record, scores
 
@@ -75,7 +75,7 @@ def _client(uri: str, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # reading a file store back needs it too
-    return MlflowClient(tracking_uri=tracking.resolve_uri(uri))
+    return MlflowClient(tracking_uri=resolve_uri(uri))
 
 
 def _all_runs(client, experiment: str) -> list:
@@ -88,7 +88,7 @@ def test_log_run_file_store(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path / "results", "vgg16_f30_s0")
     store = tmp_path / "mlruns"
 
-    run_id = tracking.log_run(run_dir, str(store), "exp")  # a plain path works as uri
+    run_id = log_run(run_dir, str(store), "exp")  # a plain path works as uri
     assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ  # opted in for the call only
     assert (store / "meta.yaml").is_file() or any(store.iterdir())
 
@@ -135,8 +135,8 @@ def test_log_run_file_store(tmp_path, monkeypatch):
 def test_log_run_twice_is_one_run(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, "r")
     uri = f"file:{tmp_path / 'mlruns'}"
-    first = tracking.log_run(run_dir, uri, "exp")
-    assert tracking.log_run(run_dir, uri, "exp") == first
+    first = log_run(run_dir, uri, "exp")
+    assert log_run(run_dir, uri, "exp") == first
     assert [r.info.run_id for r in _all_runs(_client(uri, monkeypatch), "exp")] == [first]
 
 
@@ -146,10 +146,10 @@ def test_sweep_cells_nest_under_one_parent(tmp_path, monkeypatch):
     cells = [make_run(sweep_dir, "vgg16_f30_s0"), make_run(sweep_dir, "resnet50_f30_s0", backbone="resnet50")]
     uri = str(tmp_path / "mlruns")
 
-    parent = tracking.sweep_parent(uri, "exp", sweep_dir, "sweep")
-    ids = [tracking.log_run(c, uri, "exp", parent_run_id=parent) for c in cells]
-    assert tracking.sweep_parent(uri, "exp", sweep_dir, "sweep") == parent  # a resumed sweep reuses it
-    assert tracking.log_run(cells[0], uri, "exp", parent_run_id=parent) == ids[0]
+    parent = sweep_parent(uri, "exp", sweep_dir, "sweep")
+    ids = [log_run(c, uri, "exp", parent_run_id=parent) for c in cells]
+    assert sweep_parent(uri, "exp", sweep_dir, "sweep") == parent  # a resumed sweep reuses it
+    assert log_run(cells[0], uri, "exp", parent_run_id=parent) == ids[0]
 
     client = _client(uri, monkeypatch)
     assert len(set(ids)) == 2
@@ -169,8 +169,8 @@ def test_log_run_sqlite(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, "r")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    run_id = tracking.log_run(run_dir, uri, "exp")
-    assert tracking.log_run(run_dir, uri, "exp") == run_id
+    run_id = log_run(run_dir, uri, "exp")
+    assert log_run(run_dir, uri, "exp") == run_id
 
     client = _client(uri, monkeypatch)
     run = client.get_run(run_id)
@@ -197,11 +197,11 @@ def test_failed_upload_is_redone(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(MlflowClient, "log_artifacts", disk_full)
         with pytest.raises(UserError, match="No space left on device"):
-            tracking.log_run(run_dir, uri, "exp")
+            log_run(run_dir, uri, "exp")
     assert _all_runs(_client(uri, monkeypatch), "exp") == []  # the half-logged run was deleted
 
-    run_id = tracking.log_run(run_dir, uri, "exp")
-    assert tracking.log_run(run_dir, uri, "exp") == run_id
+    run_id = log_run(run_dir, uri, "exp")
+    assert log_run(run_dir, uri, "exp") == run_id
     assert [r.info.run_id for r in _all_runs(_client(uri, monkeypatch), "exp")] == [run_id]
 
 
@@ -210,17 +210,17 @@ def test_unfinished_run_is_refused(tmp_path):
     run_dir = make_run(tmp_path, "r")
     (run_dir / runfolder.METRICS_FILE).unlink()
     with pytest.raises(UserError, match="has no metrics.json"):
-        tracking.log_run(run_dir, str(tmp_path / "mlruns"), "exp")
+        log_run(run_dir, str(tmp_path / "mlruns"), "exp")
 
 
 @needs_mlflow
 def test_deleted_experiment_is_a_user_error(tmp_path, monkeypatch):
     uri = str(tmp_path / "mlruns")
-    tracking.sweep_parent(uri, "gone", tmp_path, "s")
+    sweep_parent(uri, "gone", tmp_path, "s")
     client = _client(uri, monkeypatch)
     client.delete_experiment(client.get_experiment_by_name("gone").experiment_id)
     try:
-        tracking.log_run(make_run(tmp_path, "r"), uri, "gone")
+        log_run(make_run(tmp_path, "r"), uri, "gone")
     except UserError as exc:
         assert "deleted MLflow experiment" in str(exc)
     else:  # MLflow 2.x file stores hide deleted experiments and let a new one take the name
@@ -230,26 +230,26 @@ def test_deleted_experiment_is_a_user_error(tmp_path, monkeypatch):
 def test_resolve_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     expected = (tmp_path / "mlruns").resolve().as_uri()
-    assert tracking.resolve_uri("mlruns") == expected
-    assert tracking.resolve_uri("file:./mlruns") == expected
-    assert tracking.resolve_uri(str(tmp_path / "mlruns")) == expected
-    assert tracking.resolve_uri(expected) == expected
-    assert tracking.resolve_uri("http://host:5000") == "http://host:5000"
-    assert tracking.resolve_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert resolve_uri("mlruns") == expected
+    assert resolve_uri("file:./mlruns") == expected
+    assert resolve_uri(str(tmp_path / "mlruns")) == expected
+    assert resolve_uri(expected) == expected
+    assert resolve_uri("http://host:5000") == "http://host:5000"
+    assert resolve_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
 
 
 def test_require_mlflow_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # makes `import mlflow` fail
     monkeypatch.delitem(sys.modules, "mlflow.tracking", raising=False)
     with pytest.raises(UserError, match=r"MLflow is not installed\. Install it with: pip install 'tlexp\[mlflow\]'"):
-        tracking.require_mlflow()
+        require_mlflow()
 
 
 @needs_mlflow
 @needs_sqlalchemy
 def test_require_mlflow_sqlite_needs_sqlalchemy(monkeypatch):
-    tracking.require_mlflow("sqlite:///mlflow.db")  # mlflow itself is fine (or this test is skipped)
+    require_mlflow("sqlite:///mlflow.db")  # mlflow itself is fine (or this test is skipped)
     monkeypatch.setitem(sys.modules, "sqlalchemy", None)
     with pytest.raises(UserError, match="needs sqlalchemy"):
-        tracking.require_mlflow("sqlite:///mlflow.db")
-    tracking.require_mlflow("http://host:5000")  # servers need nothing more
+        require_mlflow("sqlite:///mlflow.db")
+    require_mlflow("http://host:5000")  # servers need nothing more

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ClassifierResult": "_record",
     "CostPoint": "_costchart",
-    "Curve": "_plots",
+    "Curve": "_sweepcharts",
     "RecordError": "_record",
     "RunRecord": "_record",
     "ScoredImages": "_leads",
@@ -24,14 +24,14 @@ _EXPORTS = {
     "find_runs": "_report",
     "fmt_p": "_tables",
     "load_record": "_record",
-    "log_run": "_tracking",
+    "log_run": "_logrun",
     "pareto_frontier": "_cost",
-    "plot_accuracy_vs_frozen": "_plots",
+    "plot_accuracy_vs_frozen": "_sweepcharts",
     "plot_accuracy_vs_minutes": "_costchart",
     "plot_confusions": "_plots",
     "plot_history": "_plots",
     "plot_roc": "_plots",
-    "plot_time_vs_frozen": "_plots",
+    "plot_time_vs_frozen": "_sweepcharts",
     "require_mlflow": "_tracking",
     "resolve_uri": "_tracking",
     "roc_points": "_metrics",
@@ -73,20 +73,15 @@ if TYPE_CHECKING:
     from tlexp.results._cost import pareto_frontier, setting_costs
     from tlexp.results._costchart import CostPoint, plot_accuracy_vs_minutes
     from tlexp.results._leads import ScoredImages
+    from tlexp.results._logrun import log_run
     from tlexp.results._metrics import classification_metrics, roc_points
-    from tlexp.results._plots import (
-        Curve,
-        plot_accuracy_vs_frozen,
-        plot_confusions,
-        plot_history,
-        plot_roc,
-        plot_time_vs_frozen,
-    )
+    from tlexp.results._plots import plot_confusions, plot_history, plot_roc
     from tlexp.results._record import VERSION, ClassifierResult, RecordError, RunRecord, load_record
     from tlexp.results._report import build_report, find_runs
     from tlexp.results._stats import wilson_interval
+    from tlexp.results._sweepcharts import Curve, plot_accuracy_vs_frozen, plot_time_vs_frozen
     from tlexp.results._tables import fmt_p
-    from tlexp.results._tracking import TrackingError, log_run, require_mlflow, resolve_uri, sweep_parent
+    from tlexp.results._tracking import TrackingError, require_mlflow, resolve_uri, sweep_parent
 
 
 def __getattr__(name: str) -> Any:

@@ -13,14 +13,13 @@ otherwise the text says the data cannot separate the two.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from tlexp import runfolder
 from tlexp.results._cost import cost_paragraphs
 from tlexp.results._leads import CANNOT_SEPARATE, ScoredImages, compare
-from tlexp.results._paired import _winner, holm_family
-from tlexp.results._summary import ALPHA, LEVEL_TEXT, _Estimate, _Setting
-from tlexp.results._tables import _fmt_freeze, fmt_p
+from tlexp.results._paired import Comparison, holm_family
+from tlexp.results._settings import ALPHA, LEVEL_TEXT, Estimate, Setting
+from tlexp.results._tables import Section, fmt_freeze, fmt_p
 
 HEADING = "The answer"
 INTRO = (
@@ -36,25 +35,23 @@ INTRO = (
 )
 
 
-def _answer_section(
-    settings: Sequence[_Setting], clfs: list[str], paired: list[dict[str, Any]]
-) -> tuple[str, str, None]:
-    """(heading, text, no table): the answer, in paragraphs; lines starting "- " are list items."""
+def answer_section(settings: Sequence[Setting], clfs: list[str], paired: list[Comparison]) -> Section:
+    """The answer, in paragraphs (lines starting "- " are list items), without a table."""
     if not settings:
-        return HEADING, "No finished runs: nothing to answer yet.", None
+        return Section(HEADING, "No finished runs: nothing to answer yet.")
     images = ScoredImages()
     paragraphs = [INTRO, _best_per_classifier(settings, clfs, images), _best_freeze(settings, images)]
     paragraphs += [p for p in (_holm_lines(clfs, paired), cost_paragraphs(settings, images)) if p]
-    return HEADING, "\n\n".join(paragraphs), None
+    return Section(HEADING, "\n\n".join(paragraphs))
 
 
-def _ranked(settings: Sequence[_Setting], clf: str) -> list[tuple[_Estimate, _Setting]]:
+def _ranked(settings: Sequence[Setting], clf: str) -> list[tuple[Estimate, Setting]]:
     """Settings where ``clf`` ran, best test accuracy first (ties keep the report's order)."""
     found = [(s.accuracy(clf), s) for s in settings]
     return sorted([(e, s) for e, s in found if e is not None], key=lambda es: -es[0].value)
 
 
-def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str], images: ScoredImages) -> str:
+def _best_per_classifier(settings: Sequence[Setting], clfs: list[str], images: ScoredImages) -> str:
     lines = ["Best setting per classifier (test accuracy):"]
     for clf in clfs:
         ranked = _ranked(settings, clf)
@@ -71,15 +68,15 @@ def _best_per_classifier(settings: Sequence[_Setting], clfs: list[str], images: 
     return "\n".join(lines)
 
 
-def _by_backbone(settings: Sequence[_Setting]) -> dict[str, list[_Setting]]:
+def _by_backbone(settings: Sequence[Setting]) -> dict[str, list[Setting]]:
     """Settings by backbone (and variant, when other keys differ), in report order."""
-    groups: dict[str, list[_Setting]] = {}
+    groups: dict[str, list[Setting]] = {}
     for s in settings:
         groups.setdefault(s.backbone + (f" ({s.variant})" if s.variant else ""), []).append(s)
     return groups
 
 
-def _best_freeze(settings: Sequence[_Setting], images: ScoredImages) -> str:
+def _best_freeze(settings: Sequence[Setting], images: ScoredImages) -> str:
     lines = ["Best freeze share per backbone (head test accuracy):"]
     for name, group in _by_backbone(settings).items():
         ranked = _ranked(group, "head")
@@ -87,17 +84,17 @@ def _best_freeze(settings: Sequence[_Setting], images: ScoredImages) -> str:
             continue
         best, s = ranked[0]
         if len(ranked) == 1:
-            lines.append(f"- {name}: only {_fmt_freeze(s.freeze)} frozen was run, {best.text()}: nothing to compare.")
+            lines.append(f"- {name}: only {fmt_freeze(s.freeze)} frozen was run, {best.text()}: nothing to compare.")
             continue
         runner, r = ranked[1]
         lines.append(
-            f"- {name}: {_fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); runner-up "
-            f"{_fmt_freeze(r.freeze)} frozen ({runner.value:.4f}): {compare(s, r, 'head', images).text()}."
+            f"- {name}: {fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); runner-up "
+            f"{fmt_freeze(r.freeze)} frozen ({runner.value:.4f}): {compare(s, r, 'head', images).text()}."
         )
     return "\n".join(lines)
 
 
-def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
+def _holm_lines(clfs: list[str], paired: list[Comparison]) -> str:
     if len(clfs) < 2:
         return ""
     total = len(paired)
@@ -108,24 +105,24 @@ def _holm_lines(clfs: list[str], paired: list[dict[str, Any]]) -> str:
         f"α = {ALPHA}). {holm_family(paired)}"
     ]
     for clf in clfs[1:]:
-        rows = [p for p in paired if p["classifier_b"] == clf]
+        rows = [p for p in paired if p.classifier_b == clf]
         if not rows:
             lines.append(f"- head vs {clf}: not compared (no {runfolder.PREDICTIONS_FILE} with both).")
             continue
-        kept = [p for p in rows if p["p_holm"] < ALPHA]
+        kept = [p for p in rows if p.p_holm < ALPHA]
         text = f"- head vs {clf}: {len(kept)} of {len(rows)} difference(s) survive Holm's correction"
         if kept:
             text += ": " + "; ".join(
-                f"{_winner(p)} better in {p['run']} (Δ = {p['diff']:+.4f} [{p['diff_low']:+.4f}, "
-                f"{p['diff_high']:+.4f}], Holm p = {fmt_p(p['p_holm'], ALPHA)})"
+                f"{p.winner} better in {p.run} (Δ = {p.diff:+.4f} [{p.diff_low:+.4f}, "
+                f"{p.diff_high:+.4f}], Holm p = {fmt_p(p.p_holm, ALPHA)})"
                 for p in kept
             )
-        rest = [p for p in rows if p["p_holm"] >= ALPHA]
+        rest = [p for p in rows if p.p_holm >= ALPHA]
         if rest:
             text += (f". In the other {len(rest)} run(s)" if kept else f": in all {len(rest)} run(s)") + (
                 f", {CANNOT_SEPARATE} at this level"
             )
-            raw = [p["run"] for p in rest if p["p_value"] < ALPHA]
+            raw = [p.run for p in rest if p.p_value < ALPHA]
             if raw:
                 text += f" ({', '.join(raw)} had p < {ALPHA} before the correction)"
         text += "."

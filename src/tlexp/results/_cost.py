@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tlexp.results._leads import ScoredImages, compare
-from tlexp.results._summary import _Run, _Setting
+from tlexp.results._runs import ReportRun
+from tlexp.results._settings import Setting
 
 COST_PHASES = ("prefix", "train", "predict")
 PHASES_TEXT = "prefix, train and predict"
@@ -54,7 +55,7 @@ class SettingCost:
         missing: Runs and the cost phases their records lack (counted as 0).
     """
 
-    setting: _Setting
+    setting: Setting
     accuracy: float
     minutes: float
     cache: str
@@ -72,7 +73,7 @@ class SettingCost:
         return f"{self.setting.label()} ({self.accuracy:.4f} in {self.minutes:.2f} min)"
 
 
-def run_minutes(r: _Run) -> tuple[float | None, list[str]]:
+def run_minutes(r: ReportRun) -> tuple[float | None, list[str]]:
     """Minutes of the run's ``COST_PHASES`` and the phases its record lacks; None without ``train``."""
     t = r.record.timings_s
     if "train" not in t:
@@ -80,7 +81,7 @@ def run_minutes(r: _Run) -> tuple[float | None, list[str]]:
     return sum(t.get(p, 0.0) for p in COST_PHASES) / 60, [p for p in COST_PHASES if p not in t]
 
 
-def cache_state(r: _Run) -> str:
+def cache_state(r: ReportRun) -> str:
     """How the run's frozen prefix was computed: a key of ``CACHE_STATES``."""
     pc = r.record.prefix_cache
     if not pc.used:
@@ -88,7 +89,7 @@ def cache_state(r: _Run) -> str:
     return {"images": "cold", "reused": "warm", None: "cached"}.get(pc.source, "partly warm")
 
 
-def majority_baseline(r: _Run) -> tuple[float, int, int] | None:
+def majority_baseline(r: ReportRun) -> tuple[float, int, int] | None:
     """``(accuracy, images of the largest class, images)`` of always predicting the largest
     test class, from the head's test confusion matrix (rows: true classes); None if empty."""
     counts = [sum(row) for row in r.record.head.test.confusion]
@@ -96,7 +97,7 @@ def majority_baseline(r: _Run) -> tuple[float, int, int] | None:
     return (max(counts) / n, max(counts), n) if n else None
 
 
-def setting_costs(settings: Sequence[_Setting]) -> tuple[list[SettingCost], list[str]]:
+def setting_costs(settings: Sequence[Setting]) -> tuple[list[SettingCost], list[str]]:
     """The cost of every setting whose head has a test accuracy, a train time and a baseline.
 
     Returns:
@@ -132,7 +133,7 @@ def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[bool]:
     return [not any(m2 <= m and a2 >= a and (m2 < m or a2 > a) for m2, a2 in points) for m, a in points]
 
 
-def cost_paragraphs(settings: Sequence[_Setting], images: ScoredImages) -> str:
+def cost_paragraphs(settings: Sequence[Setting], images: ScoredImages) -> str:
     """The answer's cost paragraphs: per setting, the baseline, the frontier, the recommendation."""
     costs, left_out = setting_costs(settings)
     if not costs:

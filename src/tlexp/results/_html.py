@@ -1,4 +1,9 @@
-"""report.html: the report's tables and charts in one self-contained page. No TensorFlow."""
+"""report.html: the report's sections, charts and run configs in one self-contained page. No TensorFlow.
+
+The charts are embedded as base64 PNGs and the styles inline, so the one file can be
+mailed or archived and still show everything. The sections are the ones ``summary.md``
+is written from (:class:`tlexp.results._tables.Section`), so the two never disagree.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from tlexp.results._summary import _relative, _Run
-from tlexp.results._tables import _no_break
-
-# --------------------------------------------------------------------------- HTML
+from tlexp.results._bysetting import BY_SETTING_HEADING
+from tlexp.results._runs import ReportRun
+from tlexp.results._summary import RESULTS_HEADING
+from tlexp.results._tables import Section
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1400px;
@@ -36,29 +41,25 @@ _SCRIPT = """window.addEventListener("load", function () {
 });"""
 
 
-def _paragraph(text: str) -> str:
-    """A paragraph of a section's text: its lines starting with "- " become a list (as in Markdown)."""
-    lines = text.split("\n")
-    prose = " ".join(line for line in lines if not line.startswith("- "))
-    items = [line[2:] for line in lines if line.startswith("- ")]
-    out = f'<p class="intro">{_no_break(html.escape(prose))}</p>' if prose else ""
-    if items:
-        out += '<ul class="intro">' + "".join(f"<li>{_no_break(html.escape(i))}</li>" for i in items) + "</ul>"
-    return out
-
-
-def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, items: Sequence[_Run]) -> str:
+def html_page(
+    title: str,
+    stamp: str,
+    counts: str,
+    sections: Sequence[Section],
+    out: Path,
+    figures: Sequence[tuple[str, str]],
+    items: Sequence[ReportRun],
+) -> str:
+    """The whole page: the sections, the charts (``(file name in out, caption)``) and every run's config."""
     e = html.escape
     parts = [f"<h1>{e(title)}</h1>", f'<p class="meta">Generated {e(stamp)}. {e(counts)}</p>']
     # The charts show the means over seeds: they go right after the table of those (or
     # after the results when every setting ran once).
-    charts_after = "Mean ± std over seeds" if any(h == "Mean ± std over seeds" for h, *_ in sections) else "Results"
-    for heading, intro, table in sections:
-        parts.append(f"<h2>{e(heading)}</h2>")
-        parts += [_paragraph(p) for p in intro.split("\n\n") if p]
-        if table:
-            parts.append(table.html())
-        if figures and heading == charts_after:
+    by_setting = any(s.heading == BY_SETTING_HEADING for s in sections)
+    charts_after = BY_SETTING_HEADING if by_setting else RESULTS_HEADING
+    for section in sections:
+        parts.append(section.html())
+        if figures and section.heading == charts_after:
             parts.append("<h2>Charts</h2>")
             for name, caption in figures:
                 data = base64.b64encode((out / name).read_bytes()).decode("ascii")
@@ -70,7 +71,7 @@ def _html(title: str, stamp: str, counts: str, sections, out: Path, figures, ite
     if configs:
         parts.append("<h2>Run configs</h2>")
         for r in configs:
-            where = f" — {_relative(r.dir, out)}" if r.dir else ""
+            where = f" — {r.dir_from(out)}" if r.dir else ""
             parts.append(
                 f"<details><summary>{e(r.name)} ({e(r.config_source)}{e(where)})</summary>"
                 f"<pre>{e(r.config_text)}</pre></details>"

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from tlexp import files, runfolder
-from tlexp.results._stats import T_TEST_NAME
-from tlexp.results._summary import ALPHA, LEVEL, _Run, _Setting
+from tlexp.results._runs import ReportRun
+from tlexp.results._settings import ALPHA, LEVEL, Setting
+from tlexp.results._stats import McNemarResult, PairedTResult
 from tlexp.results._tables import fmt_p
 
 CANNOT_SEPARATE = "the data cannot separate them"
@@ -41,7 +42,7 @@ class ScoredImages:
     def __init__(self) -> None:
         self._rows: dict[Path, list[dict[str, str]] | None] = {}
 
-    def correct(self, run: _Run, clf: str) -> tuple[dict[str, bool] | None, str]:
+    def correct(self, run: ReportRun, clf: str) -> tuple[dict[str, bool] | None, str]:
         """``(path -> right?, "")`` over the run's test split, or ``(None, why not)``."""
         path = Path(run.dir) / runfolder.PREDICTIONS_FILE  # settings hold finished runs: each has its folder
         if path not in self._rows:
@@ -66,16 +67,16 @@ class Lead:
         why_not: Why the two were not compared ("" if they were).
     """
 
-    result: dict[str, Any] | None
+    result: McNemarResult | PairedTResult | None
     why_not: str = ""
 
     @property
     def p_value(self) -> float | None:
-        return None if self.result is None else self.result["p_value"]
+        return None if self.result is None else self.result.p_value
 
     def leader_better(self) -> bool:
         """The test finds the leader ahead (p < ALPHA, lead > 0)."""
-        return self.result is not None and self.result["p_value"] < ALPHA and self.result["diff"] > 0
+        return self.result is not None and self.result.p_value < ALPHA and self.result.diff > 0
 
     def text(self, leader: str = "leader", runner: str = "runner-up") -> str:
         """The test and its verdict, e.g. 'lead +0.0100 [...], McNemar p = 0.0016 on ...: the leader is better'.
@@ -87,23 +88,23 @@ class Lead:
         r = self.result
         if r is None:
             return self.why_not
-        lead = f"{r['diff']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]"
-        p = fmt_p(r["p_value"], ALPHA)
+        lead = f"{r.diff:+.4f} [{r.diff_low:+.4f}, {r.diff_high:+.4f}]"
+        p = fmt_p(r.p_value, ALPHA)
         p = f"{p[0]} {p[1:]}" if p[0] in "<>" else f"= {p}"
-        if r["test"] == T_TEST_NAME:
-            t = "∞" if abs(r["t"]) == float("inf") else f"{abs(r['t']):.2f}"
-            how = f"mean lead {lead} over the {r['n']} seeds both ran, paired t-test p {p} (|t| = {t}, {r['df']} df)"
+        if isinstance(r, PairedTResult):
+            t = "∞" if abs(r.t) == float("inf") else f"{abs(r.t):.2f}"
+            how = f"mean lead {lead} over the {r.n} seeds both ran, paired t-test p {p} (|t| = {t}, {r.df} df)"
         else:
             how = (
-                f"lead {lead}, McNemar p {p} on the same {r['n']} test images "
-                f"(only the {leader} right on {r['c']}, only the {runner} on {r['b']})"
+                f"lead {lead}, McNemar p {p} on the same {r.n} test images "
+                f"(only the {leader} right on {r.c}, only the {runner} on {r.b})"
             )
-        if r["p_value"] >= ALPHA:
+        if r.p_value >= ALPHA:
             return f"{how}: {CANNOT_SEPARATE}"
-        return f"{how}: the {leader if r['diff'] > 0 else runner} is better"
+        return f"{how}: the {leader if r.diff > 0 else runner} is better"
 
 
-def compare(leader: _Setting, runner: _Setting, clf: str, images: ScoredImages) -> Lead:
+def compare(leader: Setting, runner: Setting, clf: str, images: ScoredImages) -> Lead:
     """Test the leader's lead over the runner-up in ``clf``'s test accuracy.
 
     One run each: McNemar's score test and Tango's interval on the test images both
@@ -126,10 +127,10 @@ def compare(leader: _Setting, runner: _Setting, clf: str, images: ScoredImages) 
     return _over_seeds(a, b, clf)
 
 
-def _over_seeds(a: Sequence[_Run], b: Sequence[_Run], clf: str) -> Lead:
+def _over_seeds(a: Sequence[ReportRun], b: Sequence[ReportRun], clf: str) -> Lead:
     from tlexp.results._stats import paired_t
 
-    def by_seed(runs: Sequence[_Run]) -> dict[Any, float]:
+    def by_seed(runs: Sequence[ReportRun]) -> dict[Any, float]:
         found: dict[Any, float] = {}
         for r in runs:
             found.setdefault(r.config.get("seed"), r.score(clf, "test", "accuracy"))

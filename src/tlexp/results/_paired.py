@@ -4,46 +4,72 @@ Each run's ``predictions.csv`` says which test images each classifier got right;
 paired comparison (:func:`tlexp.results._stats.mcnemar`) needs nothing more. All
 head-vs-other comparisons of a report form one family for Holm's correction
 (:func:`holm_family` says so in the report), so adding runs changes every ``p_holm``.
+Each comparison is a :class:`Comparison`, one row of ``paired.csv``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from tlexp import files, runfolder
-from tlexp.results._summary import ALPHA, LEVEL, LEVEL_TEXT, _Run
-from tlexp.results._tables import _Table, fmt_p
+from tlexp.results._runs import ReportRun
+from tlexp.results._settings import ALPHA, LEVEL, LEVEL_TEXT
+from tlexp.results._stats import McNemarResult
+from tlexp.results._tables import Section, Table, fmt_p
 
 HEADING = "Head vs other classifiers"
 
-_PAIRED_HEADER = [
-    "run",
-    "backbone",
-    "freeze_requested",
-    "frozen_share",
-    "seed",
-    "classifier_a",
-    "classifier_b",
-    "split",
-    "n",
-    "accuracy_a",
-    "accuracy_b",
-    "b",
-    "c",
-    "z",
-    "p_value",
-    "p_holm",
-    "diff",
-    "diff_low",
-    "diff_high",
-    "test",
-    "interval",
-    "reading",
-]
+
+@dataclass(frozen=True)
+class Comparison:
+    """Head vs one other classifier of one run, on the run's test split: one row of ``paired.csv``.
+
+    The fields are the file's columns, in its order. ``b`` counts the images only
+    ``classifier_a`` (the head) got right, ``c`` those only ``classifier_b`` got right;
+    ``diff = accuracy_b - accuracy_a`` with Tango's interval ``[diff_low, diff_high]``;
+    ``p_holm`` is ``p_value`` after Holm's correction over every comparison of the report,
+    and ``reading`` says in words what the two p-values say (:func:`reading`).
+    """
+
+    run: str
+    backbone: Any
+    freeze_requested: Any  # a share or a layer name, as the config asked
+    frozen_share: float | None
+    seed: Any
+    classifier_a: str
+    classifier_b: str
+    split: str
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    b: int
+    c: int
+    z: float
+    p_value: float
+    p_holm: float
+    diff: float
+    diff_low: float
+    diff_high: float
+    test: str
+    interval: str
+    reading: str
+
+    @property
+    def winner(self) -> str:
+        """The classifier that got more of the disputed images right (``classifier_a`` on a tie)."""
+        return self.classifier_b if self.c > self.b else self.classifier_a
+
+    def csv_row(self) -> list[Any]:
+        """The row of ``paired.csv``, in the order of ``PAIRED_COLUMNS``."""
+        return list(astuple(self))
 
 
-def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+PAIRED_COLUMNS = [f.name for f in fields(Comparison)]  # the header of paired.csv
+
+
+def paired_comparisons(done: Sequence[ReportRun], clfs: list[str]) -> tuple[list[Comparison], list[str]]:
     """Head vs each other classifier on each run's test split, from ``predictions.csv``.
 
     Every comparison of the report is one hypothesis of one family: ``p_holm`` is the
@@ -51,14 +77,15 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
     survives it.
 
     Returns:
-        ``(rows, notes)``: one dict per comparison (keys ``_PAIRED_HEADER``), and notes
-        about runs that could not be compared.
+        ``(comparisons, notes)``: the comparisons in run order, and notes about runs that
+        could not be compared.
     """
     import numpy as np
 
     from tlexp.results._stats import holm, mcnemar
 
-    rows, notes = [], []
+    tests: list[tuple[ReportRun, str, McNemarResult]] = []
+    notes = []
     for r in done:
         path = r.dir / runfolder.PREDICTIONS_FILE
         others = [c for c in clfs[1:] if r.ran(c)]
@@ -77,35 +104,51 @@ def _paired(done: Sequence[_Run], clfs: list[str]) -> tuple[list[dict[str, Any]]
             if c not in test[0]:
                 notes.append(f"{r.name}: {runfolder.PREDICTIONS_FILE} has no column {c!r}; head vs {c} not compared.")
                 continue
-            t = mcnemar(right_a, np.array([p[c] for p in test]) == label, level=LEVEL)
-            rows.append(
-                {
-                    "run": r.name,
-                    "backbone": r.config.get("model.backbone"),
-                    "freeze_requested": r.config.get("model.freeze"),
-                    "frozen_share": r.frozen_share,
-                    "seed": r.config.get("seed"),
-                    "classifier_a": "head",
-                    "classifier_b": c,
-                    "split": "test",
-                    **{k: t[k] for k in ("n", "accuracy_a", "accuracy_b", "b", "c", "z", "p_value")},
-                    **{k: t[k] for k in ("diff", "diff_low", "diff_high", "test", "interval")},
-                }
-            )
-    for row, p_holm in zip(rows, holm([row["p_value"] for row in rows]), strict=True):
-        row["p_holm"] = p_holm
-        row["reading"] = _reading(row)
-    return rows, notes
+            tests.append((r, c, mcnemar(right_a, np.array([p[c] for p in test]) == label, level=LEVEL)))
+    p_holm = holm([t.p_value for _, _, t in tests])
+    return [_comparison(r, c, t, ph) for (r, c, t), ph in zip(tests, p_holm, strict=True)], notes
 
 
-def _reading(row: dict[str, Any]) -> str:
-    p, p_holm = row["p_value"], row["p_holm"]
-    if p >= ALPHA:
-        return f"no significant difference (p{_eq(p)})"
-    better = row["classifier_b"] if row["c"] > row["b"] else "head"
+def _comparison(r: ReportRun, clf: str, t: McNemarResult, p_holm: float) -> Comparison:
+    return Comparison(
+        run=r.name,
+        backbone=r.config.get("model.backbone"),
+        freeze_requested=r.config.get("model.freeze"),
+        frozen_share=r.frozen_share,
+        seed=r.config.get("seed"),
+        classifier_a="head",
+        classifier_b=clf,
+        split="test",
+        n=t.n,
+        accuracy_a=t.accuracy_a,
+        accuracy_b=t.accuracy_b,
+        b=t.b,
+        c=t.c,
+        z=t.z,
+        p_value=t.p_value,
+        p_holm=p_holm,
+        diff=t.diff,
+        diff_low=t.diff_low,
+        diff_high=t.diff_high,
+        test=t.test,
+        interval=t.interval,
+        reading=reading(t.p_value, p_holm, clf if t.c > t.b else "head"),
+    )
+
+
+def reading(p_value: float, p_holm: float, better: str) -> str:
+    """A comparison's p-values in words, never printing a p on the wrong side of ``ALPHA``.
+
+    Args:
+        p_value: The comparison's own p-value.
+        p_holm: The same after Holm's correction.
+        better: The classifier that got more of the disputed images right.
+    """
+    if p_value >= ALPHA:
+        return f"no significant difference (p{_eq(p_value)})"
     if p_holm < ALPHA:
-        return f"{better} better, p{_eq(p)}, survives Holm (p{_eq(p_holm)})"
-    return f"{better} ahead at p{_eq(p)}, but not after Holm's correction (p{_eq(p_holm)})"
+        return f"{better} better, p{_eq(p_value)}, survives Holm (p{_eq(p_holm)})"
+    return f"{better} ahead at p{_eq(p_value)}, but not after Holm's correction (p{_eq(p_holm)})"
 
 
 def _eq(p: float) -> str:
@@ -113,7 +156,7 @@ def _eq(p: float) -> str:
     return text if text[0] in "<>" else f"={text}"
 
 
-def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
+def _intro(paired: list[Comparison], notes: list[str]) -> str:
     text = (
         "Test split, same images for both. b = head right and the other wrong, c = the reverse. "
         "p: McNemar's score test, z = (c − b) / √(b + c) (asymptotic, no continuity correction). "
@@ -122,13 +165,13 @@ def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
     )
     k = len(paired)
     if k:
-        survivors = [p for p in paired if p["p_holm"] < ALPHA]
+        survivors = [p for p in paired if p.p_holm < ALPHA]
         text += (
             f"\n\nHolm p: Holm's step-down correction over all {k} comparison(s) of this report, so that the "
             f"chance of any false positive among them stays below {ALPHA}. {holm_family(paired)} "
             + (
                 f"{len(survivors)} of {k} difference(s) survive it: "
-                + "; ".join(f"{p['run']} {_winner(p)} better" for p in survivors)
+                + "; ".join(f"{p.run} {p.winner} better" for p in survivors)
                 + "."
                 if survivors
                 else f"None of the {k} differences survives it."
@@ -137,10 +180,10 @@ def _paired_intro(paired: list[dict[str, Any]], notes: list[str]) -> str:
     return text + "".join(f"\n\n{n}" for n in notes)
 
 
-def holm_family(paired: list[dict[str, Any]]) -> str:
+def holm_family(paired: list[Comparison]) -> str:
     """Which comparisons form Holm's family, in words: the p-values it adjusts depend on it."""
-    runs = len({p["run"] for p in paired})
-    others = ", ".join(dict.fromkeys(p["classifier_b"] for p in paired))
+    runs = len({p.run for p in paired})
+    others = ", ".join(dict.fromkeys(p.classifier_b for p in paired))
     return (
         f"Holm's family is every head-vs-other comparison in this report: {len(paired)}, one per run and "
         f"classifier ({runs} run(s) with {runfolder.PREDICTIONS_FILE}; head vs {others}). A report over more "
@@ -149,26 +192,22 @@ def holm_family(paired: list[dict[str, Any]]) -> str:
     )
 
 
-def _winner(p: dict[str, Any]) -> str:
-    return p["classifier_b"] if p["c"] > p["b"] else "head"
-
-
-def _paired_table(paired: list[dict[str, Any]]) -> _Table | None:
+def _table(paired: list[Comparison]) -> Table | None:
     if not paired:
         return None
-    return _Table(
+    return Table(
         ["run", "head vs", "n", "b", "c", "p", "Holm p", f"Δ accuracy [{LEVEL_TEXT} CI]", "reading"],
         [
             [
-                p["run"],
-                p["classifier_b"],
-                str(p["n"]),
-                str(p["b"]),
-                str(p["c"]),
-                fmt_p(p["p_value"], ALPHA),
-                fmt_p(p["p_holm"], ALPHA),
-                f"{p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}]",
-                p["reading"],
+                p.run,
+                p.classifier_b,
+                str(p.n),
+                str(p.b),
+                str(p.c),
+                fmt_p(p.p_value, ALPHA),
+                fmt_p(p.p_holm, ALPHA),
+                f"{p.diff:+.4f} [{p.diff_low:+.4f}, {p.diff_high:+.4f}]",
+                p.reading,
             ]
             for p in paired
         ],
@@ -176,8 +215,8 @@ def _paired_table(paired: list[dict[str, Any]]) -> _Table | None:
     )
 
 
-def _paired_section(paired: list[dict[str, Any]], notes: list[str]) -> tuple[str, str, _Table | None] | None:
+def paired_section(paired: list[Comparison], notes: list[str]) -> Section | None:
     """The report section of the comparisons, or None when there is nothing to say."""
     if not (paired or notes):
         return None
-    return HEADING, _paired_intro(paired, notes), _paired_table(paired)
+    return Section(HEADING, _intro(paired, notes), _table(paired))

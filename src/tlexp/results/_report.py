@@ -1,9 +1,15 @@
-"""Sweep reports: tables (CSV, Markdown, HTML) and charts from run folders. No TensorFlow.
+"""Sweep reports: every file of a report folder, written from a set of run folders. No TensorFlow.
 
 A report is built only from what run folders hold on disk (``config.yaml``,
 ``metrics.json``, ``predictions.csv``), so it can be rebuilt at any time, from any
 mix of runs, without TensorFlow. A folder without ``metrics.json`` never counts as a
 result: it is listed as ``unfinished``. Every output has a fixed name (below).
+
+This module reads the runs, orders them, draws the charts with their captions and writes
+the files; the tables and sections come from the modules that own them: the answer
+(:mod:`~tlexp.results._answer`), one row per run (:mod:`~tlexp.results._summary`), one
+per setting (:mod:`~tlexp.results._bysetting`), head vs the other classifiers
+(:mod:`~tlexp.results._paired`), and the HTML page (:mod:`~tlexp.results._html`).
 """
 
 from __future__ import annotations
@@ -16,26 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tlexp import files, runfolder
-from tlexp.config import flatten
 from tlexp.errors import UserError
-from tlexp.results._answer import _answer_section
-from tlexp.results._html import _html
-from tlexp.results._paired import _PAIRED_HEADER, _paired, _paired_section
-from tlexp.results._record import load_record
-from tlexp.results._summary import (
-    LEVEL_TEXT,
-    _by_setting,
-    _count_line,
-    _Run,
-    _sections,
-    _Setting,
-    _settings,
-    _summary_rows,
-)
-from tlexp.results._tables import _share
+from tlexp.results._answer import answer_section
+from tlexp.results._bysetting import by_setting_csv, by_setting_section
+from tlexp.results._html import html_page
+from tlexp.results._paired import PAIRED_COLUMNS, Comparison, paired_comparisons, paired_section
+from tlexp.results._runs import ReportRun, failed_run, load_run
+from tlexp.results._settings import LEVEL_TEXT, Setting, group_settings
+from tlexp.results._summary import count_line, failures_section, results_section, summary_csv
+from tlexp.results._tables import Section, as_share
 
 log = logging.getLogger("tlexp")
 
@@ -112,59 +108,27 @@ def build_report(
     Returns:
         File name -> path of every file written (see ``OUTPUTS``).
     """
-    from tlexp.results import _plots as plots
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = sorted([_load_run(Path(d)) for d in run_dirs] + [_failed_run(f) for f in failed], key=_sort_key)
+    items = sorted([load_run(Path(d)) for d in run_dirs] + [failed_run(f) for f in failed], key=_sort_key)
     done = [r for r in items if r.status == "finished"]
     clfs = _classifiers(done)
-    written: dict[str, Path] = {}
-
-    header, rows = _summary_rows(items, clfs, out)
-    files.write_csv(out / SUMMARY_CSV, header, rows)
-    written[SUMMARY_CSV] = out / SUMMARY_CSV
-    settings = _settings(done)
-    by_setting = _by_setting(settings, clfs)
-    if by_setting:
-        files.write_csv(out / BY_SETTING_CSV, *by_setting[0])
-        written[BY_SETTING_CSV] = out / BY_SETTING_CSV
-    paired, notes = _paired(done, clfs)
-    if paired:
-        files.write_csv(out / PAIRED_CSV, _PAIRED_HEADER, [[p[k] for k in _PAIRED_HEADER] for p in paired])
-        written[PAIRED_CSV] = out / PAIRED_CSV
-
-    figures: list[tuple[str, str]] = []  # (file name, caption)
-    if done:
-        curves, note = _accuracy_curves(settings, clfs)
-        plots.plot_accuracy_vs_frozen(curves, out / ACCURACY_PLOT, note=note)
-        figures.append(
-            (
-                ACCURACY_PLOT,
-                "Test accuracy vs the achieved frozen share of backbone parameters, one panel per backbone, one "
-                f"line per classifier{' and setting' if len(curves) > len(clfs) else ''}; {note}.",
-            )
-        )
-        curves, note = _time_curves(settings)
-        plots.plot_time_vs_frozen(curves, out / TIME_PLOT, note=note)
-        figures.append(
-            (TIME_PLOT, f"Wall time per run (training, prediction and classifiers) vs frozen share; {note}.")
-        )
-        figures += _cost_chart(settings, out)
-        written.update({name: out / name for name, _ in figures})
+    settings = group_settings(done)
+    paired, notes = paired_comparisons(done, clfs)
+    written = _write_tables(out, items, settings, clfs, paired)
+    figures = _charts(settings, clfs, out) if done else []  # (file name, caption)
+    written.update({name: out / name for name, _ in figures})
 
     sections = [
-        _answer_section(settings, clfs, paired),
-        *_sections(items, clfs, by_setting, _paired_section(paired, notes)),
+        answer_section(settings, clfs, paired),
+        results_section(items, clfs),
+        *filter(None, [by_setting_section(settings, clfs), paired_section(paired, notes), failures_section(items)]),
     ]
     stamp = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    counts = _count_line(items)
-    md = [f"# {title}", "", f"Generated {stamp}. {counts}", ""]  # then the answer, first
-    for heading, intro, table in sections:
-        md += [f"## {heading}", "", *([intro, ""] if intro else []), *([table.markdown(), ""] if table else [])]
-    files.write_text(out / SUMMARY_MD, "\n".join(md))
+    counts = count_line(items)
+    files.write_text(out / SUMMARY_MD, _markdown(title, stamp, counts, sections))
     written[SUMMARY_MD] = out / SUMMARY_MD
-    files.write_text(out / HTML_REPORT, _html(title, stamp, counts, sections, out, figures, items))
+    files.write_text(out / HTML_REPORT, html_page(title, stamp, counts, sections, out, figures, items))
     written[HTML_REPORT] = out / HTML_REPORT
 
     for name in OUTPUTS:
@@ -174,47 +138,28 @@ def build_report(
     return written
 
 
-# --------------------------------------------------------------------------- loading
+def _write_tables(
+    out: Path, items: Sequence[ReportRun], settings: Sequence[Setting], clfs: list[str], paired: list[Comparison]
+) -> dict[str, Path]:
+    """Write the CSV tables: one row per run, per setting (with repeated seeds), per comparison."""
+    written = {SUMMARY_CSV: out / SUMMARY_CSV}
+    files.write_csv(out / SUMMARY_CSV, *summary_csv(items, clfs, out))
+    by_setting = by_setting_csv(settings, clfs)
+    if by_setting:
+        files.write_csv(out / BY_SETTING_CSV, *by_setting)
+        written[BY_SETTING_CSV] = out / BY_SETTING_CSV
+    if paired:
+        files.write_csv(out / PAIRED_CSV, PAIRED_COLUMNS, [p.csv_row() for p in paired])
+        written[PAIRED_CSV] = out / PAIRED_CSV
+    return written
 
 
-def _load_run(run_dir: Path) -> _Run:
-    config_file = run_dir / runfolder.CONFIG_FILE
-    text = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
-    config = flatten(yaml.safe_load(text) or {}) if text else {}
-    name = str(config.get("name") or run_dir.name)
-    metrics_file = run_dir / runfolder.METRICS_FILE
-    if not metrics_file.is_file():
-        return _Run(
-            name,
-            "unfinished",
-            run_dir,
-            config,
-            text,
-            error=f"no {runfolder.METRICS_FILE}: the run has not finished (still running, or stopped)",
-        )
-    record = load_record(run_dir)
-    return _Run(record.run.name, "finished", run_dir, config, text, record=record)
+def _markdown(title: str, stamp: str, counts: str, sections: Sequence[Section]) -> str:
+    """summary.md: the title and counts, then every section (the answer first)."""
+    return "\n".join([f"# {title}", "", f"Generated {stamp}. {counts}", "", *(s.markdown() for s in sections)])
 
 
-def _failed_run(entry: dict[str, Any]) -> _Run:
-    overrides = dict(entry.get("overrides") or {})
-    config = {**flatten(entry.get("config") or {}), **overrides}
-    shown = entry.get("config") or overrides
-    lines = str(entry.get("error", "")).strip().splitlines()
-    run_dir = Path(entry["run_dir"]) if entry.get("run_dir") else None
-    text = yaml.safe_dump(shown, sort_keys=False) if shown else ""
-    return _Run(
-        str(entry.get("name", "?")),
-        "failed",
-        run_dir,
-        config,
-        text,
-        "resolved config" if entry.get("config") else "sweep overrides",
-        error=lines[0] if lines else "",
-    )
-
-
-def _classifiers(done: Sequence[_Run]) -> list[str]:
+def _classifiers(done: Sequence[ReportRun]) -> list[str]:
     """Classifier names in report order: head, forest, then the others as first seen."""
     names = ["head"]
     for r in done:
@@ -227,12 +172,42 @@ def _classifiers(done: Sequence[_Run]) -> list[str]:
     return names
 
 
+def _sort_key(r: ReportRun) -> tuple:
+    """Report order: by backbone (the study's first), freeze share (a layer by what it froze), seed, name."""
+    backbone = str(r.config.get("model.backbone") or "")
+    rank = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
+    freeze = as_share(r.config.get("model.freeze"))
+    if freeze is None:  # a layer name: order by what it achieved
+        freeze = r.frozen_share if r.record else math.inf
+    seed = r.config.get("seed")
+    return rank, backbone, freeze, seed if isinstance(seed, int) else math.inf, r.name
+
+
 # --------------------------------------------------------------------------- charts
 
 
-def _accuracy_curves(settings: Sequence[_Setting], clfs: list[str]) -> tuple[list, str]:
+def _charts(settings: Sequence[Setting], clfs: list[str], out: Path) -> list[tuple[str, str]]:
+    """Draw the report's charts into ``out``; their (file name, caption), in the page's order."""
+    from tlexp.results._sweepcharts import plot_accuracy_vs_frozen, plot_time_vs_frozen
+
+    curves, note = _accuracy_curves(settings, clfs)
+    plot_accuracy_vs_frozen(curves, out / ACCURACY_PLOT, note=note)
+    figures = [
+        (
+            ACCURACY_PLOT,
+            "Test accuracy vs the achieved frozen share of backbone parameters, one panel per backbone, one "
+            f"line per classifier{' and setting' if len(curves) > len(clfs) else ''}; {note}.",
+        )
+    ]
+    curves, note = _time_curves(settings)
+    plot_time_vs_frozen(curves, out / TIME_PLOT, note=note)
+    figures.append((TIME_PLOT, f"Wall time per run (training, prediction and classifiers) vs frozen share; {note}."))
+    return figures + _cost_chart(settings, out)
+
+
+def _accuracy_curves(settings: Sequence[Setting], clfs: list[str]) -> tuple[list, str]:
     """One curve per backbone, classifier and setting variant; the note says what points and bars are."""
-    from tlexp.results._plots import Curve
+    from tlexp.results._sweepcharts import Curve
 
     variants = list(dict.fromkeys(s.variant for s in settings))
     several = len(variants) > 1
@@ -254,9 +229,9 @@ def _accuracy_curves(settings: Sequence[_Setting], clfs: list[str]) -> tuple[lis
     return curves, _seeds_note([e.seeds for e in estimates], wilson)
 
 
-def _time_curves(settings: Sequence[_Setting]) -> tuple[list, str]:
+def _time_curves(settings: Sequence[Setting]) -> tuple[list, str]:
     """One curve per backbone and setting variant: mean wall time, lowest to highest seed."""
-    from tlexp.results._plots import Curve
+    from tlexp.results._sweepcharts import Curve
 
     variants = list(dict.fromkeys(s.variant for s in settings))
     several = len(variants) > 1
@@ -275,7 +250,7 @@ def _time_curves(settings: Sequence[_Setting]) -> tuple[list, str]:
     return curves, _seeds_note([len(s.runs) for s in settings], "")
 
 
-def _cost_chart(settings: Sequence[_Setting], out: Path) -> list[tuple[str, str]]:
+def _cost_chart(settings: Sequence[Setting], out: Path) -> list[tuple[str, str]]:
     """Draw the cost chart if any setting has a cost; its (file name, caption), or none."""
     from tlexp.results._cost import PHASES_TEXT, pareto_frontier, setting_costs
     from tlexp.results._costchart import CostPoint, plot_accuracy_vs_minutes
@@ -323,13 +298,3 @@ def _seeds_note(seeds: Sequence[int], single_bar: str) -> str:
 def _span(values: Sequence[int]) -> str:
     """'3' or '2–3'."""
     return str(values[0]) if values[0] == values[-1] else f"{values[0]}–{values[-1]}"
-
-
-def _sort_key(r: _Run) -> tuple:
-    backbone = str(r.config.get("model.backbone") or "")
-    rank = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
-    freeze = _share(r.config.get("model.freeze"))
-    if freeze is None:  # a layer name: order by what it achieved
-        freeze = r.frozen_share if r.record else math.inf
-    seed = r.config.get("seed")
-    return rank, backbone, freeze, seed if isinstance(seed, int) else math.inf, r.name

@@ -3,10 +3,11 @@
 - :func:`wilson_interval`: one accuracy (k right of n), Wilson's score interval.
 - :func:`mcnemar`: two classifiers scored on the same items: McNemar's score test of
   equal accuracy and Tango's score interval of the accuracy difference, which invert
-  the same statistic and so never contradict each other.
+  the same statistic and so never contradict each other (a :class:`McNemarResult`).
 - :func:`paired_t`: two settings run with the same seeds: the paired t-test of equal
   mean accuracy over the seeds and the t interval of the mean difference, which invert
-  the same statistic (p < 1 - ``level`` exactly when the interval excludes 0).
+  the same statistic (p < 1 - ``level`` exactly when the interval excludes 0; a
+  :class:`PairedTResult`).
 - :func:`holm`: Holm's step-down adjustment of a family of p-values.
 
 Why these (the README's "Statistics" section says the same, with the references):
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,70 @@ TEST_NAME = "McNemar score test (asymptotic, no continuity correction)"
 INTERVAL_NAME = "Tango score interval"
 T_TEST_NAME = "paired t-test over seeds"
 T_INTERVAL_NAME = "t interval of the mean difference"
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """Two classifiers A and B on the same items: McNemar's score test and Tango's interval of B - A.
+
+    Attributes:
+        n: Items scored by both.
+        b: Items only A got right.
+        c: Items only B got right.
+        diff: ``(c - b) / n``, B's accuracy minus A's.
+        diff_low: Low end of Tango's score interval of ``diff``.
+        diff_high: High end.
+        z: McNemar's statistic ``(c - b) / sqrt(b + c)`` (0 when ``b + c == 0``).
+        p_value: Its two-sided normal p-value (1.0 when ``b + c == 0``).
+        level: Confidence level of the interval.
+        accuracy_a: A's accuracy (None when the test was made from counts alone).
+        accuracy_b: B's accuracy (likewise).
+        test: The test's name, as the report's files print it.
+        interval: The interval's name.
+    """
+
+    n: int
+    b: int
+    c: int
+    diff: float
+    diff_low: float
+    diff_high: float
+    z: float
+    p_value: float
+    level: float
+    accuracy_a: float | None = None
+    accuracy_b: float | None = None
+    test: str = TEST_NAME
+    interval: str = INTERVAL_NAME
+
+
+@dataclass(frozen=True)
+class PairedTResult:
+    """Two settings run with the same seeds: the paired t-test and the t interval of the mean difference B - A.
+
+    Attributes:
+        n: Seeds both ran.
+        diff: Mean over the seeds of B's value minus A's.
+        diff_low: Low end of the t interval of ``diff``.
+        diff_high: High end.
+        t: The t statistic (+-inf when every difference is the same non-zero value).
+        df: Its degrees of freedom, ``n - 1``.
+        p_value: Its two-sided p-value.
+        level: Confidence level of the interval.
+        test: The test's name, as the report prints it.
+        interval: The interval's name.
+    """
+
+    n: int
+    diff: float
+    diff_low: float
+    diff_high: float
+    t: float
+    df: int
+    p_value: float
+    level: float
+    test: str = T_TEST_NAME
+    interval: str = T_INTERVAL_NAME
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -91,7 +157,7 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return low, high
 
 
-def mcnemar(correct_a: Any, correct_b: Any, *, level: float = 0.95) -> dict[str, Any]:
+def mcnemar(correct_a: Any, correct_b: Any, *, level: float = 0.95) -> McNemarResult:
     """Compare two classifiers scored on the same items: test and interval of B - A.
 
     Only the discordant items carry information about the difference: ``b`` (A right,
@@ -105,8 +171,7 @@ def mcnemar(correct_a: Any, correct_b: Any, *, level: float = 0.95) -> dict[str,
         level: Confidence level of the interval, in (0, 1).
 
     Returns:
-        ``{"n", "b", "c", "accuracy_a", "accuracy_b", "diff", "diff_low", "diff_high",
-        "z", "p_value", "level", "test", "interval"}``; ``diff = accuracy_b - accuracy_a``.
+        The test, the interval and both accuracies; ``diff = accuracy_b - accuracy_a``.
 
     Raises:
         ValueError: If the arrays are empty, not 1-D, of different lengths, or not boolean.
@@ -114,20 +179,17 @@ def mcnemar(correct_a: Any, correct_b: Any, *, level: float = 0.95) -> dict[str,
     a, b_ = _check_pair(correct_a, correct_b)
     b = int(np.sum(a & ~b_))
     c = int(np.sum(~a & b_))
-    return {
-        "accuracy_a": float(a.mean()),
-        "accuracy_b": float(b_.mean()),
-        **mcnemar_counts(b, c, int(a.size), level=level),
-    }
+    counts = mcnemar_counts(b, c, int(a.size), level=level)
+    return replace(counts, accuracy_a=float(a.mean()), accuracy_b=float(b_.mean()))
 
 
-def mcnemar_counts(b: int, c: int, n: int, *, level: float = 0.95) -> dict[str, Any]:
+def mcnemar_counts(b: int, c: int, n: int, *, level: float = 0.95) -> McNemarResult:
     """:func:`mcnemar` from the counts: ``b`` items only A got right, ``c`` only B, of ``n``.
 
     Returns:
-        ``{"n", "b", "c", "diff", "diff_low", "diff_high", "z", "p_value", "level",
-        "test", "interval"}``. ``z = (c - b) / sqrt(b + c)``; ``p_value`` is its
-        two-sided normal p-value, 1.0 when ``b + c == 0`` (the two never disagree).
+        The test and the interval, without the accuracies. ``z = (c - b) / sqrt(b + c)``;
+        ``p_value`` is its two-sided normal p-value, 1.0 when ``b + c == 0`` (the two
+        never disagree).
 
     Raises:
         ValueError: If the counts or the level are out of range.
@@ -143,19 +205,17 @@ def mcnemar_counts(b: int, c: int, n: int, *, level: float = 0.95) -> dict[str, 
     z = (c - b) / math.sqrt(b + c) if b + c else 0.0
     p = float(2 * norm.sf(abs(z))) if b + c else 1.0
     low, high = tango_interval(b, c, n, level=level)
-    return {
-        "n": int(n),
-        "b": int(b),
-        "c": int(c),
-        "diff": (c - b) / n,
-        "diff_low": low,
-        "diff_high": high,
-        "z": z,
-        "p_value": min(1.0, p),
-        "level": float(level),
-        "test": TEST_NAME,
-        "interval": INTERVAL_NAME,
-    }
+    return McNemarResult(
+        n=int(n),
+        b=int(b),
+        c=int(c),
+        diff=(c - b) / n,
+        diff_low=low,
+        diff_high=high,
+        z=z,
+        p_value=min(1.0, p),
+        level=float(level),
+    )
 
 
 def tango_interval(b: int, c: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
@@ -201,7 +261,7 @@ def _tango_t(d: float, b: int, c: int, n: int) -> float:
     return (c - b - n * d) / math.sqrt(max(var, 1e-300))
 
 
-def paired_t(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> dict[str, Any]:
+def paired_t(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> PairedTResult:
     """Paired t-test of equal means and the t interval of the mean difference ``b - a`` (Student 1908).
 
     For two settings run with the same seeds: ``a[i]`` and ``b[i]`` are their test
@@ -219,8 +279,7 @@ def paired_t(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> 
         level: Confidence level of the interval, in (0, 1).
 
     Returns:
-        ``{"n", "diff", "diff_low", "diff_high", "t", "df", "p_value", "level", "test",
-        "interval"}``; ``diff = mean(b - a)``.
+        The test and the interval; ``diff = mean(b - a)``.
 
     Raises:
         ValueError: If the arrays differ in length, hold fewer than 2 values or non-finite ones.
@@ -243,18 +302,16 @@ def paired_t(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> 
         t = mean / se
         p = float(2 * student.sf(abs(t), n - 1))
         half = float(student.ppf(0.5 + float(level) / 2.0, n - 1)) * se
-    return {
-        "n": n,
-        "diff": mean,
-        "diff_low": mean - half,
-        "diff_high": mean + half,
-        "t": t,
-        "df": n - 1,
-        "p_value": min(1.0, p),
-        "level": float(level),
-        "test": T_TEST_NAME,
-        "interval": T_INTERVAL_NAME,
-    }
+    return PairedTResult(
+        n=n,
+        diff=mean,
+        diff_low=mean - half,
+        diff_high=mean + half,
+        t=t,
+        df=n - 1,
+        p_value=min(1.0, p),
+        level=float(level),
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

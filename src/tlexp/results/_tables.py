@@ -1,4 +1,10 @@
-"""A table rendered as Markdown and HTML from one object, and how numbers are shown. No TensorFlow."""
+"""The report's building blocks: tables and sections rendered as Markdown and HTML, and numbers as text. No TensorFlow.
+
+``summary.md`` and ``report.html`` are written from the same :class:`Section` objects, so the
+two never disagree; every number in them goes through the formatting functions here, so
+one value always reads the same (a share as "35.9 %", a freeze as "30 %" or "through
+block3_pool").
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any
 
 
 @dataclass
-class _Table:
+class Table:
     """A table rendered both as Markdown and HTML, so the two never disagree."""
 
     header: list[str]
@@ -42,12 +48,46 @@ class _Table:
         )
 
 
+@dataclass(frozen=True)
+class Section:
+    """One section of the report: a heading, an intro and maybe a table.
+
+    The intro is paragraphs separated by blank lines; a line starting with "- " is a list
+    item (as in Markdown), which the HTML page renders as a list.
+    """
+
+    heading: str
+    intro: str = ""
+    table: Table | None = None
+
+    def markdown(self) -> str:
+        lines = [f"## {self.heading}", "", *([self.intro, ""] if self.intro else [])]
+        return "\n".join(lines + ([self.table.markdown(), ""] if self.table else []))
+
+    def html(self) -> str:
+        parts = [f"<h2>{html.escape(self.heading)}</h2>"]
+        parts += [_paragraph(p) for p in self.intro.split("\n\n") if p]
+        return "\n".join(parts + ([self.table.html()] if self.table else []))
+
+
+def _paragraph(text: str) -> str:
+    """A paragraph of a section's intro: its lines starting with "- " become a list (as in Markdown)."""
+    lines = text.split("\n")
+    prose = " ".join(line for line in lines if not line.startswith("- "))
+    items = [line[2:] for line in lines if line.startswith("- ")]
+    out = f'<p class="intro">{_no_break(html.escape(prose))}</p>' if prose else ""
+    if items:
+        out += '<ul class="intro">' + "".join(f"<li>{_no_break(html.escape(i))}</li>" for i in items) + "</ul>"
+    return out
+
+
 # A table too wide for the page wraps its cells at spaces; these spaces hold a number
 # to its unit or sign: "35.9 %", "± 0.0042", "[-0.01, +0.03]" wrap only before "±" / "[".
 _NO_BREAK = ((" %", "&nbsp;%"), ("± ", "±&nbsp;"), (", +", ",&nbsp;+"), (", -", ",&nbsp;-"))
 
 
 def _no_break(text: str) -> str:
+    """``text`` (HTML already) with the spaces that hold a number to its unit or sign made non-breaking."""
     for plain, kept in _NO_BREAK:
         text = text.replace(plain, kept)
     return text
@@ -56,7 +96,8 @@ def _no_break(text: str) -> str:
 # --------------------------------------------------------------------------- formatting
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
+def fmt_cell(x: Any, digits: int = 4) -> str:
+    """A table cell: "" for none, a float with ``digits`` decimals, anything else as text."""
     if x is None or x == "":
         return ""
     if isinstance(x, float) and digits:
@@ -64,23 +105,24 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def _pct(share: Any, whole: bool = False) -> str:
+def fmt_pct(share: Any, whole: bool = False) -> str:
     """A share as a percentage: one decimal, or none with ``whole`` if it is a whole percent."""
-    s = _share(share)
+    s = as_share(share)
     if s is None:
         return ""
     pct = 100 * s
     return f"{pct:.0f} %" if whole and abs(pct - round(pct)) < 1e-9 else f"{pct:.1f} %"
 
 
-def _fmt_freeze(freeze: Any) -> str:
+def fmt_freeze(freeze: Any) -> str:
     """A requested freeze: a share as a percentage, a layer name as 'through <layer>'."""
     if freeze is None:
         return ""
-    return _pct(freeze, whole=True) if _share(freeze) is not None else f"through {freeze}"
+    return fmt_pct(freeze, whole=True) if as_share(freeze) is not None else f"through {freeze}"
 
 
-def _fmt_mean_std(mean: float | None, std: float | None, digits: int) -> str:
+def fmt_mean_std(mean: float | None, std: float | None, digits: int) -> str:
+    """'0.9312 ± 0.0042', or the mean alone without a std (one seed); "" without a mean."""
     if mean is None:
         return ""
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
@@ -110,5 +152,6 @@ def fmt_p(p: float, alpha: float) -> str:
     return f"<{alpha:g}" if p < alpha else f">{alpha:g}"
 
 
-def _share(x: Any) -> float | None:
+def as_share(x: Any) -> float | None:
+    """A number as a float share; None for anything else (a freeze given as a layer name, a missing value)."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
