@@ -103,12 +103,12 @@ def predict(
     run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], classifier: str = "head"
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Class probabilities of image files (or folders of them) from a finished run's saved
-    model or classifier, with the run's own preprocessing (:func:`tlexp.predict.predict_images`).
+    model or classifier, with the run's own preprocessing (:func:`tlexp.classify.predict_images`).
 
     Returns:
         ``(class_names, rows)``: one row per image (``path``, ``prediction``, ``proba``, ``error``).
     """
-    from tlexp.predict import find_images, predict_images
+    from tlexp.classify import find_images, predict_images
 
     found = find_images(images)
     log.info("predict: %d image(s) with the %s of %s", len(found), classifier, run_dir)

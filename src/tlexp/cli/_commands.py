@@ -82,7 +82,7 @@ def weights(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     from tlexp import api
-    from tlexp.predict import write_predictions, write_submission
+    from tlexp.classify import write_predictions, write_submission
 
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise UserError(

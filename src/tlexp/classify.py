@@ -1,4 +1,4 @@
-"""Classify new images with a finished run: its saved model and classifiers.
+"""Classify new images with a finished run: its saved model and classifiers (``tlexp predict``).
 
 Images get exactly the run's preprocessing (same decoder, size and ``preprocess_input``);
 the forest and the other classifiers see the same penultimate activations they were
