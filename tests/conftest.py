@@ -35,6 +35,23 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """The fast leg (``pytest -m "not slow"``) stays fast: starting a process costs seconds
+    (a Python with tlexp's imports, a browser, a Ray runtime), so a test that starts one is
+    slow by definition. One not marked ``slow`` fails here, saying what to do."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    start = subprocess.Popen.__init__
+
+    def refuse(self, args, *more, **kwargs):
+        if list(args)[:1] == ["uname"]:  # Python's platform module asking for the CPU, e.g. while TensorFlow imports
+            return start(self, args, *more, **kwargs)
+        raise AssertionError(f"{request.node.nodeid} starts a process ({args!r}): mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 36), seed: int = 0) -> Path:
     """A small JPEG of one colour plus noise (so classes are learnable by colour)."""
     from PIL import Image
@@ -70,25 +87,65 @@ def folder_dataset(tmp_path: Path) -> Path:
     return root
 
 
-def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini", **sections: dict) -> Path:
-    """A tiny sweep config file (vgg16, random weights, 32 px, 1 epoch); ``sections``
-    are merged into the config's sections, e.g. ``output={"save_model": False}``."""
+# The smallest real experiment, where every test that runs tlexp starts: VGG16 from random
+# weights on 32 px images, a head of 8 units, one epoch, a forest of 5 trees, results under
+# the test's tmp_path. A test states only what it changes (tiny_overrides' ``more``, or
+# tiny_config_file's sections), so what a test is about stands out.
+TINY: dict = {
+    "data": {"image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
+    "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
+    "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
+    "forest": {"n_estimators": 5, "n_jobs": 1},
+}
+
+
+def tiny_overrides(tmp_path: Path, root: Path, *more: str) -> list[str]:
+    """:data:`TINY` on the data at ``root``, results in ``tmp_path/out``, as ``key=value``
+    overrides; ``more`` come last, so they win."""
+    flat = {f"{section}.{key}": value for section, values in TINY.items() for key, value in _flat(values).items()}
+    base = {**flat, "data.root": root, "output.dir": tmp_path / "out"}
+    return [f"{k}={v}" for k, v in base.items()] + list(more)
+
+
+def tiny_config(tmp_path: Path, root: Path, *more: str):
+    """:func:`tiny_overrides` loaded as a :class:`tlexp.config.Config`."""
+    from tlexp.config import load_config
+
+    return load_config(None, tiny_overrides(tmp_path, root, *more))
+
+
+def tiny_config_file(tmp_path: Path, root: Path, name: str | None = None, **sections: dict) -> Path:
+    """:data:`TINY` as a config file ``tmp_path/<name or tiny>.yaml`` (results in
+    ``tmp_path/results``; ``name`` also names the run); each of ``sections`` is merged into
+    its section (``train={"epochs": 2}``), or set (``seed=3``, ``sweep={...}``)."""
     import yaml
 
     cfg = {
-        "name": name,
-        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
-        "model": {"backbone": "vgg16", "weights": "none", "head": {"dense": [8]}},
-        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.001},
-        "forest": {"n_estimators": 5, "n_jobs": 1},
+        **({"name": name} if name else {}),
+        **{k: dict(v) for k, v in TINY.items()},
         "output": {"dir": str(tmp_path / "results")},
-        "sweep": grid,
     }
+    cfg["data"]["root"] = str(root)
     for section, values in sections.items():
-        cfg[section] = {**cfg.get(section, {}), **values}
-    path = tmp_path / f"{name}.yaml"
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) and section != "sweep" else values
+    path = tmp_path / f"{name or 'tiny'}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def sweep_config(tmp_path: Path, root: Path, grid: dict, name: str = "mini", **sections: dict) -> Path:
+    """:func:`tiny_config_file` with a sweep grid (batches of 8, 1 epoch)."""
+    return tiny_config_file(tmp_path, root, name, sweep=grid, **sections)
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def own_tmpdir(tmp_path: Path) -> dict[str, str]:

@@ -129,6 +129,7 @@ def test_several_seeds_are_compared_over_seeds(tmp_path, runner, expected):
     )
 
 
+@pytest.mark.slow
 def test_leads_that_cannot_be_tested_are_not_compared(tmp_path):
     out = tmp_path / "rep"
     labels, leader, _ = lead_predictions(20, 16, 2, 0)

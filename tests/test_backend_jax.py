@@ -20,6 +20,8 @@ import pytest
 from tlexp.config import load_config
 from tlexp.results import load_record
 
+from conftest import tiny_overrides
+
 HAS_JAX = importlib.util.find_spec("jax") is not None
 needs_jax = pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed (pip install -e '.[jax]')")
 # Keras fixes its backend when first imported: the in-process tests need the whole session on JAX.
@@ -37,29 +39,23 @@ def _cli(*args, backend: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def _overrides(tmp_path, root, *more) -> list[str]:
-    return [
-        f"data.root={root}",
-        "data.image_size=32",
-        "data.val_fraction=0.25",
-        "data.test_fraction=0.25",
-        "model.weights=none",
-        "model.head.dense=[8]",
+    return tiny_overrides(
+        tmp_path,
+        root,
         "train.epochs=2",
         "train.batch_size=5",  # 12 training images: batches of 5, 5 and 2
-        "train.learning_rate=0.001",
         "forest.n_estimators=20",
-        "forest.n_jobs=1",
         "classifiers={}",
-        f"output.dir={tmp_path / 'out'}",
         "output.save_model=false",
         f"data.cache_dir={tmp_path / 'cache'}",
         *more,
-    ]
+    )
 
 
 # --------------------------------------------------------------------------- everywhere
 
 
+@pytest.mark.slow
 def test_torch_backend_says_it_is_not_supported_yet(tmp_path, flat_dataset):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data:\n  root: {flat_dataset}\n  image_size: 32\nmodel:\n  weights: none\n")
@@ -69,6 +65,7 @@ def test_torch_backend_says_it_is_not_supported_yet(tmp_path, flat_dataset):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAS_JAX, reason="checks the message for a missing JAX; JAX is installed here")
 def test_missing_backend_names_the_extra_to_install(tmp_path, flat_dataset):
     cfg = tmp_path / "c.yaml"
@@ -83,6 +80,7 @@ def test_missing_backend_names_the_extra_to_install(tmp_path, flat_dataset):
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_head_with_overshooting_logits_learns_back_on_any_backend(tmp_path):
     """The loss is computed from logits (compile_model): at a logit of 40 for a class-0
     row it is 40 and its gradient pulls the logit down. From the probabilities it would

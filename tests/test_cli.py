@@ -15,7 +15,7 @@ import yaml
 
 from tlexp.results import load_record
 
-from conftest import COLORS, write_image
+from conftest import COLORS, tiny_config_file, write_image
 
 RUN_FILES = {
     "config.yaml",
@@ -48,18 +48,16 @@ def tlexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) ->
     )
 
 
-def tiny_config(tmp_path: Path, root: Path, **extra: str) -> Path:
-    cfg = {
-        "seed": 3,
-        "data": {"root": str(root), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
-        "model": {"backbone": "vgg16", "weights": "none", "freeze": 0.5, "head": {"dense": [16]}},
-        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 0.001},
-        "forest": {"n_estimators": 10, "n_jobs": 1},
-        "output": {"dir": str(tmp_path / "results")},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def tiny_config(tmp_path: Path, root: Path) -> Path:
+    """The shared tiny experiment, two epochs of a 16-unit head at freeze 0.5, seed 3."""
+    return tiny_config_file(
+        tmp_path,
+        root,
+        seed=3,
+        model={"freeze": 0.5, "head": {"dense": [16]}},
+        train={"epochs": 2},
+        forest={"n_estimators": 10},
+    )
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -195,6 +193,7 @@ def csv_rows(path: Path):
         yield from csv.DictReader(f)
 
 
+@pytest.mark.slow
 def test_bad_config_exits_2_with_every_problem(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("model:\n  freeze: 1.5\n  backbone: vgg17\ntrain:\n  epochs: 0\n")
@@ -235,6 +234,7 @@ def test_unknown_arguments_are_still_errors(argv, message, capsys):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_override_after_a_flag_reaches_the_config(tmp_path):
     cfg = tmp_path / "s.yaml"
     cfg.write_text("sweep: {seed: [0, 1]}\n")
@@ -244,6 +244,7 @@ def test_an_override_after_a_flag_reaches_the_config(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_missing_imagenet_weights_fail_before_any_work(tmp_path, flat_dataset):
     cfg = tiny_config(tmp_path, flat_dataset)
     proc = tlexp(
@@ -283,6 +284,7 @@ def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_datas
     assert "test" in out and not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_config_command_prints_every_key_with_its_default_type_and_description(tmp_path):
     from tlexp.config import describe
 
@@ -299,6 +301,7 @@ def test_config_command_prints_every_key_with_its_default_type_and_description(t
         assert below.startswith(" ") and below.strip() == desc, key
 
 
+@pytest.mark.slow
 def test_help_does_not_import_tensorflow(tmp_path):
     code = (
         "import sys; from tlexp.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
@@ -308,6 +311,7 @@ def test_help_does_not_import_tensorflow(tmp_path):
     assert proc.stdout.strip().endswith("noTF")
 
 
+@pytest.mark.slow
 def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
     root = tmp_path / "bad"
     root.mkdir()
@@ -330,7 +334,8 @@ def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
     proc = first_run[-1]
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
-    assert all((first_run[1] / p.name).read_bytes() == p.read_bytes() for p in flat_dataset.iterdir())
+    files = sorted(flat_dataset.iterdir())
+    assert len(files) == 24 and all((first_run[1] / p.name).read_bytes() == p.read_bytes() for p in files)
     expected = {r["path"]: r for r in csv_rows(run_dir / "predictions.csv")}
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
 
@@ -375,6 +380,7 @@ def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
     assert float(lines[2].split(",")[1]) == pytest.approx(float(expected["dog.3.jpg"]["head_p1"]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_needs_a_saved_model(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -385,6 +391,7 @@ def test_predict_needs_a_saved_model(tmp_path):
     assert proc.returncode == 2 and "ran with output.save_model=false" in proc.stderr
 
 
+@pytest.mark.slow
 def test_weights_command_reports_missing_files(tmp_path):
     from tlexp.model import REGISTRY
 

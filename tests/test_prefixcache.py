@@ -8,33 +8,22 @@ import os
 import numpy as np
 import pytest
 
-from tlexp.config import load_config
 from tlexp.results import load_record
+
+from conftest import tiny_config
 
 
 def _small_cfg(tmp_path, root, *overrides):
-    return load_config(
-        None,
-        [
-            f"data.root={root}",
-            "data.image_size=32",
-            "data.val_fraction=0.25",
-            "data.test_fraction=0.25",
-            "model.weights=none",
-            "model.head.dense=[8]",
-            "train.epochs=2",
-            "train.batch_size=8",
-            "train.learning_rate=0.001",
-            "forest.n_estimators=5",
-            "forest.n_jobs=1",
-            "classifiers={}",
-            f"output.dir={tmp_path / 'out'}",
-            "output.save_model=false",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            # The mechanics of caching, whatever the measured figures would say (tests/test_cachestream.py).
-            "train.prefix_cache.enabled=true",
-            *overrides,
-        ],
+    return tiny_config(
+        tmp_path,
+        root,
+        "train.epochs=2",
+        "classifiers={}",
+        "output.save_model=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        # The mechanics of caching, whatever the measured figures would say (tests/test_cachestream.py).
+        "train.prefix_cache.enabled=true",
+        *overrides,
     )
 
 
@@ -53,6 +42,7 @@ def _predictions(run_dir):
 # --------------------------------------------------------------------------- cutting a backbone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16", "resnet50", "densenet121"])
 def test_segments_chain_to_the_whole_backbone(name):
     """Frontier -> frontier segments at every study cut (and a few more) compose exactly."""

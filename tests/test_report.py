@@ -471,6 +471,7 @@ def test_markdown_escapes_pipes(tmp_path):
     assert "a \\| b" in md
 
 
+@pytest.mark.slow
 def test_report_has_no_tensorflow_import():
     import subprocess
     import sys
@@ -607,6 +608,7 @@ def test_both_train_accuracies_are_reported_and_labelled(tmp_path):
     "key, default, other",
     [("data.image_size", 32, 64), ("train.epochs", 2, 5), ("train.learning_rate", 0.001, 0.1)],
 )
+@pytest.mark.slow
 def test_charts_never_pool_different_settings(tmp_path, monkeypatch, key, default, other):
     """Two runs that differ in one key are two lines, labelled with what differs, never one mean."""
     figures = capture_figures(monkeypatch)

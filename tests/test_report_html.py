@@ -98,6 +98,7 @@ def test_answer_first_then_tables_and_charts(built):
     assert "mean of 2 seeds per point; bars: lowest to highest seed.</figcaption>" in text
 
 
+@pytest.mark.slow
 def test_screenshot_renders(built, tmp_path):
     _, written = built
     shot = tmp_path / "shot.png"
@@ -115,6 +116,7 @@ def test_screenshot_renders(built, tmp_path):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, tables and charts, not a blank page
 
 
+@pytest.mark.slow
 def test_dom_after_load(built, tmp_path):
     _, written = built
     result = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", written["report.html"].as_uri())

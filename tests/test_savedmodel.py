@@ -71,10 +71,16 @@ def saved(tmp_path_factory):
     return folder, x, np.asarray(built.model.predict(x, verbose=0)), np.asarray(logits)
 
 
+# The Python that loads the file under JAX: this one where JAX is installed, else the one
+# TLEXP_JAX_PYTHON names (CI points it at its JAX-only venv, so the check runs there for sure).
+JAX_PYTHON = os.environ.get("TLEXP_JAX_PYTHON") or (sys.executable if importlib.util.find_spec("jax") else None)
+
+
 def _load_without_tlexp(folder: Path, backend: str) -> dict[str, np.ndarray]:
     out = folder / f"{backend}.npz"
+    python = JAX_PYTHON if backend == "jax" else sys.executable
     proc = subprocess.run(
-        [sys.executable, "-I", "-c", LOAD, str(folder / "model.keras"), str(folder / "x.npy"), str(out)],
+        [python, "-I", "-c", LOAD, str(folder / "model.keras"), str(folder / "x.npy"), str(out)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -94,8 +100,9 @@ def test_model_file_loads_with_plain_keras_and_predicts_the_same(saved):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("jax") is None,
-    reason="JAX is not installed here; the cross-backend check needs it (pip install 'jax[cpu]')",
+    JAX_PYTHON is None,
+    reason="JAX is not installed here; the cross-backend check needs it (pip install 'jax[cpu]', or "
+    "TLEXP_JAX_PYTHON=<a Python with keras and jax>)",
 )
 def test_model_file_saved_with_tensorflow_predicts_the_same_under_jax(saved):
     folder, _, proba, logits = saved

@@ -240,6 +240,7 @@ def test_holm_rejects_bad_p_values(bad):
         holm(bad)
 
 
+@pytest.mark.slow
 def test_wilson_interval_always_holds_its_estimate():
     """Float noise once left k = n (or k = 0) a few ulps outside its own interval: a report's
     accuracy plot then failed on a negative error bar (n = 10, 13, 25, ... test images)."""

@@ -160,6 +160,7 @@ def test_sweep_cells_nest_under_one_parent(tmp_path, monkeypatch):
     assert len(_all_runs(client, "exp")) == 3
 
 
+@pytest.mark.slow
 @needs_mlflow
 @needs_sqlalchemy
 def test_log_run_sqlite(tmp_path, monkeypatch):
