@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tlexp.claims import Claims, Owner, _machine
+from tlexp.claims import Claims, Owner
+from tlexp.claims._owner import machine_id
 from tlexp.errors import UserError
 
 
@@ -56,7 +57,7 @@ def _take_over(folder: str, at: float) -> int:
 
 
 def test_a_dead_workers_claim_is_taken_over_by_exactly_one(tmp_path):
-    ghost = Owner(socket.gethostname(), dead_pid(), _machine(), None, "ghost")
+    ghost = Owner(socket.gethostname(), dead_pid(), machine_id(), None, "ghost")
     held = Claims(tmp_path, owner=ghost)
     held.create("cell", 1)
     held.close()  # no heartbeat: the process is gone

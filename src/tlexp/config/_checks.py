@@ -2,6 +2,7 @@
 
 Every message names the key, says what is wrong and what was received, and how to fix
 it (scikit-learn's shape: ``The 'model.freeze' parameter must be ... Got 1.5 instead.``).
+The paths a config names are checked here, and made absolute here once they passed.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from tlexp.catalog import BACKBONES
-from tlexp.config._schema import Config, DataConfig, ModelConfig, SyntheticConfig, _all_keys, _section_type
+from tlexp.config._keys import all_keys, section_type
+from tlexp.config._schema import Config
 
 # Smallest image each backbone accepts, as Keras' own check reports it (the catalog's column).
 _MIN_SIZE = {row[0]: (row[1], row[3]) for row in BACKBONES}
 
 
-def _semantic_problems(cfg: Config) -> list[str]:
+def semantic_problems(cfg: Config) -> list[str]:
     """Problems a schema cannot express: paths that must exist, constraints across keys."""
-    problems = _check_paths(cfg.data.root, cfg.model.weights, cfg.data.synthetic.enabled)
+    problems = path_problems(cfg.data.root, cfg.model.weights, cfg.data.synthetic.enabled)
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         problems.append(
             "data.val_fraction + data.test_fraction must be below 1.0 so the train split is not empty. "
@@ -36,7 +38,7 @@ def _semantic_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def _describe_error(err: dict[str, Any]) -> str:
+def describe_error(err: dict[str, Any]) -> str:
     """One line per pydantic error: the dotted key, what is wrong, the value, a fix."""
     loc = [
         str(p)
@@ -48,7 +50,7 @@ def _describe_error(err: dict[str, Any]) -> str:
     kind = err["type"]
     value = err.get("input")
     if kind == "extra_forbidden":
-        return f"Unknown key '{key}'.{_suggest(key)}"
+        return f"Unknown key '{key}'.{suggest_key(key)}"
     if kind == "literal_error":
         allowed = err.get("ctx", {}).get("expected", "")
         return f"The '{key}' parameter must be one of {allowed}. Got {value!r} instead."
@@ -80,7 +82,7 @@ def _bounds(loc: list[str]) -> str:
     model: Any = Config
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(model, type) else None
-        model = _section_type(field.annotation) if field else None
+        model = section_type(field.annotation) if field else None
         if model is None:
             return ""
     field = model.model_fields.get(loc[-1])
@@ -101,13 +103,13 @@ def _bound(err: dict[str, Any]) -> str:
     return " and ".join(f"{words[k]} {ctx[k]}" for k in ("ge", "gt", "le", "lt") if k in ctx)
 
 
-def _suggest(key: str) -> str:
+def suggest_key(key: str) -> str:
     """' Did you mean 'x.y'?' for the closest valid key, or '' if none is close."""
-    valid = _all_keys()
+    valid = all_keys()
     parts = key.split(".")
     entry = next((p for p in ("classifiers",) if len(parts) > 2 and parts[0] == p and parts[1] != "*"), None)
     if entry:  # classifiers.<name>.x -> match against classifiers.*.x, answer with <name>
-        suggestion = _suggest(".".join([parts[0], "*", *parts[2:]]))
+        suggestion = suggest_key(".".join([parts[0], "*", *parts[2:]]))
         return suggestion.replace(".*.", f".{parts[1]}.")
     parent, _, leaf = key.rpartition(".")
     siblings = [k for k in valid if k.rpartition(".")[0] == parent]
@@ -123,17 +125,7 @@ def _suggest(key: str) -> str:
     return f" Valid keys here: {options}." if options else ""
 
 
-def _lookup(raw: dict[str, Any], key: str) -> Any:
-    """The value at a dotted key of the raw (unvalidated) config, else its schema default."""
-    node: Any = raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _DEFAULTS[key]
-        node = node[part]
-    return node
-
-
-def _check_paths(root: Any, weights: Any, synthetic: Any) -> list[str]:
+def path_problems(root: Any, weights: Any, synthetic: Any) -> list[str]:
     """Problems with the paths a config names (values may be unvalidated: check types)."""
     problems = []
     if isinstance(root, str) and synthetic is not True and not Path(root).expanduser().is_dir():
@@ -150,14 +142,9 @@ def _check_paths(root: Any, weights: Any, synthetic: Any) -> list[str]:
     return problems
 
 
-_DEFAULTS = {
-    "data.root": DataConfig.model_fields["root"].default,
-    "model.weights": ModelConfig.model_fields["weights"].default,
-    "data.synthetic.enabled": SyntheticConfig.model_fields["enabled"].default,
-}
+def absolutize(cfg: Config) -> Config:
+    """``cfg`` with ``data.root``, ``data.cache_dir``, ``output.dir`` and a weights file made absolute."""
 
-
-def _absolutize(cfg: Config) -> Config:
     def absolute(p: str) -> str:
         return str(Path(p).expanduser().resolve())
 

@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tlexp.config._checks import _absolutize, _describe_error, _semantic_problems, _suggest
-from tlexp.config._schema import _SECTIONS, Config, _all_keys
+from tlexp.config._checks import absolutize, describe_error, semantic_problems, suggest_key
+from tlexp.config._keys import SECTION_KEYS, all_keys
+from tlexp.config._schema import Config
 from tlexp.errors import ConfigError
 
 # Keys a sweep may not vary: they name and place the sweep itself.
@@ -39,7 +40,7 @@ def expand_sweep(cfg: Config) -> list[Cell]:
     Raises:
         ConfigError: a swept key is unknown, or a cell's config is invalid.
     """
-    problems = _sweep_problems(cfg)
+    problems = sweep_problems(cfg)
     if problems:
         raise ConfigError(problems)
     return _cells(cfg)
@@ -57,30 +58,32 @@ def _cells(cfg: Config) -> list[Cell]:
         raw = copy.deepcopy(base)
         for key, value in overrides.items():
             _set(raw, key, copy.deepcopy(value))
-        cell_cfg = Config.model_validate(raw)  # validated by _sweep_problems first
+        cell_cfg = Config.model_validate(raw)  # validated by sweep_problems first
         name = _cell_name(cell_cfg, overrides)
         seen[name] += 1
         if seen[name] > 1:
             name = f"{name}_{seen[name]}"
         cell_cfg.name = name
-        cells.append(Cell(name, overrides, _absolutize(cell_cfg)))
+        cells.append(Cell(name, overrides, absolutize(cell_cfg)))
     return cells
 
 
-def _sweep_problems(cfg: Config) -> list[str]:
-    valid = set(_all_keys())
+def sweep_problems(cfg: Config) -> list[str]:
+    """Every problem with ``cfg.sweep``: keys that are unknown, sections or not sweepable, empty
+    value lists, and the values that make an invalid config (each key's values on the base)."""
+    valid = set(all_keys())
     problems = []
     for key, values in cfg.sweep.items():
         parts = key.split(".")
         pattern = ".".join([parts[0], "*", *parts[2:]]) if parts[0] == "classifiers" and len(parts) > 2 else key
         if key in _UNSWEEPABLE:
             problems.append(f"'sweep.{key}' cannot be swept: it names or places the sweep itself.")
-        elif key in _SECTIONS:  # a whole section per cell would silently reset its other keys
+        elif key in SECTION_KEYS:  # a whole section per cell would silently reset its other keys
             problems.append(
                 f"'sweep.{key}' is a section; sweep its keys instead, e.g. 'sweep.{key}.{_first_leaf(key)}'."
             )
         elif pattern not in valid:
-            problems.append(f"Unknown key 'sweep.{key}'.{_suggest(key).replace(chr(39), chr(39) + 'sweep.', 1)}")
+            problems.append(f"Unknown key 'sweep.{key}'.{suggest_key(key).replace(chr(39), chr(39) + 'sweep.', 1)}")
         elif not values:
             problems.append(f"'sweep.{key}' must list at least one value. Got [] instead.")
     if problems:
@@ -93,15 +96,15 @@ def _sweep_problems(cfg: Config) -> list[str]:
             _set(raw, key, value)
             try:
                 problems.extend(
-                    f"sweep value {key}={value!r}: {p}" for p in _semantic_problems(Config.model_validate(raw))
+                    f"sweep value {key}={value!r}: {p}" for p in semantic_problems(Config.model_validate(raw))
                 )
             except ValidationError as e:
-                problems.extend(f"sweep value {key}={value!r}: {_describe_error(err)}" for err in e.errors())
+                problems.extend(f"sweep value {key}={value!r}: {describe_error(err)}" for err in e.errors())
     return problems
 
 
 def _first_leaf(section: str) -> str:
-    return next(k for k in _all_keys() if k.startswith(section + ".") and k not in _SECTIONS)[len(section) + 1 :]
+    return next(k for k in all_keys() if k.startswith(section + ".") and k not in SECTION_KEYS)[len(section) + 1 :]
 
 
 def _cell_name(cfg: Config, overrides: dict[str, Any]) -> str:

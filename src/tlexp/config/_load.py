@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tlexp.config._checks import _absolutize, _check_paths, _describe_error, _lookup, _semantic_problems
-from tlexp.config._grid import _sweep_problems, flatten
-from tlexp.config._schema import Config
+from tlexp.config._checks import absolutize, describe_error, path_problems, semantic_problems
+from tlexp.config._grid import flatten, sweep_problems
+from tlexp.config._schema import Config, DataConfig, ModelConfig, SyntheticConfig
 from tlexp.errors import ConfigError
 
 
@@ -70,20 +70,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        problems = [_describe_error(err) for err in e.errors()]
+        problems = [describe_error(err) for err in e.errors()]
         problems.extend(
-            _check_paths(
+            path_problems(
                 _lookup(raw, "data.root"), _lookup(raw, "model.weights"), _lookup(raw, "data.synthetic.enabled")
             )
         )
         raise ConfigError(problems, source) from None
 
-    problems.extend(_semantic_problems(cfg))
+    problems.extend(semantic_problems(cfg))
     if not problems and cfg.sweep:
-        problems.extend(_sweep_problems(cfg))
+        problems.extend(sweep_problems(cfg))
     if problems:
         raise ConfigError(problems, source)
-    return _absolutize(cfg)
+    return absolutize(cfg)
 
 
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -135,3 +135,20 @@ def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None
             return
         node = child
     node[parts[-1]] = value
+
+
+def _lookup(raw: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of the raw (unvalidated) config, else its schema default."""
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _DEFAULTS[key]
+        node = node[part]
+    return node
+
+
+_DEFAULTS = {
+    "data.root": DataConfig.model_fields["root"].default,
+    "model.weights": ModelConfig.model_fields["weights"].default,
+    "data.synthetic.enabled": SyntheticConfig.model_fields["enabled"].default,
+}

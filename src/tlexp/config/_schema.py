@@ -1,14 +1,14 @@
-"""The config schema: every key, its type, default, constraint and description, in one place.
+"""The config schema: its sections as pydantic models, every key with its type, default,
+constraint and description, in one place.
 
-``tlexp config`` prints this schema (:func:`describe`); it is never written twice. No
-TensorFlow: a config is validated before any deep-learning import.
+``tlexp config`` prints this schema (:func:`tlexp.config._keys.describe` reads it); it is
+never written twice. No TensorFlow: a config is validated before any deep-learning import.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tlexp.catalog import BACKBONES
@@ -369,68 +369,3 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in schema order, as written to the run folder's config.yaml."""
         return self.model_dump(mode="json")
-
-
-def _all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, sections included; entries of a named collection
-    of sections (``classifiers``) appear as ``classifiers.*.estimator``."""
-    keys = []
-    for name, field in model.model_fields.items():
-        dotted = f"{prefix}{name}"
-        keys.append(dotted)
-        sub = _section_type(field.annotation)
-        if sub is not None:
-            keys.extend(_all_keys(sub, dotted + "."))
-        entry = _entry_type(field.annotation)
-        if entry is not None:
-            keys.extend(_all_keys(entry, dotted + ".*."))
-    return keys
-
-
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _entry_type(annotation: Any) -> type[BaseModel] | None:
-    """For ``dict[str, Section | None]``: the Section type, else None."""
-    if get_origin(annotation) is not dict:
-        return None
-    value = get_args(annotation)[1]
-    for option in get_args(value) or (value,):
-        if _section_type(option) is not None:
-            return option
-    return None
-
-
-# --------------------------------------------------------------------------- reference
-
-
-def describe(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """Rows of (dotted key, default as YAML, type, description), generated from the schema."""
-    rows = []
-    for name, field in model.model_fields.items():
-        dotted = f"{prefix}{name}"
-        sub = _section_type(field.annotation)
-        if sub is not None:
-            rows.extend(describe(sub, dotted + "."))
-            continue
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, dict):  # may hold sections: dump them as plain YAML
-            default = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in default.items()}
-        rows.append((dotted, _yaml_scalar(default), _type_name(field.annotation), field.description or ""))
-    return rows
-
-
-def _yaml_scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-
-def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "")
-    if text.startswith("<class '"):
-        text = text[len("<class '") : -2]
-    return text.replace("Literal", "one of ").replace("tlexp.config._schema.ClassifierConfig", "classifier")
-
-
-# Dotted keys that are sections (data, model.head, ...), not values.
-_SECTIONS = frozenset(k for k in _all_keys() if k not in {row[0] for row in describe()} and "*" not in k)

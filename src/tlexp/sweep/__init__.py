@@ -2,7 +2,7 @@
 
 A sweep folder holds ``sweep.yaml`` (the base config and the grid), ``status.json`` (one
 entry per cell), one ordinary run folder per cell, the claims of its workers
-(``.claims/``) and the summary written by :func:`tlexp.results._report.build_report`. A
+(``.claims/``) and the summary written by :func:`tlexp.results.build_report`. A
 cell is finished exactly when its run folder holds ``metrics.json`` (written last and
 atomically), so a killed sweep never leaves a half-written result that a re-run would
 trust: re-running the same command skips finished cells, moves unfinished attempts to
@@ -16,102 +16,34 @@ The start of a worker (checks, shared data, ``sweep.yaml``) happens under the cl
 ``@start``, one worker at a time; the summary is written under the claim ``@summary`` by
 the worker that ends last. ``status.json`` is a view of the claims, rebuilt atomically by
 whichever worker changed one.
+
+The modules, each importing only those listed before it:
+
+- :mod:`tlexp.sweep._folder`: the sweep folder, its file names, what says a cell is done.
+- :mod:`tlexp.sweep._start`: what a worker checks and prepares under ``@start``.
+- :mod:`tlexp.sweep._status`: ``status.json``, a view of the claims.
+- :mod:`tlexp.sweep._progress`: the progress lines and :class:`SweepResult`, fed by a worker.
+- :mod:`tlexp.sweep._cells`: running one cell; the local executor.
+- :mod:`tlexp.sweep._local`: ``--workers N``, worker processes on this machine.
+- :mod:`tlexp.sweep._worker`: one worker's loop: claim, run, record, summary.
+- :mod:`tlexp.sweep._ray`: the Ray executor.
+- :mod:`tlexp.sweep._run`: :func:`run_sweep` and :func:`plan_sweep`.
 """
 
 from __future__ import annotations
 
-import logging
-from contextlib import nullcontext
-from typing import Any
-
-from tlexp.config import Config, expand_sweep
-from tlexp.errors import UserError
+from tlexp.sweep._folder import ATTEMPTS_DIR, CLAIMS_DIR, STATUS_FILE, SWEEP_FILE
 from tlexp.sweep._local import resolve_workers
-from tlexp.sweep._shared import ATTEMPTS_DIR, CLAIMS_DIR, STATUS_FILE, SWEEP_FILE, SweepResult
-from tlexp.sweep._worker import _LocalCells, _Worker
+from tlexp.sweep._progress import SweepResult
+from tlexp.sweep._run import plan_sweep, run_sweep
 
-__all__ = ["ATTEMPTS_DIR", "CLAIMS_DIR", "STATUS_FILE", "SWEEP_FILE", "SweepResult", "plan_sweep", "run_sweep"]
-
-log = logging.getLogger("tlexp")
-
-
-def run_sweep(
-    cfg: Config,
-    *,
-    new: bool = False,
-    default_name: str = "sweep",
-    executor: str = "local",
-    address: str | None = None,
-    workers: int | str = 1,
-) -> SweepResult:
-    """Run every cell of ``cfg.sweep`` that has not finished yet, then write the summary.
-
-    Other ``tlexp sweep`` processes may work on the same sweep folder at the same time
-    (started by hand, as a Slurm array, or with ``workers``): the cells are split between
-    them, and the summary is written once, by the one that ends last.
-
-    Args:
-        cfg: validated config with a non-empty ``sweep`` section.
-        new: start a new sweep folder (``name2``, ...) instead of resuming ``name``.
-        default_name: sweep folder name when ``cfg.name`` is not set (the CLI passes the
-            config file's stem, so ``configs/study.yaml`` sweeps into ``results/study``).
-        executor: ``local`` (cells one after another in this process) or ``ray`` (each
-            cell a Ray task asking ``cfg.resources`` CPUs/GPUs; the sweep folder must be
-            on a filesystem every Ray node sees).
-        address: Ray cluster address (``ray://host:10001``, ``auto``); None starts a
-            local Ray runtime.
-        workers: number of worker processes to start on this machine, each pinned to one
-            GPU (``CUDA_VISIBLE_DEVICES``), or ``"auto"``: one per visible GPU (1 without
-            GPUs, then in this process). This process prepares the sweep, waits for them,
-            and forwards Ctrl-C and SIGTERM to them.
-
-    Returns:
-        The sweep folder and which cells finished, failed or were already done.
-
-    Raises:
-        UserError: no grid; the folder is not a sweep folder; finished cells were run
-            with a config that differs from the current one (use ``new=True``); another
-            worker runs this folder with another config; Ray cannot meet ``resources``.
-        KeyboardInterrupt: after recording the interrupted cell.
-    """
-    if executor not in ("local", "ray"):
-        raise UserError(f"--executor must be 'local' or 'ray'. Got {executor!r} instead.")
-    n_workers, devices = resolve_workers(workers)
-    if executor == "ray" and (workers == "auto" or n_workers != 1):
-        raise UserError(
-            "--workers starts worker processes on this machine; with --executor ray, Ray places the cells "
-            "instead (resources.gpus=1 runs one cell per GPU). Use one or the other."
-        )
-    if not cfg.sweep:
-        raise UserError(
-            "This config has no sweep: section, so there is no grid to run. Add e.g. "
-            "sweep: {model.freeze: [0.1, 0.3]}, or use 'tlexp run' for a single run."
-        )
-    cells = expand_sweep(cfg)
-    if executor == "ray":
-        from tlexp.sweep._ray import ray_cells
-
-        runner_cm = ray_cells(cfg, address)  # Ray missing, or unable to meet resources: before any file
-    else:
-        runner_cm = nullcontext(_LocalCells())
-    with runner_cm as runner, _Worker(cfg, cells) as worker:
-        worker.start(cfg.name or default_name, new)
-        if n_workers > 1:
-            return worker.run_workers(n_workers, devices)
-        return worker.run(runner)
-
-
-def plan_sweep(cfg: Config) -> dict[str, Any]:
-    """The cells of a sweep with their freeze plans, without training.
-
-    Returns:
-        ``{"cells": [{"name", "overrides", "plan"}], "data": ...}`` where ``plan`` is
-        :func:`tlexp.experiment.plan_experiment`'s result for the cell.
-    """
-    from tlexp.experiment import plan_experiment
-
-    cache: dict[Any, Any] = {}
-    cells = [
-        {"name": c.name, "overrides": c.overrides, "plan": plan_experiment(c.config, cache)} for c in expand_sweep(cfg)
-    ]
-    return {"cells": cells, "data": cells[0]["plan"]["data"] if cells else None}
+__all__ = [
+    "ATTEMPTS_DIR",
+    "CLAIMS_DIR",
+    "STATUS_FILE",
+    "SWEEP_FILE",
+    "SweepResult",
+    "plan_sweep",
+    "resolve_workers",
+    "run_sweep",
+]

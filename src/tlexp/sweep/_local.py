@@ -1,4 +1,9 @@
-"""``tlexp sweep --workers N``: N worker processes on one machine, one GPU each."""
+"""``tlexp sweep --workers N``: N worker processes on one machine, one GPU each.
+
+The process that was started with ``--workers`` prepares the sweep, then starts ``tlexp
+sweep`` processes on it that work as any other workers do, waits for them and passes
+Ctrl-C and SIGTERM on to them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,17 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from tlexp import files
+from tlexp.config import Config
 from tlexp.errors import UserError
+from tlexp.sweep._folder import CLAIMS_DIR
 
 log = logging.getLogger("tlexp")
 
@@ -57,6 +67,45 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def run_workers(cfg: Config, sweep_dir: Path, n: int, devices: list[str]) -> list[int]:
+    """Start ``n`` worker processes on the (prepared) sweep in ``sweep_dir``, each on one
+    device of ``devices`` (round robin; none without GPUs), and wait for them.
+
+    Returns:
+        Their exit codes, a death by signal N as 128 + N (as a shell reports it).
+    """
+    config = sweep_dir / CLAIMS_DIR / f"workers-{os.getpid()}.yaml"
+    raw = cfg.to_dict()
+    raw["name"], raw["output"]["dir"] = sweep_dir.name, str(sweep_dir.parent.resolve())
+    files.write_yaml(config, raw)
+    command = [sys.executable, "-m", "tlexp", *_verbosity_flags(), "sweep", str(config)]
+    if devices and n > len(devices):
+        log.warning("sweep: %d workers share %d GPU(s): worker i uses GPU i mod %d", n, len(devices), len(devices))
+    procs = []
+    try:
+        for i in range(n):
+            env = dict(os.environ)
+            if devices:  # on a machine without GPUs there is nothing to pin
+                env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+            # A process group of its own: a Ctrl-C in the terminal reaches the workers once, through us.
+            procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, process_group=0))
+        log.info(
+            "sweep: started %d workers: %s",
+            n,
+            ", ".join(
+                f"pid {p.pid}" + (f" (CUDA_VISIBLE_DEVICES={devices[i % len(devices)]})" if devices else "")
+                for i, p in enumerate(procs)
+            ),
+        )
+        return _wait_forwarding_signals(procs)
+    finally:
+        for p in procs:  # only if we are left by an error of our own
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        config.unlink(missing_ok=True)
 
 
 def _verbosity_flags() -> list[str]:

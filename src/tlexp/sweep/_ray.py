@@ -1,8 +1,8 @@
 """The Ray executor of sweeps: every cell a Ray task, on one machine or a cluster.
 
 The driver (the ``tlexp sweep`` process) claims the cells, keeps ``status.json`` and the
-progress lines, as the local executor does; a cell runs :func:`tlexp.sweep._run_cell` in a
-Ray worker.
+progress lines, as the local executor does; a cell runs :func:`tlexp.sweep._cells.run_cell`
+in a Ray worker.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from tlexp.config import Cell, Config
 from tlexp.errors import UserError
+from tlexp.sweep._cells import run_cell
 
 log = logging.getLogger("tlexp")
 
@@ -96,7 +97,7 @@ class RayCells:
 
     Ray assigns CPUs/GPUs per task (``resources``), so on one multi-GPU machine
     ``resources.gpus: 1`` runs one cell per GPU. A killed driver takes the local Ray
-    runtime and its tasks with it (see _exit_with_raylet), and a re-run resumes.
+    runtime and its tasks with it (see exit_with_raylet), and a re-run resumes.
     """
 
     def __init__(self, ray, cfg: Config):
@@ -133,18 +134,16 @@ class RayCells:
 
 def _ray_cell(config: dict[str, Any], cell_dir: str, parent: str | None) -> None:
     """A sweep cell on a Ray worker (a fresh process: log to the cell's run.log only)."""
-    _exit_with_raylet()
+    exit_with_raylet()
     logging.getLogger("tlexp").setLevel(logging.INFO)
-    from tlexp.sweep._worker import _run_cell
-
     cell_cfg = Config.model_validate(config)
-    _run_cell(Cell(cell_cfg.name or Path(cell_dir).name, {}, cell_cfg), Path(cell_dir), parent)
+    run_cell(Cell(cell_cfg.name or Path(cell_dir).name, {}, cell_cfg), Path(cell_dir), parent)
 
 
 _WATCHING_RAYLET = False
 
 
-def _exit_with_raylet() -> None:
+def exit_with_raylet() -> None:
     """End this Ray worker as soon as the raylet that started it is gone.
 
     A killed driver takes its local Ray runtime with it at once, but the workers notice

@@ -1,50 +1,51 @@
-"""One sweep worker: claim cells, run them, record them, write the summary when last."""
+"""One sweep worker: claim cells, run them, record them, write the summary when last.
+
+A worker runs a cell only after claiming it (:mod:`tlexp.claims`), so any number of
+workers share one sweep folder; it hands the cells it claimed to an executor
+(:class:`tlexp.sweep._cells.LocalCells`, :class:`tlexp.sweep._ray.RayCells`), and feeds
+its progress lines (:class:`tlexp.sweep._progress.Progress`) and ``status.json``
+(:class:`tlexp.sweep._status.Status`) as cells start and end.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from tlexp import files
 from tlexp.claims import Claim, Claims, Liveness, owners
 from tlexp.config import Cell, Config
-from tlexp.errors import UserError
-from tlexp.sweep._local import _verbosity_flags, _wait_forwarding_signals
-from tlexp.sweep._shared import (
+from tlexp.sweep._folder import (
     CLAIMS_DIR,
     START,
     STATUS_FILE,
     SUMMARY,
     SWEEP_FILE,
-    SweepResult,
-    _check_weights,
-    _finished,
-    _legacy_status,
-    _mlflow_parent,
-    _now,
-    _open_sweep_dir,
-    _prepare_shared_data,
-    _Progress,
-    _read_yaml,
-    _refuse_changed_cells,
-    _refuse_other_config,
+    is_finished,
+    legacy_status,
+    open_sweep_dir,
+    read_yaml,
+    set_aside,
 )
+from tlexp.sweep._local import run_workers
+from tlexp.sweep._progress import Progress, SweepResult
+from tlexp.sweep._start import (
+    check_weights,
+    mlflow_parent,
+    prepare_shared_data,
+    refuse_changed_cells,
+    refuse_other_config,
+)
+from tlexp.sweep._status import Status
 
 log = logging.getLogger("tlexp")
 
 
-# --------------------------------------------------------------------------- one worker
-
-
-class _Worker:
+class Worker:
     """One ``tlexp sweep`` process's part of a sweep: its claims, the cells it runs, the
     status file and, if it ends last, the summary."""
 
@@ -57,8 +58,10 @@ class _Worker:
         self.failed_before: dict[str, int] = {}  # cell -> attempt that had failed when this worker started
         self.start_n: dict[str, int] = {}  # key -> latest attempt when this worker started
         self.legacy: dict[str, dict[str, Any]] = {}  # status.json entries of cells never claimed (older tlexp)
+        self.status: Status | None = None  # status.json, once the folder is open
+        self.running: dict[str, Claim] = {}  # cell -> this worker's claim, while the cell runs
 
-    def __enter__(self) -> _Worker:
+    def __enter__(self) -> Worker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,7 +74,7 @@ class _Worker:
         """Open the folder; under ``@start``: the checks, the data every cell needs,
         ``sweep.yaml``, the MLflow parent run and ``status.json``. A check that fails
         leaves the folder as it was (at most an empty one with ``.claims``)."""
-        self.dir = _open_sweep_dir(Path(self.cfg.output.dir), name, new)
+        self.dir = open_sweep_dir(Path(self.cfg.output.dir), name, new)
         self.claims = Claims(self.dir / CLAIMS_DIR)
 
         def waiting(claim: Claim, life: Liveness) -> None:
@@ -82,22 +85,23 @@ class _Worker:
         with self.claims.holding(START, wait=waiting):
             others = self.claims.held_by_others([*self.names, SUMMARY])
             sweep_file = self._sweep_file()
-            _refuse_other_config(self.dir, sweep_file, others)
-            _refuse_changed_cells(self.dir, self.cells)
+            refuse_other_config(self.dir, sweep_file, others)
+            refuse_changed_cells(self.dir, self.cells)
             log.info("sweep: %s: checking the weights and the data, once for all cells", self.dir)
-            _check_weights(self.cells)
-            _prepare_shared_data(self.cells)
+            check_weights(self.cells)
+            prepare_shared_data(self.cells)
             # Checks passed: from here on the folder describes this sweep.
-            if not others and _read_yaml(self.dir / SWEEP_FILE) != sweep_file:
+            if not others and read_yaml(self.dir / SWEEP_FILE) != sweep_file:
                 files.write_yaml(self.dir / SWEEP_FILE, sweep_file)
-            self.parent = _mlflow_parent(self.cfg, self.dir)
-            self.legacy = _legacy_status(self.dir / STATUS_FILE)
+            self.parent = mlflow_parent(self.cfg, self.dir)
+            self.legacy = legacy_status(self.dir / STATUS_FILE)
+            self.status = Status(self.dir, self.cells, self.claims, self.legacy)
             for key in [*self.names, SUMMARY]:
                 latest = self.claims.latest(key)
                 self.start_n[key] = latest.n if latest else 0
                 if latest is not None and latest.state == "failed":
                     self.failed_before[key] = latest.n
-            self.write_status()
+            self.status.write()
 
     def _sweep_file(self) -> dict[str, Any]:
         base = self.cfg.to_dict()
@@ -111,7 +115,7 @@ class _Worker:
     def run(self, runner: Any) -> SweepResult:
         """Claim and run cells until none is left to claim; write the summary if last."""
         result = SweepResult(self.dir)
-        result.skipped = [n for n in self.names if _finished(self.dir / n)]
+        result.skipped = [n for n in self.names if is_finished(self.dir / n)]
         held = self.claims.held_by_others(self.names)
         todo = len(self.cells) - len(result.skipped)
         log.info(
@@ -122,33 +126,63 @@ class _Worker:
             todo,
             f" ({len(held)} held by other workers)" if held else "",
         )
-        progress = _Progress(self, result)
+        progress = Progress(result, len(self.names))
         try:
             while True:
                 while runner.has_room() and (got := self._claim_next()):
-                    progress.start(*got)
+                    self._started(progress, *got)
                     runner.submit(got[0], self.dir / got[0].name, self.parent)
                 if runner.busy():
-                    cell, seconds, error = runner.wait_one()
-                    progress.done(cell, seconds, error)
+                    self._ended(progress, *runner.wait_one())
                 elif self._idle(result):
                     break
         except KeyboardInterrupt:
-            for name in list(progress.claims):
+            for name in list(self.running):
+                self.claims.end(self.running.pop(name), "interrupted")
+                self.status.write()
                 progress.interrupted(name)
             raise
         result.exit_code = 1 if result.failed else 0
         return result
 
-    def _claim_next(self) -> tuple[Cell, Claim, Claim | None] | None:
+    def _started(self, progress: Progress, cell: Cell, claim: Claim) -> None:
+        self.running[cell.name] = claim
+        # Cells finished, running, or failed in this round (this one included): what a
+        # single worker counts as done or begun.
+        begun = 0
+        for n in self.names:
+            c = self.claims.latest(n)
+            begun += is_finished(self.dir / n) or (
+                c is not None and (c.state == "running" or (c.state == "failed" and c.n > self.failed_before.get(n, 0)))
+            )
+        cell_dir = self.dir / cell.name
+        moved = set_aside(self.dir, cell_dir) if cell_dir.exists() else None
+        progress.started(cell.name, begun, moved)
+        self.status.write()
+
+    def _ended(self, progress: Progress, cell: Cell, seconds: float, error: BaseException | None) -> None:
+        claim = self.running.pop(cell.name)
+        if error is None:
+            self.claims.end(claim, "finished", seconds=round(seconds, 3), error=None)
+            progress.finished(cell.name, seconds)
+        else:
+            message = f"{type(error).__name__}: {error}".strip()
+            self.claims.end(claim, "failed", seconds=round(seconds, 3), error=message)
+            progress.failed(cell.name, seconds, message)
+        self.status.write()
+        left = sum(e["status"] in ("pending", "interrupted", "running") for e in self.status.entries())
+        others = {c.owner for c, _ in self.claims.held_by_others(self.names) if c.owner}
+        progress.ended(seconds, left, len(others))
+
+    def _claim_next(self) -> tuple[Cell, Claim] | None:
         """The first cell in grid order this worker may run, claimed; None if none."""
         for cell in self.cells:
-            if _finished(self.dir / cell.name):
+            if is_finished(self.dir / cell.name):
                 continue
             mine, prev, life = self.claims.claim(cell.name, lambda p, lv, c=cell: self._may_claim(c, p, lv))
             if mine is None:
                 continue
-            if _finished(self.dir / cell.name):  # it finished between our look and our claim
+            if is_finished(self.dir / cell.name):  # it finished between our look and our claim
                 self.claims.end(mine, "finished")
                 continue
             if prev is not None and life is not None and life.state == "dead":
@@ -156,7 +190,7 @@ class _Worker:
                 log.warning("sweep: %s: taking over the claim of %s: %s", cell.name, who, life.reason)
             before = prev.record.get("attempts", prev.n) if prev else self.legacy.get(cell.name, {}).get("attempts", 0)
             self.claims.update(mine, attempts=int(before or 0) + 1)
-            return cell, mine, prev
+            return cell, mine
         return None
 
     def _may_claim(self, cell: Cell, prev: Claim | None, life: Liveness | None) -> bool:
@@ -167,7 +201,7 @@ class _Worker:
         if prev.state == "failed":  # retried only if it failed before this worker started (a re-run)
             return prev.n <= self.failed_before.get(cell.name, 0)
         if prev.state == "finished":  # its folder was removed since, or it finished just now
-            return not _finished(self.dir / cell.name)
+            return not is_finished(self.dir / cell.name)
         return True  # interrupted: another worker was stopped (Ctrl-C, SIGTERM)
 
     def _idle(self, result: SweepResult) -> bool:
@@ -220,9 +254,9 @@ class _Worker:
             if self.claims.held_by_others(self.names) or self._claimable_left():
                 self.claims.end(mine, "skipped")
                 return False
-            self.write_status()
+            self.status.write()
             result.report = self._write_report()
-            result.failed = sorted(set(result.failed) | {n for n in self.names if not _finished(self.dir / n)})
+            result.failed = sorted(set(result.failed) | {n for n in self.names if not is_finished(self.dir / n)})
         except BaseException:
             self.claims.end(mine, "failed")
             raise
@@ -231,7 +265,7 @@ class _Worker:
 
     def _claimable_left(self) -> bool:
         for cell in self.cells:
-            if _finished(self.dir / cell.name):
+            if is_finished(self.dir / cell.name):
                 continue
             prev = self.claims.latest(cell.name)
             if self._may_claim(cell, prev, self.claims.liveness(prev) if prev else None):
@@ -241,8 +275,8 @@ class _Worker:
     def _write_report(self) -> dict[str, Path]:
         from tlexp.results import build_report
 
-        status = {e["name"]: e for e in self.status_entries()}
-        done = [self.dir / c.name for c in self.cells if _finished(self.dir / c.name)]
+        status = {e["name"]: e for e in self.status.entries()}
+        done = [self.dir / c.name for c in self.cells if is_finished(self.dir / c.name)]
         failed = [
             {
                 "name": c.name,
@@ -251,7 +285,7 @@ class _Worker:
                 "error": status[c.name].get("error") or "not run yet",
             }
             for c in self.cells
-            if not _finished(self.dir / c.name)
+            if not is_finished(self.dir / c.name)
         ]
         report = build_report(done, self.dir, failed=failed, title=f"tlexp sweep {self.dir.name}")
         log.info("sweep: summary in %s (%d finished, %d failed)", self.dir, len(done), len(failed))
@@ -266,157 +300,21 @@ class _Worker:
         state = []
         for name in self.names:
             c = self.claims.latest(name)
-            state.append([name, c.n if c else 0, c.state if c else None, _finished(self.dir / name)])
+            state.append([name, c.n if c else 0, c.state if c else None, is_finished(self.dir / name)])
         return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
-
-    # ---- status.json: a view of the claims
-
-    def status_entries(self) -> list[dict[str, Any]]:
-        out = []
-        for cell in self.cells:
-            entry: dict[str, Any] = {
-                "name": cell.name,
-                "overrides": cell.overrides,
-                "status": "pending",
-                "attempts": 0,
-                "started": None,
-                "finished": None,
-                "seconds": None,
-                "error": None,
-                "worker": None,
-            }
-            claim = self.claims.latest(cell.name)
-            if claim is None:
-                old = self.legacy.get(cell.name, {})
-                entry.update({k: v for k, v in old.items() if k in entry and k not in ("name", "overrides")})
-                if entry["status"] in ("running", "finished"):
-                    entry["status"] = "interrupted"
-            else:
-                r = claim.record
-                entry.update(
-                    attempts=r.get("attempts", claim.n),
-                    started=r.get("started"),
-                    finished=r.get("ended"),
-                    seconds=r.get("seconds"),
-                    error=r.get("error"),
-                    worker=claim.owner.label if claim.owner else None,
-                )
-                if claim.state == "running":
-                    dead = r and self.claims.liveness(claim).state == "dead"
-                    entry["status"] = "interrupted" if dead else "running"
-                else:
-                    entry["status"] = claim.state
-            # The folder, not a claim, says what is done: a process killed between writing
-            # metrics.json and ending its claim must not redo a cell.
-            if _finished(self.dir / cell.name):
-                entry.update(status="finished", error=None)
-            elif entry["status"] == "finished":
-                entry["status"] = "interrupted"
-            out.append(entry)
-        return out
-
-    def write_status(self) -> None:
-        """Rewrite status.json (atomically) from the claims.
-
-        Workers write it without a lock, each a whole snapshot; one that read the claims
-        before another worker's change may replace that worker's newer file. So a writer
-        looks again after writing and rewrites until what it wrote is still true: the
-        last change is always followed by a write that shows it.
-        """
-        for _ in range(5):
-            entries = self.status_entries()
-            counts: dict[str, int] = {}
-            for c in entries:
-                counts[c["status"]] = counts.get(c["status"], 0) + 1
-            files.write_json(
-                self.dir / STATUS_FILE, {"sweep": self.dir.name, "updated": _now(), "counts": counts, "cells": entries}
-            )
-            if self.status_entries() == entries:
-                return
 
     # ---- several workers on this machine
 
     def run_workers(self, n: int, devices: list[str]) -> SweepResult:
         """Start ``n`` worker processes on this (prepared) sweep, each on one device; wait."""
-        config = self.dir / CLAIMS_DIR / f"workers-{os.getpid()}.yaml"
-        raw = self.cfg.to_dict()
-        raw["name"], raw["output"]["dir"] = self.dir.name, str(self.dir.parent.resolve())
-        files.write_yaml(config, raw)
         self.claims.close()  # holds nothing: its heartbeat thread has no more to do
-        command = [sys.executable, "-m", "tlexp", *_verbosity_flags(), "sweep", str(config)]
-        if devices and n > len(devices):
-            log.warning("sweep: %d workers share %d GPU(s): worker i uses GPU i mod %d", n, len(devices), len(devices))
-        procs = []
-        try:
-            for i in range(n):
-                env = dict(os.environ)
-                if devices:  # on a machine without GPUs there is nothing to pin
-                    env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-                # A process group of its own: a Ctrl-C in the terminal reaches the workers once, through us.
-                procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, process_group=0))
-            log.info(
-                "sweep: started %d workers: %s",
-                n,
-                ", ".join(
-                    f"pid {p.pid}" + (f" (CUDA_VISIBLE_DEVICES={devices[i % len(devices)]})" if devices else "")
-                    for i, p in enumerate(procs)
-                ),
-            )
-            codes = _wait_forwarding_signals(procs)
-        finally:
-            for p in procs:  # only if we are left by an error of our own
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-            config.unlink(missing_ok=True)
+        codes = run_workers(self.cfg, self.dir, n, devices)
         worst = max(codes)
         log.info("sweep: %d workers ended (exit codes %s)", n, ", ".join(str(c) for c in codes))
-        status = {e["name"]: e["status"] for e in self.status_entries()}
+        status = {e["name"]: e["status"] for e in self.status.entries()}
         return SweepResult(
             self.dir,
             finished=[n for n, s in status.items() if s == "finished"],
             failed=[n for n, s in status.items() if s == "failed"],
             exit_code=worst,
         )
-
-
-class _LocalCells:
-    """The local executor: one cell at a time, in this process."""
-
-    def __init__(self) -> None:
-        self.job: tuple[Cell, Path, str | None] | None = None
-
-    def has_room(self) -> bool:
-        return self.job is None
-
-    def busy(self) -> bool:
-        return self.job is not None
-
-    def submit(self, cell: Cell, cell_dir: Path, parent: str | None) -> None:
-        self.job = (cell, cell_dir, parent)
-
-    def wait_one(self) -> tuple[Cell, float, BaseException | None]:
-        cell, cell_dir, parent = self.job
-        t = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            _run_cell(cell, cell_dir, parent)
-        except Exception as e:
-            if not isinstance(e, UserError):
-                log.debug("sweep: %s traceback:\n%s", cell.name, traceback.format_exc())
-            error = e
-        self.job = None
-        return cell, time.perf_counter() - t, error
-
-
-def _run_cell(cell: Cell, cell_dir: Path, mlflow_parent: str | None) -> None:
-    from tlexp.experiment import run_experiment
-
-    try:
-        run_experiment(cell.config, run_dir=cell_dir, mlflow_parent=mlflow_parent)
-    finally:
-        # Free the cell's graphs and reset Keras' layer-name counters, so every cell
-        # starts as a fresh process would (auto-named layers keep their names).
-        import keras
-
-        keras.backend.clear_session()
