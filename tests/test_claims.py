@@ -56,6 +56,7 @@ def _take_over(folder: str, at: float) -> int:
         claims.close()
 
 
+@pytest.mark.slow
 def test_a_dead_workers_claim_is_taken_over_by_exactly_one(tmp_path):
     ghost = Owner(socket.gethostname(), dead_pid(), machine_id(), None, "ghost")
     held = Claims(tmp_path, owner=ghost)

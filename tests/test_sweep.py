@@ -303,13 +303,14 @@ def test_sigterm_is_recorded_like_ctrl_c(tmp_path, flat_dataset):
     assert not (sweep_dir / CELLS[0] / "metrics.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
 def test_ray_worker_ends_with_the_raylet_that_started_it(tmp_path):
     # What a Ray cell does first (exit_with_raylet), in a child of a stand-in raylet. When
     # that parent is killed, the child must end, not run on to finish its cell (here: sleep
     # two minutes, then say so).
     child = (
-        "import time\nfrom tlexp.sweep._ray import exit_with_raylet\nexit_with_raylet()\n"
+        "import time\nfrom tlexp.sweeps._ray import exit_with_raylet\nexit_with_raylet()\n"
         "print('ready', flush=True)\ntime.sleep(120)\nprint('ran on', flush=True)"
     )
     raylet = subprocess.Popen(

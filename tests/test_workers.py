@@ -35,6 +35,7 @@ def _build_shared_data(root: str, cache: str, at: float) -> str:
     return f"{len(check.usable())} {cache_.folder} {cache_.images.sum()}"
 
 
+@pytest.mark.slow
 def test_shared_data_built_by_several_processes_at_once(tmp_path):
     # The demo data, the data check's cache and the decoded-image cache: all build in a
     # temporary place and rename; every builder succeeds and all get the same result.
@@ -47,7 +48,7 @@ def test_shared_data_built_by_several_processes_at_once(tmp_path):
 
 
 def test_workers_auto_counts_visible_gpus(monkeypatch):
-    from tlexp.sweep import resolve_workers
+    from tlexp.sweeps import resolve_workers
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert resolve_workers("auto") == (2, ["2", "3"])
@@ -59,6 +60,7 @@ def test_workers_auto_counts_visible_gpus(monkeypatch):
         resolve_workers(0)
 
 
+@pytest.mark.slow
 def test_a_sweep_that_fails_its_checks_writes_no_sweep_files(tmp_path, flat_dataset):
     # Missing weights: refused before anything describes the sweep, so a later sweep in this
     # folder is not mistaken for (or described as) this one.

@@ -43,15 +43,15 @@ def run(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
 
 def sweep(cfg: Config, *, new: bool = False, name: str | None = None, executor: str = "local", **options: Any):
     """Run every cell of the config's sweep grid, resuming an unfinished sweep folder, then
-    write its report (:func:`tlexp.sweep.run_sweep`; ``options``: ``address``, ``workers``).
+    write its report (:func:`tlexp.sweeps.run_sweep`; ``options``: ``address``, ``workers``).
 
     ``name``: the sweep folder's name where the config sets none (the CLI passes the
     config file's name); ``new``: a new folder (``name2``, ...) instead of resuming.
 
     Returns:
-        The :class:`tlexp.sweep.SweepResult`: its folder and exit code.
+        The :class:`tlexp.sweeps.SweepResult`: its folder and exit code.
     """
-    from tlexp.sweep import run_sweep
+    from tlexp.sweeps import run_sweep
 
     return run_sweep(cfg, new=new, default_name=name or "sweep", executor=executor, **options)
 
@@ -60,7 +60,7 @@ def plan(cfg: Config) -> dict[str, Any]:
     """What :func:`run` (or :func:`sweep`, for a sweep config) would do: the data found, the
     freeze plans and parameter counts, without decoding an image or loading weights."""
     if cfg.sweep:
-        from tlexp.sweep import plan_sweep
+        from tlexp.sweeps import plan_sweep
 
         return plan_sweep(cfg)
     from tlexp.experiment import plan_experiment

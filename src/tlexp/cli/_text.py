@@ -39,7 +39,7 @@ def format_plan(plan: dict, config_yaml: str) -> str:
 
 
 def format_sweep_plan(plan: dict) -> str:
-    """One line per cell of :func:`tlexp.sweep.plan_sweep`'s result: its freeze plan and counts."""
+    """One line per cell of :func:`tlexp.sweeps.plan_sweep`'s result: its freeze plan and counts."""
     d = plan["data"]
     counts = {s: sum(c.values()) for s, c in d["counts"].items()}
     lines = [

@@ -22,7 +22,7 @@ from typing import Any
 from tlexp import files
 from tlexp.config import Config
 from tlexp.errors import UserError
-from tlexp.sweep._folder import CLAIMS_DIR
+from tlexp.sweeps._folder import CLAIMS_DIR
 
 log = logging.getLogger("tlexp")
 

@@ -13,7 +13,7 @@ from typing import Any
 from tlexp import files
 from tlexp.claims import Claims
 from tlexp.config import Cell
-from tlexp.sweep._folder import STATUS_FILE, is_finished
+from tlexp.sweeps._folder import STATUS_FILE, is_finished
 
 
 class Status:

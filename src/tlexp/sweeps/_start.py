@@ -18,7 +18,7 @@ from tlexp import runfolder
 from tlexp.claims import Claim, Liveness
 from tlexp.config import Cell, Config, flatten
 from tlexp.errors import UserError
-from tlexp.sweep._folder import SWEEP_FILE, is_finished, read_yaml
+from tlexp.sweeps._folder import SWEEP_FILE, is_finished, read_yaml
 
 # Compared between a finished cell and the config that would run it now. output.dir is
 # not: moving a results folder does not change what a cell means.

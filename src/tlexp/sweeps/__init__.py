@@ -19,23 +19,23 @@ whichever worker changed one.
 
 The modules, each importing only those listed before it:
 
-- :mod:`tlexp.sweep._folder`: the sweep folder, its file names, what says a cell is done.
-- :mod:`tlexp.sweep._start`: what a worker checks and prepares under ``@start``.
-- :mod:`tlexp.sweep._status`: ``status.json``, a view of the claims.
-- :mod:`tlexp.sweep._progress`: the progress lines and :class:`SweepResult`, fed by a worker.
-- :mod:`tlexp.sweep._cells`: running one cell; the local executor.
-- :mod:`tlexp.sweep._local`: ``--workers N``, worker processes on this machine.
-- :mod:`tlexp.sweep._worker`: one worker's loop: claim, run, record, summary.
-- :mod:`tlexp.sweep._ray`: the Ray executor.
-- :mod:`tlexp.sweep._run`: :func:`run_sweep` and :func:`plan_sweep`.
+- :mod:`tlexp.sweeps._folder`: the sweep folder, its file names, what says a cell is done.
+- :mod:`tlexp.sweeps._start`: what a worker checks and prepares under ``@start``.
+- :mod:`tlexp.sweeps._status`: ``status.json``, a view of the claims.
+- :mod:`tlexp.sweeps._progress`: the progress lines and :class:`SweepResult`, fed by a worker.
+- :mod:`tlexp.sweeps._cells`: running one cell; the local executor.
+- :mod:`tlexp.sweeps._local`: ``--workers N``, worker processes on this machine.
+- :mod:`tlexp.sweeps._worker`: one worker's loop: claim, run, record, summary.
+- :mod:`tlexp.sweeps._ray`: the Ray executor.
+- :mod:`tlexp.sweeps._run`: :func:`run_sweep` and :func:`plan_sweep`.
 """
 
 from __future__ import annotations
 
-from tlexp.sweep._folder import ATTEMPTS_DIR, CLAIMS_DIR, STATUS_FILE, SWEEP_FILE
-from tlexp.sweep._local import resolve_workers
-from tlexp.sweep._progress import SweepResult
-from tlexp.sweep._run import plan_sweep, run_sweep
+from tlexp.sweeps._folder import ATTEMPTS_DIR, CLAIMS_DIR, STATUS_FILE, SWEEP_FILE
+from tlexp.sweeps._local import resolve_workers
+from tlexp.sweeps._progress import SweepResult
+from tlexp.sweeps._run import plan_sweep, run_sweep
 
 __all__ = [
     "ATTEMPTS_DIR",

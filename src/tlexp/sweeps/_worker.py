@@ -2,9 +2,9 @@
 
 A worker runs a cell only after claiming it (:mod:`tlexp.claims`), so any number of
 workers share one sweep folder; it hands the cells it claimed to an executor
-(:class:`tlexp.sweep._cells.LocalCells`, :class:`tlexp.sweep._ray.RayCells`), and feeds
-its progress lines (:class:`tlexp.sweep._progress.Progress`) and ``status.json``
-(:class:`tlexp.sweep._status.Status`) as cells start and end.
+(:class:`tlexp.sweeps._cells.LocalCells`, :class:`tlexp.sweeps._ray.RayCells`), and feeds
+its progress lines (:class:`tlexp.sweeps._progress.Progress`) and ``status.json``
+(:class:`tlexp.sweeps._status.Status`) as cells start and end.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from tlexp import files
 from tlexp.claims import Claim, Claims, Liveness, owners
 from tlexp.config import Cell, Config
-from tlexp.sweep._folder import (
+from tlexp.sweeps._folder import (
     CLAIMS_DIR,
     START,
     STATUS_FILE,
@@ -31,16 +31,16 @@ from tlexp.sweep._folder import (
     read_yaml,
     set_aside,
 )
-from tlexp.sweep._local import run_workers
-from tlexp.sweep._progress import Progress, SweepResult
-from tlexp.sweep._start import (
+from tlexp.sweeps._local import run_workers
+from tlexp.sweeps._progress import Progress, SweepResult
+from tlexp.sweeps._start import (
     check_weights,
     mlflow_parent,
     prepare_shared_data,
     refuse_changed_cells,
     refuse_other_config,
 )
-from tlexp.sweep._status import Status
+from tlexp.sweeps._status import Status
 
 log = logging.getLogger("tlexp")
 

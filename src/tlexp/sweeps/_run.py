@@ -1,6 +1,6 @@
 """The entry points of sweeps: :func:`run_sweep` (run the cells, here or on Ray, in one
 worker or several) and :func:`plan_sweep` (the cells and their freeze plans, without
-training). What they call is one worker's loop (:mod:`tlexp.sweep._worker`) and an executor.
+training). What they call is one worker's loop (:mod:`tlexp.sweeps._worker`) and an executor.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 from tlexp.config import Config, expand_sweep
 from tlexp.errors import UserError
-from tlexp.sweep._cells import LocalCells
-from tlexp.sweep._local import resolve_workers
-from tlexp.sweep._progress import SweepResult
-from tlexp.sweep._worker import Worker
+from tlexp.sweeps._cells import LocalCells
+from tlexp.sweeps._local import resolve_workers
+from tlexp.sweeps._progress import SweepResult
+from tlexp.sweeps._worker import Worker
 
 log = logging.getLogger("tlexp")
 
@@ -73,7 +73,7 @@ def run_sweep(
         )
     cells = expand_sweep(cfg)
     if executor == "ray":
-        from tlexp.sweep._ray import ray_cells
+        from tlexp.sweeps._ray import ray_cells
 
         runner_cm = ray_cells(cfg, address)  # Ray missing, or unable to meet resources: before any file
     else:

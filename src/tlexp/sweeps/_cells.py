@@ -2,7 +2,7 @@
 one cell at a time, in this process.
 
 An executor is what a worker hands its claimed cells to: ``has_room``, ``submit``,
-``busy`` and ``wait_one``; :class:`tlexp.sweep._ray.RayCells` is the other one.
+``busy`` and ``wait_one``; :class:`tlexp.sweeps._ray.RayCells` is the other one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Ray executor of sweeps: every cell a Ray task, on one machine or a cluster.
 
 The driver (the ``tlexp sweep`` process) claims the cells, keeps ``status.json`` and the
-progress lines, as the local executor does; a cell runs :func:`tlexp.sweep._cells.run_cell`
+progress lines, as the local executor does; a cell runs :func:`tlexp.sweeps._cells.run_cell`
 in a Ray worker.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from tlexp.config import Cell, Config
 from tlexp.errors import UserError
-from tlexp.sweep._cells import run_cell
+from tlexp.sweeps._cells import run_cell
 
 log = logging.getLogger("tlexp")
 
