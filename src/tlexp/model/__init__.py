@@ -6,11 +6,11 @@ application config. The modules are private; this package's names are the API.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# Each public name and the private module that holds it. Imported on first use, so that
-# importing the package costs nothing until a name is needed (STYLE: heavy imports late).
+from tlexp._lazy import lazy_exports
+
+# Each public name and the private module that holds it, imported on first use (tlexp._lazy).
 _EXPORTS = {
     "Accel": "_accel",
     "FreezePlan": "_freeze",
@@ -147,9 +147,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,11 +7,11 @@ activations both. The modules are private; this package's names are the API.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# Each public name and the private module that holds it. Imported on first use, so that
-# importing the package costs nothing until a name is needed (STYLE: heavy imports late).
+from tlexp._lazy import lazy_exports
+
+# Each public name and the private module that holds it, imported on first use (tlexp._lazy).
 _EXPORTS = {
     "ActivationSource": "_sources",
     "ActivationStore": "_store",
@@ -63,9 +63,4 @@ if TYPE_CHECKING:
     from tlexp.pipeline._store import ActivationStore, Fallback, PrefixActivations
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,11 +5,11 @@ The modules are private; this package's names are the API.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# Each public name and the private module that holds it. Imported on first use, so that
-# importing the package costs nothing until a name is needed (STYLE: heavy imports late).
+from tlexp._lazy import lazy_exports
+
+# Each public name and the private module that holds it, imported on first use (tlexp._lazy).
 _EXPORTS = {
     "ClassifierResult": "_record",
     "CostPoint": "_costchart",
@@ -84,9 +84,4 @@ if TYPE_CHECKING:
     from tlexp.results._tracking import TrackingError, require_mlflow, resolve_uri, sweep_parent
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
