@@ -379,6 +379,7 @@ jax.jit(lambda a: jnp.sin(a) @ a.T)(jnp.ones((64, 64))).block_until_ready()
 """
 
 
+@pytest.mark.slow
 @needs_jax
 def test_jax_compilations_are_kept_in_tlexps_cache_folder_unless_the_user_says_otherwise(tmp_path):
     """JAX's persistent compilation cache goes to <tlexp cache>/jax, so the next process
