@@ -170,9 +170,14 @@ def assign_splits(
     )
 
 
+def split_size(n: int, fraction: float) -> int:
+    """The files a split asks of a class of ``n`` files: ``round(n * fraction)``, at least 1."""
+    return max(1, round(n * fraction))
+
+
 def _targets(name: str, n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
-    """The val and test sizes of a class of ``n`` files: ``round(n * fraction)``, at least 1."""
-    target = {"val": max(1, round(n * val_fraction)), "test": max(1, round(n * test_fraction))}
+    """The val and test sizes of a class of ``n`` files (:func:`split_size`)."""
+    target = {"val": split_size(n, val_fraction), "test": split_size(n, test_fraction)}
     if n - target["val"] - target["test"] < 1:
         raise DataError(
             f"Class {name!r} has {n} image(s): too few for non-empty train, val and test splits "

@@ -17,7 +17,7 @@ import numpy as np
 
 from tlexp import files, runfolder
 from tlexp.config import Config
-from tlexp.data._dataset import SPLITS, Dataset, assign_splits, discover
+from tlexp.data._dataset import SPLITS, Dataset, assign_splits, discover, split_size
 from tlexp.data._scan import warn_unlabelled
 from tlexp.errors import DataError
 from tlexp.logs import show_progress
@@ -76,14 +76,14 @@ def prepare_data(cfg: Config, check: bool = True) -> tuple[Dataset, Any]:
 def split_shortfall(ds: Dataset, val_fraction: float, test_fraction: float) -> str:
     """How the split's val and test sizes differ from those asked, or ``""`` where they don't.
 
-    Asked: per class ``max(1, round(n * fraction))`` files (what a split without groups
-    gives); a group kept whole moves a split by up to half its size.
+    Asked: per class :func:`tlexp.data._dataset.split_size` files (what a split without
+    groups gives); a group kept whole moves a split by up to half its size.
     """
     counts = ds.counts()
     per_class = {c: sum(counts[s][c] for s in SPLITS) for c in ds.class_names}
     parts, n = [], sum(per_class.values())
     for split, fraction in (("val", val_fraction), ("test", test_fraction)):
-        asked = sum(max(1, round(k * fraction)) for k in per_class.values())
+        asked = sum(split_size(k, fraction) for k in per_class.values())
         got = sum(counts[split].values())
         if got != asked:
             parts.append(f"{split} {got} ({got / n:.1%}) instead of {asked} ({fraction:.1%})")
