@@ -59,7 +59,7 @@ def sweep(cfg: Config, *, new: bool = False, name: str | None = None, executor: 
 def plan(cfg: Config) -> dict[str, Any]:
     """What :func:`run` (or :func:`sweep`, for a sweep config) would do: the data found, the
     freeze plans and parameter counts, without decoding an image or loading weights."""
-    if cfg.sweep:
+    if cfg.grids():
         from tlexp.sweeps import plan_sweep
 
         return plan_sweep(cfg)

@@ -44,7 +44,7 @@ def plan(args: argparse.Namespace) -> int:
 
     cfg = api.load_config(args.config, args.overrides)
     found = api.plan(cfg)
-    if cfg.sweep:
+    if cfg.grids():
         print(format_sweep_plan(found))
     else:
         print(format_plan(found, yaml.safe_dump(found["config"], sort_keys=False)))

@@ -46,15 +46,21 @@ def expand_sweep(cfg: Config) -> list[Cell]:
     return _cells(cfg)
 
 
+def _combinations(cfg: Config):
+    """Each cell's overrides: every combination of each grid, the grids in order."""
+    for grid in cfg.grids():
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            yield dict(zip(keys, values, strict=True))
+
+
 def _cells(cfg: Config) -> list[Cell]:
-    keys = list(cfg.sweep)
     base = cfg.to_dict()
     base["sweep"] = {}
-    if "data.split_seed" not in cfg.sweep and base["data"]["split_seed"] is None:
+    if "data.split_seed" not in cfg.swept_keys() and base["data"]["split_seed"] is None:
         base["data"]["split_seed"] = cfg.seed
     cells, seen = [], Counter()
-    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
-        overrides = dict(zip(keys, values, strict=True))
+    for overrides in _combinations(cfg):
         raw = copy.deepcopy(base)
         for key, value in overrides.items():
             _set(raw, key, copy.deepcopy(value))
@@ -71,9 +77,18 @@ def _cells(cfg: Config) -> list[Cell]:
 def sweep_problems(cfg: Config) -> list[str]:
     """Every problem with ``cfg.sweep``: keys that are unknown, sections or not sweepable, empty
     value lists, and the values that make an invalid config (each key's values on the base)."""
+    problems = []
+    for grid in cfg.grids():
+        problems.extend(p for p in _grid_problems(cfg, grid) if p not in problems)
+    if isinstance(cfg.sweep, list) and not cfg.grids():
+        problems.append("'sweep' lists no grid with a key; give at least one, e.g. [{model.freeze: [0.1, 0.3]}].")
+    return problems
+
+
+def _grid_problems(cfg: Config, grid: dict[str, list[Any]]) -> list[str]:
     valid = set(all_keys())
     problems = []
-    for key, values in cfg.sweep.items():
+    for key, values in grid.items():
         parts = key.split(".")
         pattern = ".".join([parts[0], "*", *parts[2:]]) if parts[0] == "classifiers" and len(parts) > 2 else key
         if key in _UNSWEEPABLE:
@@ -89,7 +104,7 @@ def sweep_problems(cfg: Config) -> list[str]:
     if problems:
         return problems
     base = cfg.to_dict()
-    for key, values in cfg.sweep.items():
+    for key, values in grid.items():
         for value in values:
             raw = copy.deepcopy(base)
             raw["sweep"] = {}
@@ -112,7 +127,7 @@ def _cell_name(cfg: Config, overrides: dict[str, Any]) -> str:
     extra = [
         f"{k.rpartition('.')[2]}-{_short(v)}"
         for k, v in overrides.items()
-        if k not in ("model.backbone", "model.freeze", "seed")
+        if k not in ("model.backbone", "model.freeze", "model.train", "train.schedule", "seed")
     ]
     base = Config.model_validate({**cfg.to_dict(), "name": None}).run_name()
     return "_".join([base, *extra])

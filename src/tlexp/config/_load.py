@@ -67,6 +67,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
     if isinstance(raw.get("sweep"), dict):  # nested (model: {freeze: [...]}) or dotted keys
         raw["sweep"] = flatten(raw["sweep"])
+    elif isinstance(raw.get("sweep"), list):  # a list of grids, each nested or dotted
+        raw["sweep"] = [flatten(g) if isinstance(g, dict) else g for g in raw["sweep"]]
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
@@ -124,8 +126,14 @@ def _apply_override(raw: dict[str, Any], item: str, problems: list[str]) -> None
             f"Could not parse the value of override '{item}' as YAML. Quote strings that contain ':' or '#'."
         )
         return
-    node = raw
     parts = key.split(".")
+    if parts[0] == "sweep" and len(parts) > 1 and isinstance(raw.get("sweep"), list):
+        # A list of grids: `sweep.seed=[0, 1]` sets the key in every grid.
+        for grid in raw["sweep"]:
+            if isinstance(grid, dict):
+                grid[".".join(parts[1:])] = value
+        return
+    node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:

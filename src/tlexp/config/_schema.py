@@ -7,110 +7,22 @@ never written twice. No TensorFlow: a config is validated before any deep-learni
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from tlexp.catalog import BACKBONES
+from tlexp.config._sections import (
+    DataConfig,
+    HeadConfig,
+    Section,
+    SyntheticConfig,
+    int_is_float,
+    true_false_auto,
+)
 
-
-def _true_false_auto(v: Any) -> Any:
-    """true, false or 'auto', and nothing pydantic would coerce into one ("yes", 1)."""
-    if v is not True and v is not False and v != "auto":
-        raise ValueError("must be true, false or 'auto'")
-    return v
-
-
-def _int_is_float(v: Any) -> Any:
-    """YAML reads "0" and "1" as ints; let them reach a float field's range check as floats (not bools)."""
-    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-class _Section(BaseModel):
-    # strict: a YAML string "2" is not silently an int; extra="forbid": typos are errors.
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
-
-
-class SyntheticConfig(_Section):
-    enabled: bool = Field(
-        False,
-        description="Write tlexp's built-in two-class demo dataset (real JPEG files) into "
-        "data.root first, if it is not there yet. Never touches an existing non-demo folder.",
-    )
-    per_class: int = Field(150, ge=2, description="Demo images generated per class.")
-
-
-class DataConfig(_Section):
-    root: str = Field(
-        "data/dogs-vs-cats/train",
-        description="Dataset folder: class sub-folders (root/cat/*.jpg) or the Kaggle flat "
-        "layout (root/cat.0.jpg, label = name before the first dot).",
-    )
-    layout: Literal["auto", "folders", "flat"] = Field(
-        "auto", description="Dataset layout; 'auto' detects it and logs which was found."
-    )
-    image_size: int = Field(224, ge=32, description="Images are resized to image_size x image_size pixels.")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for validation.")
-    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of each class held out for the final test.")
-    split_seed: int | None = Field(
-        None,
-        ge=0,
-        description="Seed of the train/val/test split; null = the run's seed. Sweeps fix it so all "
-        "cells share one split.",
-    )
-    limit_per_class: int | None = Field(
-        None, ge=3, description="Use at most this many images per class (a seeded random subset); null = all."
-    )
-    cache_dir: str | None = Field(
-        None,
-        description="Where tlexp keeps data checks and decoded-image caches (never inside data.root); "
-        "null = $TLEXP_CACHE_DIR, else ~/.cache/tlexp.",
-    )
-    decoded_cache: bool = Field(
-        True,
-        description="Decode and resize every image once per (dataset, image_size) into a uint8 cache in "
-        "cache_dir, shared by all runs (224 px: about 150 kB per image); false = decode on the fly every epoch.",
-    )
-    group_near_duplicates: bool = Field(
-        True,
-        description="Keep near-identical images (resized, recompressed or recoloured copies of one picture) in "
-        "one split, as byte-identical ones always are; false = group only identical bytes.",
-    )
-    near_duplicate_threshold: float = Field(
-        0.1,
-        ge=0.0,
-        le=1.0,
-        description="How close an image must be to its near-duplicate group's representative: the largest "
-        "relative difference of their 32x32 grayscale pixels after matching brightness (within 25 %), among "
-        "images whose perceptual hashes differ in at most 6 bits. Lower it if near_duplicates.csv groups "
-        "different pictures; 0 = only pixel-identical ones.",
-    )
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
-
-    _fractions_are_floats = field_validator("val_fraction", "test_fraction", mode="before")(_int_is_float)
-
-
-class HeadConfig(_Section):
-    pooling: Literal["flatten", "avg", "max"] = Field(
-        "flatten", description="How backbone feature maps become a vector: Flatten, or global average/max pooling."
-    )
-    dense: list[int] = Field(
-        [256, 64], description="Units of the hidden Dense layers, in order (the study's VGG16 head: [256, 64])."
-    )
-    activation: Literal["relu", "gelu", "swish", "elu", "tanh"] = Field(
-        "relu", description="Activation of the hidden Dense layers."
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate after each hidden Dense layer.")
-
-    @field_validator("dense")
-    @classmethod
-    def _positive_units(cls, v: list[int]) -> list[int]:
-        bad = [u for u in v if u < 1]
-        if bad:
-            raise ValueError(f"must hold whole numbers >= 1 only (bad entries: {bad})")
-        return v
-
-    _dropout_is_float = field_validator("dropout", mode="before")(_int_is_float)
+__all__ = ["DataConfig", "HeadConfig", "SyntheticConfig"]
 
 
 # Every keras.applications image classifier, from the generated catalog (no Keras import:
@@ -120,7 +32,7 @@ class HeadConfig(_Section):
 BACKBONE_NAMES: tuple[str, ...] = tuple(row[0] for row in BACKBONES)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     backbone: str = Field(
         "vgg16",
         description="keras.applications image classifier without its top, by lowercase constructor name: vgg16, "
@@ -148,7 +60,23 @@ class ModelConfig(_Section):
         "scale/offset trained; Keras' fine-tuning advice), 'frozen' (not trained at all), "
         "'train' (batch statistics, moving averages updated). Frozen-part BN is always inference.",
     )
+    train: str = Field(
+        "all",
+        description="What trains of the backbone part above model.freeze: 'all'; 'biases' (bias vectors and "
+        "normalisation offsets only: BitFit); 'norm' (normalisation layers' scale and offset only); or "
+        "'block:<k>' (one stage of the backbone only, by number from 1 or by name, e.g. block:3, block:conv4: "
+        "surgical fine-tuning; 'tlexp plan' lists a backbone's stages). The head always trains; set "
+        "model.freeze: 0 for the whole backbone as the scope.",
+    )
     head: HeadConfig = Field(default_factory=HeadConfig)
+
+    @field_validator("train")
+    @classmethod
+    def _check_train(cls, v: str) -> str:
+        kind, colon, block = v.partition(":")
+        if v in ("all", "biases", "norm") or (kind == "block" and colon and re.fullmatch(r"[\w.-]+", block)):
+            return v
+        raise ValueError("must be 'all', 'biases', 'norm' or 'block:<number or name>' (e.g. block:3, block:conv4)")
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -186,7 +114,7 @@ class ModelConfig(_Section):
         return "none" if v is None else v
 
 
-class PrefixCacheConfig(_Section):
+class PrefixCacheConfig(Section):
     enabled: bool | Literal["auto"] = Field(
         "auto",
         description="Run the frozen part of the backbone once per image, keep its activations on disk "
@@ -197,7 +125,7 @@ class PrefixCacheConfig(_Section):
         "says which path was taken, and why.",
     )
 
-    _enabled_is_switch = field_validator("enabled", mode="before")(_true_false_auto)
+    _enabled_is_switch = field_validator("enabled", mode="before")(true_false_auto)
 
     dtype: Literal["auto", "float16", "float32"] = Field(
         "auto",
@@ -222,7 +150,7 @@ class PrefixCacheConfig(_Section):
         raise ValueError("must be a number of GB greater than 0, or 'auto' (the disk's free space)")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(2, ge=1, description="Fine-tuning epochs (the study used 2).")
     batch_size: int = Field(32, ge=1, description="Images per training step.")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
@@ -236,7 +164,7 @@ class TrainConfig(_Section):
         "auto", description="XLA compilation of the train step; auto = Keras' choice (on for GPUs, off on CPU)."
     )
 
-    _jit_is_switch = field_validator("jit_compile", mode="before")(_true_false_auto)
+    _jit_is_switch = field_validator("jit_compile", mode="before")(true_false_auto)
 
     distribute: Literal["auto", "none", "mirrored"] = Field(
         "auto",
@@ -251,10 +179,35 @@ class TrainConfig(_Section):
         "(deterministic kernels only; an op without one is an error). Slower; the README gives the measured cost. "
         "On JAX: XLA is deterministic on a CPU; on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true.",
     )
+    schedule: Literal["fine-tune", "lp-ft", "gradual"] = Field(
+        "fine-tune",
+        description="How the trainable part trains: 'fine-tune' (all of it, train.epochs epochs); 'lp-ft' (a "
+        "linear-probe stage first: the head alone on the frozen backbone for train.probe_epochs, then all of it "
+        "for train.epochs at learning_rate x train.finetune_lr_factor; Kumar et al. 2022); 'gradual' (the head "
+        "alone in epoch 1, then one more backbone stage per epoch from the top; ULMFiT). The run record lists "
+        "the stages run.",
+    )
+    probe_epochs: int = Field(2, ge=1, description="train.schedule lp-ft: epochs of its head-only first stage.")
+    finetune_lr_factor: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="train.schedule lp-ft: its fine-tuning stage trains at learning_rate times this.",
+    )
+    layer_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Layer-wise learning-rate decay: the head trains at the learning rate, the backbone's top "
+        "stage at rate x layer_decay, the next at x layer_decay^2, ... (BEiT; timm --layer-decay); 1 = one "
+        "rate for all.",
+    )
     prefix_cache: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 
+    _factors_are_floats = field_validator("finetune_lr_factor", "layer_decay", mode="before")(int_is_float)
 
-class ForestConfig(_Section):
+
+class ForestConfig(Section):
     enabled: bool = Field(True, description="Fit a Random Forest on the penultimate activations of the trained model.")
     n_estimators: int = Field(100, ge=1, description="Trees in the forest.")
     max_depth: int | None = Field(None, ge=1, description="Maximum tree depth; null = grow until leaves are pure.")
@@ -268,7 +221,7 @@ class ForestConfig(_Section):
         return v
 
 
-class ClassifierConfig(_Section):
+class ClassifierConfig(Section):
     estimator: str = Field(description="Dotted path of a scikit-learn classifier with predict_proba.")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the estimator.")
     scale: bool = Field(True, description="Standardise the features first (StandardScaler).")
@@ -288,12 +241,12 @@ DEFAULT_CLASSIFIERS = {
 }
 
 
-class ResourcesConfig(_Section):
+class ResourcesConfig(Section):
     cpus: float = Field(1.0, gt=0.0, description="CPUs one sweep cell asks of Ray ('tlexp sweep --executor ray').")
     gpus: float = Field(0.0, ge=0.0, description="GPUs one sweep cell asks of Ray; 1 = one cell per GPU.")
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     dir: str = Field("results", description="Parent folder of run folders.")
     save_model: bool = Field(
         True,
@@ -302,7 +255,7 @@ class OutputConfig(_Section):
     )
 
 
-class MlflowConfig(_Section):
+class MlflowConfig(Section):
     uri: str | None = Field(
         None,
         description="MLflow tracking URI (file:./mlruns, http://host:5000, ...); null = no MLflow. "
@@ -311,7 +264,7 @@ class MlflowConfig(_Section):
     experiment: str = Field("tlexp", description="MLflow experiment the runs are logged to.")
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     tensorboard: bool = Field(
         False,
         description="Write TensorBoard logs into the run folder (tensorboard/); view with "
@@ -320,7 +273,16 @@ class TrackingConfig(_Section):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 
-class Config(_Section):
+class ProbeConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="'tlexp sweep' also runs the depth probe ('tlexp probe') once per backbone of its grid: the "
+        "forest and the classifiers section fitted on the pooled activations at every stage boundary of the "
+        "frozen backbone, 'how good are the features at depth d'; the report draws the curve.",
+    )
+
+
+class Config(Section):
     name: str | None = Field(
         None,
         description="Run folder name; null = '<backbone>_f<freeze %>_s<seed>'. Never overwritten: name2, name3, ...",
@@ -338,17 +300,33 @@ class Config(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    sweep: dict[str, list[Any]] = Field(
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    sweep: dict[str, list[Any]] | list[dict[str, list[Any]]] = Field(
         default_factory=dict,
         description="Grid for 'tlexp sweep': config key -> list of values, e.g. {model.freeze: [0.1, 0.3]}. "
-        "Every combination is one cell (an ordinary run). Empty for a single run.",
+        "Every combination is one cell (an ordinary run). A list of such grids runs the cells of each (as "
+        "scikit-learn's param_grid), e.g. freeze shares in one and single blocks at model.freeze 0 in another. "
+        "Empty for a single run.",
     )
 
     @field_validator("sweep", mode="before")
     @classmethod
     def _scalars_are_lists(cls, v: Any) -> Any:
         # `sweep.seed=0` on the command line narrows a grid to one value.
-        return {k: x if isinstance(x, list) else [x] for k, x in v.items()} if isinstance(v, dict) else v
+        def lists(grid: Any) -> Any:
+            return {k: x if isinstance(x, list) else [x] for k, x in grid.items()} if isinstance(grid, dict) else grid
+
+        return [lists(g) for g in v] if isinstance(v, list) else lists(v)
+
+    def grids(self) -> list[dict[str, list[Any]]]:
+        """The sweep as a list of grids (one for the mapping form); [] for a single run."""
+        if isinstance(self.sweep, dict):
+            return [self.sweep] if self.sweep else []
+        return [g for g in self.sweep if g]
+
+    def swept_keys(self) -> list[str]:
+        """Every key some grid of the sweep varies, in order of first appearance."""
+        return list(dict.fromkeys(k for g in self.grids() for k in g))
 
     @field_validator("classifiers")
     @classmethod
@@ -363,8 +341,12 @@ class Config(_Section):
         if self.name:
             return self.name
         f = self.model.freeze
-        tag = f"f{round(f * 100)}" if isinstance(f, float) else f"to-{f}"
-        return f"{self.model.backbone}_{tag}_s{self.seed}"
+        tags = [self.model.backbone, f"f{round(f * 100)}" if isinstance(f, float) else f"to-{f}"]
+        if self.model.train != "all":
+            tags.append(self.model.train.replace(":", ""))
+        if self.train.schedule != "fine-tune":
+            tags.append(self.train.schedule)
+        return "_".join([*tags, f"s{self.seed}"])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in schema order, as written to the run folder's config.yaml."""

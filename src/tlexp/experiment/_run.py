@@ -46,9 +46,9 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
     Returns:
         The run folder.
     """
-    if cfg.sweep:
+    if cfg.grids():
         raise UserError(
-            f"This config defines a sweep over {', '.join(cfg.sweep)}; run it with 'tlexp sweep', "
+            f"This config defines a sweep over {', '.join(cfg.swept_keys())}; run it with 'tlexp sweep', "
             "or add sweep={} to run its base config once."
         )
     clock = PhaseClock()

@@ -66,7 +66,7 @@ def run_sweep(
             "--workers starts worker processes on this machine; with --executor ray, Ray places the cells "
             "instead (resources.gpus=1 runs one cell per GPU). Use one or the other."
         )
-    if not cfg.sweep:
+    if not cfg.grids():
         raise UserError(
             "This config has no sweep: section, so there is no grid to run. Add e.g. "
             "sweep: {model.freeze: [0.1, 0.3]}, or use 'tlexp run' for a single run."
