@@ -19,9 +19,11 @@ _EXPORTS = {
     "Network": "_head",
     "Predictions": "_training",
     "REGISTRY": "_backbones",
+    "Stage": "_stages",
     "TransferModel": "_head",
     "accel_scope": "_accel",
     "apply_freeze": "_freeze",
+    "backbone_stages": "_stages",
     "backend_name": "_backend",
     "backend_version": "_backend",
     "batch_multiple": "_accel",
@@ -34,6 +36,7 @@ _EXPORTS = {
     "data_parallel": "_accel",
     "describe": "_discover",
     "describe_environment": "_backend",
+    "find_stage": "_stages",
     "fit": "_training",
     "format_weights_status": "_weights",
     "frontier": "_segments",
@@ -68,9 +71,11 @@ __all__ = [
     "Network",
     "Predictions",
     "REGISTRY",
+    "Stage",
     "TransferModel",
     "accel_scope",
     "apply_freeze",
+    "backbone_stages",
     "backend_name",
     "backend_version",
     "batch_multiple",
@@ -83,6 +88,7 @@ __all__ = [
     "data_parallel",
     "describe",
     "describe_environment",
+    "find_stage",
     "fit",
     "format_weights_status",
     "frontier",
@@ -137,6 +143,7 @@ if TYPE_CHECKING:
     from tlexp.model._layers import InferenceMode, plain_model
     from tlexp.model._randomness import randomness
     from tlexp.model._segments import frontier, frontier_spec, inference_fn, segment
+    from tlexp.model._stages import Stage, backbone_stages, find_stage
     from tlexp.model._training import Predictions, compile_model, fit, param_counts, predict_with_features
     from tlexp.model._weights import (
         format_weights_status,
