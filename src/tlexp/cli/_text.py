@@ -31,11 +31,40 @@ def format_plan(plan: dict, config_yaml: str) -> str:
         f"requested: {f['requested']}",
         f"frozen: {f['layers_frozen']} layers, through {f['last_frozen_layer']}",
         f"frozen share of backbone parameters: {100 * f['frozen_share']:.2f} % ({f['frozen_params']:,})",
+        f"trains: {f.get('trains') or 'all layers above the frozen part'} (model.train: {f.get('train', 'all')})",
         f"batchnorm in the trainable part: {f['batchnorm']}",
         f"backbone trainable: {f['backbone_trainable']:,}   non-trainable: {f['backbone_non_trainable']:,}",
         f"whole model trainable: {m['trainable']:,}   non-trainable: {m['non_trainable']:,}   total: {m['total']:,}",
     ]
+    lines += _stage_lines(plan.get("stages", []), f) + _schedule_lines(plan.get("schedule", []))
     return "\n".join(lines)
+
+
+def _stage_lines(stages: list[dict], f: dict) -> list[str]:
+    """The backbone's stages (``model.train: block:<k>`` names one), marking those that train."""
+    if not stages:
+        return []
+    lines = [
+        "",
+        "# backbone stages (model.train: block:<number or name>; gradual unfreezing and layer_decay count these)",
+    ]
+    lo, hi = f.get("scope_start", 0), f.get("scope_stop", f["layers_total"])
+    for s in stages:
+        mark = "trains" if s["stop"] > lo and s["start"] < hi else "frozen"
+        lines.append(
+            f"{s['index']:>2}  {s['label']:<10} layers {s['start']:>4}-{s['stop'] - 1:<4} "
+            f"{s['first_layer']} .. {s['last_layer']}  {s['params']:,} parameters  ({mark})"
+        )
+    return lines
+
+
+def _schedule_lines(schedule: list[dict]) -> list[str]:
+    if not schedule:
+        return []
+    lines = ["", "# schedule (train.schedule)"]
+    for i, s in enumerate(schedule, start=1):
+        lines.append(f"{i}. {s['name']}: {s['epochs']} epoch(s) at lr {s['learning_rate']:g}, training {s['trains']}")
+    return lines
 
 
 def format_sweep_plan(plan: dict) -> str:
@@ -47,7 +76,7 @@ def format_sweep_plan(plan: dict) -> str:
         f"train {counts['train']} / val {counts['val']} / test {counts['test']}, same split in every cell)",
         f"# {len(plan['cells'])} cells",
     ]
-    header = ("cell", "frozen through", "achieved", "backbone trainable", "non-trainable", "model total")
+    header = ("cell", "frozen through", "frozen", "backbone trainable", "non-trainable", "model total", "stages")
     rows = []
     for c in plan["cells"]:
         f, m = c["plan"]["freeze"], c["plan"]["model"]
@@ -59,10 +88,11 @@ def format_sweep_plan(plan: dict) -> str:
                 f"{f['backbone_trainable']:,}",
                 f"{f['backbone_non_trainable']:,}",
                 f"{m['total']:,}",
+                " > ".join(f"{s['name']}" for s in c["plan"].get("schedule", [])),
             )
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         cells = enumerate(zip(r, widths, strict=True))
-        lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in cells))
+        lines.append("  ".join(v.ljust(w) if i < 2 or i == 6 else v.rjust(w) for i, (v, w) in cells))
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,10 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
             each backbone are then found / built once.
 
     Returns:
-        ``{"config", "data", "freeze", "model"}``: the resolved config, the dataset found
-        (layout, classes, counts per split), the freeze plan (with backbone parameter
-        counts) and the whole model's parameter counts.
+        ``{"config", "data", "freeze", "model", "stages", "schedule"}``: the resolved
+        config, the dataset found (layout, classes, counts per split), the freeze plan
+        (with backbone parameter counts and what trains), the whole model's parameter
+        counts, the backbone's stages and the schedule's stages.
     """
     from tlexp.model import import_backend
 
@@ -62,19 +63,24 @@ def plan_experiment(cfg: Config, cache: dict[Any, Any] | None = None) -> dict[st
         cache[data_key] = prepare_data(cfg, check=False)[0]
     ds = cache[data_key]
     import_backend()
-    from tlexp.model import apply_freeze, build_backbone, param_counts, plan_freeze
+    from tlexp.experiment._schedule import plan_schedule, stages_in_scope, trains
+    from tlexp.model import apply_freeze, backbone_stages, build_backbone, param_counts, plan_freeze
 
     model_key = ("backbone", cfg.model.backbone, cfg.data.image_size)
     if model_key not in cache:
         cache[model_key] = build_backbone(cfg.model.backbone, cfg.data.image_size, None)
     backbone = cache[model_key]
-    plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+    plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm, cfg.model.train))
     whole = build_whole(cfg, backbone, len(ds.class_names))
+    stages = backbone_stages(backbone)
+    schedule = plan_schedule(cfg.train, stages_in_scope(plan, stages))
     return {
         "config": cfg.to_dict(),
         "data": data_summary(ds),
         "freeze": plan.to_dict(),
         "model": param_counts(whole.model),
+        "stages": [asdict(s) for s in stages],
+        "schedule": [{**asdict(s), "trains": trains(plan, stages, s)} for s in schedule],
     }
 
 
@@ -107,6 +113,7 @@ class Built:
     plan: Any  # tlexp.model.FreezePlan
     accel: Any  # tlexp.model.Accel
     counts: dict[str, int]
+    stages: list[Any]  # tlexp.model.Stage: the backbone's stages, bottom first
 
 
 def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: contextlib.ExitStack) -> Built:
@@ -124,6 +131,7 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
     from tlexp.model import (
         accel_scope,
         apply_freeze,
+        backbone_stages,
         build_backbone,
         compile_model,
         data_parallel,
@@ -140,7 +148,7 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
     on_devices.enter_context(data_parallel(accel))
     with accel_scope(accel):
         backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
-        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm))
+        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm, cfg.model.train))
         whole = build_whole(cfg, backbone, n_classes)
         compile_model(
             whole.trainer, n_classes, optimizer=t.optimizer, learning_rate=t.learning_rate, jit_compile=t.jit_compile
@@ -148,7 +156,7 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
     accel.jit_compile = bool(whole.trainer.jit_compile)  # what Keras resolved "auto" to
     counts = param_counts(whole.model)
     _log_model(cfg, accel, plan, counts)
-    return Built(whole, plan, accel, counts)
+    return Built(whole, plan, accel, counts, backbone_stages(backbone))
 
 
 def _log_model(cfg: Config, accel, plan, counts: dict[str, int]) -> None:

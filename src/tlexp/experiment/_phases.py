@@ -37,35 +37,49 @@ class Scored:
     proba: dict[str, np.ndarray]
 
 
-def train(cfg: Config, feed, run_dir: Path) -> dict[str, list[float]]:
-    """Fit the feed's network; history.csv; an error if not one training image decoded."""
+def train(cfg: Config, feed, built, run_dir: Path) -> tuple[dict[str, list], list[dict]]:
+    """Fit the feed's network, stage by stage (``train.schedule``); history.csv; an error if
+    not one training image decoded.
+
+    Returns:
+        The per-epoch history of all stages (with each epoch's ``stage``), and the stages
+        run as the run record keeps them.
+    """
+    from tlexp.experiment._schedule import run_schedule
     from tlexp.model import fit
 
     t = cfg.train
-    log.info("train: %d epoch(s), batch %d, %s lr=%g", t.epochs, t.batch_size, t.optimizer, t.learning_rate)
-    train_in, val_in = feed.fit_input("train", shuffle=True), feed.fit_input("val", shuffle=False)
-    history = fit(
-        feed.network.trainer,
-        train_in.data,
-        val_in.data,
-        t.epochs,
-        verbose=1 if show_progress() else 0,
-        callbacks=train_in.callbacks,
-        tensorboard_dir=run_dir / runfolder.TENSORBOARD_DIR if cfg.tracking.tensorboard else None,
+    log.info(
+        "train: %s, %d epoch(s), batch %d, %s lr=%g", t.schedule, t.epochs, t.batch_size, t.optimizer, t.learning_rate
     )
+    train_in, val_in = feed.fit_input("train", shuffle=True), feed.fit_input("val", shuffle=False)
+
+    def fit_stage(epochs: int, initial_epoch: int) -> dict[str, list[float]]:
+        return fit(
+            feed.network.trainer,
+            train_in.data,
+            val_in.data,
+            epochs,
+            verbose=1 if show_progress() else 0,
+            callbacks=train_in.callbacks,
+            tensorboard_dir=run_dir / runfolder.TENSORBOARD_DIR if cfg.tracking.tensorboard else None,
+            initial_epoch=initial_epoch,
+        )
+
+    history, stages = run_schedule(cfg, feed, built, fit_stage)
     if not history.get("loss"):  # every training image failed to decode: fit() ran no step
         write_skipped(run_dir, feed.dataset, feed.failed)
         raise DataError(
             f"None of the {len(feed.dataset.indices('train'))} training images could be decoded; "
             f"see {run_dir / runfolder.SKIPPED_FILE} for the reasons."
         )
-    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds") if k in history]
+    keys = [k for k in ("stage", "loss", "accuracy", "val_loss", "val_accuracy", "seconds") if k in history]
     files.write_csv(
         run_dir / runfolder.HISTORY_FILE,
         ["epoch", *keys],
         ([e + 1, *(history[k][e] for k in keys)] for e in range(len(history["loss"]))),
     )
-    return history
+    return history, stages
 
 
 def predict(feed, run_dir: Path) -> dict[str, Any]:

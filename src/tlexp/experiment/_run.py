@@ -75,7 +75,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
 
                 feed = open_feed(cfg, ds, built.whole, built.plan, built.accel, check, decoder)
             with clock("train"):
-                history = phases.train(cfg, feed, run_dir)
+                history, stages = phases.train(cfg, feed, built, run_dir)
             with clock("predict"):
                 out = phases.predict(feed, run_dir)
             scored = phases.classify(out, ds, classifiers, clock)
@@ -98,8 +98,11 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
             params=built.counts,
             classifiers={name: s.result for name, s in scored.items()},
             history={
-                k: v for k, v in history.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+                k: v
+                for k, v in history.items()
+                if k in ("stage", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
             },
+            training={"schedule": cfg.train.schedule, "stages": stages},
             prefix_cache=feed.prefix_cache,
             timings_s=clock.seconds(),
             accelerator=built.accel.to_dict(),

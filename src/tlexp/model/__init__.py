@@ -59,6 +59,7 @@ _EXPORTS = {
     "resolve_accel": "_accel",
     "resolve_weights": "_weights",
     "segment": "_segments",
+    "stage_depths": "_rates",
     "set_determinism": "_accel",
     "suffix_model": "_head",
     "weights_status": "_weights",
@@ -112,6 +113,7 @@ __all__ = [
     "resolve_weights",
     "segment",
     "set_determinism",
+    "stage_depths",
     "suffix_model",
     "weights_status",
 ]
@@ -142,6 +144,7 @@ if TYPE_CHECKING:
     from tlexp.model._head import HeadSpec, Network, TransferModel, build_model, suffix_model
     from tlexp.model._layers import InferenceMode, plain_model
     from tlexp.model._randomness import randomness
+    from tlexp.model._rates import stage_depths
     from tlexp.model._segments import frontier, frontier_spec, inference_fn, segment
     from tlexp.model._stages import Stage, backbone_stages, find_stage
     from tlexp.model._training import Predictions, compile_model, fit, param_counts, predict_with_features

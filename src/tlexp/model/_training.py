@@ -25,12 +25,19 @@ EXACT_LOSS = "weighted_loss"  # the loss over real rows where batches are padded
 
 
 def compile_model(
-    model, n_classes: int, *, optimizer: str = "adam", learning_rate: float = 1e-4, jit_compile: bool | str = "auto"
+    model,
+    n_classes: int,
+    *,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-4,
+    jit_compile: bool | str = "auto",
+    lr_scales: dict[int, float] | None = None,
 ) -> None:
     """Compile with a new optimizer (required after any change to ``trainable``).
 
     ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``rmsprop``; ``jit_compile``: Keras' XLA
-    setting (``"auto"``: on for GPUs).
+    setting (``"auto"``: on for GPUs); ``lr_scales``: ``id(variable) -> factor`` of its
+    learning rate (layer-wise decay, :mod:`tlexp.model._rates`), 1 for the others.
 
     ``model`` outputs logits (a network's ``trainer``, :class:`tlexp.model._head.Network`):
     the loss is computed from them, and accuracy thresholds them at 0 (two classes) or
@@ -64,8 +71,14 @@ def compile_model(
         metrics.append(keras.metrics.MeanMetricWrapper(kind(from_logits=True, reduction=None), name=EXACT_LOSS))
     # The logits layer is float32 under any precision policy (set in build_model), so the
     # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
+    if lr_scales and any(f != 1.0 for f in lr_scales.values()):
+        from tlexp.model._rates import scaled
+
+        opt = scaled(optimizers[optimizer], learning_rate, lr_scales)
+    else:
+        opt = optimizers[optimizer](learning_rate=learning_rate)
     model.compile(
-        optimizer=optimizers[optimizer](learning_rate=learning_rate),
+        optimizer=opt,
         loss=loss,
         metrics=metrics,
         jit_compile=jit_compile,
@@ -80,6 +93,7 @@ def fit(
     verbose: int,
     callbacks: Sequence[Any] = (),
     tensorboard_dir: Path | None = None,
+    initial_epoch: int = 0,
 ) -> dict[str, list[float]]:
     """``model.fit``; returns the per-epoch history (loss, accuracy, val_loss, val_accuracy,
     and ``seconds``: each epoch's wall time, validation included).
@@ -88,6 +102,8 @@ def fit(
         train_ds, val_ds: ``(x, y)`` batches (the input pipeline's ``FitInput.data``).
         callbacks: what the input pipeline needs called (its ``FitInput.callbacks``).
         tensorboard_dir: where Keras' TensorBoard callback writes its logs, if anywhere.
+        initial_epoch: epochs already run by earlier stages of a schedule: this call runs
+            epochs ``initial_epoch + 1`` to ``epochs`` (Keras' numbering, in logs and TensorBoard).
     """
     import warnings
 
@@ -112,7 +128,13 @@ def fit(
         # Keras warns at the end of every epoch that the input "ran out of data". Expected.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            verbose=verbose,
+            shuffle=False,
+            callbacks=callbacks,
         )
     out = _exact_loss({k: [float(v) for v in vals] for k, vals in history.history.items()})
     if out.get("loss"):  # none when no training batch could be decoded (the caller raises)

@@ -123,6 +123,11 @@ class FreezeInfo(_Part):
     batchnorm: str
     backbone_trainable: int
     backbone_non_trainable: int
+    # What trains above the frozen prefix (model.train); records before it trained all of it.
+    train: str = "all"
+    scope_start: int | None = None  # the trained layers: backbone.layers[scope_start:scope_stop]
+    scope_stop: int | None = None
+    trains: str = ""
 
 
 class ParamCounts(_Part):
@@ -134,6 +139,7 @@ class ParamCounts(_Part):
 class History(_Part):
     """Per-epoch values, one entry per epoch (Keras' running means over the epoch for the train ones)."""
 
+    stage: list[str] = []  # the schedule's stage of each epoch (train.schedule)
     loss: list[float]
     accuracy: list[float]
     val_loss: list[float] = []
@@ -143,6 +149,26 @@ class History(_Part):
     @property
     def epochs(self) -> int:
         return len(self.loss)
+
+
+class TrainingStage(_Part):
+    """One stage of the schedule as it ran (:mod:`tlexp.experiment._schedule`)."""
+
+    name: str  # fine-tune | probe | epoch 2 | epochs 3-5
+    epochs: int
+    first_epoch: int  # 1-based: this stage ran epochs first_epoch .. first_epoch + epochs - 1
+    learning_rate: float  # the head's; the backbone's stages get less under layer_decay
+    depth: int | None  # backbone stages trained, from the top of the trainable part; 0 = head only; None = all
+    trains: str
+    trainable_params: int
+    layer_decay: float = 1.0
+
+
+class TrainingInfo(_Part):
+    """How the trainable part was trained (train.schedule) and the stages that ran."""
+
+    schedule: str = "fine-tune"
+    stages: list[TrainingStage] = []
 
 
 class PrefixCacheInfo(_Part):
@@ -205,6 +231,8 @@ class RunRecord(_Part):
     params: ParamCounts
     classifiers: dict[str, ClassifierResult]
     history: History
+    # Records made before schedules trained one fine-tune stage; they have no stage list.
+    training: TrainingInfo = TrainingInfo()
     prefix_cache: PrefixCacheInfo
     timings_s: dict[str, float]
     accelerator: AcceleratorInfo
