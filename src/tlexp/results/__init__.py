@@ -17,6 +17,7 @@ _EXPORTS = {
     "RecordError": "_record",
     "RunRecord": "_record",
     "ScoredImages": "_leads",
+    "Strategy": "_strategy",
     "TrackingError": "_tracking",
     "VERSION": "_record",
     "build_report": "_report",
@@ -46,6 +47,7 @@ __all__ = [
     "RecordError",
     "RunRecord",
     "ScoredImages",
+    "Strategy",
     "TrackingError",
     "VERSION",
     "build_report",
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
     from tlexp.results._record import VERSION, ClassifierResult, RecordError, RunRecord, load_record
     from tlexp.results._report import build_report, find_runs
     from tlexp.results._stats import wilson_interval
+    from tlexp.results._strategy import Strategy
     from tlexp.results._sweepcharts import Curve, plot_accuracy_vs_frozen, plot_time_vs_frozen
     from tlexp.results._tables import fmt_p
     from tlexp.results._tracking import TrackingError, require_mlflow, resolve_uri, sweep_parent

@@ -5,9 +5,11 @@ setting per classifier and the best freeze share per backbone, each with its int
 and a paired test of its lead over the runner-up (:mod:`tlexp.results._leads`: McNemar's
 score test on the same test images for one seed, a paired t-test over seeds for
 several); how many head-vs-classifier differences survive Holm's correction, and over
-which family; and what each setting's accuracy cost (:mod:`tlexp.results._cost`). A lead
-is called real only where its test says so (p < alpha, the interval excluding 0);
-otherwise the text says the data cannot separate the two.
+which family; where strategies vary, the best strategy per backbone against every other
+one, Holm-corrected within the backbone (:mod:`tlexp.results._strategies`); and what each
+setting's accuracy cost (:mod:`tlexp.results._cost`). A lead is called real only where
+its test says so (p < alpha, the interval excluding 0; for strategies, the Holm-adjusted
+p); otherwise the text says the data cannot separate the two.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tlexp.results._cost import cost_paragraphs
 from tlexp.results._leads import CANNOT_SEPARATE, ScoredImages, compare
 from tlexp.results._paired import Comparison, holm_family
 from tlexp.results._settings import ALPHA, LEVEL_TEXT, Estimate, Setting
+from tlexp.results._strategies import HOLM_REFERENCE, Row, StrategyTable
 from tlexp.results._tables import Section, fmt_freeze, fmt_p
 
 HEADING = "The answer"
@@ -35,14 +38,27 @@ INTRO = (
 )
 
 
-def answer_section(settings: Sequence[Setting], clfs: list[str], paired: list[Comparison]) -> Section:
-    """The answer, in paragraphs (lines starting "- " are list items), without a table."""
+def answer_section(
+    settings: Sequence[Setting],
+    clfs: list[str],
+    paired: list[Comparison],
+    strategies: Sequence[StrategyTable] = (),
+    images: ScoredImages | None = None,
+) -> Section:
+    """The answer, in paragraphs (lines starting "- " are list items), without a table.
+
+    Args:
+        strategies: The strategy tables (:func:`tlexp.results._strategies.strategy_tables`),
+            none where no strategy key but the freeze varies.
+        images: The predictions already read (a new reader if None).
+    """
     if not settings:
         return Section(HEADING, "No finished runs: nothing to answer yet.")
-    images = ScoredImages()
-    paragraphs = [INTRO, _best_per_classifier(settings, clfs, images), _best_freeze(settings, images)]
-    paragraphs += [p for p in (_holm_lines(clfs, paired), cost_paragraphs(settings, images)) if p]
-    return Section(HEADING, "\n\n".join(paragraphs))
+    images = ScoredImages() if images is None else images
+    paragraphs = [INTRO, _best_per_classifier(settings, clfs, images)]
+    paragraphs += [_best_strategy(strategies), _best_freeze(settings, images, skip_single=bool(strategies))]
+    paragraphs += [_holm_lines(clfs, paired), cost_paragraphs(settings, images)]
+    return Section(HEADING, "\n\n".join(p for p in paragraphs if p))
 
 
 def _ranked(settings: Sequence[Setting], clf: str) -> list[tuple[Estimate, Setting]]:
@@ -76,11 +92,13 @@ def _by_backbone(settings: Sequence[Setting]) -> dict[str, list[Setting]]:
     return groups
 
 
-def _best_freeze(settings: Sequence[Setting], images: ScoredImages) -> str:
+def _best_freeze(settings: Sequence[Setting], images: ScoredImages, *, skip_single: bool = False) -> str:
+    """The best freeze share per backbone (and variant); ``skip_single``: leave out the variants
+    run at one share (where strategies vary, the strategy paragraph covers them), "" if none is left."""
     lines = ["Best freeze share per backbone (head test accuracy):"]
     for name, group in _by_backbone(settings).items():
         ranked = _ranked(group, "head")
-        if not ranked:
+        if not ranked or (skip_single and len(ranked) == 1):
             continue
         best, s = ranked[0]
         if len(ranked) == 1:
@@ -91,7 +109,63 @@ def _best_freeze(settings: Sequence[Setting], images: ScoredImages) -> str:
             f"- {name}: {fmt_freeze(s.freeze)} frozen did best, {best.text()} ({best.describe()}); runner-up "
             f"{fmt_freeze(r.freeze)} frozen ({runner.value:.4f}): {compare(s, r, 'head', images).text()}."
         )
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def _best_strategy(tables: Sequence[StrategyTable]) -> str:
+    """The best strategy per backbone, and whether Holm's correction lets it beat each other one."""
+    if not tables:
+        return ""
+    lines = [
+        "Best strategy per backbone (head test accuracy; each other strategy tested against the best as in the "
+        f"Strategies section, Holm's correction ({HOLM_REFERENCE}) over that backbone's comparisons, α = {ALPHA}):"
+    ]
+    return "\n".join(lines + [_strategy_line(t) for t in tables])
+
+
+def _strategy_line(t: StrategyTable) -> str:
+    """One backbone's best strategy: beats every other one, or which ones the data cannot separate from it."""
+    best, e = t.best.label, t.best.estimate
+    estimate = f"{e.text()} ({e.describe()})"
+    others = [r for r in t.rows if r is not t.best]
+    if not others:
+        return f"- {t.name}: only {best} was run, {estimate}: nothing to compare."
+    beaten = [r for r in others if r.best_ahead()]
+    apart = [r for r in others if r.tested and not r.best_ahead()]
+    missing = [r for r in others if not r.tested]
+    if beaten and not apart:
+        tested = "it could be tested against" if missing else "tested"
+        line = f"- {t.name}: {best} beats every other strategy {tested} on {t.name} ({_holm_max(beaten)}), {estimate}"
+    else:
+        line = f"- {t.name}: {best} did best, {estimate}"
+        level = [r for r in apart if r.p_holm >= ALPHA]
+        ahead = [r for r in apart if r.p_holm < ALPHA]  # better than the best on the seeds both ran
+        if level:
+            line += f"; against {_listed(level)}, {CANNOT_SEPARATE}"
+        if ahead:
+            line += f"; {_listed(ahead)} did better on the seeds both ran"
+        if beaten:
+            line += f"; it beats {_listed(beaten)}"
+    if missing:
+        line += "; " + "; ".join(f"{r.label} {r.lead.why_not}" for r in missing)
+    return line + "."
+
+
+def _listed(rows: Sequence[Row]) -> str:
+    """'f30 (Holm-adjusted p = 0.31), f0 biases (Holm-adjusted p = 0.12)'."""
+    return ", ".join(f"{r.label} (Holm-adjusted p {_p_text(r.p_holm)})" for r in rows)
+
+
+def _holm_max(rows: Sequence[Row]) -> str:
+    """'Holm-adjusted p ≤ 0.012' (the largest of the rows'), or '< 0.001'."""
+    worst = max(r.p_holm for r in rows)
+    text = fmt_p(worst, ALPHA)
+    return f"Holm-adjusted p {text[0]} {text[1:]}" if text[0] in "<>" else f"Holm-adjusted p ≤ {text}"
+
+
+def _p_text(p: float) -> str:
+    text = fmt_p(p, ALPHA)
+    return f"{text[0]} {text[1:]}" if text[0] in "<>" else f"= {text}"
 
 
 def _holm_lines(clfs: list[str], paired: list[Comparison]) -> str:

@@ -59,14 +59,10 @@ def html_page(
     charts_after = BY_SETTING_HEADING if by_setting else RESULTS_HEADING
     for section in sections:
         parts.append(section.html())
+        parts += [_figure(out, name, caption) for name, caption in section.figures]
         if figures and section.heading == charts_after:
             parts.append("<h2>Charts</h2>")
-            for name, caption in figures:
-                data = base64.b64encode((out / name).read_bytes()).decode("ascii")
-                parts.append(
-                    f'<figure><img src="data:image/png;base64,{data}" alt="{e(caption)}">'
-                    f"<figcaption>{e(caption)}</figcaption></figure>"
-                )
+            parts += [_figure(out, name, caption) for name, caption in figures]
     configs = [r for r in items if r.config_text]
     if configs:
         parts.append("<h2>Run configs</h2>")
@@ -81,4 +77,14 @@ def html_page(
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{e(title)}</title>\n'
         f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n<script>\n{_SCRIPT}\n</script>\n</body>\n</html>\n"
+    )
+
+
+def _figure(out: Path, name: str, caption: str) -> str:
+    """A chart of the report folder embedded as a base64 PNG, with its caption."""
+    data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+    e = html.escape
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{e(caption)}">'
+        f"<figcaption>{e(caption)}</figcaption></figure>"
     )

@@ -8,7 +8,10 @@ result: it is listed as ``unfinished``. Every output has a fixed name (below).
 This module reads the runs, orders them, draws the charts with their captions and writes
 the files; the tables and sections come from the modules that own them: the answer
 (:mod:`~tlexp.results._answer`), one row per run (:mod:`~tlexp.results._summary`), one
-per setting (:mod:`~tlexp.results._bysetting`), head vs the other classifiers
+per setting (:mod:`~tlexp.results._bysetting`), the fine-tuning strategies compared where
+they vary (:mod:`~tlexp.results._strategies`, heatmaps :mod:`~tlexp.results._heatmap`), the
+depth probe where the sweep folder holds one (:mod:`~tlexp.results._probes`, chart
+:mod:`~tlexp.results._probechart`), head vs the other classifiers
 (:mod:`~tlexp.results._paired`), and the HTML page (:mod:`~tlexp.results._html`).
 """
 
@@ -26,10 +29,15 @@ from tlexp import files, runfolder
 from tlexp.errors import UserError
 from tlexp.results._answer import answer_section
 from tlexp.results._bysetting import by_setting_csv, by_setting_section
+from tlexp.results._heatmap import BLOCK_SHARE_HEATMAP, STRATEGY_HEATMAP, heatmap_figures
 from tlexp.results._html import html_page
+from tlexp.results._leads import ScoredImages
 from tlexp.results._paired import PAIRED_COLUMNS, Comparison, paired_comparisons, paired_section
+from tlexp.results._probechart import DEPTH_PLOT, probe_figures
+from tlexp.results._probes import find_probes, probe_section
 from tlexp.results._runs import ReportRun, failed_run, load_run
 from tlexp.results._settings import LEVEL_TEXT, Setting, group_settings
+from tlexp.results._strategies import STRATEGIES_CSV, StrategyTable, strategies_csv, strategies_section, strategy_tables
 from tlexp.results._summary import count_line, failures_section, results_section, summary_csv
 from tlexp.results._tables import Section, as_share
 
@@ -44,7 +52,20 @@ ACCURACY_PLOT = "accuracy_vs_frozen.png"
 TIME_PLOT = "time_vs_frozen.png"
 COST_PLOT = "accuracy_vs_minutes.png"  # head accuracy vs minutes of compute, the Pareto frontier, the baseline
 HTML_REPORT = "report.html"  # everything above in one self-contained file
-OUTPUTS = (SUMMARY_CSV, BY_SETTING_CSV, PAIRED_CSV, SUMMARY_MD, ACCURACY_PLOT, TIME_PLOT, COST_PLOT, HTML_REPORT)
+# Only where strategies vary (tlexp.results._strategies): the strategy table and its heatmaps;
+# only where the sweep folder holds probes (tlexp.results._probes): the features-at-depth chart.
+STRATEGY_OUTPUTS = (STRATEGIES_CSV, STRATEGY_HEATMAP, BLOCK_SHARE_HEATMAP, DEPTH_PLOT)
+OUTPUTS = (
+    SUMMARY_CSV,
+    BY_SETTING_CSV,
+    PAIRED_CSV,
+    SUMMARY_MD,
+    ACCURACY_PLOT,
+    TIME_PLOT,
+    COST_PLOT,
+    HTML_REPORT,
+    *STRATEGY_OUTPUTS,
+)
 
 # The study's backbones first, in its order; any others follow alphabetically.
 BACKBONE_ORDER = ("vgg16", "resnet50", "densenet121")
@@ -115,14 +136,28 @@ def build_report(
     clfs = _classifiers(done)
     settings = group_settings(done)
     paired, notes = paired_comparisons(done, clfs)
-    written = _write_tables(out, items, settings, clfs, paired)
+    images = ScoredImages()
+    strategies = strategy_tables(settings, images)
+    written = _write_tables(out, items, settings, clfs, paired, strategies)
     figures = _charts(settings, clfs, out) if done else []  # (file name, caption)
-    written.update({name: out / name for name, _ in figures})
+    strategy_figures = heatmap_figures(strategies, out)
+    probes, probe_notes = find_probes(_probe_roots(out, run_dirs), list(dict.fromkeys(s.backbone for s in settings)))
+    depth_figures = probe_figures(probes, settings, out)
+    written.update({name: out / name for name, _ in [*figures, *strategy_figures, *depth_figures]})
 
     sections = [
-        answer_section(settings, clfs, paired),
-        results_section(items, clfs),
-        *filter(None, [by_setting_section(settings, clfs), paired_section(paired, notes), failures_section(items)]),
+        answer_section(settings, clfs, paired, strategies, images),
+        results_section(items, clfs, strategy=bool(strategies)),
+        *filter(
+            None,
+            [
+                by_setting_section(settings, clfs),
+                strategies_section(strategies, strategy_figures),
+                probe_section(probes, probe_notes, depth_figures),
+                paired_section(paired, notes),
+                failures_section(items),
+            ],
+        ),
     ]
     stamp = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
     counts = count_line(items)
@@ -139,11 +174,16 @@ def build_report(
 
 
 def _write_tables(
-    out: Path, items: Sequence[ReportRun], settings: Sequence[Setting], clfs: list[str], paired: list[Comparison]
+    out: Path,
+    items: Sequence[ReportRun],
+    settings: Sequence[Setting],
+    clfs: list[str],
+    paired: list[Comparison],
+    strategies: Sequence[StrategyTable],
 ) -> dict[str, Path]:
-    """Write the CSV tables: one row per run, per setting (with repeated seeds), per comparison."""
+    """Write the CSV tables: one row per run, per setting (with repeated seeds), per comparison, per strategy."""
     written = {SUMMARY_CSV: out / SUMMARY_CSV}
-    files.write_csv(out / SUMMARY_CSV, *summary_csv(items, clfs, out))
+    files.write_csv(out / SUMMARY_CSV, *summary_csv(items, clfs, out, strategy=bool(strategies)))
     by_setting = by_setting_csv(settings, clfs)
     if by_setting:
         files.write_csv(out / BY_SETTING_CSV, *by_setting)
@@ -151,7 +191,16 @@ def _write_tables(
     if paired:
         files.write_csv(out / PAIRED_CSV, PAIRED_COLUMNS, [p.csv_row() for p in paired])
         written[PAIRED_CSV] = out / PAIRED_CSV
+    if strategies:
+        files.write_csv(out / STRATEGIES_CSV, *strategies_csv(strategies))
+        written[STRATEGIES_CSV] = out / STRATEGIES_CSV
     return written
+
+
+def _probe_roots(out: Path, run_dirs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Where a sweep's ``probes/`` folder may be: the report folder (a sweep writes its report into its
+    own folder), then each folder holding a run (a sweep's runs sit in the sweep folder)."""
+    return list(dict.fromkeys([out.resolve(), *(Path(d).resolve().parent for d in run_dirs)]))
 
 
 def _markdown(title: str, stamp: str, counts: str, sections: Sequence[Section]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlexp.results._runs import ReportRun
+from tlexp.results._strategy import FREEZE, STRATEGY_KEYS, Strategy, normalised
 from tlexp.results._tables import fmt_freeze
 
 ALPHA = 0.05  # significance level of the paired tests' readings (and 1 - the intervals' level)
@@ -24,12 +25,14 @@ LEVEL_TEXT = f"{round(100 * LEVEL)} %"  # "95 %"
 # Config keys (or whole sections) that do not make a setting: seeds vary within one; the
 # rest is bookkeeping that cannot change a number: where files go, logging, what a Ray
 # cell asks for, the cache folder, whether Keras may download, the forest's job count
-# (its result does not depend on it). ``sweep`` is the grid that produced the run.
+# (its result does not depend on it). ``sweep`` is the grid that produced the run;
+# ``probe`` whether the sweep also ran the depth probe, which changes no run.
 NOT_SETTING = frozenset(
     {
         "seed",
         "name",
         "sweep",
+        "probe",
         "output",
         "tracking",
         "resources",
@@ -70,9 +73,13 @@ class Setting:
     """Runs that differ only in their seed (and bookkeeping)."""
 
     runs: list[ReportRun]
-    # The keys besides backbone and freeze that tell this setting from the report's
-    # others, as "key=value, ..."; "" when no other key differs.
+    # What tells this setting from the report's others besides backbone and freeze: the
+    # strategy's other keys as its short label (e.g. "block3 lp-ft", see
+    # tlexp.results._strategy) when they differ, then any other key as "key=value, ...";
+    # "" when nothing else differs.
     variant: str = ""
+    # The same without the strategy: only the other keys that differ ("" if none).
+    other: str = ""
 
     @property
     def first(self) -> ReportRun:
@@ -85,6 +92,11 @@ class Setting:
     @property
     def freeze(self) -> Any:
         return self.first.config.get("model.freeze")
+
+    @property
+    def strategy(self) -> Strategy:
+        """What trains and how (missing keys read as their defaults)."""
+        return Strategy.of(self.first.config)
 
     @property
     def share(self) -> float:
@@ -134,23 +146,30 @@ def group_settings(done: Sequence[ReportRun]) -> list[Setting]:
     configs = [json.loads(k) for k in groups]
     varying = sorted(
         k
-        for k in set().union(*configs) - {"model.backbone", "model.freeze"}
+        for k in set().union(*configs) - {"model.backbone", FREEZE}
         if len({json.dumps(c.get(k), default=str) for c in configs}) > 1
     )
-    return [
-        Setting(runs, ", ".join(f"{k}={_plain(runs[0].config.get(k))}" for k in varying)) for runs in groups.values()
-    ]
+    others = [k for k in varying if k not in STRATEGY_KEYS]
+    strategy_varies = len(varying) > len(others)
+    settings = []
+    for runs in groups.values():
+        config = normalised(runs[0].config)
+        other = ", ".join(f"{k}={_plain(config.get(k))}" for k in others)
+        rest = (Strategy.of(config).rest() or "all") if strategy_varies else ""
+        settings.append(Setting(runs, ", ".join(filter(None, [rest, other])), other))
+    return settings
 
 
 def _setting_key(r: ReportRun) -> str:
     """The run's config without the keys in ``NOT_SETTING``, as a canonical string.
 
     Keys set to null are left out, so a run made before a key existed (absent) and one
-    made after (null by default) fall in the same setting.
+    made after (null by default) fall in the same setting; a strategy key it lacks reads
+    as its default (:func:`tlexp.results._strategy.normalised`), for the same reason.
     """
     kept = {
         k: v
-        for k, v in r.config.items()
+        for k, v in normalised(r.config).items()
         if v is not None and k.split(".", 1)[0] not in NOT_SETTING and k not in NOT_SETTING
     }
     return json.dumps(kept, sort_keys=True, default=str)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlexp.results._runs import ReportRun
+from tlexp.results._strategy import Strategy
 from tlexp.results._tables import Section, Table, fmt_cell, fmt_freeze, fmt_pct
 
 RESULTS_HEADING = "Results"
@@ -24,13 +25,17 @@ TRAIN_ACC_NOTE = (
 )
 
 
-def summary_csv(items: Sequence[ReportRun], clfs: list[str], out: Path) -> tuple[list[str], list[list[Any]]]:
-    """The header and rows of ``summary.csv``, in the report's run order; ``out`` is the report folder."""
+def summary_csv(
+    items: Sequence[ReportRun], clfs: list[str], out: Path, *, strategy: bool = False
+) -> tuple[list[str], list[list[Any]]]:
+    """The header and rows of ``summary.csv``, in the report's run order; ``out`` is the report folder;
+    ``strategy``: a column with each run's strategy label (where strategies vary)."""
     others = clfs[1:]
     header = [
         "name",
         "status",
         "backbone",
+        *(["strategy"] if strategy else []),
         "seed",
         "freeze_requested",
         "frozen_share",
@@ -53,6 +58,7 @@ def summary_csv(items: Sequence[ReportRun], clfs: list[str], out: Path) -> tuple
             "name": r.name,
             "status": r.status,
             "backbone": r.config.get("model.backbone"),
+            "strategy": Strategy.of(r.config).label(),
             "seed": r.config.get("seed"),
             "freeze_requested": r.config.get("model.freeze"),
             "frozen_share": r.frozen_share,
@@ -78,8 +84,9 @@ def summary_csv(items: Sequence[ReportRun], clfs: list[str], out: Path) -> tuple
     return header, rows
 
 
-def results_section(items: Sequence[ReportRun], clfs: list[str]) -> Section:
-    """The "Results" section: one row per run, unfinished and failed runs marked."""
+def results_section(items: Sequence[ReportRun], clfs: list[str], *, strategy: bool = False) -> Section:
+    """The "Results" section: one row per run, unfinished and failed runs marked; ``strategy``: a
+    column with each run's strategy label (where strategies vary)."""
     others = clfs[1:]
     problems = any(r.status != "finished" for r in items)
     rows = []
@@ -87,6 +94,7 @@ def results_section(items: Sequence[ReportRun], clfs: list[str]) -> Section:
         cells = [
             r.name,
             str(r.config.get("model.backbone", "")),
+            *([Strategy.of(r.config).label()] if strategy else []),
             fmt_freeze(r.config.get("model.freeze")),
             fmt_pct(r.frozen_share),
             fmt_cell(r.config.get("seed"), 0),
@@ -102,6 +110,7 @@ def results_section(items: Sequence[ReportRun], clfs: list[str]) -> Section:
         [
             "run",
             "backbone",
+            *(["strategy"] if strategy else []),
             "frozen (asked)",
             "frozen (achieved)",
             "seed",
@@ -114,7 +123,7 @@ def results_section(items: Sequence[ReportRun], clfs: list[str]) -> Section:
         + [f"{c} test acc" for c in others]
         + (["status"] if problems else []),
         rows,
-        "llrrr" + "r" * (5 + len(others)) + ("l" if problems else ""),
+        "ll" + ("l" if strategy else "") + "rrr" + "r" * (5 + len(others)) + ("l" if problems else ""),
         {i for i, r in enumerate(items) if r.status != "finished"},
     )
     intro = (

@@ -30,6 +30,7 @@ _CLASSIFIER_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-
 # Settings that differ in more than backbone and freeze (another learning rate, image
 # size, ...) keep their classifier's colour and marker and get a dash of their own.
 _VARIANT_DASHES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
+_MAX_INSIDE_LEGEND = 8  # more lines than this: the time chart's legend goes below the axes
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,11 @@ def plot_time_vs_frozen(
     curves = [c for c in curves if c.points]
     if not curves:
         raise ValueError("curves must hold at least one (frozen_share, seconds) point. Got none instead.")
-    fig = Figure(figsize=(6.5, 4.6), layout="constrained")
+    # Many lines (a strategies sweep: one per backbone and strategy) get their legend below
+    # the axes, in columns, so that it does not squash the chart.
+    many = len(curves) > _MAX_INSIDE_LEGEND
+    legend_rows = -(-len(curves) // 3) if many else 0
+    fig = Figure(figsize=(9.0 if many else 6.5, 4.6 + 0.24 * legend_rows), layout="constrained")
     ax = fig.subplots()
     for curve in curves:
         _draw(ax, curve, 0.0)
@@ -165,7 +170,10 @@ def plot_time_vs_frozen(
     ax.set_ylabel("wall time per run (s)")
     ax.set_title(title + (f"\n{textwrap.fill(note, 60)}" if note else ""), fontsize=11)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if many:
+        fig.legend(loc="outside lower center", ncols=3, frameon=False, fontsize=9)
+    else:
+        ax.legend()
     return plots.save_figure(fig, path)
 
 

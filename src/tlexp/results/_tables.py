@@ -50,19 +50,25 @@ class Table:
 
 @dataclass(frozen=True)
 class Section:
-    """One section of the report: a heading, an intro and maybe a table.
+    """One section of the report: a heading, an intro, maybe a table and charts.
 
     The intro is paragraphs separated by blank lines; a line starting with "- " is a list
-    item (as in Markdown), which the HTML page renders as a list.
+    item (as in Markdown), which the HTML page renders as a list. ``figures`` are the
+    section's own charts, ``(file name in the report folder, caption)``: Markdown links
+    them after the table; the HTML page embeds them there (``tlexp.results._html``).
     """
 
     heading: str
     intro: str = ""
     table: Table | None = None
+    figures: tuple[tuple[str, str], ...] = ()
 
     def markdown(self) -> str:
         lines = [f"## {self.heading}", "", *([self.intro, ""] if self.intro else [])]
-        return "\n".join(lines + ([self.table.markdown(), ""] if self.table else []))
+        lines += [self.table.markdown(), ""] if self.table else []
+        for name, caption in self.figures:
+            lines += [f"![{name}]({name})", "", f"*{caption}*", ""]
+        return "\n".join(lines)
 
     def html(self) -> str:
         parts = [f"<h2>{html.escape(self.heading)}</h2>"]
