@@ -56,7 +56,7 @@ def test_biases_with_nothing_frozen_cannot_use_the_cache(tmp_path, flat_dataset)
     cfg = tiny_config(tmp_path, flat_dataset, "model.freeze=0", "model.train=biases", "train.prefix_cache.enabled=true")
     record = load_record(tlexp.run(cfg))
     assert not record.prefix_cache.used and record.prefix_cache.reason == "no backbone layer is frozen"
-    assert record.freeze.backbone_trainable == 5_504  # VGG16's 13 conv bias vectors: 2*64+2*128+3*256+6*512
+    assert record.freeze.backbone_trainable == 4_224  # VGG16's 13 conv bias vectors: 2*64+2*128+3*256+6*512
 
 
 def test_a_cell_killed_between_stages_is_rerun_whole(tmp_path, flat_dataset):

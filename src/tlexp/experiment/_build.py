@@ -168,14 +168,16 @@ def _log_model(cfg: Config, accel, plan, counts: dict[str, int]) -> None:
         accel.distribute if accel.distribute == "none" else f"{accel.distribute} over {accel.replicas} devices",
     )
     log.info(
-        "model: %s, frozen %d/%d layers through %s = %.1f %% of backbone parameters (asked %s); "
+        "model: %s, frozen prefix %d/%d layers%s; trains %s: %.1f %% of backbone parameters frozen (asked %s%s); "
         "trainable %s, non-trainable %s",
         cfg.model.backbone,
         plan.layers_frozen,
         plan.layers_total,
-        plan.last_frozen_layer,
+        f" through {plan.last_frozen_layer}" if plan.last_frozen_layer else "",
+        plan.trains,
         100 * plan.frozen_share,
         plan.requested,
+        "" if plan.train == "all" else f", model.train {plan.train}",
         f"{counts['trainable']:,}",
         f"{counts['non_trainable']:,}",
     )
