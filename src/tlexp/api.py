@@ -6,6 +6,7 @@
     record = tlexp.load_record(run_dir)            # metrics.json, typed
     result = tlexp.sweep(tlexp.load_config("configs/demo_sweep.yaml"))
     tlexp.report([result.dir])                     # summary.md, report.html, charts
+    probe_dir = tlexp.api.probe("configs/demo.yaml")  # the frozen backbone's features at each stage
     names, rows = tlexp.predict(run_dir, ["photo.jpg"])
 
 Every function takes a loaded config (:func:`load_config`) or paths, raises
@@ -25,7 +26,7 @@ from tlexp.config import Config, load_config
 from tlexp.errors import UserError
 from tlexp.results import load_record
 
-__all__ = ["check_data", "load_config", "load_record", "plan", "predict", "report", "run", "sweep"]
+__all__ = ["check_data", "load_config", "load_record", "plan", "predict", "probe", "report", "run", "sweep"]
 
 log = logging.getLogger("tlexp")
 
@@ -54,6 +55,31 @@ def sweep(cfg: Config, *, new: bool = False, name: str | None = None, executor: 
     from tlexp.sweeps import run_sweep
 
     return run_sweep(cfg, new=new, default_name=name or "sweep", executor=executor, **options)
+
+
+def probe(
+    cfg: Config | str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+) -> Path:
+    """The depth probe (:func:`tlexp.probes.run_probe`): the forest and the classifiers fitted on
+    the frozen backbone's pooled activations at each of its stages.
+
+    Args:
+        cfg: a loaded config, or the path of a config file (loaded with ``overrides``).
+        out_dir: the folder to write (it must not exist); default
+            ``<output.dir>/<run name>_probe`` (``..._probe2``, ... if taken).
+
+    Returns:
+        The probe folder; its ``probe.json`` holds the accuracies per depth.
+    """
+    from tlexp.probes import default_probe_dir, run_probe
+
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg, list(overrides))
+    elif overrides:
+        raise UserError("overrides go with a config file's path; with a loaded Config, set the values on it.")
+    return run_probe(cfg, out_dir if out_dir is not None else default_probe_dir(cfg))
 
 
 def plan(cfg: Config) -> dict[str, Any]:

@@ -36,6 +36,13 @@ def sweep(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def probe(args: argparse.Namespace) -> int:
+    from tlexp import api
+
+    print(api.probe(args.config, out_dir=args.out, overrides=args.overrides))
+    return 0
+
+
 def plan(args: argparse.Namespace) -> int:
     import yaml
 

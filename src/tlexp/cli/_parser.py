@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "plan",
         "Show what 'run' (or 'sweep') would do: data found, freeze plans, parameter counts; no training, no weights.",
     ).set_defaults(func=commands.plan)
+    _add_probe(sub)
     _add_data(sub)
     _add_weights(sub)
     _add_predict(sub)
@@ -101,6 +102,19 @@ def _add_sweep(sub) -> None:
         "Workers may also be started separately (several hosts, a Slurm array): see the README",
     )
     sp.set_defaults(func=commands.sweep)
+
+
+def _add_probe(sub) -> None:
+    sp = _with_config(
+        sub,
+        "probe",
+        "Probe the frozen backbone at every stage: the forest and the classifiers fitted on its pooled "
+        "activations at each stage boundary; writes probe.json, probe.csv and probe.png.",
+    )
+    sp.add_argument(
+        "--out", metavar="DIR", help="the folder to write; it must not exist (default: <output.dir>/<run name>_probe)"
+    )
+    sp.set_defaults(func=commands.probe)
 
 
 def _add_data(sub) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
-from tlexp.config import Config, expand_sweep
+from tlexp.config import Cell, Config, expand_sweep
 from tlexp.errors import UserError
 from tlexp.sweeps._cells import LocalCells
 from tlexp.sweeps._local import resolve_workers
@@ -17,6 +18,8 @@ from tlexp.sweeps._progress import SweepResult
 from tlexp.sweeps._worker import Worker
 
 log = logging.getLogger("tlexp")
+
+PROBES_DIR = "probes"  # <sweep>/probes/<backbone>/: the depth probe of each backbone (probe.enabled)
 
 
 def run_sweep(
@@ -78,11 +81,43 @@ def run_sweep(
         runner_cm = ray_cells(cfg, address)  # Ray missing, or unable to meet resources: before any file
     else:
         runner_cm = nullcontext(LocalCells())
-    with runner_cm as runner, Worker(cfg, cells) as worker:
+    probes = (lambda sweep_dir: _run_probes(sweep_dir, cells)) if cfg.probe.enabled else None
+    with runner_cm as runner, Worker(cfg, cells, before_summary=probes) as worker:
         worker.start(cfg.name or default_name, new)
         if n_workers > 1:
             return worker.run_workers(n_workers, devices)
         return worker.run(runner)
+
+
+def _run_probes(sweep_dir: Path, cells: list[Cell]) -> None:
+    """The depth probe of each backbone of the cells (with its first cell's config) into
+    ``<sweep_dir>/probes/<backbone>/``, after the cells and before the summary, in the worker
+    that writes it. A backbone whose ``probe.json`` exists is done (a resumed sweep); a probe
+    that fails is logged and retried by the next run of the sweep, and fails no cell."""
+    from tlexp.probes import PROBE_FILE, run_probe
+
+    first: dict[str, Cell] = {}
+    for cell in cells:
+        first.setdefault(cell.config.model.backbone, cell)
+    for backbone, cell in first.items():
+        out = sweep_dir / PROBES_DIR / backbone
+        if (out / PROBE_FILE).is_file():
+            log.info("sweep: depth probe of %s: done before (%s)", backbone, out)
+            continue
+        log.info("sweep: depth probe of %s, with the config of %s", backbone, cell.name)
+        try:
+            run_probe(cell.config, out)
+        except Exception as e:  # the cells' results stand; the next run of the sweep tries again
+            log.warning(
+                "sweep: the depth probe of %s failed: %s: %s; re-run the sweep to retry it",
+                backbone,
+                type(e).__name__,
+                e,
+            )
+        finally:
+            import keras
+
+            keras.backend.clear_session()  # as after a cell: free its graph, reset the layer names
 
 
 def plan_sweep(cfg: Config) -> dict[str, Any]:

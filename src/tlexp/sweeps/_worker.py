@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,10 @@ class Worker:
     """One ``tlexp sweep`` process's part of a sweep: its claims, the cells it runs, the
     status file and, if it ends last, the summary."""
 
-    def __init__(self, cfg: Config, cells: list[Cell]):
+    def __init__(self, cfg: Config, cells: list[Cell], before_summary: Callable[[Path], None] | None = None):
         self.cfg, self.cells = cfg, cells
+        # Called with the sweep folder by the worker that writes the summary, before it (the depth probes).
+        self.before_summary = before_summary
         self.names = [c.name for c in cells]
         self.dir: Path = Path()
         self.claims: Claims | None = None
@@ -275,6 +278,8 @@ class Worker:
     def _write_report(self) -> dict[str, Path]:
         from tlexp.results import build_report
 
+        if self.before_summary is not None:
+            self.before_summary(self.dir)
         status = {e["name"]: e for e in self.status.entries()}
         done = [self.dir / c.name for c in self.cells if is_finished(self.dir / c.name)]
         failed = [
