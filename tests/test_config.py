@@ -296,3 +296,63 @@ def test_readme_documents_every_key_and_run_file():
         assert len(names) >= 3, f"{module.__name__} has no file names ending {suffixes}: the check would check nothing"
         for name in names:
             assert f"`{name}`" in readme, f"README lacks {module.__name__}'s {name}"
+
+
+def test_strategy_keys_and_their_errors(tmp_path):
+    cfg = load_config(
+        None, [f"data.root={tmp_path}", "model.train=block:conv4", "train.schedule=lp-ft", "train.layer_decay=1"]
+    )
+    assert (cfg.model.train, cfg.train.schedule, cfg.train.layer_decay) == ("block:conv4", "lp-ft", 1.0)
+    assert cfg.run_name() == "vgg16_f30_blockconv4_lp-ft_s0"
+    with pytest.raises(ConfigError) as e:
+        load_config(
+            None, [f"data.root={tmp_path}", "model.train=block:a/b", "train.schedule=warmup", "train.layer_decay=1.5"]
+        )
+    text = str(e.value)
+    assert "'model.train' parameter must be 'all', 'biases', 'norm' or 'block:<number or name>'" in text
+    assert "Got 'block:a/b' instead" in text
+    assert "train.schedule" in text and "'warmup'" in text
+    assert "train.layer_decay" in text and "1.5" in text
+
+
+def test_a_sweep_may_list_several_grids(tmp_path):
+    from tlexp.config import expand_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sweep": [
+                    {"model": {"freeze": [0.1, 0.3]}},  # nested keys, as in a single grid
+                    {"model.freeze": [0.0], "model.train": ["block:2", "biases"]},
+                    {"train.schedule": ["lp-ft"]},
+                ]
+            }
+        )
+    )
+    cfg = load_config(path, [f"data.root={tmp_path}", "sweep.seed=[0,1]"])  # set in every grid
+    assert cfg.swept_keys() == ["model.freeze", "seed", "model.train", "train.schedule"]
+    cells = expand_sweep(cfg)
+    assert [c.name for c in cells] == [
+        "vgg16_f10_s0",
+        "vgg16_f10_s1",
+        "vgg16_f30_s0",
+        "vgg16_f30_s1",
+        "vgg16_f0_block2_s0",
+        "vgg16_f0_block2_s1",
+        "vgg16_f0_biases_s0",
+        "vgg16_f0_biases_s1",
+        "vgg16_f30_lp-ft_s0",
+        "vgg16_f30_lp-ft_s1",
+    ]
+    # Each cell is the base with only its grid's values: the lp-ft cells keep the base's freeze and train.
+    lp = cells[-1].config
+    assert (lp.model.freeze, lp.model.train, lp.train.schedule) == (0.3, "all", "lp-ft")
+    assert {c.config.data.split_seed for c in cells} == {0}  # one split for every grid's cells
+    # A bad key or value is named with its grid's problems; an empty list of grids is refused.
+    with pytest.raises(ConfigError, match="Unknown key 'sweep.model.trian'"):
+        load_config(None, [f"data.root={tmp_path}", "sweep=[{model.freeze: [0.1]}, {model.trian: [all]}]"])
+    with pytest.raises(ConfigError, match="sweep value model.train='blk'"):
+        load_config(None, [f"data.root={tmp_path}", "sweep=[{model.train: [blk]}]"])
+    with pytest.raises(ConfigError, match="lists no grid with a key"):
+        load_config(None, [f"data.root={tmp_path}", "sweep=[{}]"])

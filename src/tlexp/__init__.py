@@ -17,7 +17,7 @@ from typing import Any
 
 from tlexp.version import __version__
 
-_API = ("check_data", "load_config", "load_record", "plan", "predict", "report", "run", "sweep")
+_API = ("check_data", "load_config", "load_record", "plan", "predict", "probe", "report", "run", "sweep")
 __all__ = ["__version__", *_API, "plan_experiment", "run_experiment"]
 
 

@@ -28,6 +28,13 @@ CURVES_PLOT = "curves.png"  # loss and accuracy per epoch, train and val
 CONFUSION_PLOT = "confusion.png"  # confusion matrices (test split), head and forest
 ROC_PLOT = "roc.png"  # ROC curves (test split), head and forest; two-class tasks only
 
+# Fixed file names of a depth probe's folder ('tlexp probe'; <sweep>/probes/<backbone>/ with probe.enabled).
+PROBES_DIR = "probes"  # in a sweep folder: one probe folder per backbone
+PROBE_FILE = "probe.json"  # every depth's scores; written last, so its presence means "finished"
+PROBE_CSV = "probe.csv"  # one row per depth and classifier
+PROBE_PLOT = "probe.png"  # test accuracy against depth, one line per classifier
+PROBE_LOG = "probe.log"  # everything logged during the probe
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 

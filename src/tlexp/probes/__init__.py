@@ -10,7 +10,7 @@ features). :func:`run_probe` writes ``probe.json``, ``probe.csv``, ``probe.png``
 
 from __future__ import annotations
 
-from tlexp.probes._outputs import PROBE_CSV, PROBE_FILE, PROBE_LOG, PROBE_PLOT
 from tlexp.probes._run import default_probe_dir, run_probe
+from tlexp.runfolder import PROBE_CSV, PROBE_FILE, PROBE_LOG, PROBE_PLOT
 
 __all__ = ["PROBE_CSV", "PROBE_FILE", "PROBE_LOG", "PROBE_PLOT", "default_probe_dir", "run_probe"]

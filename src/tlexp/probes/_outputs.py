@@ -22,10 +22,6 @@ from typing import Any
 
 from tlexp import files
 
-PROBE_FILE = "probe.json"
-PROBE_CSV = "probe.csv"
-PROBE_PLOT = "probe.png"
-PROBE_LOG = "probe.log"
 VERSION = 1
 
 _DEPTH_COLUMNS = ["stage", "label", "cut", "last_layer", "params_below", "share_below", "features"]

@@ -26,7 +26,8 @@ from tlexp.errors import DataError, UserError
 from tlexp.logs import PhaseClock, RunLog, show_progress
 from tlexp.probes._features import DepthFeatures, depth_features, pooled_model
 from tlexp.probes._fit import score
-from tlexp.probes._outputs import PROBE_CSV, PROBE_FILE, PROBE_LOG, PROBE_PLOT, VERSION, depth_entry, plot, write_csv
+from tlexp.probes._outputs import VERSION, depth_entry, plot, write_csv
+from tlexp.runfolder import PROBE_CSV, PROBE_FILE, PROBE_LOG, PROBE_PLOT
 
 log = logging.getLogger("tlexp")
 

@@ -20,10 +20,9 @@ from typing import Any
 
 from tlexp.results._settings import LEVEL, LEVEL_TEXT
 from tlexp.results._tables import Section, Table, fmt_pct
+from tlexp.runfolder import PROBE_FILE, PROBES_DIR
 
 HEADING = "Features at depth"
-PROBES_DIR = "probes"
-PROBE_FILE = "probe.json"
 
 
 @dataclass(frozen=True)

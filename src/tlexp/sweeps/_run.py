@@ -12,14 +12,13 @@ from typing import Any
 
 from tlexp.config import Cell, Config, expand_sweep
 from tlexp.errors import UserError
+from tlexp.runfolder import PROBES_DIR
 from tlexp.sweeps._cells import LocalCells
 from tlexp.sweeps._local import resolve_workers
 from tlexp.sweeps._progress import SweepResult
 from tlexp.sweeps._worker import Worker
 
 log = logging.getLogger("tlexp")
-
-PROBES_DIR = "probes"  # <sweep>/probes/<backbone>/: the depth probe of each backbone (probe.enabled)
 
 
 def run_sweep(
