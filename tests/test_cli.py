@@ -281,6 +281,20 @@ def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_datas
     assert "backbone trainable: 9,439,232   non-trainable: 5,275,456" in out
     # head on 224 px: Flatten(7*7*512) -> Dense(16) -> Dense(3)
     assert f"total: {14_714_688 + 25088 * 16 + 16 + 16 * 3 + 3:,}" in out
+    assert "trains: all layers above block4_conv2 (model.train: all)" in out
+    # The backbone's stages, those holding a trained layer marked, and the schedule.
+    stages = [
+        line.split() for line in out.split("# backbone stages")[1].split("# schedule")[0].splitlines()[1:] if line
+    ]
+    assert [(s[0], s[1], s[-1]) for s in stages] == [
+        ("1", "block1", "(frozen)"),
+        ("2", "block2", "(frozen)"),
+        ("3", "block3", "(frozen)"),
+        ("4", "block4", "(trains)"),
+        ("5", "block5", "(trains)"),
+    ]
+    assert "block4_conv1 .. block4_pool  5,899,776 parameters" in out
+    assert "1. fine-tune: 2 epoch(s) at lr 0.001, training the head and all layers above block4_conv2" in out
     assert "test" in out and not (tmp_path / "results").exists()
 
 
