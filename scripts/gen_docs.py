@@ -327,7 +327,8 @@ def record_page() -> str:
         "and atomically. Read it with `tlexp.load_record(run_dir)` and use attributes "
         '(`record.classifiers["forest"].test.accuracy`) rather than reading the JSON by hand: '
         "records of older layouts are migrated when read, and one of an unknown version is refused. "
-        "Each table below is one object of the record; a type that names another object links to its table.\n",
+        "Each table below is one object of the record; a type that names another object links to its table. "
+        "What each part holds, in words: [The run record](../guide/outputs.md#the-run-record).\n",
     ]
     order, queue = [], ["RunRecord"]
     while queue:
