@@ -278,26 +278,6 @@ def test_shipped_configs_are_valid(monkeypatch, tmp_path):
             assert cfg.run_name() == f"{p.stem}_s0"
 
 
-def test_readme_documents_every_key_and_run_file():
-    from tlexp import runfolder
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for key, *_ in describe():
-        assert f"`{key}`" in readme, f"README's config table lacks {key}"
-    from tlexp import sweeps as sweep
-    from tlexp.results import _report as report
-
-    for module, suffixes in (
-        (runfolder, ("_FILE", "_PLOT")),
-        (sweep, ("_FILE", "_DIR")),
-        (report, ("_CSV", "_MD", "_PLOT", "_REPORT")),
-    ):
-        names = [v for k, v in vars(module).items() if k.isupper() and k.endswith(suffixes)]
-        assert len(names) >= 3, f"{module.__name__} has no file names ending {suffixes}: the check would check nothing"
-        for name in names:
-            assert f"`{name}`" in readme, f"README lacks {module.__name__}'s {name}"
-
-
 def test_strategy_keys_and_their_errors(tmp_path):
     cfg = load_config(
         None, [f"data.root={tmp_path}", "model.train=block:conv4", "train.schedule=lp-ft", "train.layer_decay=1"]

@@ -884,10 +884,10 @@ def test_the_answer_without_finished_runs(tmp_path):
     assert section((out / "summary.md").read_text(), "The answer") == "No finished runs: nothing to answer yet."
 
 
-def test_readme_states_the_statistics():
-    """The README's statistics section names the test, the intervals and the correction, with references."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    text = " ".join(readme.split("### Statistics\n", 1)[1].split("\n## ", 1)[0].split())  # lines unwrapped
+def test_the_docs_state_the_statistics():
+    """The docs' statistics page names the test, the intervals and the correction, with references."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "concepts" / "statistics.md"
+    text = " ".join(page.read_text(encoding="utf-8").split())  # lines unwrapped
     for needed in (
         "McNemar",
         "Tango",

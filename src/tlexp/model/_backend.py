@@ -88,10 +88,9 @@ def keep_jax_compilations() -> None:
     """Turn on JAX's persistent compilation cache in tlexp's cache folder (``jax/`` there).
 
     JAX compiles every function per input shape, and a process starts with nothing
-    compiled: on a 2-core CPU, VGG16's random initializers alone took 12.4 s to compile
-    and 0.7 s when read back from this cache in the next process (its train and predict
-    steps likewise; on a GPU those take tens of seconds). So a run, a sweep's next worker
-    and the next sweep start from what earlier ones compiled. Bounded to
+    compiled; reading a compilation back from this cache costs a fraction of compiling it
+    (figures: docs/benchmarks.md, "JAX"). So a run, a sweep's next worker and the next
+    sweep start from what earlier ones compiled. Bounded to
     :data:`JAX_CACHE_BYTES`; with a bound, JAX locks the folder for every read and write
     (the ``filelock`` package), so processes sharing it never read a half-written entry.
 

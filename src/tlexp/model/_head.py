@@ -33,9 +33,8 @@ class Network:
             17, and a cross-entropy of clipped probabilities has no gradient there, so a
             head whose logits overshoot at the first steps (random weights, a large
             learning rate) never comes back. TensorFlow hid that by finding the sigmoid
-            behind a probability and using its logits; JAX does not (measured: ResNet50
-            from random weights at 64 px stayed at 50 % accuracy on JAX, every freeze
-            share, and learned on TensorFlow; on logits both learn).
+            behind a probability and using its logits; JAX does not (what that did:
+            docs/guide/config.md, "The head and its loss").
     """
 
     model: Any
