@@ -22,7 +22,7 @@ figures are those of ``tlexp run``), and for each threshold the script prints:
   originals in one (an upper bound: a dataset may hold real copies of its own);
 - the largest group, and the wall time of grouping.
 
-The README's "Data" section quotes the figures of the commands it lists.
+docs/guide/data.md quotes the figures of the commands it lists.
 """
 
 from __future__ import annotations

@@ -204,9 +204,9 @@ def _arguments(parser: argparse.ArgumentParser) -> str:
 def cli_page() -> str:
     # The parser is built by a private function of tlexp.cli (the CLI has no public way to get it);
     # this script is its only other reader.
-    from tlexp.cli._parser import _parser
+    from tlexp.cli import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
     out = [

@@ -165,7 +165,9 @@ def test_run_end_to_end(first_run):
     for png in ("curves.png", "confusion.png", "roc.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = (run_dir / "run.log").read_text()
-    assert "data: flat layout" in log and "model: vgg16, frozen prefix 15/19 layers" in log  # logged before the folder existed
+    assert (
+        "data: flat layout" in log and "model: vgg16, frozen prefix 15/19 layers" in log
+    )  # logged before the folder existed
     assert "24 usable, 3 rejected" in log and "run: done" in log
     assert "forest: fitting RandomForestClassifier on" in log and "\nrf: " not in log and " rf: " not in log
     assert "logreg: fitting StandardScaler + LogisticRegression on" in log

@@ -1,7 +1,7 @@
 """Run folders: fixed file names, never-overwritten folders, the per-image CSV files. No TensorFlow.
 
-Every file a run writes has a fixed name (documented in the README, section "The run
-folder"), so tools that read run folders (sweeps, reports) never have to guess.
+Every file a run writes has a fixed name (documented in the docs: docs/reference/files.md, generated from
+these constants), so tools that read run folders (sweeps, reports) never have to guess.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 SPLITS = ("train", "val", "test")
 
 # Fixed file names inside a run folder.
-CONFIG_FILE = "config.yaml"  # resolved config; the first file written
+CONFIG_FILE = "config.yaml"  # resolved config; the first file written after run.log is opened
 SPLIT_FILE = "split.csv"  # path,label,split for every image used
 SKIPPED_FILE = "skipped.csv"  # images that passed the data check but failed to decode later: path,label,split,reason
 REJECTED_FILE = "rejected.csv"  # files the data check rejected: path,label,reason

@@ -13,11 +13,11 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from tlexp.cli._parser import parse_args
+from tlexp.cli._parser import build_parser, parse_args
 from tlexp.errors import UserError
 from tlexp.logs import setup_terminal
 
-__all__ = ["main", "parse_args"]
+__all__ = ["build_parser", "main", "parse_args"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     in their order (rightmost still wins). Anything else unrecognized (an unknown flag, a
     stray word) is the usual error.
     """
-    parser = _parser()
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     takes_overrides = hasattr(args, "overrides")
     stray = [a for a in extra if not (takes_overrides and "=" in a and not a.startswith("-"))]
@@ -28,7 +28,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlexp",
         description="Transfer-learning experiments: freeze part of a pretrained backbone, fine-tune a "
@@ -99,7 +99,7 @@ def _add_sweep(sub) -> None:
         metavar="N",
         help="start N worker processes on this machine that share the sweep, each pinned to one GPU "
         "(CUDA_VISIBLE_DEVICES; nothing to pin without GPUs), or 'auto': one per visible GPU (1 without GPUs). "
-        "Workers may also be started separately (several hosts, a Slurm array): see the README",
+        "Workers may also be started separately (several hosts, a Slurm array): see docs/how-to/workers.md",
     )
     sp.set_defaults(func=commands.sweep)
 

@@ -27,7 +27,7 @@ __all__ = ["DataConfig", "HeadConfig", "SyntheticConfig"]
 
 # Every keras.applications image classifier, from the generated catalog (no Keras import:
 # a config is checked before TensorFlow starts). A plain str checked by a validator rather
-# than a Literal of 41 names: the error then suggests the closest name, and 'tlexp config'
+# than a Literal of every name: the error then suggests the closest name, and 'tlexp config'
 # does not print all of them as the type.
 BACKBONE_NAMES: tuple[str, ...] = tuple(row[0] for row in BACKBONES)
 
@@ -176,7 +176,8 @@ class TrainConfig(Section):
     deterministic: bool = Field(
         False,
         description="Bit-identical results for the same seed on the same machine: TensorFlow's op determinism "
-        "(deterministic kernels only; an op without one is an error). Slower; the README gives the measured cost. "
+        "(deterministic kernels only; an op without one is an error). Slower; docs/benchmarks.md gives the measured "
+        "cost. "
         "On JAX: XLA is deterministic on a CPU; on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true.",
     )
     schedule: Literal["fine-tune", "lp-ft", "gradual"] = Field(

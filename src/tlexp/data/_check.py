@@ -46,10 +46,12 @@ CACHE_VERSION = 3
 STATUSES = ("good", "converted", "rejected")
 REJECT_REASONS = ("empty", "truncated", "not an image", "unsupported", "too small", "unreadable")
 KAGGLE, PETIMAGES, CUSTOM = "kaggle-dogs-vs-cats-train", "microsoft-petimages", "custom"
-MANIFEST_FILE, REJECTED_FILE, DUPLICATES_FILE = "manifest.csv", "rejected.csv", "duplicates.csv"
+MANIFEST_FILE = "manifest.csv"  # in the check's report folder: every file with its status, reason, size, hashes
+REJECTED_FILE = "rejected.csv"  # files the check rejected: path, label, reason
+DUPLICATES_FILE = "duplicates.csv"  # groups of byte-identical usable images
 NEAR_DUPLICATES_FILE = "near_duplicates.csv"  # in the check's report folder and in each run folder
 # The default largest pixel difference (tlexp.data._neardup.pixel_difference) between a near-duplicate and
-# its group's representative: calibrated with scripts/bench_neardup.py (the README's "Data" section).
+# its group's representative: calibrated with scripts/bench_neardup.py (docs/guide/data.md).
 NEAR_DUPLICATE_THRESHOLD = 0.1
 THUMB_BYTES = THUMB_SIDE * THUMB_SIDE
 LARGE_GROUP = 5  # near-duplicate groups with more files than this get a warning: worth a look

@@ -16,7 +16,7 @@ made one group of 93 different shirts out of Fashion-MNIST, through chains of ha
 few bits apart.
 
 ``scripts/bench_neardup.py`` measures what this finds on real images with planted copies
-(recall per kind of copy) and without (false groups); the README's "Data" section gives
+(recall per kind of copy) and without (false groups); docs/guide/data.md gives
 the figures and the command.
 """
 

@@ -1,7 +1,7 @@
 """What trains of a backbone: a frozen prefix (``model.freeze``), and within the rest all,
 the biases only, the normalisation layers only, or one stage (``model.train``).
 
-What "freeze 30 %" means (README, and the seed study): the frozen part is the prefix of
+What "freeze 30 %" means (docs/concepts/freezing.md, and the seed study): the frozen part is the prefix of
 ``backbone.layers`` whose share of the backbone's parameters is closest to 0.3.
 
 What trains is always a contiguous range of layers, the *scope* (``scope_start`` to

@@ -18,8 +18,8 @@ from tlexp.results import _plots as plots  # save_figure looked up per call: one
 from tlexp.results._strategies import StrategyTable
 from tlexp.results._tables import fmt_freeze
 
-STRATEGY_HEATMAP = "strategy_heatmap.png"
-BLOCK_SHARE_HEATMAP = "block_share_heatmap.png"
+STRATEGY_HEATMAP = "strategy_heatmap.png"  # backbone x strategy, head test accuracy, each row's best outlined
+BLOCK_SHARE_HEATMAP = "block_share_heatmap.png"  # stage x frozen share (a sweep crossing block:<k>, model.freeze)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from tlexp.results._probes import Probe
 from tlexp.results._settings import LEVEL_TEXT, Setting
 from tlexp.results._tables import as_share
 
-DEPTH_PLOT = "features_at_depth.png"
+DEPTH_PLOT = "features_at_depth.png"  # the depth probe per backbone, the fine-tuned heads beside it
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 

@@ -48,8 +48,8 @@ SUMMARY_CSV = "summary.csv"  # one row per run (finished, failed, unfinished)
 BY_SETTING_CSV = "summary_by_setting.csv"  # mean and std over seeds per setting; only with repeated seeds
 PAIRED_CSV = "paired.csv"  # head vs each other classifier on the test split, per run, with Holm's correction
 SUMMARY_MD = "summary.md"  # the answer, then the tables, as Markdown
-ACCURACY_PLOT = "accuracy_vs_frozen.png"
-TIME_PLOT = "time_vs_frozen.png"
+ACCURACY_PLOT = "accuracy_vs_frozen.png"  # test accuracy against the achieved frozen share, per backbone and classifier
+TIME_PLOT = "time_vs_frozen.png"  # wall time per run against the frozen share, per backbone
 COST_PLOT = "accuracy_vs_minutes.png"  # head accuracy vs minutes of compute, the Pareto frontier, the baseline
 HTML_REPORT = "report.html"  # everything above in one self-contained file
 # Only where strategies vary (tlexp.results._strategies): the strategy table and its heatmaps;

@@ -10,7 +10,7 @@
   :class:`PairedTResult`).
 - :func:`holm`: Holm's step-down adjustment of a family of p-values.
 
-Why these (the README's "Statistics" section says the same, with the references):
+Why these (docs/concepts/statistics.md says the same, with the references):
 
 A paired comparison needs an interval of the difference that agrees with the test shown
 beside it: a report that prints "p = 0.06" next to a 95 % interval that excludes 0 (what
