@@ -5,7 +5,7 @@ run record) with test predictions built from chosen counts: against the best str
 ``best_only`` images only the best got right and ``this_only`` only the other one, so the
 McNemar tests and Holm's correction the report prints are derived here from those counts,
 by formulas independent of tlexp's (the chi-square form of McNemar's test, Holm's
-procedure written out; statsmodels too where it is installed). No TensorFlow.
+procedure written out; and statsmodels, a test dependency). No TensorFlow.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def test_strategies_table_paired_tests_and_holm_per_backbone(tmp_path):
 
 
 def test_strategy_p_values_match_statsmodels(tmp_path):
-    contingency = pytest.importorskip("statsmodels.stats.contingency_tables")
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    from statsmodels.stats import contingency_tables as contingency
+    from statsmodels.stats import multitest
     out = tmp_path / "rep"
     build_report(crafted(tmp_path / "runs"), out)
     csv = {r["strategy"]: r for r in csv_rows(out / "strategies.csv") if r["backbone"] == "vgg16"}
