@@ -33,16 +33,16 @@ class _Part(BaseModel):
 class Scores(_Part):
     """Classification metrics of one classifier on one split (:func:`tlexp.results._metrics.classification_metrics`)."""
 
-    n: int
-    accuracy: float
-    log_loss: float | None
+    n: int  # images scored
+    accuracy: float  # share of them classified right
+    log_loss: float | None  # the head's from its logits (exact); None where a class is missing
     precision: float | None  # None where undefined: the class (or every class) was never predicted
     recall: float | None  # None where undefined: the class never occurs
-    f1: float | None
-    average: Literal["binary", "macro"]
-    positive_class: str | None
-    roc_auc: float | None
-    confusion: list[list[int]]
+    f1: float | None  # of the positive class (two classes), else the macro average
+    average: Literal["binary", "macro"]  # how precision, recall and F1 average over the classes
+    positive_class: str | None  # two classes: the second in sorted order; else None
+    roc_auc: float | None  # None where a class is missing from the split
+    confusion: list[list[int]]  # rows: true class, columns: predicted, in class_names order
     class_names: list[str]
 
 
@@ -60,7 +60,7 @@ class ClassifierResult(_Part):
     kind: Literal["head", "forest", "sklearn"]
     estimator: str
     n_features: int | None = None
-    train: Scores
+    train: Scores  # scored on the training images by the finished model
     val: Scores
     test: Scores
 
@@ -69,68 +69,70 @@ class ClassifierResult(_Part):
 
 
 class RunInfo(_Part):
-    name: str
-    dir: str
+    name: str  # the run folder's name
+    dir: str  # the run folder, as the run saw it
     started: str  # ISO 8601, UTC
-    finished: str
+    finished: str  # ISO 8601, UTC, when metrics.json was written
 
 
 class CheckInfo(_Part):
     """What the data check found (the run folder's rejected.csv and duplicates.csv list the files)."""
 
-    variant: str
-    files: int
-    usable: int
-    converted: int
-    rejected: int
+    variant: str  # the dataset recognised: kaggle-dogs-vs-cats-train, microsoft-petimages or custom
+    files: int  # image files found
+    usable: int  # files the run may use
+    converted: int  # usable after conversion (CMYK, palette, 16-bit: decoded to RGB)
+    rejected: int  # files left out, each with its reason in rejected.csv
     rejected_by_reason: dict[str, int]
     duplicate_groups: int  # groups of byte-identical usable files (each kept in one split)
-    duplicate_groups_across_splits: int
-    duplicate_groups_with_different_labels: int
+    duplicate_groups_across_splits: int  # 0: a group is always kept in one split
+    duplicate_groups_with_different_labels: int  # identical files under different labels
     duplicate_files_excluded: int = 0  # files of groups with different labels: left out of the run
     near_duplicate_groups: int = 0  # groups of near-identical images (near_duplicates.csv)
-    near_duplicate_files: int = 0
+    near_duplicate_files: int = 0  # files in those groups
     near_duplicate_groups_across_splits: int = 0  # 0 unless data.group_near_duplicates is false
-    near_duplicate_groups_with_different_labels: int = 0
+    near_duplicate_groups_with_different_labels: int = 0  # near-identical images under different labels
     near_duplicate_max_distance: int = 0  # perceptual-hash bits (of 64) within which images are compared
     # The largest pixel difference to a group's representative (tlexp.data._neardup); None: a record
     # made before groups were confirmed by pixels (they were then everything linked by hashes alone).
     near_duplicate_threshold: float | None = None
-    seconds: float
+    seconds: float  # time of the check (cached verdicts are reused)
 
 
 class DataInfo(_Part):
-    root: str
-    layout: str
-    class_names: list[str]
+    root: str  # data.root, absolute
+    layout: str  # folders or flat, as found
+    class_names: list[str]  # sorted; the label index is the position here
     counts: dict[str, dict[str, int]]  # split -> class -> images assigned
     used: dict[str, int]  # split -> images actually decoded and scored
     skipped: int  # images that failed to decode during the run (skipped.csv)
-    check: CheckInfo
+    check: CheckInfo  # what the data check found
     decoded_cache: str | None  # folder of the decoded-image cache, None when decoding on the fly
 
 
 class FreezeInfo(_Part):
     """The freeze plan (:class:`tlexp.model._freeze.FreezePlan`)."""
 
-    requested: float | str
-    layers_frozen: int
+    requested: float | str  # model.freeze: a share, or the name of the last layer to freeze
+    layers_frozen: int  # the frozen prefix, in layers of backbone.layers (the input layer counts)
     layers_total: int
-    last_frozen_layer: str | None
-    frozen_params: int
-    total_params: int
-    frozen_share: float
-    batchnorm: str
-    backbone_trainable: int
-    backbone_non_trainable: int
+    last_frozen_layer: str | None  # the prefix's last layer; None when nothing is frozen
+    frozen_params: int  # backbone parameters that do not train (the prefix, and all model.train leaves out)
+    total_params: int  # backbone parameters
+    frozen_share: float  # frozen_params / total_params: what "freeze 30 %" achieved
+    batchnorm: str  # model.batchnorm
+    backbone_trainable: int  # backbone variables' scalars the optimizer trains
+    backbone_non_trainable: int  # the others, BatchNorm's moving statistics included
     # What trains above the frozen prefix (model.train); records before it trained all of it.
     train: str = "all"
     scope_start: int | None = None  # the trained layers: backbone.layers[scope_start:scope_stop]
     scope_stop: int | None = None
-    trains: str = ""
+    trains: str = ""  # what trains, in words, e.g. "block3 (block3_conv1 .. block3_pool)"
 
 
 class ParamCounts(_Part):
+    """Parameters of the whole model (backbone and head)."""
+
     trainable: int
     non_trainable: int
     total: int
@@ -140,9 +142,9 @@ class History(_Part):
     """Per-epoch values, one entry per epoch (Keras' running means over the epoch for the train ones)."""
 
     stage: list[str] = []  # the schedule's stage of each epoch (train.schedule)
-    loss: list[float]
-    accuracy: list[float]
-    val_loss: list[float] = []
+    loss: list[float]  # training loss (the running mean over the epoch)
+    accuracy: list[float]  # training accuracy (the running mean over the epoch)
+    val_loss: list[float] = []  # after the epoch, on the validation split
     val_accuracy: list[float] = []
     seconds: list[float] = []  # wall time of each epoch, validation included
 
@@ -155,34 +157,34 @@ class TrainingStage(_Part):
     """One stage of the schedule as it ran (:mod:`tlexp.experiment._schedule`)."""
 
     name: str  # fine-tune | probe | epoch 2 | epochs 3-5
-    epochs: int
+    epochs: int  # epochs this stage ran
     first_epoch: int  # 1-based: this stage ran epochs first_epoch .. first_epoch + epochs - 1
     learning_rate: float  # the head's; the backbone's stages get less under layer_decay
     depth: int | None  # backbone stages trained, from the top of the trainable part; 0 = head only; None = all
-    trains: str
-    trainable_params: int
-    layer_decay: float = 1.0
+    trains: str  # what it trained, in words
+    trainable_params: int  # parameters it trained, head included
+    layer_decay: float = 1.0  # train.layer_decay: each stage below the top trains at this times the one above
 
 
 class TrainingInfo(_Part):
     """How the trainable part was trained (train.schedule) and the stages that ran."""
 
-    schedule: str = "fine-tune"
-    stages: list[TrainingStage] = []
+    schedule: str = "fine-tune"  # train.schedule
+    stages: list[TrainingStage] = []  # in the order they ran
 
 
 class PrefixCacheInfo(_Part):
     """Whether the frozen prefix was cached, and the entry used (or why not)."""
 
-    used: bool
-    reason: str | None = None
-    layer: str | None = None
-    mb: float | None = None
-    dtype: str | None = None
-    tensors: list[list[int]] | None = None
-    source: str | None = None
-    seconds: float | None = None
-    folder: str | None = None
+    used: bool  # whether training read cached activations of the frozen prefix
+    reason: str | None = None  # why not, when not
+    layer: str | None = None  # the last cached layer (the prefix's last)
+    mb: float | None = None  # size of the cache entry
+    dtype: str | None = None  # storage type of the cached activations
+    tensors: list[list[int]] | None = None  # shape of each cached tensor per image (the frontier at the cut)
+    source: str | None = None  # 'reused', 'images', or the shallower cached layer it was computed from
+    seconds: float | None = None  # time to build the entry (0 when reused)
+    folder: str | None = None  # the entry's folder in the cache
     decision: str | None = None  # the measured figures that decided (train.prefix_cache.enabled=auto)
 
     def describe(self) -> str:
@@ -200,16 +202,16 @@ class AcceleratorInfo(_Part):
 
 
 class EnvironmentInfo(_Part):
-    device: str
-    python: str
+    device: str  # the CPU, or the GPUs, the run used
+    python: str  # its version
     # The Keras backend; records written before tlexp ran on JAX were all TensorFlow's.
     backend: str = "tensorflow"
     backend_version: str | None = None
     tensorflow: str | None = None  # its version when the backend is TensorFlow
-    keras: str
+    keras: str  # versions of the libraries that make the numbers
     scikit_learn: str
     numpy: str
-    platform: str
+    platform: str  # the operating system and machine
 
 
 class RunRecord(_Part):
