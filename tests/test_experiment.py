@@ -201,7 +201,7 @@ for n in (1, 2):
 def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
     """train.distribute=mirrored: the global batch is split over the replicas and their
     gradients summed, so two replicas train exactly what one does (the distributed
-    dataset's order is the same for any replica count)."""
+    dataset's order is the same for any replica count), through every stage of a schedule."""
     import subprocess
     import sys
 
@@ -211,7 +211,9 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
         "data.image_size=32",
         "model.weights=none",
         "model.head.dense=[8]",
-        "train.epochs=2",
+        "train.epochs=1",
+        "train.schedule=lp-ft",  # the second stage recompiles: in the model's own strategy
+        "train.probe_epochs=1",
         "train.batch_size=8",
         "train.distribute=mirrored",
         "forest.n_estimators=5",
@@ -230,7 +232,7 @@ def test_mirrored_strategy_over_two_devices_matches_one(tmp_path, flat_dataset):
     one, two = results[1], results[2]
     assert two.accelerator.distribute == "mirrored"
     assert two.prefix_cache.used is False and "MirroredStrategy" in two.prefix_cache.reason
-    assert two.history.epochs == 2
+    assert two.history.epochs == 2 and two.history.stage == ["probe", "fine-tune"]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(getattr(two.history, key), getattr(one.history, key), rtol=1e-5, err_msg=key)
     for split in ("val", "test"):

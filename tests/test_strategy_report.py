@@ -197,6 +197,7 @@ def test_strategies_table_paired_tests_and_holm_per_backbone(tmp_path):
 def test_strategy_p_values_match_statsmodels(tmp_path):
     from statsmodels.stats import contingency_tables as contingency
     from statsmodels.stats import multitest
+
     out = tmp_path / "rep"
     build_report(crafted(tmp_path / "runs"), out)
     csv = {r["strategy"]: r for r in csv_rows(out / "strategies.csv") if r["backbone"] == "vgg16"}

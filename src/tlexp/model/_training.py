@@ -7,6 +7,7 @@ called with ``training=False`` unless BatchNorm is asked to train; the model is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -71,18 +72,18 @@ def compile_model(
         metrics.append(keras.metrics.MeanMetricWrapper(kind(from_logits=True, reduction=None), name=EXACT_LOSS))
     # The logits layer is float32 under any precision policy (set in build_model), so the
     # loss is computed in float32; Keras adds loss scaling itself for mixed_float16.
-    if lr_scales and any(f != 1.0 for f in lr_scales.values()):
-        from tlexp.model._rates import scaled
+    # In the model's own distribution strategy (TensorFlow's MirroredStrategy keeps one per
+    # model, and an optimizer belongs to the strategy it was made in): a schedule recompiles
+    # between its stages, outside the scope the model was built in.
+    strategy = getattr(model, "distribute_strategy", None)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if lr_scales and any(f != 1.0 for f in lr_scales.values()):
+            from tlexp.model._rates import scaled
 
-        opt = scaled(optimizers[optimizer], learning_rate, lr_scales)
-    else:
-        opt = optimizers[optimizer](learning_rate=learning_rate)
-    model.compile(
-        optimizer=opt,
-        loss=loss,
-        metrics=metrics,
-        jit_compile=jit_compile,
-    )
+            opt = scaled(optimizers[optimizer], learning_rate, lr_scales)
+        else:
+            opt = optimizers[optimizer](learning_rate=learning_rate)
+        model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
 
 def fit(
