@@ -76,7 +76,7 @@ def format_sweep_plan(plan: dict) -> str:
         f"train {counts['train']} / val {counts['val']} / test {counts['test']}, same split in every cell)",
         f"# {len(plan['cells'])} cells",
     ]
-    header = ("cell", "frozen through", "frozen", "backbone trainable", "non-trainable", "model total", "stages")
+    header = ("cell", "frozen prefix through", "frozen", "backbone trainable", "non-trainable", "model total", "stages")
     rows = []
     for c in plan["cells"]:
         f, m = c["plan"]["freeze"], c["plan"]["model"]
