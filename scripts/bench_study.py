@@ -10,6 +10,16 @@ Last it measures each backbone's forward speed in FLOP/s and turns the FLOPs tle
 cannot avoid into a lower bound in seconds. Prints one table and writes it to
 `<out>/results.md` and `<out>/results.json`. Runs offline.
 
+(b) runs twice on TensorFlow, one sweep after the other, each with its own cold caches:
+tlexp in float32 (``train.precision=float32``: ``<out>/tlexp``, ``<out>/cache``) and tlexp
+with ``train.precision=auto`` (``<out>/tlexp-auto``, ``<out>/cache-auto``), which on a CPU
+with AVX512-BF16 or AMX measures per cell whether bfloat16 pays for the frozen prefix and
+for the trained part (what each cell chose, and what measuring cost it, are in the table).
+Both are set against the plain recipe and the float32 FLOP ideal (the FLOPs' ratio, and
+the lower bound in seconds at the float32 rates measured here): a run in bfloat16 can
+beat that ideal, since its FLOPs are cheaper. The CPU's model and its bfloat16 flags are
+printed with the figures. ``--skip-auto`` leaves the auto sweep out.
+
 ``--backends tensorflow,jax`` runs (b) once per Keras backend, one after the other, on
 the same generated images and the same split (checked: the script stops if the splits
 differ), each sweep with its own cold caches (``<out>/cache`` and ``<out>/cache-jax``),
@@ -24,6 +34,8 @@ TensorFlow's, measured in this process, and compared with the TensorFlow sweep.
         --freeze 0.1,0.3,0.5,0.7 --epochs 2 --out results/bench_study
     python scripts/bench_study.py --per-class 200 --size 64 --epochs 2 --skip-plain \
         --backends tensorflow,jax --jax-python ../venv-jax/bin/python   # TensorFlow and JAX side by side
+
+The JAX sweep runs in float32, as the TensorFlow sweep it is compared with.
 """
 
 from __future__ import annotations
@@ -32,7 +44,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -60,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--out", default="results/bench_study", help="work folder; <out>2, <out>3, ... if taken")
     ap.add_argument("--skip-plain", action="store_true", help="run only tlexp and the FLOP bound (quick check)")
+    ap.add_argument("--skip-auto", action="store_true", help="leave out the sweep with train.precision=auto")
     ap.add_argument(
         "--backends",
         default="tensorflow",
@@ -98,9 +110,10 @@ def parse_args() -> argparse.Namespace:
 # --------------------------------------------------------------------------- (b) tlexp
 
 
-def folder_suffix(backend: str) -> str:
-    """``""`` for TensorFlow (the folders a TensorFlow-only study always had), else ``-<backend>``."""
-    return "" if backend == "tensorflow" else f"-{backend}"
+def folder_suffix(backend: str, precision: str = "float32") -> str:
+    """``""`` for TensorFlow in float32 (the folders a TensorFlow-only study always had), else
+    ``-<backend>`` and ``-auto`` for train.precision=auto."""
+    return ("" if backend == "tensorflow" else f"-{backend}") + ("" if precision == "float32" else f"-{precision}")
 
 
 def check_jax_python(python: str) -> dict:
@@ -131,17 +144,21 @@ def check_jax_python(python: str) -> dict:
     return info
 
 
-def run_tlexp(args, out: Path, data: Path, backend: str = "tensorflow") -> tuple[float, list[dict]]:
-    """Write the study config, run `tlexp sweep` on it with ``KERAS_BACKEND=backend``; return
-    (wall seconds, cells in grid order). Its folders: ``<out>/tlexp``, ``<out>/cache`` and
-    ``<out>/tlexp.log`` on TensorFlow, with ``-jax`` appended on JAX."""
-    sfx = folder_suffix(backend)
+def run_tlexp(
+    args, out: Path, data: Path, backend: str = "tensorflow", precision: str = "float32"
+) -> tuple[float, list[dict]]:
+    """Write the study config, run `tlexp sweep` on it with ``KERAS_BACKEND=backend`` and
+    ``train.precision=precision``; return (wall seconds, cells in grid order). Its folders:
+    ``<out>/tlexp``, ``<out>/cache`` and ``<out>/tlexp.log`` on TensorFlow in float32, with
+    ``-jax`` appended on JAX and ``-auto`` for auto."""
+    sfx = folder_suffix(backend, precision)
     cfg = {
         "name": "bench", "seed": args.seed,
         "data": {"root": str(data), "image_size": args.size, "val_fraction": 0.15, "test_fraction": 0.15,
                  "synthetic": {"enabled": False}},
         "model": {"weights": "none"},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+                  "precision": precision},
         "classifiers": {},  # replaces the default {logreg: ...}: the plain recipe fits only the forest
         "forest": {"n_estimators": 100},
         "output": {"dir": str(out / f"tlexp{sfx}"), "save_model": False},
@@ -163,7 +180,7 @@ def run_tlexp(args, out: Path, data: Path, backend: str = "tensorflow") -> tuple
     # or check (the activation caches would be keyed apart anyway, by numerics_fingerprint).
     log_path = out / f"tlexp{sfx}.log"
     env = {**os.environ, "TLEXP_CACHE_DIR": str(out / f"cache{sfx}"), "KERAS_BACKEND": backend}
-    print(f"(b) tlexp on {backend}: {' '.join(cmd)}  (log: {log_path})", flush=True)
+    print(f"(b) tlexp on {backend}, precision {precision}: {' '.join(cmd)}  (log: {log_path})", flush=True)
     with open(log_path, "w") as log:
         t = time.perf_counter()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -191,6 +208,8 @@ def run_tlexp(args, out: Path, data: Path, backend: str = "tensorflow") -> tuple
             "tlexp_head_acc": record.head.test.accuracy,
             "tlexp_forest_acc": forest.test.accuracy if forest else None,
             "prefix_cache": record.prefix_cache.model_dump(exclude_none=True),
+            "precision": record.accelerator.precision,
+            "precision_decision": d.model_dump() if (d := record.accelerator.precision_decision) else None,
         })  # fmt: skip
     cells.sort(key=lambda c: order.get((c["backbone"], c["freeze"]), len(order)))
     if len(cells) != len(order):
@@ -199,7 +218,8 @@ def run_tlexp(args, out: Path, data: Path, backend: str = "tensorflow") -> tuple
 
 
 def add_backend(cells: list[dict], other: list[dict], backend: str) -> None:
-    """Put the cells of ``backend``'s sweep beside the TensorFlow ones, as ``<backend>_*`` keys."""
+    """Put the cells of another sweep (``backend``: ``jax``, or ``auto`` for train.precision=auto)
+    beside the TensorFlow float32 ones, as ``<backend>_*`` keys."""
     by_cell = {(o["backbone"], o["freeze"]): o for o in other}
     for c in cells:
         o = by_cell[(c["backbone"], c["freeze"])]
@@ -207,6 +227,7 @@ def add_backend(cells: list[dict], other: list[dict], backend: str) -> None:
             f"{backend}_dir": o["dir"], f"{backend}_s": o["tlexp_s"], f"{backend}_timings_s": o["tlexp_timings_s"],
             f"{backend}_layers_frozen": o["tlexp_layers_frozen"], f"{backend}_head_acc": o["tlexp_head_acc"],
             f"{backend}_forest_acc": o["tlexp_forest_acc"], f"{backend}_prefix_cache": o["prefix_cache"],
+            f"{backend}_precision_decision": o.get("precision_decision"),
         })  # fmt: skip
 
 
@@ -469,7 +490,8 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
         "rates (forward pass, whole model): " + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["rates"].items()),
         f"plain total (sum of cells, data loading included): {fmt(t['plain_s'], '.1f', ' s')}",
         f"tlexp wall total (subprocess: start-up, data check, decoding, all cells, report): {t['tlexp_wall_s']:.1f} s",
-        f"speed-up plain / tlexp: {fmt(t['speedup'], '.2f', 'x')}",
+        f"speed-up plain / tlexp: {fmt(t['speedup'], '.2f', 'x')}"
+        + (f" ({t['speedup'] / t['ideal_speedup']:.0%} of the FLOP ideal)" if t["speedup"] else ""),
         "rates (training step, whole model, 3x forward FLOPs): "
         + ", ".join(f"{b} {r / 1e9:.1f} GFLOP/s" for b, r in t["train_rates"].items()),
         f"FLOP lower bound for tlexp (every FLOP at the forward rate): {t['bound_s']:.1f} s; "
@@ -481,9 +503,70 @@ def report(args, cells: list[dict], totals: dict, machine: str, command: str) ->
         f"FLOPs: plain {t['plain_flops'] / 1e12:.2f} TFLOP, tlexp at least {t['tlexp_flops'] / 1e12:.2f} TFLOP; "
         f"ideal speed-up from FLOPs alone = {t['ideal_speedup']:.2f}x",
     ]
+    if t.get("auto_wall_s") is not None:
+        lines += ["", *precision_table(cells, t)]
     if "jax" in args.backends:
         lines += ["", *backend_table(cells, t)]
     return "\n".join(lines) + "\n"
+
+
+def describe_choice(decision: dict | None) -> str:
+    """What ``train.precision: auto`` chose in a cell, short: bf16 / f32 per part, and why not measured."""
+    if not decision:
+        return "-"
+    short = {"mixed_bfloat16": "bf16", "float32": "f32"}
+    parts = " / ".join(f"{p} {short.get(c, c)}" for p, c in decision["choice"].items())
+    if decision["source"] != "skipped":
+        return parts
+    # "frozen prefix: too little work to measure: 40 image-passes ...; trained part: ..." -> its first why
+    return f"{parts}, not measured: {decision['reason'].split('; ')[0].split(': ')[1]}"
+
+
+def precision_table(cells: list[dict], totals: dict) -> list[str]:
+    """The plain recipe, tlexp in float32 and tlexp with precision auto side by side: per cell
+    and in all, each against the float32 FLOP ideal."""
+    t = totals
+    lines = [
+        "the plain recipe, tlexp in float32 and tlexp with train.precision=auto (two sweeps on TensorFlow, "
+        "each with cold caches; s = each cell's total from its run record; measuring = what auto's timing of "
+        "the cell's model cost, included in its s; choice per part: prefix = the frozen layers, trained = "
+        "the layers above them and the head):",
+        "",
+        "| cell | plain s | float32 s | auto s | auto / float32 | auto: choice (measuring s) "
+        "| head test acc float32 / auto | forest test acc float32 / auto |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+    ]
+    for c in cells:
+        d = c.get("auto_precision_decision")
+        measuring = f" ({d['seconds']:.1f})" if d and d["source"] == "measured" else ""
+        lines.append(
+            f"| {c['cell']} | {fmt(c.get('plain_s'), '.1f')} | {c['tlexp_s']:.1f} | {c['auto_s']:.1f} "
+            f"| {c['auto_s'] / c['tlexp_s']:.2f}x | {describe_choice(d)}{measuring} "
+            f"| {c['tlexp_head_acc']:.3f} / {c['auto_head_acc']:.3f} "
+            f"| {fmt(c['tlexp_forest_acc'], '.3f')} / {fmt(c['auto_forest_acc'], '.3f')} |"
+        )
+    f32_sum, auto_sum = sum(c["tlexp_s"] for c in cells), sum(c["auto_s"] for c in cells)
+    ideal = t["ideal_speedup"]
+    lines += [
+        f"| **all cells** | {fmt(t['plain_s'], '.1f')} | **{f32_sum:.1f}** | **{auto_sum:.1f}** "
+        f"| **{auto_sum / f32_sum:.2f}x** | | | |",
+        "",
+        f"float32 FLOP ideal speed-up over the plain recipe: {ideal:.2f}x; FLOP lower bound at the float32 "
+        f"forward rate: {t['bound_s']:.1f} s",
+        "",
+        "| sweep wall (subprocess: start-up, data check, decoding, all cells, report) | s | speed-up over plain "
+        "| speed-up / float32 FLOP ideal | s / float32 FLOP bound |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, wall, speed in (
+        ("plain Keras recipe (sum of cells)", t["plain_s"], 1.0 if t["plain_s"] else None),
+        ("tlexp, train.precision=float32", t["tlexp_wall_s"], t["speedup"]),
+        ("tlexp, train.precision=auto", t["auto_wall_s"], t["auto_speedup"]),
+    ):
+        ratio = f"{speed / ideal:.0%}" if speed is not None and name.startswith("tlexp") else "-"
+        bound = f"{wall / t['bound_s']:.2f}" if wall is not None and name.startswith("tlexp") else "-"
+        lines.append(f"| {name} | {fmt(wall, '.1f')} | {fmt(speed, '.2f', 'x')} | {ratio} | {bound} |")
+    return lines
 
 
 def backend_table(cells: list[dict], totals: dict) -> list[str]:
@@ -572,17 +655,21 @@ def main() -> int:
     from tlexp.data import ensure_demo_dataset
     from tlexp.runfolder import new_run_dir
 
-    jax_wall = jax_env = None
+    jax_wall = jax_env = auto_wall = None
     if "jax" in args.backends and not args.reuse:  # a JAX environment that cannot run fails now, in seconds
         jax_env = check_jax_python(args.jax_python)
     out_arg = Path(args.out).resolve()
     out = new_run_dir(out_arg.parent, out_arg.name)  # never over an earlier benchmark
     print(f"work folder: {out}", flush=True)
+    from tlexp.model import cpu_info
+
+    print(f"CPU: {cpu_info().describe()}", flush=True)
     if args.reuse:  # the sweep(s) of an earlier run, its split and data; the rates are measured again
         earlier = json.loads((Path(args.reuse) / "results.json").read_text())
         tlexp_wall, cells = earlier["totals"]["tlexp_wall_s"], earlier["cells"]
         args.backends = earlier["args"].get("backends", ["tensorflow"])  # what that run measured
         jax_wall, jax_env = earlier["totals"].get("jax_wall_s"), earlier["totals"].get("jax_env")
+        auto_wall = earlier["totals"].get("auto_wall_s")  # None for a run made before the auto sweep
         data = Path(args.reuse) / "data"
         args.skip_plain = True
     else:
@@ -597,6 +684,12 @@ def main() -> int:
             else:
                 jax_wall, jax_found = wall, found
         cells = tf_found
+        if not args.skip_auto:
+            auto_wall, auto_found = run_tlexp(args, out, data, "tensorflow", "auto")
+            print(f"tlexp with precision auto: {auto_wall:.1f} s for {len(auto_found)} cells", flush=True)
+            if read_split(auto_found) != read_split(cells):
+                sys.exit(f"the auto sweep ({out / 'tlexp-auto'}) used another split than the float32 one")
+            add_backend(cells, auto_found, "auto")
         if jax_wall is not None:
             if read_split(jax_found) != read_split(cells):
                 sys.exit(
@@ -662,10 +755,19 @@ def main() -> int:
               "train_rates": train_rates,
               "tlexp_flops": tlexp_flops, "plain_flops": plain_flops, "ideal_speedup": plain_flops / tlexp_flops,
               "rates": rates, "split": n}  # fmt: skip
+    from tlexp.model import cpu_info
+
+    cpu = cpu_info()
+    flags = ", ".join(cpu.flags) if cpu.flags else "none" if cpu.known else "unknown (no /proc/cpuinfo)"
     machine = (
-        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {cpu.model} (bfloat16 flags: {flags}), "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
     )
+    if auto_wall is not None:
+        totals.update({
+            "auto_wall_s": auto_wall, "auto_speedup": plain_s / auto_wall if plain_s else None,
+            "auto_over_bound": auto_wall / bound_s, "auto_over_tlexp": auto_wall / tlexp_wall,
+        })  # fmt: skip
     if jax_wall is not None:
         totals.update({"jax_wall_s": jax_wall, "jax_over_tf": jax_wall / tlexp_wall, "jax_env": jax_env})
         machine += (

@@ -2,7 +2,8 @@
 
 ``auto`` settings look at the GPUs the Keras backend sees: bfloat16 on Ampere/Hopper (compute
 capability >= 8.0, where it needs no loss scaling), float16 on Volta/Turing (7.x),
-float32 on CPUs (where mixed precision is slower); XLA is left to Keras ("auto": on for
+float32 on CPUs here; a run then measures whether bfloat16 pays on its CPU, part by part
+(:mod:`tlexp.model._precision`, called by the run's build); XLA is left to Keras ("auto": on for
 GPUs, off on CPU); data parallel training when more than one GPU is visible. What was resolved
 is recorded in metrics.json.
 
@@ -32,11 +33,15 @@ class Accel:
     """Resolved settings of one run."""
 
     gpus: list[str]
-    precision: str  # a Keras dtype policy name
+    # A Keras dtype policy name: the one the model is built under. Where ``auto`` on a CPU gave
+    # the parts different answers, the frozen prefix's (tlexp.model.choose_precision).
+    precision: str
     jit_compile: bool | str  # True/False, or "auto" until the model is compiled
     distribute: str  # "none" or "mirrored" (data parallel over all devices)
     deterministic: bool = False  # TensorFlow's op determinism, on for this run
     replicas: int = 1  # devices each batch is split over (distribute: mirrored)
+    # train.precision auto on a CPU: the choice per part, its figures and reason (PrecisionDecision.to_dict)
+    precision_decision: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -192,13 +192,38 @@ class PrefixCacheInfo(_Part):
         return str(self.layer) if self.used else f"no: {self.reason}"
 
 
+class PrecisionDecisionInfo(_Part):
+    """What ``train.precision: auto`` chose on a CPU, per part, and from what (:mod:`tlexp.model._precision`).
+
+    Attributes:
+        choice: part (``prefix``: the frozen layers; ``trained``: the layers above them and
+            the head, training and forward passes) -> the Keras dtype policy it ran under.
+        reason: why, per part, with the figures.
+        source: ``measured`` by this run, ``reused`` from an earlier run's figures, or
+            ``skipped`` (no fast bfloat16, train.deterministic, too little work to measure).
+        margin: how much faster bfloat16 had to make a part to be chosen.
+        figures: part -> ms per image of each step in each precision, the images the run
+            sends through it, the seconds that makes each way and their ratio (``speedup``).
+    """
+
+    choice: dict[str, str]
+    reason: str
+    source: Literal["measured", "reused", "skipped"]
+    margin: float
+    cpu: str
+    seconds: float = 0.0  # what measuring cost this run
+    figures: dict[str, dict[str, float | int]] = {}
+
+
 class AcceleratorInfo(_Part):
     gpus: list[str]
-    precision: str
+    precision: str  # the policy the model was built under (the frozen prefix's where the parts differ)
     jit_compile: bool | str
     distribute: str
     deterministic: bool = False  # TensorFlow's op determinism (train.deterministic)
     replicas: int = 1  # devices each batch was split over (train.distribute: mirrored)
+    # train.precision auto on a CPU; None on GPUs, for a precision asked, and in records made before it
+    precision_decision: PrecisionDecisionInfo | None = None
 
 
 class EnvironmentInfo(_Part):
