@@ -153,6 +153,37 @@ def test_a_slow_float32_side_already_kept_is_not_measured_again(tmp_path):
     assert path.stem == figures_key(**data["key"])
 
 
+def test_a_training_step_is_not_traced_when_its_forward_pass_shows_it_cannot_pay(monkeypatch):
+    """The trained part's forward pass is traced and timed first; where even 3x its time per
+    image cannot repay three more traces like it, the training step is never traced."""
+    from types import SimpleNamespace
+
+    from tlexp.model import _precisionprobe as probe
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(probe, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    ran = []
+
+    def step(kind: str, trace_s: float, call_s: float):
+        def run():
+            clock.now += call_s if kind in ran else trace_s
+            ran.append(kind)
+
+        return run
+
+    def made():
+        ran.clear()  # forward: a 10 s trace, then 32 ms a batch of 32 (1 ms an image)
+        return {("trained", "forward"): step("forward", 10.0, 0.032), ("trained", "train"): step("train", 30.0, 0.1)}
+
+    first = {}
+    small = Work(prefix=0, train=2000, forward=1000, batch_size=32)  # ~7 s of float32 at 3 ms a training image
+    why = probe._float32_side(made(), first, small, 2.0)
+    assert ran == ["forward", "forward"] and "estimated from its forward pass" in why
+    large = Work(prefix=0, train=200_000, forward=10_000, batch_size=32)
+    assert probe._float32_side(made(), first, large, 2.0) is None
+    assert ran == ["forward", "forward", "train", "train"] and first[("trained", "train")] == pytest.approx(0.1)
+
+
 def test_gpu_rules_are_unchanged(monkeypatch):
     from tlexp.model import _accel as accel
 

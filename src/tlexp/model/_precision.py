@@ -15,7 +15,9 @@ A run has two parts, decided apart because they are different layers:
 * the **trained part** (the layers above the cut and the head): its training steps, plus
   its forward passes (validation every epoch and the final prediction pass) weighted by
   how many images the run sends through each. Validation and the prediction pass run the
-  same layers as training, so they share its answer.
+  same layers as training and share its answer, weighed into its total: the prediction
+  pass is one forward pass, a small share of the part's time beside its training, and one
+  answer per part spares switching the layers' policy between the phases of a run.
 
 The model is built under the prefix's policy (so the activation cache is stored in the
 prefix's compute dtype, which its key already holds), then the trained part's layers get
@@ -41,10 +43,11 @@ from pathlib import Path
 from typing import Any
 
 F32, BF16 = "float32", "mixed_bfloat16"
-# bfloat16 must make a part at least this much faster. A few interleaved steps on a 2-core
-# machine that others share vary by 5-10 % between rounds; bfloat16 also rounds every
-# activation to 8 significant bits. A pick inside that noise could as well be slower, and
-# would trade digits for nothing; 1.2x is a saving no such noise makes up.
+# bfloat16 must make a part at least this much faster. The same step timed a few times on a
+# 2-core machine that others share varied by up to 10-20 % between rounds, and a few steps'
+# speed-up overstated the whole run's by up to 15 % (VGG16 at 64 px: the prefix 1.93x timed,
+# 1.7x over the run); bfloat16 also rounds every activation to 8 significant bits. A pick
+# inside that noise could as well be slower and would trade digits for nothing.
 MARGIN = 1.2
 ROUNDS = 3  # timed calls per kind and precision, after one untimed call (the trace); the median counts
 METHOD = 1  # of the measurement: figures measured another way are not reused

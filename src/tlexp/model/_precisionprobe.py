@@ -140,22 +140,29 @@ def measure_precision(
     parts = [p for p in parts if p != "prefix" or cut > 1]
     rng = np.random.default_rng(0)
     steps: dict[str, dict[tuple[str, str], Callable[[], Any]]] = {F32: {}, BF16: {}}
-    first, cost = {}, {}
+    first, cost, why_not = {}, {}, {}
     for part in parts:
         t = time.perf_counter()
         made = _steps(whole, plan, part, work.batch_size, compile_args, rng)
+        why = _float32_side(made, first, work, cap)
+        if why:
+            why_not[part] = why
+            continue
         steps[F32].update(made)
-        first.update({kind: _timed(step) for kind, step in made.items()})
         # What the bfloat16 side would add: the same build and traces, and the timed rounds.
         cost[part] = time.perf_counter() - t + 2 * ROUNDS * sum(first[k] for k in made)
+    parts = [p for p in parts if p not in why_not]
     figures = {p: {k: {F32: first[(p, k)] / work.batch_size} for k in KINDS[p]} for p in parts}
-    why_not = {p: why for p in parts if (why := worth_bf16(figures, p, work, cap, cost[p]))}
+    why_not.update({p: why for p in parts if (why := worth_bf16(figures, p, work, cap, cost[p]))})
     again = [p for p in parts if p not in why_not]
     if again:
         set_policy(whole, 0, BF16)
         with _global_policy(BF16):
             for part in again:
-                steps[BF16].update(_steps(whole, plan, part, work.batch_size, compile_args, rng))
+                made = _steps(whole, plan, part, work.batch_size, compile_args, rng)
+                for step in made.values():
+                    step()  # the trace
+                steps[BF16].update(made)
         times: dict[tuple[str, str, str], list[float]] = {}
         for r in range(ROUNDS):  # in alternation, each round in the other order
             for kind in steps[BF16]:
@@ -166,8 +173,33 @@ def measure_precision(
     return Kept(figures, cut, cost), why_not
 
 
+def _float32_side(made: dict, first: dict, work: Work, cap: float | None) -> str | None:
+    """Trace each step of ``made`` (the forward pass first) and time it once into ``first``.
+
+    The trained part is given up after its forward pass where even an optimistic figure
+    shows bfloat16 cannot repay the rest: a training step costs about 3 forward passes,
+    and tracing one at least what tracing the forward pass did (it holds the forward pass),
+    three more of which are left (float32 training; bfloat16 forward and training).
+
+    Returns:
+        Why the part is not timed further, or None.
+    """
+    for (part, kind), step in made.items():
+        t = time.perf_counter()
+        step()
+        first[(part, kind)] = _timed(step)
+        if part == "trained" and kind == "forward":
+            s = first[(part, kind)] / work.batch_size
+            guess = {part: {"forward": {F32: s}, "train": {F32: 3 * s}}}
+            why = worth_bf16(guess, part, work, cap, 3 * (time.perf_counter() - t))
+            if why:
+                return f"{why} (estimated from its forward pass)"
+    return None
+
+
 def _steps(whole, plan, part: str, batch_size: int, compile_args: dict[str, Any], rng) -> dict:
-    """``(part, kind) -> step`` for the policy the layers have now, each run once (the trace).
+    """``(part, kind) -> step`` for the policy the layers have now, the forward pass first;
+    not yet run (the first run traces).
 
     The prefix: its forward pass as the activation cache computes it. The trained part:
     a training step and a forward pass of the network the run trains (the layers after the
@@ -200,11 +232,9 @@ def _steps(whole, plan, part: str, batch_size: int, compile_args: dict[str, Any]
         y = np.zeros(batch_size, np.float32 if two else np.int32)
         feed = list(x) if isinstance(x, tuple) else x
         made = {
-            ("trained", "train"): lambda: net.trainer.train_on_batch(feed, y),
             ("trained", "forward"): lambda: _ready(net.predict_step(feed)),
+            ("trained", "train"): lambda: net.trainer.train_on_batch(feed, y),
         }
-    for step in made.values():
-        step()
     return made
 
 
