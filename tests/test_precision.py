@@ -106,20 +106,30 @@ def test_float32_without_measuring(tmp_path, cpu, kw, reason):
     assert not (tmp_path / "precision").exists()
 
 
+def test_the_trained_part_trains_in_float32_under_auto(tmp_path):
+    """However fast bfloat16 trains here (the injected figures: 1.5x), auto keeps training
+    in float32 and says why; only the frozen prefix is measured."""
+    from tlexp.model._precision import TRAINED_STAYS_F32
+
+    d, calls = choose(tmp_path)
+    assert calls == [["prefix"]] and d.choice == {"prefix": BF16, "trained": F32}
+    assert d.reasons["trained"] == TRAINED_STAYS_F32 and "mixed_bfloat16 asks for it" in d.to_dict()["reason"]
+
+
 def test_too_little_work_to_pay_for_measuring(tmp_path):
     tiny = Work(prefix=24, train=12, forward=30, batch_size=8)
     d, calls = choose(tmp_path, work=tiny)
     assert calls == [] and d.choice == {"prefix": F32, "trained": F32}
-    assert "too little work to measure" in d.reasons["trained"]
+    assert "too little work to measure" in d.reasons["prefix"]
     # AVX512-BF16 can at most halve a step; with AMX the bound is the whole run's work.
-    edge = Work(prefix=0, train=0, forward=300, batch_size=8)  # 300 forward images vs 9*8*4 = 288 measured
+    edge = Work(prefix=140, train=0, forward=0, batch_size=8)  # half of 140 prefix images < 9*8 = 72 measured
     assert choose(tmp_path, work=edge)[1] == []
-    assert choose(tmp_path, work=edge, cpu=CpuInfo("Xeon", ("amx_bf16",), True, 2))[1] == [["trained"]]
+    assert choose(tmp_path, work=edge, cpu=CpuInfo("Xeon", ("amx_bf16",), True, 2))[1] == [["prefix"]]
 
 
 def test_kept_figures_are_reused_for_the_same_model_and_machine(tmp_path):
     first, calls = choose(tmp_path)
-    assert first.source == "measured" and calls == [["prefix", "trained"]]
+    assert first.source == "measured" and calls == [["prefix"]]
     assert len(list((tmp_path / "precision").glob("*.json"))) == 1
     again, calls = choose(tmp_path)
     assert again.source == "reused" and calls == [] and again.choice == first.choice
@@ -128,7 +138,7 @@ def test_kept_figures_are_reused_for_the_same_model_and_machine(tmp_path):
     four_threads = CpuInfo("Test EPYC", ("avx512_bf16",), True, 4, AVX512.all_flags)
     for change in ({"key": {"backbone": "vgg16", "batch_size": 64}}, {"cpu": four_threads}):
         _, calls = choose(tmp_path, **change)
-        assert calls == [["prefix", "trained"]]
+        assert calls == [["prefix"]]
     assert len(list((tmp_path / "precision").glob("*.json"))) == 3
 
 
@@ -137,19 +147,19 @@ def test_a_slow_float32_side_already_kept_is_not_measured_again(tmp_path):
     figures by the next run; a larger run measures its bfloat16 side."""
     from tlexp.model._precision import figures_key
 
-    d, _ = choose(tmp_path, work=Work(prefix=0, train=10_000, forward=1000, batch_size=32))  # makes the key's file
+    choose(tmp_path, work=Work(prefix=10_000, train=10_000, forward=1000, batch_size=32))  # makes the key's file
     path = next((tmp_path / "precision").glob("*.json"))
     data = json.loads(path.read_text())
-    data["figures"] = {"trained": {"train": {F32: 0.001}, "forward": {F32: 0.001}}}
-    data["cost_s"] = {"trained": 20.0}  # timing it cost 20 s; this run's steps take 1 s in all
-    data["cut"] = 0  # nothing frozen: the trained part alone
+    data["figures"] = {"prefix": {"forward": {F32: 0.001}}}
+    data["cost_s"] = {"prefix": 20.0}  # timing it cost 20 s; this run's prefix takes 1 s in all
     path.write_text(json.dumps(data))
-    assert FigureStore(tmp_path / "precision").load(path.stem).cost_s == {"trained": 20.0}
-    small = Work(prefix=0, train=1000, forward=400, batch_size=32)
+    assert FigureStore(tmp_path / "precision").load(path.stem).cost_s == {"prefix": 20.0}
+    small = Work(prefix=1000, train=1000, forward=400, batch_size=32)
     d, calls = choose(tmp_path, work=small)
-    assert calls == [] and d.choice == {"trained": F32} and "timing it would take about 20 s" in d.reasons["trained"]
-    _, calls = choose(tmp_path, work=Work(prefix=0, train=100_000, forward=4000, batch_size=32))
-    assert calls == [["trained"]]
+    assert calls == [] and d.choice == {"prefix": F32, "trained": F32}
+    assert "timing it would take about 20 s" in d.reasons["prefix"]
+    _, calls = choose(tmp_path, work=Work(prefix=100_000, train=1000, forward=400, batch_size=32))
+    assert calls == [["prefix"]]
     assert path.stem == figures_key(**data["key"])
 
 

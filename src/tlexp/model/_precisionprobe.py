@@ -28,6 +28,7 @@ from tlexp.model._precision import (
     F32,
     KINDS,
     ROUNDS,
+    TRAINED_STAYS_F32,
     CpuInfo,
     FigureStore,
     Kept,
@@ -85,9 +86,9 @@ def choose_precision(
     kept = kept_store.load(name)
     if kept.cut is not None:
         parts = ("prefix", "trained") if kept.cut > 1 else ("trained",)
-    why_not = {}
+    why_not = {"trained": TRAINED_STAYS_F32}
     for part in parts:
-        if complete(kept.figures, part):
+        if part in why_not or complete(kept.figures, part):
             continue
         why = can_pay(part, work, cpu.cap)
         if why is None and part in kept.cost_s and complete(kept.figures, part, (F32,)):
