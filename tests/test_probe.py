@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -62,19 +59,12 @@ def test_probe_scores_every_classifier_at_every_stage(tmp_path, flat_dataset):
     assert not (tmp_path / "none").exists()
 
 
-def test_probe_command(tmp_path, flat_dataset):
-    """The CLI end to end (a subprocess), into its default folder <output.dir>/<run name>_probe."""
+def test_probe_command(tmp_path, flat_dataset, capsys, monkeypatch):
+    """The CLI end to end (in this process), into its default folder <output.dir>/<run name>_probe."""
     config = tiny_config_file(tmp_path, flat_dataset, forest={"enabled": False})
-    proc = subprocess.run(
-        [sys.executable, "-m", "tlexp", "-q", "probe", str(config), "data.image_size=40"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = Path(proc.stdout.strip().splitlines()[-1])
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "probe", str(config), "data.image_size=40"]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert out == tmp_path / "results" / "vgg16_f30_s0_probe"
     record = json.loads((out / "probe.json").read_text())
     assert record["image_size"] == 40 and [set(d["classifiers"]) for d in record["depths"]] == [{"logreg"}] * 5
