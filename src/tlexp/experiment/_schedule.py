@@ -95,13 +95,17 @@ def stage_start(plan: Any, stages: Sequence[Any], depth: int | None) -> int | No
         return None
     if depth == 0:
         return plan.scope_stop
-    inside = [s for s in stages if s.stop > plan.scope_start and s.start < plan.scope_stop]
-    return max(plan.scope_start, inside[-depth].start)
+    return max(plan.scope_start, _inside(plan, stages)[-depth].start)
 
 
 def stages_in_scope(plan: Any, stages: Sequence[Any]) -> int:
     """How many backbone stages hold a layer of the trainable part."""
-    return sum(1 for s in stages if s.stop > plan.scope_start and s.start < plan.scope_stop)
+    return len(_inside(plan, stages))
+
+
+def _inside(plan: Any, stages: Sequence[Any]) -> list[Any]:
+    """The backbone stages that hold a layer of the trainable part, bottom first."""
+    return [s for s in stages if s.stop > plan.scope_start and s.start < plan.scope_stop]
 
 
 def run_schedule(cfg: Any, feed: Any, built: Any, fit_stage: Callable[..., dict]) -> tuple[dict, list[dict]]:
@@ -166,6 +170,5 @@ def trains(plan: Any, stages: Sequence[Any], stage: Stage) -> str:
         return f"the head and {plan.trains}"
     if stage.depth == 0:
         return "the head alone"
-    inside = [s for s in stages if s.stop > plan.scope_start and s.start < plan.scope_stop]
-    top = inside[-stage.depth :]
+    top = _inside(plan, stages)[-stage.depth :]
     return f"the head and {', '.join(s.label for s in top)} of {plan.trains}"
