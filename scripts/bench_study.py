@@ -13,8 +13,9 @@ cannot avoid into a lower bound in seconds. Prints one table and writes it to
 (b) runs twice on TensorFlow, one sweep after the other, each with its own cold caches:
 tlexp in float32 (``train.precision=float32``: ``<out>/tlexp``, ``<out>/cache``) and tlexp
 with ``train.precision=auto`` (``<out>/tlexp-auto``, ``<out>/cache-auto``), which on a CPU
-with AVX512-BF16 or AMX measures per cell whether bfloat16 pays for the frozen prefix and
-for the trained part (what each cell chose, and what measuring cost it, are in the table).
+with AVX512-BF16 or AMX times the frozen prefix's stages both ways, once per backbone, and
+runs the prefix in bfloat16 where that pays (the trained part trains in float32): what each
+cell chose, the prefix's speed-up and what deciding cost it are in the table.
 Both are set against the plain recipe and the float32 FLOP ideal (the FLOPs' ratio, and
 the lower bound in seconds at the float32 rates measured here): a run in bfloat16 can
 beat that ideal, since its FLOPs are cheaper. The CPU's model and its bfloat16 flags are
@@ -517,7 +518,9 @@ def describe_choice(decision: dict | None) -> str:
     short = {"mixed_bfloat16": "bf16", "float32": "f32"}
     parts = " / ".join(f"{p} {short.get(c, c)}" for p, c in decision["choice"].items())
     if decision["source"] != "skipped":
-        return parts
+        speedup = decision.get("figures", {}).get("prefix", {}).get("speedup")
+        how = "timed" if decision["source"] == "measured" else "reused"
+        return parts + (f" (prefix {speedup:.2f}x, {how})" if speedup else "")
     # "frozen prefix: too little work to measure: 40 image-passes ...; trained part: ..." -> its first why
     return f"{parts}, not measured: {decision['reason'].split('; ')[0].split(': ')[1]}"
 
@@ -528,17 +531,18 @@ def precision_table(cells: list[dict], totals: dict) -> list[str]:
     t = totals
     lines = [
         "the plain recipe, tlexp in float32 and tlexp with train.precision=auto (two sweeps on TensorFlow, "
-        "each with cold caches; s = each cell's total from its run record; measuring = what auto's timing of "
-        "the cell's model cost, included in its s; choice per part: prefix = the frozen layers, trained = "
-        "the layers above them and the head):",
+        "each with cold caches; s = each cell's total from its run record; deciding = what auto's decision "
+        "cost the cell (a backbone built to find its cut, the stages no earlier cell timed, timed both ways), "
+        "included in its s; choice per part: prefix = the frozen layers, with bfloat16's speed-up on them, "
+        "trained = the layers above them and the head):",
         "",
-        "| cell | plain s | float32 s | auto s | auto / float32 | auto: choice (measuring s) "
+        "| cell | plain s | float32 s | auto s | auto / float32 | auto: choice (deciding s) "
         "| head test acc float32 / auto | forest test acc float32 / auto |",
         "|---|---:|---:|---:|---:|---|---|---|",
     ]
     for c in cells:
         d = c.get("auto_precision_decision")
-        measuring = f" ({d['seconds']:.1f})" if d and d["source"] == "measured" else ""
+        measuring = f" ({d['seconds']:.1f} s)" if d and d["source"] != "skipped" else ""
         lines.append(
             f"| {c['cell']} | {fmt(c.get('plain_s'), '.1f')} | {c['tlexp_s']:.1f} | {c['auto_s']:.1f} "
             f"| {c['auto_s'] / c['tlexp_s']:.2f}x | {describe_choice(d)}{measuring} "

@@ -10,73 +10,100 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlexp.model._precision import BF16, F32, MARGIN, CpuInfo, FigureStore, Kept, Work, cpu_info, decide_precision
+from tlexp.model._precision import (
+    BF16,
+    F32,
+    MARGIN,
+    TRAINED_STAYS_F32,
+    CpuInfo,
+    FigureStore,
+    Kept,
+    cpu_info,
+    decide_precision,
+    piece_key,
+    prefix_pieces,
+)
 
 from conftest import tiny_config
 
 AVX512 = CpuInfo("Test EPYC", ("avx512_bf16",), True, 2, "avx2 avx512_bf16 avx512f")
 PLAIN = CpuInfo("Test Xeon", (), True, 2, "avx2 avx512f")
-BIG = Work(prefix=10_000, train=20_000, forward=12_000, batch_size=32)
+STOPS = [4, 7, 11, 15, 19]  # VGG16's stages (block1..block5), as backbone_stages gives them
 
 
-def figures(prefix: float | None = None, train: float = 1.0, forward: float | None = None) -> dict:
-    """Seconds per image, float32 at 10 ms; bfloat16 = float32 / the speed-up given."""
-    trained = {"train": {F32: 0.01, BF16: 0.01 / train}, "forward": {F32: 0.01, BF16: 0.01 / (forward or train)}}
-    out = {"trained": trained}
-    if prefix is not None:
-        out["prefix"] = {"forward": {F32: 0.01, BF16: 0.01 / prefix}}
-    return out
+def figures(pieces, speedup: float = 2.0, f32: float = 0.01) -> dict:
+    """Seconds per image of each piece: float32 ``f32``, bfloat16 ``f32 / speedup``."""
+    return {piece_key(p): {F32: f32, BF16: f32 / speedup} for p in pieces}
 
 
-def choose(tmp_path, cpu=AVX512, work=BIG, measured=None, key=None, **kw):
-    """choose_precision with an injected CPU and measurement (which counts its calls)."""
+class FakeTimer:
+    """PieceTimer with injected figures; logs which pieces each side timed."""
+
+    log: list = []
+
+    def __init__(self, backbone, batch_size: int, speedup: float = 2.0, f32: float = 0.01, cost: float = 1.0):
+        self.speedup, self.f32, self.cost = speedup, f32, cost
+
+    def float32(self, pieces, built_s: float = 0.0) -> Kept:
+        self.log.append(("float32", list(pieces)))
+        return Kept({piece_key(p): {F32: self.f32} for p in pieces}, {piece_key(p): self.cost for p in pieces})
+
+    def both(self, pieces) -> Kept:
+        self.log.append(("both", list(pieces)))
+        return Kept(figures(pieces, self.speedup, self.f32))
+
+
+def choose(tmp_path, cpu=AVX512, images=10_000, freeze=0.3, cut=13, key=None, timer=None, **kw):
+    """choose_precision with an injected CPU, backbone and timer: returns the decision, the
+    backbones built and the pieces timed."""
     from tlexp.model import choose_precision
 
-    calls = []
-
-    def measure(make_model, parts, work, cap, compile_args):
-        calls.append(list(parts))
-        found = measured or figures(prefix=2.0, train=1.5)
-        return Kept({p: found[p] for p in parts}, 13, {p: 1.0 for p in parts}), {}
-
-    args = {"deterministic": False, "distribute": "none", "compile_args": {}}
+    built, FakeTimer.log = [], []
+    args = {"deterministic": False, "distribute": "none", "batch_size": 32}
     decision = choose_precision(
-        None, work=work, key=key or {"backbone": "vgg16"}, store=tmp_path / "precision", cpu=cpu, measure=measure,
+        lambda: built.append("backbone") or "backbone",
+        lambda backbone: cut,
+        images=images,
+        key=key or {"backbone": "vgg16"},
+        plan={"freeze": freeze},
+        store=tmp_path / "precision",
+        cpu=cpu,
+        timer=timer or FakeTimer,
+        stage_stops=lambda backbone: STOPS,
         **{**args, **kw},
-    )  # fmt: skip
-    return decision, calls
+    )
+    return decision, built, list(FakeTimer.log)
+
+
+def test_pieces_are_the_stages_below_the_cut_then_the_rest():
+    assert prefix_pieces(STOPS, 13) == [(1, 4), (4, 7), (7, 11), (11, 13)]
+    assert prefix_pieces(STOPS, 11) == [(1, 4), (4, 7), (7, 11)]  # a cut at a stage's end
+    assert prefix_pieces(STOPS, 3) == [(1, 3)]
+    assert prefix_pieces([], 13) == [(1, 13)]  # no stages found: the prefix whole
 
 
 def test_bfloat16_that_wins_clearly_is_chosen():
-    d = decide_precision(figures(prefix=2.0, train=1.5), BIG, ("prefix", "trained"), "cpu")
-    assert d.choice == {"prefix": BF16, "trained": BF16}
-    assert d.build_policy == BF16
-    assert "2.00x >= 1.2x" in d.reasons["prefix"] and "1.50x >= 1.2x" in d.reasons["trained"]
-    rec = d.to_dict()
-    assert rec["figures"]["prefix"]["speedup"] == 2.0 and rec["figures"]["trained"]["train_images"] == 20_000
-    assert rec["figures"]["trained"][f"{F32}_s"] == pytest.approx(0.01 * 32_000)
+    pieces = prefix_pieces(STOPS, 13)
+    f = figures(pieces, 2.0)
+    f[piece_key((11, 13))] = {F32: 0.01, BF16: 0.012}  # one piece slower: the prefix's sum counts
+    d = decide_precision(f, pieces, 800, "cpu")
+    assert d.choice == {"prefix": BF16, "trained": F32} and d.build_policy == BF16
+    assert "forward 40 -> 27 ms/image, layers 1-13 timed in 4 stage pieces" in d.reasons["prefix"]
+    assert "over 800 images: 32 s -> 21.6 s, 1.48x >= 1.2x" in d.reasons["prefix"]
+    rec = d.to_dict()["figures"]["prefix"]
+    assert rec["speedup"] == pytest.approx(40 / 27, abs=1e-3) and rec["forward_images"] == 800 and rec["pieces"] == 4
+    assert d.reasons["trained"] == TRAINED_STAYS_F32
 
 
 def test_bfloat16_inside_the_margin_or_slower_keeps_float32():
+    pieces = prefix_pieces(STOPS, 13)
     just_under = MARGIN * 0.95
-    d = decide_precision(figures(prefix=just_under, train=0.7), BIG, ("prefix", "trained"), "cpu")
+    d = decide_precision(figures(pieces, just_under), pieces, 1000, "cpu")
     assert d.choice == {"prefix": F32, "trained": F32}
     assert f"{just_under:.2f}x < 1.2x" in d.reasons["prefix"] and "slower" not in d.reasons["prefix"]
-    assert "0.70x < 1.2x, slower" in d.reasons["trained"]
-
-
-def test_parts_get_their_own_answers_and_the_run_weights_the_trained_part():
-    # The prefix gains, training gains 1.3x but forward passes lose (0.5x): which wins depends
-    # on how many images each kind of step sees in this run.
-    f = figures(prefix=2.0, train=1.3, forward=0.5)
-    many_steps = Work(prefix=1000, train=50_000, forward=1000, batch_size=32)
-    d = decide_precision(f, many_steps, ("prefix", "trained"), "cpu")
-    assert d.choice == {"prefix": BF16, "trained": BF16}
-    many_passes = Work(prefix=1000, train=1000, forward=50_000, batch_size=32)
-    d = decide_precision(f, many_passes, ("prefix", "trained"), "cpu")
-    assert d.choice == {"prefix": BF16, "trained": F32}
-    assert d.build_policy == BF16  # the model is built under the prefix's policy
-    assert "frozen prefix mixed_bfloat16" in d.line() and "trained part float32" in d.line()
+    d = decide_precision(figures(pieces, 0.7), pieces, 1000, "cpu")
+    assert "0.70x < 1.2x, slower" in d.reasons["prefix"] and d.build_policy == F32
+    assert "frozen prefix float32" in d.line() and "trained part float32" in d.line()
 
 
 def test_cpu_flags_are_read_from_cpuinfo():
@@ -99,99 +126,103 @@ def test_cpu_flags_are_read_from_cpuinfo():
     ],
 )
 def test_float32_without_measuring(tmp_path, cpu, kw, reason):
-    d, calls = choose(tmp_path, cpu=cpu, **kw)
-    assert calls == [] and d.choice == {"prefix": F32, "trained": F32} and d.source == "skipped"
+    d, built, timed = choose(tmp_path, cpu=cpu, **kw)
+    assert built == [] and timed == [] and d.choice == {"prefix": F32, "trained": F32} and d.source == "skipped"
     rec = d.to_dict()
     assert reason in rec["reason"] and rec["figures"] == {}
     assert not (tmp_path / "precision").exists()
 
 
-def test_the_trained_part_trains_in_float32_under_auto(tmp_path):
-    """However fast bfloat16 trains here (the injected figures: 1.5x), auto keeps training
-    in float32 and says why; only the frozen prefix is measured."""
-    from tlexp.model._precision import TRAINED_STAYS_F32
-
-    d, calls = choose(tmp_path)
-    assert calls == [["prefix"]] and d.choice == {"prefix": BF16, "trained": F32}
+def test_the_prefix_is_timed_stage_by_stage_and_training_stays_float32(tmp_path):
+    """However fast bfloat16 would train, auto keeps training in float32 and says why; only
+    the frozen prefix is timed, float32 first, then both ways."""
+    d, built, timed = choose(tmp_path)
+    pieces = [(1, 4), (4, 7), (7, 11), (11, 13)]
+    assert built == ["backbone"] and timed == [("float32", pieces), ("both", pieces)]
+    assert d.choice == {"prefix": BF16, "trained": F32} and d.source == "measured"
     assert d.reasons["trained"] == TRAINED_STAYS_F32 and "mixed_bfloat16 asks for it" in d.to_dict()["reason"]
+    assert "measured in" in d.line()
+
+
+def test_nothing_frozen_is_nothing_to_time(tmp_path):
+    d, built, timed = choose(tmp_path, images=0)
+    assert built == [] and timed == [] and d.choice == {"trained": F32} and d.build_policy == F32
+    d, built, timed = choose(tmp_path, cut=1)  # the plan froze no layer after all
+    assert built == ["backbone"] and timed == [] and d.choice == {"trained": F32}
 
 
 def test_too_little_work_to_pay_for_measuring(tmp_path):
-    tiny = Work(prefix=24, train=12, forward=30, batch_size=8)
-    d, calls = choose(tmp_path, work=tiny)
-    assert calls == [] and d.choice == {"prefix": F32, "trained": F32}
-    assert "too little work to measure" in d.reasons["prefix"]
-    # AVX512-BF16 can at most halve a step; with AMX the bound is the whole run's work.
-    edge = Work(prefix=140, train=0, forward=0, batch_size=8)  # half of 140 prefix images < 9*8 = 72 measured
-    assert choose(tmp_path, work=edge)[1] == []
-    assert choose(tmp_path, work=edge, cpu=CpuInfo("Xeon", ("amx_bf16",), True, 2))[1] == [["prefix"]]
+    d, built, timed = choose(tmp_path, images=100)
+    assert built == [] and timed == [] and d.choice == {"prefix": F32, "trained": F32}
+    assert "too little work to measure: 100 image-passes" in d.reasons["prefix"]
+    # AVX512-BF16 can at most halve a pass; with AMX the bound is the whole run's work.
+    edge = 500  # half of 500 images < 9 passes of 32 = 288 measured
+    assert choose(tmp_path, images=edge)[1:] == ([], [])
+    amx = CpuInfo("Xeon", ("amx_bf16",), True, 2)
+    assert choose(tmp_path, images=edge, cpu=amx)[2][0][0] == "float32"
 
 
-def test_kept_figures_are_reused_for_the_same_model_and_machine(tmp_path):
-    first, calls = choose(tmp_path)
-    assert first.source == "measured" and calls == [["prefix"]]
+def test_figures_are_kept_per_backbone_and_reused_across_cuts(tmp_path):
+    first, _, _ = choose(tmp_path)
     assert len(list((tmp_path / "precision").glob("*.json"))) == 1
-    again, calls = choose(tmp_path)
-    assert again.source == "reused" and calls == [] and again.choice == first.choice
-    assert again.reasons == first.reasons  # the same figures, the same words
-    # Anything that changes the timing is a new key: measured again, kept beside.
+    again, built, timed = choose(tmp_path)  # the same plan: nothing built, nothing timed
+    assert again.source == "reused" and built == [] and timed == []
+    assert again.choice == first.choice and again.reasons["prefix"] == first.reasons["prefix"]
+    # Another freeze share of the same backbone: its cut is found on a backbone built for
+    # it, and only the stages (and the part of one) that no earlier run timed are timed now.
+    deeper, built, timed = choose(tmp_path, freeze=0.5, cut=17)
+    new = [(11, 15), (15, 17)]  # block4 whole (the 0.3 run timed 11:13 of it), then 15:17 of block5
+    assert built == ["backbone"] and timed == [("float32", new), ("both", new)]
+    assert deeper.source == "measured" and "layers 1-17 timed in 5 stage pieces" in deeper.reasons["prefix"]
+    shallower, built, timed = choose(tmp_path, freeze=0.1, cut=7)  # stages 1-2, timed already
+    assert built == ["backbone"] and timed == [] and shallower.source == "reused"
+    # Anything that changes the timing is another backbone's file: measured again, kept beside.
     four_threads = CpuInfo("Test EPYC", ("avx512_bf16",), True, 4, AVX512.all_flags)
     for change in ({"key": {"backbone": "vgg16", "batch_size": 64}}, {"cpu": four_threads}):
-        _, calls = choose(tmp_path, **change)
-        assert calls == [["prefix"]]
+        assert choose(tmp_path, **change)[2][0] == ("float32", [(1, 4), (4, 7), (7, 11), (11, 13)])
     assert len(list((tmp_path / "precision").glob("*.json"))) == 3
 
 
-def test_a_slow_float32_side_already_kept_is_not_measured_again(tmp_path):
-    """A part timed in float32 only (too little work for bfloat16 then) is judged from those
-    figures by the next run; a larger run measures its bfloat16 side."""
-    from tlexp.model._precision import figures_key
-
-    choose(tmp_path, work=Work(prefix=10_000, train=10_000, forward=1000, batch_size=32))  # makes the key's file
-    path = next((tmp_path / "precision").glob("*.json"))
-    data = json.loads(path.read_text())
-    data["figures"] = {"prefix": {"forward": {F32: 0.001}}}
-    data["cost_s"] = {"prefix": 20.0}  # timing it cost 20 s; this run's prefix takes 1 s in all
-    path.write_text(json.dumps(data))
-    assert FigureStore(tmp_path / "precision").load(path.stem).cost_s == {"prefix": 20.0}
-    small = Work(prefix=1000, train=1000, forward=400, batch_size=32)
-    d, calls = choose(tmp_path, work=small)
-    assert calls == [] and d.choice == {"prefix": F32, "trained": F32}
-    assert "timing it would take about 20 s" in d.reasons["prefix"]
-    _, calls = choose(tmp_path, work=Work(prefix=100_000, train=1000, forward=400, batch_size=32))
-    assert calls == [["prefix"]]
-    assert path.stem == figures_key(**data["key"])
+def test_concurrent_runs_keep_each_others_figures(tmp_path):
+    """Two workers that timed other pieces of the same backbone save one after the other:
+    the file holds both (merged on save), not only the last writer's."""
+    store = FigureStore(tmp_path)
+    store.save("k", Kept(figures([(1, 4)]), {"1:4": 1.0}, {"a": [4, STOPS]}), {"backbone": "vgg16"})
+    store.save("k", Kept(figures([(4, 7)]), {"4:7": 2.0}, {"b": [7, STOPS]}), {"backbone": "vgg16"})
+    kept = store.load("k")
+    assert set(kept.figures) == {"1:4", "4:7"} and kept.cost_s == {"1:4": 1.0, "4:7": 2.0}
+    assert kept.cuts == {"a": [4, STOPS], "b": [7, STOPS]}
+    (tmp_path / "k.json").write_text("{not json")
+    assert store.load("k") == Kept()  # unreadable: measured again, never an error
 
 
-def test_a_training_step_is_not_traced_when_its_forward_pass_shows_it_cannot_pay(monkeypatch):
-    """The trained part's forward pass is traced and timed first; where even 3x its time per
-    image cannot repay three more traces like it, the training step is never traced."""
-    from types import SimpleNamespace
+def test_a_prefix_too_quick_to_repay_its_bfloat16_timing_is_not_timed_so(tmp_path):
+    """The float32 side is timed first; where bfloat16 could not save what timing its side
+    would cost, it is not timed, and a larger run later times only that side."""
 
-    from tlexp.model import _precisionprobe as probe
+    class Slow(FakeTimer):  # 0.1 ms an image in float32; timing the bfloat16 side: 20 s a piece
+        def __init__(self, backbone, batch_size):
+            super().__init__(backbone, batch_size, f32=1e-4, cost=20.0)
 
-    clock = SimpleNamespace(now=0.0)
-    monkeypatch.setattr(probe, "time", SimpleNamespace(perf_counter=lambda: clock.now))
-    ran = []
+    d, _, timed = choose(tmp_path, images=10_000, timer=Slow)
+    assert [side for side, _ in timed] == ["float32"] and d.choice["prefix"] == F32
+    assert "bfloat16 could save at most 2 s, timing it would take about 80 s" in d.reasons["prefix"]
+    d, _, timed = choose(tmp_path, images=10_000_000, timer=Slow)
+    assert [side for side, _ in timed] == ["both"] and d.source == "measured"
 
-    def step(kind: str, trace_s: float, call_s: float):
-        def run():
-            clock.now += call_s if kind in ran else trace_s
-            ran.append(kind)
 
-        return run
+@pytest.mark.slow
+def test_the_timer_times_real_pieces_both_ways():
+    """PieceTimer on a real backbone: a figure per piece each way, the layers in bfloat16 after."""
+    from tlexp.model import PieceTimer, build_backbone
 
-    def made():
-        ran.clear()  # forward: a 10 s trace, then 32 ms a batch of 32 (1 ms an image)
-        return {("trained", "forward"): step("forward", 10.0, 0.032), ("trained", "train"): step("train", 30.0, 0.1)}
-
-    first = {}
-    small = Work(prefix=0, train=2000, forward=1000, batch_size=32)  # ~7 s of float32 at 3 ms a training image
-    why = probe._float32_side(made(), first, small, 2.0)
-    assert ran == ["forward", "forward"] and "estimated from its forward pass" in why
-    large = Work(prefix=0, train=200_000, forward=10_000, batch_size=32)
-    assert probe._float32_side(made(), first, large, 2.0) is None
-    assert ran == ["forward", "forward", "train", "train"] and first[("trained", "train")] == pytest.approx(0.1)
+    backbone = build_backbone("vgg16", 32)
+    timer = PieceTimer(backbone, 8)
+    kept = timer.float32([(1, 4), (4, 6)], built_s=0.5)
+    assert set(kept.figures) == {"1:4", "4:6"} and all(c > 0.25 for c in kept.cost_s.values())
+    both = timer.both([(1, 4), (4, 6)])
+    assert all(v[F32] > 0 and v[BF16] > 0 for v in both.figures.values())
+    assert backbone.layers[5].compute_dtype == "bfloat16"
 
 
 def test_gpu_rules_are_unchanged(monkeypatch):
@@ -209,10 +240,11 @@ def test_records_without_a_decision_still_load():
 
     old = {"gpus": [], "precision": "float32", "jit_compile": False, "distribute": "none"}
     assert AcceleratorInfo.model_validate(old).precision_decision is None
-    d = decide_precision(figures(prefix=2.0, train=0.9), BIG, ("prefix", "trained"), "cpu")
+    pieces = prefix_pieces(STOPS, 13)
+    d = decide_precision(figures(pieces, 2.0), pieces, 12_000, "cpu")
     new = AcceleratorInfo.model_validate({**old, "precision": BF16, "precision_decision": d.to_dict()})
     assert new.precision_decision.choice == {"prefix": BF16, "trained": F32}
-    assert new.precision_decision.figures["trained"]["forward_images"] == 12_000
+    assert new.precision_decision.figures["prefix"]["forward_images"] == 12_000
 
 
 @pytest.mark.slow
@@ -275,14 +307,15 @@ def test_a_run_records_its_decision_and_the_cache_follows_the_prefix(tmp_path, f
     assert plain.accelerator.precision == "float32" and d is not None and d.choice["trained"] == F32
     assert d.source == "skipped" and d.reason
 
-    def measure(make_model, parts, work, cap, compile_args):
-        whole, plan = make_model()  # the run's own model, frozen as the run's
-        found = figures(prefix=2.0, train=0.8)
-        return Kept({p: found[p] for p in parts}, plan.layers_frozen, {p: 0.0 for p in parts}), {}
+    class Timer(FakeTimer):  # the run's own backbone, its pieces' figures injected
+        def __init__(self, backbone, batch_size):
+            assert backbone.name == "vgg16" and batch_size == 8
+            super().__init__(backbone, batch_size)
 
     monkeypatch.setattr(probe, "cpu_info", lambda: AVX512)
     monkeypatch.setattr(probe, "can_pay", lambda *a: None)
-    monkeypatch.setattr(probe, "measure_precision", measure)
+    monkeypatch.setattr(probe, "worth_bf16", lambda *a: None)
+    monkeypatch.setattr(probe, "PieceTimer", Timer)
     rec = load_record(run(tiny_config(tmp_path, flat_dataset, "name=split", "train.prefix_cache.enabled=true")))
     d = rec.accelerator.precision_decision
     assert d.source == "measured" and d.choice == {"prefix": BF16, "trained": F32}

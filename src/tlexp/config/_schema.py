@@ -158,10 +158,11 @@ class TrainConfig(Section):
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
         "auto",
         description="Compute dtype; the output layer and loss stay float32. auto = mixed_bfloat16 on GPUs "
-        "of compute capability >= 8.0, mixed_float16 on 7.x; on a CPU with avx512_bf16 or amx_bf16, measured per "
-        "run on its own model: the frozen prefix runs in mixed_bfloat16 where that is at least 1.2x faster, and the "
-        "trained part trains in float32 (bfloat16 training moved the demo's accuracy outside float32's interval; "
-        "mixed_bfloat16 asks for it); figures kept under data.cache_dir for the same model, logged and recorded "
+        "of compute capability >= 8.0, mixed_float16 on 7.x; on a CPU with avx512_bf16 or amx_bf16, measured: "
+        "the frozen prefix runs in mixed_bfloat16 where its backbone's stages, timed both ways, make it at least "
+        "1.2x faster, and the trained part trains in float32 (bfloat16 training moved the demo's accuracy outside "
+        "float32's interval; mixed_bfloat16 asks for it); the stages' figures are kept under data.cache_dir per "
+        "backbone, image size and batch size (a sweep's freeze shares time each stage once), logged and recorded "
         "as accelerator.precision_decision; float32 on other CPUs and with train.deterministic.",
     )
     jit_compile: bool | Literal["auto"] = Field(

@@ -166,49 +166,33 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
 
 
 def _choose_precision(cfg: Config, n_classes: int, accel) -> dict[str, str]:
-    """``train.precision: auto`` on a CPU, per part, from the run's own model timed both ways
-    (:func:`tlexp.model.choose_precision`); logged, and kept in ``accel`` for the record.
+    """``train.precision: auto`` on a CPU: the frozen prefix's precision from its stages timed
+    both ways (:func:`tlexp.model.choose_precision`); logged, and kept in ``accel`` for the record.
 
     Returns:
         part -> policy; ``accel.precision`` becomes the one the model is built under.
     """
     from tlexp.data import cache_dir
-    from tlexp.model import apply_freeze, build_backbone, choose_precision, numerics_fingerprint, plan_freeze
+    from tlexp.model import build_backbone, choose_precision, numerics_fingerprint, plan_freeze
 
     t, m = cfg.train, cfg.model
-
-    def make_model():
-        backbone = build_backbone(m.backbone, cfg.data.image_size, None)  # random weights time the same
-        plan = apply_freeze(backbone, plan_freeze(backbone, m.freeze, m.batchnorm, m.train))
-        return build_whole(cfg, backbone, n_classes), plan
-
-    key = {  # what changes the timing (the CPU is added by choose_precision)
+    key = {  # what changes a backbone's timing (the CPU is added by choose_precision)
         "backbone": m.backbone,
         "image_size": cfg.data.image_size,
         "batch_size": t.batch_size,
-        "head": m.head.model_dump(mode="json"),
-        "classes": n_classes,
-        "freeze": m.freeze,
-        "train": m.train,
-        "batchnorm": m.batchnorm,
-        "optimizer": t.optimizer,
         "jit_compile": t.jit_compile,
         "libraries": numerics_fingerprint([]),  # backend, its version, Keras, NumPy
     }
-    compile_args = {
-        "n_classes": n_classes,
-        "optimizer": t.optimizer,
-        "learning_rate": t.learning_rate,
-        "jit_compile": t.jit_compile,
-    }
     decision = choose_precision(
-        make_model,
-        work=_work(cfg, n_classes),
+        lambda: build_backbone(m.backbone, cfg.data.image_size, None),  # random weights time the same
+        lambda backbone: plan_freeze(backbone, m.freeze, m.batchnorm, m.train).layers_frozen,
+        images=_prefix_images(cfg, n_classes),
+        batch_size=t.batch_size,
         key=key,
+        plan={"freeze": m.freeze, "train": m.train, "batchnorm": m.batchnorm},
         store=cache_dir(cfg) / "precision",
         deterministic=t.deterministic,
         distribute=accel.distribute,
-        compile_args=compile_args,
     )
     accel.precision = decision.build_policy
     accel.precision_decision = decision.to_dict()
@@ -216,34 +200,25 @@ def _choose_precision(cfg: Config, n_classes: int, accel) -> dict[str, str]:
     return decision.choice
 
 
-def _work(cfg: Config, n_classes: int):
-    """About how many images each part of the run processes (:class:`tlexp.model.Work`).
+def _prefix_images(cfg: Config, n_classes: int) -> int:
+    """About how many image-passes the run makes through its frozen prefix (0: none frozen).
 
-    Counted from the image files under ``data.root`` and the split fractions, before the data
-    check has run here: the files the check rejects are still counted, which only matters
-    to whether measuring could pay.
+    Counted from the image files under ``data.root``, before the data check has run here: the
+    files the check rejects are still counted, which only matters to whether measuring could pay.
     """
     import os
 
     from tlexp.data import is_image_name
-    from tlexp.model import Work
 
     t, m = cfg.train, cfg.model
+    if m.freeze == 0 and not str(m.train).startswith("block:"):
+        return 0
     n = sum(1 for _, _, names in os.walk(cfg.data.root) for name in names if is_image_name(name))
     if cfg.data.limit_per_class:
         n = min(n, cfg.data.limit_per_class * n_classes)
-    n_val, n_test = round(n * cfg.data.val_fraction), round(n * cfg.data.test_fraction)
-    n_train = max(n - n_val - n_test, 0)
     epochs = t.epochs + (t.probe_epochs if t.schedule == "lp-ft" else 0)
-    frozen = m.freeze != 0 or str(m.train).startswith("block:")  # else no frozen prefix
     # A cached prefix runs once per image; uncached, in every epoch and in the prediction pass.
-    passes = 1 if t.prefix_cache.enabled is not False else epochs + 1
-    return Work(
-        prefix=n * passes if frozen else 0,
-        train=epochs * n_train,
-        forward=epochs * n_val + n,
-        batch_size=t.batch_size,
-    )
+    return n * (1 if t.prefix_cache.enabled is not False else epochs + 1)
 
 
 def _log_model(cfg: Config, accel, plan, counts: dict[str, int]) -> None:

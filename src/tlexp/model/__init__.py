@@ -23,7 +23,7 @@ _EXPORTS = {
     "REGISTRY": "_backbones",
     "Stage": "_stages",
     "TransferModel": "_head",
-    "Work": "_precision",
+    "PieceTimer": "_precisionprobe",
     "accel_scope": "_accel",
     "apply_freeze": "_freeze",
     "apply_precision": "_precisionprobe",
@@ -54,7 +54,6 @@ _EXPORTS = {
     "import_weights": "_weights",
     "inference_fn": "_segments",
     "keras_cache_dir": "_weights",
-    "measure_precision": "_precisionprobe",
     "numerics_fingerprint": "_backend",
     "padding_rows": "_accel",
     "param_counts": "_training",
@@ -84,7 +83,7 @@ __all__ = [
     "REGISTRY",
     "Stage",
     "TransferModel",
-    "Work",
+    "PieceTimer",
     "accel_scope",
     "apply_freeze",
     "apply_precision",
@@ -115,7 +114,6 @@ __all__ = [
     "import_weights",
     "inference_fn",
     "keras_cache_dir",
-    "measure_precision",
     "numerics_fingerprint",
     "padding_rows",
     "param_counts",
@@ -159,8 +157,8 @@ if TYPE_CHECKING:
     from tlexp.model._freeze import FreezePlan, apply_freeze, choose_prefix, plan_freeze
     from tlexp.model._head import HeadSpec, Network, TransferModel, build_model, suffix_model
     from tlexp.model._layers import InferenceMode, plain_model
-    from tlexp.model._precision import CpuInfo, PrecisionDecision, Work, cpu_info, decide_precision
-    from tlexp.model._precisionprobe import apply_precision, choose_precision, measure_precision
+    from tlexp.model._precision import CpuInfo, PrecisionDecision, cpu_info, decide_precision
+    from tlexp.model._precisionprobe import PieceTimer, apply_precision, choose_precision
     from tlexp.model._randomness import randomness
     from tlexp.model._rates import stage_depths
     from tlexp.model._segments import frontier, frontier_spec, inference_fn, segment

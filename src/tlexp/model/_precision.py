@@ -4,34 +4,35 @@ Many CPUs multiply bfloat16 far faster than float32 (AVX512-BF16: two products p
 lane; AMX: whole tiles), and oneDNN uses that under Keras' ``mixed_bfloat16`` policy. Whether
 a model gains depends on its layers: on this project's 2-core EPYC, VGG16 at 64 px trained
 and predicted about twice as fast, while ResNet50 at 128 px was measured once predicting
-slower. So ``auto`` times the run's own model both ways and keeps bfloat16 only where it
+slower. So ``auto`` times the run's own layers both ways and keeps bfloat16 only where it
 wins by :data:`MARGIN`.
 
-A run has two parts, decided apart because they are different layers:
+A run has two parts:
 
-* the **prefix** (the frozen layers that make the activation cache, or run forward in
-  every step when nothing is cached): forward passes only, so its figure is ms per image
-  forward;
-* the **trained part** (the layers above the cut and the head): its training steps, plus
-  its forward passes (validation every epoch and the final prediction pass) weighted by
-  how many images the run sends through each. ``auto`` keeps it in float32 and does not
-  time it (:data:`TRAINED_STAYS_F32` says why: bfloat16 training moved the demo's head
-  accuracy outside the float32 run's 95 % interval, bfloat16 in the frozen prefix alone did
-  not); ``train.precision: mixed_bfloat16`` asks for bfloat16 everywhere. The machinery
-  that would time and decide it stays (:func:`decide_precision`), for a CPU where
-  bfloat16 training proves as accurate.
+* the **frozen prefix** (the layers that make the activation cache, or run forward in every
+  step when nothing is cached): forward passes only. ``auto`` times it and decides.
+* the **trained part** (the layers above the cut and the head, its training steps and its
+  forward passes: validation and the final prediction pass). ``auto`` keeps it in float32
+  and does not time it (:data:`TRAINED_STAYS_F32` says why: bfloat16 training moved the
+  demo's head accuracy outside the float32 run's 95 % interval; bfloat16 in the frozen
+  prefix alone did not). ``train.precision: mixed_bfloat16`` asks for bfloat16 everywhere.
+
+**Figures per stage, reused across cuts.** A prefix is timed piece by piece: each of the
+backbone's stages (:func:`tlexp.model.backbone_stages`) wholly below the cut, then the part
+of the stage the cut falls in (:func:`prefix_pieces`). The figures are kept per backbone,
+image size, batch size, libraries and CPU, not per cut, so a sweep over freeze shares times
+each stage once: the 30 % cell reuses the stages the 10 % cell timed and times only what
+lies above them. A prefix's figure is the sum of its pieces'.
 
 The model is built under the prefix's policy (so the activation cache is stored in the
 prefix's compute dtype, which its key already holds), then the trained part's layers get
-theirs (:func:`tlexp.model.apply_precision`). Variables stay float32 under both policies,
+float32 (:func:`tlexp.model.apply_precision`). Variables stay float32 under both policies,
 and the output layer and the loss stay float32 always.
 
 Not measured (float32, the reason recorded): a CPU without ``avx512_bf16`` / ``amx_bf16``
 (Linux's /proc/cpuinfo; elsewhere tlexp cannot tell), ``train.deterministic``, data
-parallel runs, and parts whose measurement could cost more than bfloat16 could save.
-Figures are kept under the cache folder, keyed by everything that changes the timing
-(:func:`figures_key`), and reused by later runs of the same model on the same machine
-(a sweep's cells with other seeds or learning rates). No Keras here.
+parallel runs, and prefixes whose measurement could cost more than bfloat16 could save.
+No Keras here.
 """
 
 from __future__ import annotations
@@ -40,23 +41,22 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 F32, BF16 = "float32", "mixed_bfloat16"
-# bfloat16 must make a part at least this much faster. The same step timed a few times on a
-# 2-core machine that others share varied by up to 10-20 % between rounds, and a few steps'
+# bfloat16 must make the prefix at least this much faster. The same step timed a few times on
+# a 2-core machine that others share varied by up to 10-20 % between rounds, and a few steps'
 # speed-up overstated the whole run's by up to 15 % (VGG16 at 64 px: the prefix 1.93x timed,
 # 1.7x over the run); bfloat16 also rounds every activation to 8 significant bits. A pick
 # inside that noise could as well be slower and would trade digits for nothing.
 MARGIN = 1.2
-ROUNDS = 3  # timed calls per kind and precision, after one untimed call (the trace); the median counts
-METHOD = 2  # of the measurement: figures measured another way are not reused (2: the prefix alone)
+ROUNDS = 3  # timed calls per piece and precision, after one untimed call (the trace); the median counts
+# Of the measurement: figures measured another way are not reused (3: per stage piece, per backbone).
+METHOD = 3
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-# The kinds of step each part is timed at: the prefix only runs forward; the trained part trains
-# and runs forward (validation, prediction).
-KINDS = {"prefix": ("forward",), "trained": ("train", "forward")}
 # Why auto keeps the trained part in float32 on a CPU, however fast bfloat16 trains: on the
 # demo (VGG16 from random weights, 48 px, seed 0) bfloat16 training moved the head's test
 # accuracy to 0.858, outside the float32 run's 95 % interval [0.941, 0.995] (0.983), while
@@ -66,6 +66,10 @@ TRAINED_STAYS_F32 = (
     "auto trains in float32 on a CPU (bfloat16 training moved the demo's head accuracy outside the float32 "
     "run's 95 % interval); train.precision=mixed_bfloat16 asks for it"
 )
+
+Piece = tuple[int, int]  # backbone.layers[start:stop], timed as one forward pass
+# piece key ("start:stop") -> policy -> seconds per image
+Figures = dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -118,81 +122,75 @@ def cpu_info(cpuinfo: str | None = None, system: str | None = None) -> CpuInfo:
     return CpuInfo(model, tuple(f for f in BF16_FLAGS if f in flags), True, threads, " ".join(sorted(flags)))
 
 
-@dataclass(frozen=True)
-class Work:
-    """Images each part of a run processes: what its figures are weighted by.
+def prefix_pieces(stage_stops: Sequence[int], cut: int) -> list[Piece]:
+    """The pieces the prefix ``backbone.layers[1:cut]`` is timed in: each stage wholly below
+    the cut, then the part of the stage the cut falls in (none where the cut is a stage's end).
 
-    Attributes:
-        prefix: images through the frozen prefix (one pass when it is cached); 0 without one.
-        train: training images of the trained part (epochs x train split).
-        forward: forward images of the trained part (validation every epoch, the prediction pass).
-        batch_size: rows per step (the measurement's too).
+    Args:
+        stage_stops: where each stage ends (``Stage.stop``), bottom first; the first starts at 1.
+        cut: the prefix's layer count (``FreezePlan.layers_frozen``).
     """
-
-    prefix: int
-    train: int
-    forward: int
-    batch_size: int
-
-    def images(self, part: str, kind: str) -> int:
-        return self.prefix if part == "prefix" else getattr(self, kind)
-
-    def measured(self, part: str) -> float:
-        """Work a measurement of ``part`` does, both precisions, in the part's forward images
-        (a training step counts 3: forward, and backward twice the forward's products): per
-        step, a trace call each way, one float32 call, then :data:`ROUNDS` calls each way."""
-        steps = (3 + 2 * ROUNDS) * self.batch_size
-        return steps * sum(3 if k == "train" else 1 for k in KINDS[part])
-
-    def total(self, part: str) -> float:
-        """The run's own work in the same units."""
-        return sum((3 if k == "train" else 1) * self.images(part, k) for k in KINDS[part])
+    pieces, start = [], 1
+    for stop in stage_stops:
+        if stop > cut:
+            break
+        pieces.append((start, stop))
+        start = stop
+    if start < cut:
+        pieces.append((start, cut))
+    return pieces
 
 
-def can_pay(part: str, work: Work, cap: float | None) -> str | None:
-    """Why measuring ``part`` cannot pay for itself, or None where it might (before any trace).
+def piece_key(piece: Piece) -> str:
+    return f"{piece[0]}:{piece[1]}"
 
-    bfloat16 saves at most ``1 - 1/cap`` of the part's time (all of it, unbounded); measuring
-    runs the same layers for :meth:`Work.measured` steps' worth of images.
+
+def measured_images(batch_size: int) -> int:
+    """Image-passes through the prefix that timing it both ways takes: per piece, a trace call
+    each way, one float32 call, then :data:`ROUNDS` calls each way, a batch each."""
+    return (3 + 2 * ROUNDS) * batch_size
+
+
+def can_pay(images: int, batch_size: int, cap: float | None) -> str | None:
+    """Why measuring the prefix cannot pay for itself, or None where it might (before any trace).
+
+    bfloat16 saves at most ``1 - 1/cap`` of the prefix's time (all of it, unbounded); timing
+    it runs the same layers for :func:`measured_images` images.
     """
-    if work.total(part) == 0:
-        return f"the run sends no image through the {part} part"
-    best = work.total(part) * (1.0 - 1.0 / cap if cap else 1.0)
-    if best > work.measured(part):
+    if images == 0:
+        return "the run sends no image through the frozen prefix"
+    best = images * (1.0 - 1.0 / cap if cap else 1.0)
+    if best > measured_images(batch_size):
         return None
     bound = f"at most {1 - 1 / cap:.0%} of it" if cap else "at most all of it"
     return (
-        f"too little work to measure: {work.total(part):,.0f} image-passes in the run, bfloat16 could save {bound}, "
-        f"timing both precisions takes {work.measured(part):,.0f}"
+        f"too little work to measure: {images:,} image-passes through the prefix in the run, bfloat16 could save "
+        f"{bound}, timing both precisions takes {measured_images(batch_size):,}"
     )
 
 
-# part -> kind -> policy -> seconds per image
-Figures = dict[str, dict[str, dict[str, float]]]
+def complete(figures: Figures, pieces: Sequence[Piece], policies: tuple[str, ...] = (F32, BF16)) -> bool:
+    return all(p in figures.get(piece_key(piece), {}) for piece in pieces for p in policies)
 
 
-def part_seconds(figures: Figures, part: str, work: Work, policy: str) -> float:
-    """Seconds the run would spend in ``part`` under ``policy``."""
-    return sum(work.images(part, k) * figures[part][k][policy] for k in KINDS[part])
+def per_image(figures: Figures, pieces: Sequence[Piece], policy: str) -> float:
+    """Seconds per image through the whole prefix under ``policy``: the sum of its pieces'."""
+    return sum(figures[piece_key(piece)][policy] for piece in pieces)
 
 
-def complete(figures: Figures, part: str, policies: tuple[str, ...] = (F32, BF16)) -> bool:
-    return all(p in figures.get(part, {}).get(k, {}) for k in KINDS[part] for p in policies)
+def worth_bf16(f32_s: float, cap: float | None, cost_s: float) -> str | None:
+    """Why timing the prefix in bfloat16 cannot pay, from its float32 seconds over the run;
+    None where it might.
 
-
-def worth_bf16(figures: Figures, part: str, work: Work, cap: float | None, cost_s: float) -> str | None:
-    """Why timing ``part`` in bfloat16 cannot pay, from its float32 figures; None where it might.
-
-    ``cost_s``: what timing its float32 side took (building and tracing its steps, then
-    running them), about what the bfloat16 side would take. Tracing a DenseNet's training
-    step costs seconds that a small run's steps never earn back.
+    ``cost_s``: what timing the missing pieces' float32 side took (building and tracing
+    their steps, then running them), about what their bfloat16 side would take. Tracing a
+    DenseNet's stages costs seconds that a small run's forward passes never earn back.
     """
-    f32 = part_seconds(figures, part, work, F32)
-    best = f32 * (1.0 - 1.0 / cap if cap else 1.0)
+    best = f32_s * (1.0 - 1.0 / cap if cap else 1.0)
     if best > cost_s:
         return None
     return (
-        f"too little work to measure: float32 takes {f32:.3g} s over this run, bfloat16 could save at most "
+        f"too little work to measure: float32 takes {f32_s:.3g} s over this run, bfloat16 could save at most "
         f"{best:.3g} s, timing it would take about {cost_s:.3g} s"
     )
 
@@ -204,9 +202,10 @@ class PrecisionDecision:
     Attributes:
         choice: part (``prefix``, ``trained``) -> Keras dtype policy.
         reasons: part -> why, with the figures.
-        source: ``measured`` (this run), ``reused`` (figures of an earlier run), ``skipped``.
+        source: ``measured`` (this run timed at least one piece), ``reused`` (figures of
+            earlier runs only), ``skipped``.
         cpu: the CPU, its bfloat16 flags and threads.
-        seconds: what measuring cost this run.
+        seconds: what deciding cost this run (building the measurement's backbone, timing).
         figures: part -> the record's figures (ms per image each way, images, totals).
     """
 
@@ -227,7 +226,10 @@ class PrecisionDecision:
     def line(self) -> str:
         """The decision and its figures, for the log."""
         parts = "; ".join(f"{_NAMES[p]} {self.choice[p]} ({self.reasons[p]})" for p in self.choice)
-        how = {"measured": f"measured in {self.seconds:.1f} s", "reused": "figures reused from an earlier run"}
+        how = {
+            "measured": f"measured in {self.seconds:.1f} s",
+            "reused": f"figures of earlier runs reused ({self.seconds:.1f} s)",
+        }
         return f"auto on {self.cpu}: {parts}; bfloat16 where >= {self.margin:g}x faster" + (
             f"; {how[self.source]}" if self.source in how else ""
         )
@@ -255,76 +257,82 @@ def skipped(parts: tuple[str, ...], reason: str, cpu: str) -> PrecisionDecision:
 
 
 def decide_precision(
-    figures: Figures, work: Work, parts: tuple[str, ...], cpu: str, why_not: dict[str, str] | None = None
+    figures: Figures, pieces: Sequence[Piece], images: int, cpu: str, why_not: str | None = None
 ) -> PrecisionDecision:
-    """float32 or bfloat16 per part, from measured seconds per image (pure: tests inject them).
+    """float32 or bfloat16 for the frozen prefix, from measured seconds per image of its pieces
+    (pure: tests inject them); the trained part stays float32 (:data:`TRAINED_STAYS_F32`).
 
-    A part gets bfloat16 only when its figures are complete and bfloat16 makes it at least
-    :data:`MARGIN` times faster over the run's images; ``why_not[part]`` says why a part was
-    not measured (it stays float32).
+    The prefix gets bfloat16 only when every piece is timed both ways and bfloat16 makes the
+    whole prefix at least :data:`MARGIN` times faster; ``why_not`` says why it was not
+    measured (it stays float32).
     """
-    choice, reasons, record = {}, {}, {}
-    for part in parts:
-        if part in (why_not or {}) or not complete(figures, part):
-            choice[part] = F32
-            reasons[part] = (why_not or {}).get(part, "not measured")
-            continue
-        f32, bf16 = (part_seconds(figures, part, work, p) for p in (F32, BF16))
-        speedup = f32 / bf16 if bf16 > 0 else float("inf")
-        choice[part] = BF16 if speedup >= MARGIN else F32
-        steps = ", ".join(
-            f"{k} {1e3 * figures[part][k][F32]:.3g} -> {1e3 * figures[part][k][BF16]:.3g} ms/image" for k in KINDS[part]
-        )
-        verdict = ">=" if speedup >= MARGIN else "<"
-        slower = ", slower" if round(speedup, 2) < 1 else ""
-        reasons[part] = (
-            f"{steps}; over {_images(part, work)}: {f32:.3g} s -> {bf16:.3g} s, "
-            f"{speedup:.2f}x {verdict} {MARGIN:g}x{slower}"
-        )
-        record[part] = {
-            **{f"{k}_{p}_ms": round(1e3 * figures[part][k][p], 4) for k in KINDS[part] for p in (F32, BF16)},
-            **{f"{k}_images": work.images(part, k) for k in KINDS[part]},
-            f"{F32}_s": round(f32, 3),
-            f"{BF16}_s": round(bf16, 3),
-            "speedup": round(speedup, 3),
-        }
-    return PrecisionDecision(choice, reasons, "measured", cpu, figures=record)
-
-
-def _images(part: str, work: Work) -> str:
-    if part == "prefix":
-        return f"{work.prefix:,} images"
-    return f"{work.train:,} training + {work.forward:,} forward images"
+    if why_not is not None or not complete(figures, pieces):
+        reasons = {"prefix": why_not or "not measured", "trained": TRAINED_STAYS_F32}
+        return PrecisionDecision({"prefix": F32, "trained": F32}, reasons, "skipped", cpu)
+    f32, bf16 = (per_image(figures, pieces, p) for p in (F32, BF16))
+    speedup = f32 / bf16 if bf16 > 0 else float("inf")
+    verdict = ">=" if speedup >= MARGIN else "<"
+    slower = ", slower" if round(speedup, 2) < 1 else ""
+    where = f"layers 1-{pieces[-1][1]} timed in {len(pieces)} stage piece{'s' if len(pieces) > 1 else ''}"
+    reason = (
+        f"forward {1e3 * f32:.3g} -> {1e3 * bf16:.3g} ms/image, {where}; over {images:,} images: "
+        f"{images * f32:.3g} s -> {images * bf16:.3g} s, {speedup:.2f}x {verdict} {MARGIN:g}x{slower}"
+    )
+    record = {
+        f"forward_{F32}_ms": round(1e3 * f32, 4),
+        f"forward_{BF16}_ms": round(1e3 * bf16, 4),
+        "forward_images": images,
+        f"{F32}_s": round(images * f32, 3),
+        f"{BF16}_s": round(images * bf16, 3),
+        "speedup": round(speedup, 3),
+        "pieces": len(pieces),
+    }
+    return PrecisionDecision(
+        {"prefix": BF16 if speedup >= MARGIN else F32, "trained": F32},
+        {"prefix": reason, "trained": TRAINED_STAYS_F32},
+        "measured",
+        cpu,
+        figures={"prefix": record},
+    )
 
 
 def figures_key(**what: Any) -> str:
-    """The key of a model's figures: a hash of everything given (backbone, image size,
-    batch size, head, what is frozen and what trains, backend and versions, CPU and its
-    flags and threads), sorted, with :data:`METHOD`."""
+    """The key of a backbone's figures: a hash of everything given (backbone, image size,
+    batch size, backend and versions, CPU and its flags and threads), sorted, with :data:`METHOD`."""
     text = json.dumps({**what, "method": METHOD}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
 class Kept:
-    """The figures of one model on one machine, as measured so far.
+    """The figures of one backbone on one machine, as measured so far.
 
     Attributes:
-        figures: part -> kind -> policy -> seconds per image.
-        cut: the frozen prefix's layer count they were measured at (None: nothing measured).
-        cost_s: part -> seconds its float32 side took to time (build, trace, steps).
+        figures: piece key -> policy -> seconds per image.
+        cost_s: piece key -> seconds its float32 side took to time (its share of the
+            build, the trace, the call).
+        cuts: what fixes a run's cut (freeze share, what trains, BatchNorm policy, as JSON)
+            -> ``[cut, stage stops]``: a later run with the same plan needs no backbone built.
     """
 
     figures: Figures = field(default_factory=dict)
-    cut: int | None = None
     cost_s: dict[str, float] = field(default_factory=dict)
+    cuts: dict[str, list] = field(default_factory=dict)
+
+    def merged(self, other: Kept) -> Kept:
+        """These figures with ``other``'s added (``other`` wins where both have one)."""
+        figures = {k: dict(v) for k, v in self.figures.items()}
+        for k, v in other.figures.items():
+            figures.setdefault(k, {}).update(v)
+        return Kept(figures, {**self.cost_s, **other.cost_s}, {**self.cuts, **other.cuts})
 
 
 class FigureStore:
     """Measured figures on disk, one small JSON file per key (``<folder>/<key>.json``).
 
-    One file per key, written atomically: concurrent sweep workers never lose each other's
-    figures, and the worst a race does is measure the same model twice.
+    Written atomically, after merging with what is on disk then: concurrent sweep workers
+    timing other stages of the same backbone keep each other's figures, and the worst a
+    race does is time the same piece twice.
     """
 
     def __init__(self, folder: Path | None):
@@ -336,8 +344,11 @@ class FigureStore:
             return Kept()
         try:
             data = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
-            return Kept(data["figures"], int(data["cut"]), {p: float(s) for p, s in data["cost_s"].items()})
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            figures = {str(k): {str(p): float(s) for p, s in v.items()} for k, v in data["figures"].items()}
+            cost = {str(k): float(s) for k, s in data["cost_s"].items()}
+            cuts = {str(k): [int(v[0]), [int(s) for s in v[1]]] for k, v in data["cuts"].items()}
+            return Kept(figures, cost, cuts)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             return Kept()  # none yet, or unreadable: measured again
 
     def save(self, key: str, kept: Kept, what: dict[str, Any]) -> None:
@@ -345,7 +356,8 @@ class FigureStore:
             return
         from tlexp.files import write_json
 
-        data = {"key": what, "cut": kept.cut, "figures": kept.figures, "cost_s": kept.cost_s}
+        kept = self.load(key).merged(kept)
+        data = {"key": what, "figures": kept.figures, "cost_s": kept.cost_s, "cuts": kept.cuts}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_json(self.folder / f"{key}.json", data)

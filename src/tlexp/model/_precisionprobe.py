@@ -1,23 +1,25 @@
-"""Timing a run's own model in float32 and in ``mixed_bfloat16``, and giving its parts their policies.
+"""Timing a backbone's stages in float32 and in ``mixed_bfloat16``, and giving a run's parts their policies.
 
-The figures :mod:`tlexp.model._precision` decides from come from a copy of the run's model
-(same backbone, image size, head, frozen prefix and trained layers; random weights, which
-time the same) built once. Keras lets a built layer's compute dtype change (the
-``dtype_policy`` setter; variables stay float32 under both policies), and a traced step
-keeps the dtypes it was traced with. So the float32 steps are traced first, the layers
-are switched to bfloat16 and traced again through new model objects over the same layers,
-and then the two sides' steps are timed in alternation, round by round: a load that comes
-and goes on a shared machine slows both sides alike instead of the one that ran during it.
+The figures :mod:`tlexp.model._precision` decides from come from a copy of the run's
+backbone (same architecture and image size; random weights, which time the same), built
+only when a run needs a piece no earlier run timed. Keras lets a built layer's compute
+dtype change (the ``dtype_policy`` setter; variables stay float32 under both policies),
+and a traced function keeps the dtypes it was traced with. So each piece's float32
+forward pass is traced and timed first, the layers are switched to bfloat16 and the
+pieces traced again through new segment models over the same layers, and then the two
+sides are timed in alternation, round by round: a load that comes and goes on a shared
+machine slows both sides alike instead of the one that ran during it.
 
-The same setter gives a real run's trained part its own policy after the model is built
-(:func:`apply_precision`), on TensorFlow and on JAX.
+The same setter gives a real run's trained part float32 after the model is built under
+the prefix's policy (:func:`apply_precision`), on TensorFlow and on JAX.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +28,21 @@ import numpy as np
 from tlexp.model._precision import (
     BF16,
     F32,
-    KINDS,
     ROUNDS,
     TRAINED_STAYS_F32,
     CpuInfo,
     FigureStore,
     Kept,
+    Piece,
     PrecisionDecision,
-    Work,
     can_pay,
     complete,
     cpu_info,
     decide_precision,
     figures_key,
+    per_image,
+    piece_key,
+    prefix_pieces,
     skipped,
     worth_bf16,
 )
@@ -47,196 +51,198 @@ PINNED = ("logits", "output")  # float32 under every policy: the loss is compute
 
 
 def choose_precision(
-    make_model: Callable[[], tuple[Any, Any]],
+    make_backbone: Callable[[], Any],
+    plan_cut: Callable[[Any], int],
     *,
-    work: Work,
+    images: int,
+    batch_size: int,
     key: dict[str, Any],
+    plan: dict[str, Any],
     store: Path | None,
     deterministic: bool,
     distribute: str,
-    compile_args: dict[str, Any],
     cpu: CpuInfo | None = None,
-    measure: Callable[..., tuple[Kept, dict[str, str]]] | None = None,
+    timer: Callable[[Any, int], PieceTimer] | None = None,
+    stage_stops: Callable[[Any], list[int]] | None = None,
 ) -> PrecisionDecision:
-    """``train.precision: auto`` on a CPU: float32 or mixed_bfloat16 for each part of the run.
+    """``train.precision: auto`` on a CPU: float32 or mixed_bfloat16 for the frozen prefix
+    (the trained part stays float32).
 
     Args:
-        make_model: builds the run's model, random weights, frozen as the run's:
-            ``(TransferModel, FreezePlan)``, under the Keras dtype policy in force.
-        work: images per part of the run (``work.prefix`` 0 where nothing is frozen).
-        key: what identifies the model's timing besides the CPU (backbone, image size,
-            batch size, head, classes, what is frozen and trains, backend and versions).
+        make_backbone: builds the run's backbone with random weights, under the Keras dtype
+            policy in force.
+        plan_cut: the run's cut on such a backbone (``FreezePlan.layers_frozen``).
+        images: image-passes through the frozen prefix in the run (0: nothing is frozen).
+        batch_size: rows per forward pass, the run's and the measurement's.
+        key: what identifies the backbone's timing besides the CPU (backbone, image size,
+            batch size, backend and versions): the figures' file.
+        plan: what fixes the cut on that backbone (freeze share, what trains, BatchNorm
+            policy): kept beside the figures, so a later run with the same plan builds nothing.
         store: folder of kept figures (None: keep none).
-        compile_args: :func:`tlexp.model.compile_model`'s keywords (classes, optimizer, ...).
-        cpu, measure: this CPU and :func:`measure_precision`, replaced by tests.
+        cpu, timer, stage_stops: this CPU, :class:`PieceTimer` and where the backbone's
+            stages end, replaced by tests.
     """
     cpu = cpu or cpu_info()
-    parts = ("prefix", "trained") if work.prefix else ("trained",)
-    if deterministic:
-        why = "train.deterministic keeps float32 unless asked (train.precision=mixed_bfloat16)"
-        return skipped(parts, why, cpu.describe())
-    if distribute != "none":
-        return skipped(parts, "data parallel training: not measured", cpu.describe())
-    if not cpu.known:
-        return skipped(parts, f"cannot tell whether this CPU ({cpu.model}) computes bfloat16 fast", cpu.describe())
-    if not cpu.flags:
-        return skipped(parts, "no avx512_bf16 or amx_bf16 flag: bfloat16 would be emulated", cpu.describe())
+    why = _not_measured(cpu, deterministic, distribute)
+    if why is not None:
+        return skipped(("prefix", "trained") if images else ("trained",), why, cpu.describe())
+    if not images:
+        return skipped(("trained",), TRAINED_STAYS_F32, cpu.describe())
+    started = time.perf_counter()
     what = {**key, "cpu": cpu.model, "flags": cpu.all_flags, "threads": cpu.threads}
-    name, kept_store = figures_key(**what), FigureStore(store)
-    kept = kept_store.load(name)
-    if kept.cut is not None:
-        parts = ("prefix", "trained") if kept.cut > 1 else ("trained",)
-    why_not = {"trained": TRAINED_STAYS_F32}
-    for part in parts:
-        if part in why_not or complete(kept.figures, part):
-            continue
-        why = can_pay(part, work, cpu.cap)
-        if why is None and part in kept.cost_s and complete(kept.figures, part, (F32,)):
-            why = worth_bf16(kept.figures, part, work, cpu.cap, kept.cost_s[part])
+    name, figure_store = figures_key(**what), FigureStore(store)
+    kept, plan_name = figure_store.load(name), json.dumps(plan, sort_keys=True)
+    new, backbone = Kept(), None
+
+    def done(decision: PrecisionDecision, source: str | None = None) -> PrecisionDecision:
+        if new.figures or new.cuts:
+            figure_store.save(name, new, what)
+        decision.seconds = time.perf_counter() - started
+        decision.source = source or decision.source
+        return decision
+
+    if plan_name not in kept.cuts:
+        # The cut decides which pieces are needed; a run that cannot pay for measuring
+        # builds nothing to find it.
+        why = can_pay(images, batch_size, cpu.cap)
         if why is not None:
-            why_not[part] = why
-    todo = [p for p in parts if not complete(kept.figures, p) and p not in why_not]
+            return done(decide_precision({}, [], images, cpu.describe(), why))
+        backbone, _ = _built(make_backbone)
+        new.cuts[plan_name] = [plan_cut(backbone), (stage_stops or _stage_stops)(backbone)]
+        kept = kept.merged(new)
+    cut, stops = kept.cuts[plan_name]
+    if cut <= 1:
+        return done(skipped(("trained",), TRAINED_STAYS_F32, cpu.describe()))
+    pieces = prefix_pieces(stops, cut)
+    if complete(kept.figures, pieces):
+        return done(decide_precision(kept.figures, pieces, images, cpu.describe()), "reused")
+    why = can_pay(images, batch_size, cpu.cap)
+    if why is None:
+        timer = timer or PieceTimer
+        timed, why = _time_pieces(backbone, make_backbone, timer, pieces, kept, images, batch_size, cpu.cap)
+        new, kept = new.merged(timed), kept.merged(timed)
+    decision = decide_precision(kept.figures, pieces, images, cpu.describe(), why)
+    return done(decision, "measured" if new.figures else None)
+
+
+def _built(make_backbone: Callable[[], Any]) -> tuple[Any, float]:
+    """A backbone built under float32, and the seconds that took."""
     t = time.perf_counter()
-    if todo:
-        new, more = (measure or measure_precision)(make_model, todo, work, cpu.cap, compile_args)
-        kept = _merge(kept, new)
-        why_not.update(more)
-        parts = tuple(p for p in parts if p != "prefix" or (kept.cut or 0) > 1)
-        kept_store.save(name, kept, what)
-    decision = decide_precision(kept.figures, work, parts, cpu.describe(), why_not)
-    decision.seconds = time.perf_counter() - t
-    decision.source = "measured" if todo else ("reused" if decision.figures else "skipped")
-    return decision
-
-
-def _merge(old: Kept, new: Kept) -> Kept:
-    figures = {p: {k: dict(v) for k, v in kinds.items()} for p, kinds in old.figures.items()}
-    for part, kinds in new.figures.items():
-        for kind, policies in kinds.items():
-            figures.setdefault(part, {}).setdefault(kind, {}).update(policies)
-    return Kept(figures, new.cut if new.cut is not None else old.cut, {**old.cost_s, **new.cost_s})
-
-
-def measure_precision(
-    make_model: Callable[[], tuple[Any, Any]],
-    parts: list[str],
-    work: Work,
-    cap: float | None,
-    compile_args: dict[str, Any],
-) -> tuple[Kept, dict[str, str]]:
-    """Seconds per image of each step of ``parts`` in float32 and in mixed_bfloat16.
-
-    Each step is traced and run once untimed per precision, then timed :data:`ROUNDS` times
-    per precision in alternation (the median counts). First, one timed float32 call per
-    step: a part whose float32 figures show that bfloat16 could not save what timing it
-    costs is not timed in bfloat16.
-
-    Returns:
-        The figures (with the cut and each part's float32 timing cost), and why a part
-        was not timed in bfloat16.
-    """
     with _global_policy(F32):
-        whole, plan = make_model()
-    cut = plan.layers_frozen
-    parts = [p for p in parts if p != "prefix" or cut > 1]
-    rng = np.random.default_rng(0)
-    steps: dict[str, dict[tuple[str, str], Callable[[], Any]]] = {F32: {}, BF16: {}}
-    first, cost, why_not = {}, {}, {}
-    for part in parts:
-        t = time.perf_counter()
-        made = _steps(whole, plan, part, work.batch_size, compile_args, rng)
-        why = _float32_side(made, first, work, cap)
-        if why:
-            why_not[part] = why
-            continue
-        steps[F32].update(made)
-        # What the bfloat16 side would add: the same build and traces, and the timed rounds.
-        cost[part] = time.perf_counter() - t + 2 * ROUNDS * sum(first[k] for k in made)
-    parts = [p for p in parts if p not in why_not]
-    figures = {p: {k: {F32: first[(p, k)] / work.batch_size} for k in KINDS[p]} for p in parts}
-    why_not.update({p: why for p in parts if (why := worth_bf16(figures, p, work, cap, cost[p]))})
-    again = [p for p in parts if p not in why_not]
-    if again:
-        set_policy(whole, 0, BF16)
-        with _global_policy(BF16):
-            for part in again:
-                made = _steps(whole, plan, part, work.batch_size, compile_args, rng)
-                for step in made.values():
-                    step()  # the trace
-                steps[BF16].update(made)
-        times: dict[tuple[str, str, str], list[float]] = {}
-        for r in range(ROUNDS):  # in alternation, each round in the other order
-            for kind in steps[BF16]:
-                for policy in (BF16, F32) if r % 2 == 0 else (F32, BF16):
-                    times.setdefault((*kind, policy), []).append(_timed(steps[policy][kind]))
-        for part, kind in steps[BF16]:
-            figures[part][kind] = {p: float(np.median(times[(part, kind, p)])) / work.batch_size for p in (F32, BF16)}
-    return Kept(figures, cut, cost), why_not
+        return make_backbone(), time.perf_counter() - t
 
 
-def _float32_side(made: dict, first: dict, work: Work, cap: float | None) -> str | None:
-    """Trace each step of ``made`` (the forward pass first) and time it once into ``first``.
+def _time_pieces(
+    backbone: Any | None,
+    make_backbone: Callable[[], Any],
+    timer: Callable[[Any, int], PieceTimer],
+    pieces: list[Piece],
+    kept: Kept,
+    images: int,
+    batch_size: int,
+    cap: float | None,
+) -> tuple[Kept, str | None]:
+    """Time the pieces ``kept`` lacks, on ``backbone`` (built here if None): float32 first,
+    then both ways where bfloat16 could repay its timing; the new figures, and why bfloat16
+    was not timed (or None)."""
+    built_s = 0.0  # not counted where finding the cut built the backbone: it was needed anyway
+    if backbone is None:
+        backbone, built_s = _built(make_backbone)
+    pieces_timer, new = timer(backbone, batch_size), Kept()
+    todo = [p for p in pieces if not complete(kept.figures, [p], (F32,))]
+    if todo:
+        new = pieces_timer.float32(todo, built_s)
+    now = kept.merged(new)
+    lacking = [p for p in pieces if not complete(now.figures, [p])]
+    cost = sum(now.cost_s.get(piece_key(p), 0.0) for p in lacking)
+    why = worth_bf16(images * per_image(now.figures, pieces, F32), cap, cost)
+    if why is None:
+        new = new.merged(pieces_timer.both(lacking))
+    return new, why
 
-    The trained part is given up after its forward pass where even an optimistic figure
-    shows bfloat16 cannot repay the rest: a training step costs about 3 forward passes,
-    and tracing one at least what tracing the forward pass did (it holds the forward pass),
-    three more of which are left (float32 training; bfloat16 forward and training).
 
-    Returns:
-        Why the part is not timed further, or None.
-    """
-    for (part, kind), step in made.items():
-        t = time.perf_counter()
-        step()
-        first[(part, kind)] = _timed(step)
-        if part == "trained" and kind == "forward":
-            s = first[(part, kind)] / work.batch_size
-            guess = {part: {"forward": {F32: s}, "train": {F32: 3 * s}}}
-            why = worth_bf16(guess, part, work, cap, 3 * (time.perf_counter() - t))
-            if why:
-                return f"{why} (estimated from its forward pass)"
+def _not_measured(cpu: CpuInfo, deterministic: bool, distribute: str) -> str | None:
+    """Why no part of this run is timed (float32 throughout), or None."""
+    if deterministic:
+        return "train.deterministic keeps float32 unless asked (train.precision=mixed_bfloat16)"
+    if distribute != "none":
+        return "data parallel training: not measured"
+    if not cpu.known:
+        return f"cannot tell whether this CPU ({cpu.model}) computes bfloat16 fast"
+    if not cpu.flags:
+        return "no avx512_bf16 or amx_bf16 flag: bfloat16 would be emulated"
     return None
 
 
-def _steps(whole, plan, part: str, batch_size: int, compile_args: dict[str, Any], rng) -> dict:
-    """``(part, kind) -> step`` for the policy the layers have now, the forward pass first;
-    not yet run (the first run traces).
+def _stage_stops(backbone) -> list[int]:
+    """Where the backbone's stages end (none where its graph gives none: the prefix is then timed whole)."""
+    from tlexp.errors import UserError
+    from tlexp.model._stages import backbone_stages
 
-    The prefix: its forward pass as the activation cache computes it. The trained part:
-    a training step and a forward pass of the network the run trains (the layers after the
-    cut fed at the cut, or the whole model when nothing is frozen), on random inputs.
+    try:
+        return [s.stop for s in backbone_stages(backbone)]
+    except UserError:
+        return []
+
+
+class PieceTimer:
+    """Forward passes through pieces of one backbone, timed in float32 and in mixed_bfloat16.
+
+    Built over a backbone made under float32; :meth:`both` switches its layers to bfloat16
+    for good (it is the measurement's own copy).
     """
-    import keras
 
-    from tlexp.model._head import Network, suffix_model
-    from tlexp.model._segments import inference_fn, segment
-    from tlexp.model._training import compile_model
+    def __init__(self, backbone, batch_size: int):
+        self.backbone, self.batch_size = backbone, batch_size
+        self.rng = np.random.default_rng(0)
+        self.steps: dict[str, dict[Piece, Callable[[], Any]]] = {F32: {}, BF16: {}}
 
-    cut = plan.layers_frozen
-    if part == "prefix":
-        prefix = inference_fn(segment(whole.backbone, 1, cut))
-        x = _random(whole.backbone.inputs, batch_size, rng)
-        made = {("prefix", "forward"): lambda: _ready(prefix(x))}
-    else:
-        if cut > 1:
-            net = suffix_model(whole, cut, plan.batchnorm)
-        else:  # new model objects over the same layers: traced anew under the policy in force
-            net = Network(
-                whole.model,
-                keras.Model(whole.predictor.inputs, whole.predictor.outputs),
-                trainer=keras.Model(whole.trainer.inputs, whole.trainer.outputs),
-            )
-        compile_model(net.trainer, **compile_args)
-        net.trainer.optimizer.build(net.trainer.trainable_variables)  # one trace, as tlexp.model.fit does
-        x = _random(net.trainer.inputs, batch_size, rng)
-        two = compile_args["n_classes"] == 2
-        y = np.zeros(batch_size, np.float32 if two else np.int32)
-        feed = list(x) if isinstance(x, tuple) else x
-        made = {
-            ("trained", "forward"): lambda: _ready(net.predict_step(feed)),
-            ("trained", "train"): lambda: net.trainer.train_on_batch(feed, y),
+    def float32(self, pieces: Sequence[Piece], built_s: float = 0.0) -> Kept:
+        """Each piece traced and timed once in float32: seconds per image, and what timing
+        its bfloat16 side would cost (its share of ``built_s`` and its trace, and the
+        rounds both ways)."""
+        figures, cost = {}, {}
+        for piece in pieces:
+            t = time.perf_counter()
+            step = self._step(piece, F32)
+            call = _timed(step)
+            traced = time.perf_counter() - t - call
+            figures[piece_key(piece)] = {F32: call / self.batch_size}
+            cost[piece_key(piece)] = built_s / len(pieces) + traced + (1 + 2 * ROUNDS) * call
+        return Kept(figures, cost)
+
+    def both(self, pieces: Sequence[Piece]) -> Kept:
+        """Each piece in both precisions, :data:`ROUNDS` calls each, in alternation; the medians."""
+        for piece in pieces:
+            if piece not in self.steps[F32]:
+                self._step(piece, F32)
+        for layer in self.backbone.layers[1:]:
+            if layer.dtype_policy.name != BF16:
+                layer.dtype_policy = BF16
+        with _global_policy(BF16):
+            for piece in pieces:
+                self._step(piece, BF16)
+        times: dict[tuple[Piece, str], list[float]] = {}
+        for r in range(ROUNDS):  # in alternation, each round in the other order
+            for piece in pieces:
+                for policy in (BF16, F32) if r % 2 == 0 else (F32, BF16):
+                    times.setdefault((piece, policy), []).append(_timed(self.steps[policy][piece]))
+        figures = {
+            piece_key(piece): {p: float(np.median(times[(piece, p)])) / self.batch_size for p in (F32, BF16)}
+            for piece in pieces
         }
-    return made
+        return Kept(figures)
+
+    def _step(self, piece: Piece, policy: str) -> Callable[[], Any]:
+        """The piece's forward pass under the layers' policy now, traced (run once, untimed)."""
+        from tlexp.model._segments import inference_fn, segment
+
+        seg = segment(self.backbone, *piece)
+        fn = inference_fn(seg)
+        x = _random(seg.inputs, self.batch_size, self.rng)
+        step = self.steps[policy][piece] = lambda: _ready(fn(x))
+        step()
+        return step
 
 
 def _random(inputs, batch_size: int, rng):
