@@ -13,9 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,7 +23,7 @@ DOCS = ROOT / "docs"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import gen_docs  # noqa: E402
-from screenshots import chromium, find_browser  # noqa: E402
+from screenshots import Pages, find_browser  # noqa: E402
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -151,16 +148,10 @@ def test_the_site_builds_strict_and_every_page_renders_in_chromium(tmp_path):
     )
     assert built.returncode == 0, built.stderr[-3000:]
     pages = sorted(p.relative_to(DOCS) for p in DOCS.rglob("*.md"))
-    profiles = threading.local()  # one browser profile per thread, reused page after page
-
-    def dom(page: Path) -> str:
-        if not hasattr(profiles, "dir"):
-            profiles.dir = Path(tempfile.mkdtemp(dir=tmp_path, prefix="profile"))
-        return _dom(profiles.dir, site, page)
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        doms = list(pool.map(dom, pages))
+    with Pages(BROWSER, tmp_path / "profile") as browser:  # one browser, page after page: starting it is the cost
+        doms = [browser.dom(_built_page(site, page).as_uri()) for page in pages]
     for page, dom in zip(pages, doms, strict=True):
+        assert "<body" in dom, f"{page}: no <body> in its DOM"
         heading = next(
             line[2:].strip() for line in (DOCS / page).read_text(encoding="utf-8").splitlines() if line.startswith("# ")
         )
@@ -178,9 +169,3 @@ def test_the_site_builds_strict_and_every_page_renders_in_chromium(tmp_path):
 
 def _built_page(site: Path, page: Path) -> Path:
     return site / ("index.html" if page == Path("index.md") else page.with_suffix("") / "index.html")
-
-
-def _dom(profile: Path, site: Path, page: Path) -> str:
-    result = chromium(BROWSER, profile, "--virtual-time-budget=1000", "--dump-dom", _built_page(site, page).as_uri())
-    assert "<body" in result.stdout, f"{page}: no DOM dumped; chromium said:\n{result.stderr[-2000:]}"
-    return result.stdout

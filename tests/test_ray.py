@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -14,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import end_session, start_sweep, sweep_config
+from conftest import end_session, session_processes, start_sweep, sweep_config
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -58,6 +59,12 @@ def statuses(sweep_dir: Path) -> dict[str, dict]:
     return {c["name"]: c for c in json.loads((sweep_dir / "status.json").read_text())["cells"]}
 
 
+def only_ray_agents(processes: dict[int, str]) -> bool:
+    """Whether ``processes`` (pid -> command line) are at most Ray's dashboard and runtime-env
+    agents: what a local Ray runtime leaves for a minute once its driver was killed."""
+    return all(cmd.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")) for cmd in processes.values())
+
+
 NUMBERS = ("head_test_accuracy", "head_val_loss", "forest_test_accuracy", "logreg_test_accuracy", "frozen_share")
 
 
@@ -66,7 +73,8 @@ def ray_and_local(tmp_path_factory) -> SimpleNamespace:
     """One scenario, run once for the two tests below (each Ray sweep starts a Ray runtime
     of its own, the costliest part of these tests): on the demo data, a Ray sweep whose
     bad-weights cells fail (its driver makes the demo data), the same sweep with the local
-    executor, then the weights file fixed and the Ray sweep run again."""
+    executor (the reference, run in this process: a process of its own would only import
+    TensorFlow again), then the weights file fixed and the Ray sweep run again."""
     base = tmp_path_factory.mktemp("ray")
     bad = base / "bad.weights.h5"
     bad.write_bytes(b"not HDF5")
@@ -80,13 +88,15 @@ def ray_and_local(tmp_path_factory) -> SimpleNamespace:
         statuses=statuses(ray_dir),
         logs={c.name: (c / "run.log").read_text() for c in ray_dir.iterdir() if (c / "run.log").is_file()},
     )
-    local = sweep(config(base, base / "demo", grid, "local", data=demo), cwd=base)
-
-    # fix the file: re-running retries exactly the failed cells, on Ray
     import keras
 
+    from tlexp.cli import main
     from tlexp.model import build_backbone
 
+    with contextlib.chdir(base):
+        local = main(["sweep", str(config(base, base / "demo", grid, "local", data=demo))])
+
+    # fix the file: re-running retries exactly the failed cells, on Ray
     bad.unlink()
     keras.utils.set_random_seed(0)
     build_backbone("vgg16", 32).save_weights(bad)
@@ -96,7 +106,7 @@ def ray_and_local(tmp_path_factory) -> SimpleNamespace:
 
 def test_ray_sweep_matches_local_and_retries_a_failed_cell(ray_and_local):
     first, local = ray_and_local.first, ray_and_local.local
-    assert local.returncode == first.ray.returncode == 1, first.ray.stderr  # the bad-weights cells failed in both
+    assert local == first.ray.returncode == 1, first.ray.stderr  # the bad-weights cells failed in both
     a, b = ray_and_local.local_rows, first.rows
     assert sorted(a) == sorted(b) and len(a) == 4
     for name in a:
@@ -125,7 +135,11 @@ def test_killed_ray_driver_resumes(tmp_path, flat_dataset):
         proc.wait()
         # Ray's own workers outlive the runtime by seconds, enough to finish a cell this small
         # now and then; tlexp's end with their raylet (test_sweep: a worker ends with its parent).
-        time.sleep(8)
+        # Looked at once no process but Ray's two agents is left (nothing that runs a cell, so
+        # no result can come later), or after 8 s, whichever is first.
+        deadline = time.time() + 8
+        while time.time() < deadline and not only_ray_agents(session_processes(proc.pid)):
+            time.sleep(0.1)
         assert not list(sweep_dir.glob("*/metrics.json"))
     finally:
         # What is left is Ray's: its dashboard and runtime-env agents see the raylet die at

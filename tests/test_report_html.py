@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,37 +18,20 @@ from PIL import Image
 from test_report import make_run  # tests/ is on sys.path (pytest's default rootdir insertion)
 from tlexp.results import build_report
 
-CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-BROWSER = next((found for c in CANDIDATES if (found := shutil.which(c))), None)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from screenshots import BROWSERS, chromium, find_browser  # the command the docs' pictures are taken with
+
+BROWSER = find_browser()
 TIMEOUT_S = 60
 
 if BROWSER is None:
     if os.environ.get("TLEXP_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"TLEXP_REQUIRE_BROWSER=1 but no Chromium found (tried {', '.join(CANDIDATES)}).", pytrace=False)
+        pytest.fail(f"TLEXP_REQUIRE_BROWSER=1 but no Chromium found (tried {', '.join(BROWSERS)}).", pytrace=False)
     pytest.skip(
-        f"Chromium not installed (tried {', '.join(CANDIDATES)}); set TLEXP_REQUIRE_BROWSER=1 to make this a failure.",
+        f"Chromium not installed (tried {', '.join(BROWSERS)}); set TLEXP_REQUIRE_BROWSER=1 to make this a failure.",
         allow_module_level=True,
     )
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run headless Chromium with a fresh profile and nothing that reaches the network."""
-    profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
-    cmd = [
-        BROWSER,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -98,30 +80,45 @@ def test_answer_first_then_tables_and_charts(built):
     assert "mean of 2 seeds per point; bars: lowest to highest seed.</figcaption>" in text
 
 
-@pytest.mark.slow
-def test_screenshot_renders(built, tmp_path):
+@pytest.fixture(scope="module")
+def rendered(built, tmp_path_factory) -> tuple[Path, str, str]:
+    """report.html opened once in headless Chromium (starting it is the costly part): a
+    screenshot of its top and the DOM once loaded, both of the same page load.
+
+    Returns:
+        The screenshot's path, the DOM, and what Chromium said on stderr.
+    """
     _, written = built
-    shot = tmp_path / "shot.png"
+    folder = tmp_path_factory.mktemp("chromium")
+    shot = folder / "shot.png"
     result = chromium(
-        tmp_path,
+        BROWSER,
+        folder / "profile",
         f"--screenshot={shot}",
         "--window-size=1280,2000",
-        "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
         written["report.html"].as_uri(),
+        timeout=TIMEOUT_S,
     )
-    assert shot.is_file(), f"no screenshot; chromium said:\n{result.stderr[-2000:]}"
-    with Image.open(shot) as im:
-        assert im.size == (1280, 2000)
-        pixels = np.asarray(im.convert("RGB"))
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, tables and charts, not a blank page
+    return shot, result.stdout, result.stderr
 
 
 @pytest.mark.slow
-def test_dom_after_load(built, tmp_path):
-    _, written = built
-    result = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", written["report.html"].as_uri())
-    dom = result.stdout
-    assert "<body" in dom, f"no DOM dumped; chromium said:\n{result.stderr[-2000:]}"
+def test_screenshot_renders(rendered):
+    shot, _, stderr = rendered
+    assert shot.is_file(), f"no screenshot; chromium said:\n{stderr[-2000:]}"
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        pixels = np.asarray(im.convert("RGB")).astype(np.uint32)
+    colours = np.unique(pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2])  # one number per RGB colour
+    assert len(colours) > 50  # text, tables and charts, not a blank page
+
+
+@pytest.mark.slow
+def test_dom_after_load(rendered):
+    _, dom, stderr = rendered
+    assert "<body" in dom, f"no DOM dumped; chromium said:\n{stderr[-2000:]}"
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
     assert attrs.get("images-total") == "3", attrs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -102,14 +103,17 @@ def claim_files(sweep_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str]]]:
-    """A dataset, and the 4-cell sweep on it run by one process: what every test matches."""
+    """A dataset, and the 4-cell sweep on it run by one process, this one (a process of its
+    own would only import TensorFlow again): what every test matches."""
+    from tlexp.cli import main
+
     base = tmp_path_factory.mktemp("workers")
     root = base / "train"
     for cls in ("cat", "dog"):
         for i in range(12):
             write_image(root / f"{cls}.{i}.jpg", COLORS[cls], seed=i)
-    one = tlexp("sweep", str(sweep_config(base, root, GRID, name="one")), cwd=base)
-    assert one.returncode == 0, one.stderr
+    with contextlib.chdir(base):
+        assert main(["sweep", str(sweep_config(base, root, GRID, name="one"))]) == 0
     return root, summary(base / "results" / "one")
 
 
