@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 
 from tlexp.cli._parser import build_parser, parse_args
 from tlexp.errors import UserError
+from tlexp.interrupts import TERMINATED
 from tlexp.logs import setup_terminal
 
 __all__ = ["build_parser", "main", "parse_args"]
@@ -23,7 +24,8 @@ __all__ = ["build_parser", "main", "parse_args"]
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_terminal(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
-    terminated = threading.Event()
+    terminated = TERMINATED
+    terminated.clear()  # a command run in-process after another (tests, notebooks) starts afresh
     try:
         with _sigterm_interrupts(terminated):
             return args.func(args)
@@ -37,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tlexp: error: {disk_full_message(e)}", file=sys.stderr)  # the disk, not a bug: no traceback
         return 2
+    except Exception:
+        if not terminated.is_set():
+            raise
+        # A SIGTERM whose interrupt something swallowed (a library's import that catches
+        # everything), and the error that followed from it: terminated, as below.
+        print("tlexp: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         if terminated.is_set():
             print("tlexp: terminated (SIGTERM)", file=sys.stderr)

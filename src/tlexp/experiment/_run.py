@@ -24,6 +24,7 @@ from tlexp.errors import UserError
 from tlexp.experiment import _phases as phases
 from tlexp.experiment._build import build, check_inputs
 from tlexp.experiment._outputs import write_predictions
+from tlexp.interrupts import TERMINATED
 from tlexp.logs import PhaseClock, RunLog
 from tlexp.results import RunRecord
 
@@ -133,7 +134,10 @@ def _stopped_says_why(run_dir: Path, run_log: RunLog):
         run_log.file_only(logging.ERROR, "run: stopped: %s", files.disk_full_message(e))  # the CLI prints it
         log.error(f"run: {incomplete}", run_dir)
         raise
-    except Exception:
+    except Exception as e:
+        if TERMINATED.is_set():  # a SIGTERM whose interrupt something swallowed ended the run
+            log.error("run: interrupted; %s is incomplete (no %s)", run_dir, runfolder.METRICS_FILE)
+            raise KeyboardInterrupt from e
         log.exception(f"run: failed; {incomplete}", run_dir)
         raise
 

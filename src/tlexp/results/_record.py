@@ -199,11 +199,14 @@ class PrecisionDecisionInfo(_Part):
         choice: part (``prefix``: the frozen layers; ``trained``: the layers above them and
             the head, training and forward passes) -> the Keras dtype policy it ran under.
         reason: why, per part, with the figures.
-        source: ``measured`` by this run, ``reused`` from an earlier run's figures, or
-            ``skipped`` (no fast bfloat16, train.deterministic, too little work to measure).
-        margin: how much faster bfloat16 had to make a part to be chosen.
-        figures: part -> ms per image of each step in each precision, the images the run
-            sends through it, the seconds that makes each way and their ratio (``speedup``).
+        source: ``measured`` (this run timed stages of its backbone), ``reused`` (figures
+            earlier runs timed), or ``skipped`` (no fast bfloat16, train.deterministic, too
+            little work to measure).
+        margin: how much faster bfloat16 had to make the prefix to be chosen.
+        seconds: what deciding cost this run (a backbone built to find the cut, the timing).
+        figures: ``prefix`` -> ms per image forward in each precision (the sum of its
+            stage pieces'), the images the run sends through it, the seconds that makes each
+            way, their ratio (``speedup``) and the number of pieces.
     """
 
     choice: dict[str, str]
@@ -211,7 +214,7 @@ class PrecisionDecisionInfo(_Part):
     source: Literal["measured", "reused", "skipped"]
     margin: float
     cpu: str
-    seconds: float = 0.0  # what measuring cost this run
+    seconds: float = 0.0
     figures: dict[str, dict[str, float | int]] = {}
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from tlexp import files
 from tlexp.claims import Claim, Claims, Liveness, owners
 from tlexp.config import Cell, Config
+from tlexp.interrupts import stop_if_terminated
 from tlexp.sweeps._folder import (
     CLAIMS_DIR,
     START,
@@ -132,6 +133,7 @@ class Worker:
         progress = Progress(result, len(self.names))
         try:
             while True:
+                stop_if_terminated()  # a SIGTERM whose interrupt something swallowed: no next cell
                 while runner.has_room() and (got := self._claim_next()):
                     self._started(progress, *got)
                     runner.submit(got[0], self.dir / got[0].name, self.parent)
@@ -164,6 +166,8 @@ class Worker:
         self.status.write()
 
     def _ended(self, progress: Progress, cell: Cell, seconds: float, error: BaseException | None) -> None:
+        if error is not None:
+            stop_if_terminated()  # an error after a SIGTERM is the interrupt: the cell stays running, then interrupted
         claim = self.running.pop(cell.name)
         if error is None:
             self.claims.end(claim, "finished", seconds=round(seconds, 3), error=None)
