@@ -151,6 +151,11 @@ def measured_images(batch_size: int) -> int:
     return (3 + 2 * ROUNDS) * batch_size
 
 
+def most_saved(cap: float | None) -> float:
+    """The largest share of a pass bfloat16 can save: ``1 - 1/cap``, or all of it unbounded."""
+    return 1.0 - 1.0 / cap if cap else 1.0
+
+
 def can_pay(images: int, batch_size: int, cap: float | None) -> str | None:
     """Why measuring the prefix cannot pay for itself, or None where it might (before any trace).
 
@@ -159,8 +164,7 @@ def can_pay(images: int, batch_size: int, cap: float | None) -> str | None:
     """
     if images == 0:
         return "the run sends no image through the frozen prefix"
-    best = images * (1.0 - 1.0 / cap if cap else 1.0)
-    if best > measured_images(batch_size):
+    if images * most_saved(cap) > measured_images(batch_size):
         return None
     bound = f"at most {1 - 1 / cap:.0%} of it" if cap else "at most all of it"
     return (
@@ -186,7 +190,7 @@ def worth_bf16(f32_s: float, cap: float | None, cost_s: float) -> str | None:
     their steps, then running them), about what their bfloat16 side would take. Tracing a
     DenseNet's stages costs seconds that a small run's forward passes never earn back.
     """
-    best = f32_s * (1.0 - 1.0 / cap if cap else 1.0)
+    best = f32_s * most_saved(cap)
     if best > cost_s:
         return None
     return (

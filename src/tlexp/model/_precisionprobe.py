@@ -101,10 +101,10 @@ def choose_precision(
         decision.source = source or decision.source
         return decision
 
+    why = can_pay(images, batch_size, cpu.cap)  # before anything is built or traced
     if plan_name not in kept.cuts:
         # The cut decides which pieces are needed; a run that cannot pay for measuring
         # builds nothing to find it.
-        why = can_pay(images, batch_size, cpu.cap)
         if why is not None:
             return done(decide_precision({}, [], images, cpu.describe(), why))
         backbone, _ = _built(make_backbone)
@@ -116,7 +116,6 @@ def choose_precision(
     pieces = prefix_pieces(stops, cut)
     if complete(kept.figures, pieces):
         return done(decide_precision(kept.figures, pieces, images, cpu.describe()), "reused")
-    why = can_pay(images, batch_size, cpu.cap)
     if why is None:
         timer = timer or PieceTimer
         timed, why = _time_pieces(backbone, make_backbone, timer, pieces, kept, images, batch_size, cpu.cap)
@@ -216,9 +215,7 @@ class PieceTimer:
         for piece in pieces:
             if piece not in self.steps[F32]:
                 self._step(piece, F32)
-        for layer in self.backbone.layers[1:]:
-            if layer.dtype_policy.name != BF16:
-                layer.dtype_policy = BF16
+        _set_policy(self.backbone.layers[1:], BF16)
         with _global_policy(BF16):
             for piece in pieces:
                 self._step(piece, BF16)
@@ -287,7 +284,10 @@ def _global_policy(policy: str) -> Iterator[None]:
 def set_policy(whole, cut: int, policy: str) -> None:
     """Give ``policy`` to every layer after ``backbone.layers[:cut]`` and to the head, except the
     float32 output layers. Steps traced afterwards compute in it; the variables stay float32."""
-    layers = [*whole.backbone.layers[cut:], *(h for h in whole.head if h.name not in PINNED)]
+    _set_policy([*whole.backbone.layers[cut:], *(h for h in whole.head if h.name not in PINNED)], policy)
+
+
+def _set_policy(layers, policy: str) -> None:
     for layer in layers:
         if layer.dtype_policy.name != policy:
             layer.dtype_policy = policy
