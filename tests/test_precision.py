@@ -16,13 +16,12 @@ from tlexp.model._precision import (
     MARGIN,
     TRAINED_STAYS_F32,
     CpuInfo,
-    FigureStore,
-    Kept,
     cpu_info,
     decide_precision,
     piece_key,
     prefix_pieces,
 )
+from tlexp.model._precisionstore import FigureStore, Kept
 
 from conftest import tiny_config
 
@@ -44,7 +43,7 @@ class FakeTimer:
     def __init__(self, backbone, batch_size: int, speedup: float = 2.0, f32: float = 0.01, cost: float = 1.0):
         self.speedup, self.f32, self.cost = speedup, f32, cost
 
-    def float32(self, pieces, built_s: float = 0.0) -> Kept:
+    def float32(self, pieces) -> Kept:
         self.log.append(("float32", list(pieces)))
         return Kept({piece_key(p): {F32: self.f32} for p in pieces}, {piece_key(p): self.cost for p in pieces})
 
@@ -52,27 +51,34 @@ class FakeTimer:
         self.log.append(("both", list(pieces)))
         return Kept(figures(pieces, self.speedup, self.f32))
 
+    def restore(self) -> None:
+        self.log.append(("restored", []))
 
-def choose(tmp_path, cpu=AVX512, images=10_000, freeze=0.3, cut=13, key=None, timer=None, **kw):
-    """choose_precision with an injected CPU, backbone and timer: returns the decision, the
-    backbones built and the pieces timed."""
-    from tlexp.model import choose_precision
 
-    built, FakeTimer.log = [], []
-    args = {"deterministic": False, "distribute": "none", "batch_size": 32}
-    decision = choose_precision(
-        lambda: built.append("backbone") or "backbone",
-        lambda backbone: cut,
-        images=images,
-        key=key or {"backbone": "vgg16"},
-        plan={"freeze": freeze},
-        store=tmp_path / "precision",
+def probe(tmp_path, cpu=AVX512, key=None, timer=None, **kw):
+    from tlexp.model import PrecisionProbe
+
+    args = {"deterministic": False, "distribute": "none", **kw}
+    return PrecisionProbe(
+        key or {"backbone": "vgg16"},
+        tmp_path / "precision",
         cpu=cpu,
         timer=timer or FakeTimer,
         stage_stops=lambda backbone: STOPS,
-        **{**args, **kw},
+        **args,
     )
-    return decision, built, list(FakeTimer.log)
+
+
+def choose(tmp_path, cpu=AVX512, images=10_000, cut=13, key=None, timer=None, cached=None, **kw):
+    """PrecisionProbe.decide with an injected CPU, backbone and timer: the decision and the
+    pieces timed (each timing ends with the layers' policies restored)."""
+    FakeTimer.log = []
+    chooser = probe(tmp_path, cpu, key, timer, **kw)
+    decision = chooser.decide("backbone", cut, images=images, batch_size=32, cached=cached)
+    timed = list(FakeTimer.log)
+    if timed:
+        assert timed[-1] == ("restored", [])
+    return decision, [t for t in timed if t[0] != "restored"]
 
 
 def test_pieces_are_the_stages_below_the_cut_then_the_rest():
@@ -126,72 +132,126 @@ def test_cpu_flags_are_read_from_cpuinfo():
     ],
 )
 def test_float32_without_measuring(tmp_path, cpu, kw, reason):
-    d, built, timed = choose(tmp_path, cpu=cpu, **kw)
-    assert built == [] and timed == [] and d.choice == {"prefix": F32, "trained": F32} and d.source == "skipped"
+    d, timed = choose(tmp_path, cpu=cpu, **kw)
+    assert timed == [] and d.choice == {"prefix": F32, "trained": F32} and d.source == "skipped"
     rec = d.to_dict()
     assert reason in rec["reason"] and rec["figures"] == {}
     assert not (tmp_path / "precision").exists()
+    assert probe(tmp_path, cpu, **kw).build_policy() == F32
 
 
 def test_the_prefix_is_timed_stage_by_stage_and_training_stays_float32(tmp_path):
     """However fast bfloat16 would train, auto keeps training in float32 and says why; only
-    the frozen prefix is timed, float32 first, then both ways."""
-    d, built, timed = choose(tmp_path)
+    the frozen prefix is timed, float32 first, then both ways, on the run's own backbone."""
+    d, timed = choose(tmp_path)
     pieces = [(1, 4), (4, 7), (7, 11), (11, 13)]
-    assert built == ["backbone"] and timed == [("float32", pieces), ("both", pieces)]
+    assert timed == [("float32", pieces), ("both", pieces)]
     assert d.choice == {"prefix": BF16, "trained": F32} and d.source == "measured"
     assert d.reasons["trained"] == TRAINED_STAYS_F32 and "mixed_bfloat16 asks for it" in d.to_dict()["reason"]
     assert "measured in" in d.line()
 
 
 def test_nothing_frozen_is_nothing_to_time(tmp_path):
-    d, built, timed = choose(tmp_path, images=0)
-    assert built == [] and timed == [] and d.choice == {"trained": F32} and d.build_policy == F32
-    d, built, timed = choose(tmp_path, cut=1)  # the plan froze no layer after all
-    assert built == ["backbone"] and timed == [] and d.choice == {"trained": F32}
+    d, timed = choose(tmp_path, images=0)
+    assert timed == [] and d.choice == {"trained": F32} and d.build_policy == F32
+    d, timed = choose(tmp_path, cut=1)  # the plan froze no layer after all
+    assert timed == [] and d.choice == {"trained": F32}
 
 
 def test_too_little_work_to_pay_for_measuring(tmp_path):
-    d, built, timed = choose(tmp_path, images=100)
-    assert built == [] and timed == [] and d.choice == {"prefix": F32, "trained": F32}
+    d, timed = choose(tmp_path, images=100)
+    assert timed == [] and d.choice == {"prefix": F32, "trained": F32}
     assert "too little work to measure: 100 image-passes" in d.reasons["prefix"]
     # AVX512-BF16 can at most halve a pass; with AMX the bound is the whole run's work.
     edge = 500  # half of 500 images < 9 passes of 32 = 288 measured
-    assert choose(tmp_path, images=edge)[1:] == ([], [])
+    assert choose(tmp_path, images=edge)[1] == []
     amx = CpuInfo("Xeon", ("amx_bf16",), True, 2)
-    assert choose(tmp_path, images=edge, cpu=amx)[2][0][0] == "float32"
+    assert choose(tmp_path, images=edge, cpu=amx)[1][0][0] == "float32"
+    assert probe(tmp_path).build_policy() == F32  # "too little work" says nothing of the backbone
 
 
 def test_figures_are_kept_per_backbone_and_reused_across_cuts(tmp_path):
-    first, _, _ = choose(tmp_path)
+    first, _ = choose(tmp_path)
     assert len(list((tmp_path / "precision").glob("*.json"))) == 1
-    again, built, timed = choose(tmp_path)  # the same plan: nothing built, nothing timed
-    assert again.source == "reused" and built == [] and timed == []
+    again, timed = choose(tmp_path)  # the same cut: nothing timed
+    assert again.source == "reused" and timed == []
     assert again.choice == first.choice and again.reasons["prefix"] == first.reasons["prefix"]
-    # Another freeze share of the same backbone: its cut is found on a backbone built for
-    # it, and only the stages (and the part of one) that no earlier run timed are timed now.
-    deeper, built, timed = choose(tmp_path, freeze=0.5, cut=17)
+    # Another freeze share of the same backbone: only the stages (and the part of one) that no
+    # earlier run timed are timed now.
+    deeper, timed = choose(tmp_path, cut=17)
     new = [(11, 15), (15, 17)]  # block4 whole (the 0.3 run timed 11:13 of it), then 15:17 of block5
-    assert built == ["backbone"] and timed == [("float32", new), ("both", new)]
+    assert timed == [("float32", new), ("both", new)]
     assert deeper.source == "measured" and "layers 1-17 timed in 5 stage pieces" in deeper.reasons["prefix"]
-    shallower, built, timed = choose(tmp_path, freeze=0.1, cut=7)  # stages 1-2, timed already
-    assert built == ["backbone"] and timed == [] and shallower.source == "reused"
+    shallower, timed = choose(tmp_path, cut=7)  # stages 1-2, timed already
+    assert timed == [] and shallower.source == "reused"
     # Anything that changes the timing is another backbone's file: measured again, kept beside.
     four_threads = CpuInfo("Test EPYC", ("avx512_bf16",), True, 4, AVX512.all_flags)
     for change in ({"key": {"backbone": "vgg16", "batch_size": 64}}, {"cpu": four_threads}):
-        assert choose(tmp_path, **change)[2][0] == ("float32", [(1, 4), (4, 7), (7, 11), (11, 13)])
+        assert choose(tmp_path, **change)[1][0] == ("float32", [(1, 4), (4, 7), (7, 11), (11, 13)])
     assert len(list((tmp_path / "precision").glob("*.json"))) == 3
+
+
+def test_the_backbone_is_built_under_the_last_choice_for_it(tmp_path):
+    """A run builds its backbone under the precision last chosen for that backbone on this CPU
+    (its graph then carries the prefix's dtype, usually without a second build)."""
+    assert probe(tmp_path).build_policy() == F32  # nothing chosen yet
+    choose(tmp_path)
+    assert probe(tmp_path).build_policy() == BF16
+    assert probe(tmp_path, key={"backbone": "resnet50"}).build_policy() == F32
+    choose(tmp_path, timer=lambda b, n: FakeTimer(b, n, speedup=1.05), key={"backbone": "resnet50"})
+    assert probe(tmp_path, key={"backbone": "resnet50"}).build_policy() == F32
+    assert probe(tmp_path).build_policy() == BF16
+
+
+def test_each_precision_is_charged_only_what_the_cache_does_not_hold(tmp_path):
+    """A sweep's deeper cut computes from a shallower cell's cached activations, in their
+    precision: each side is charged from its own cached entry, so a bfloat16 prefix no
+    faster than the float32 segment left to compute is not chosen, and is not even timed
+    where its bound says it cannot win."""
+    whole = [(1, 4), (4, 7), (7, 11), (11, 13)]
+    # float32 holds layers 1-7: it computes 2 pieces (0.02 s/image); bfloat16, all 4 at 2x
+    # would take 0.02 too, and AVX512-BF16 bounds it at half of float32's 0.04: it cannot win.
+    d, timed = choose(tmp_path, cached={F32: 7})
+    assert timed == [("float32", whole)] and d.choice["prefix"] == F32
+    assert (
+        "bfloat16 cannot win: float32 computes 200 s over this run, bfloat16 would take at least 200 s"
+        in (d.reasons["prefix"])
+    )
+    # bfloat16 holds layers 1-7: it computes 2 pieces at 0.005 against float32's 4 at 0.01: 4x.
+    d, timed = choose(tmp_path / "b", cached={BF16: 7})
+    assert timed == [("float32", whole), ("both", [(7, 11), (11, 13)])]
+    assert d.choice["prefix"] == BF16
+    assert (
+        "float32 1-13: 40 ms/image; bfloat16 8-13 (layers 1-7 cached): 10 ms/image; over 10,000 images: "
+        "400 s -> 100 s, 4.00x >= 1.2x" in d.reasons["prefix"]
+    )
+    rec = d.figures["prefix"]
+    assert (rec["float32_from_layer"], rec["mixed_bfloat16_from_layer"], rec["pieces"]) == (1, 7, 4)
+    # Both hold some: each from its own.
+    sides = {F32: prefix_pieces(STOPS, 13, 9), BF16: prefix_pieces(STOPS, 13, 5)}
+    assert sides == {F32: [(9, 11), (11, 13)], BF16: [(5, 7), (7, 11), (11, 13)]}
+    f = {**figures(sides[F32], 2.0), **figures(sides[BF16], 2.0)}
+    assert decide_precision(f, sides, 100, "cpu").choice["prefix"] == BF16  # 0.02 vs 0.015: 1.33x
+
+
+def test_a_cut_cached_whole_takes_its_precision_untimed(tmp_path):
+    d, timed = choose(tmp_path, cached={BF16: 13, F32: 7})
+    assert timed == [] and d.choice == {"prefix": BF16, "trained": F32} and d.source == "cached"
+    assert "activations at layer 13 are cached in mixed_bfloat16" in d.reasons["prefix"]
+    assert probe(tmp_path).build_policy() == BF16
+    d, timed = choose(tmp_path, cached={BF16: 13, F32: 13})  # both: float32, which rounds nothing
+    assert timed == [] and d.choice["prefix"] == F32 and d.source == "cached"
 
 
 def test_concurrent_runs_keep_each_others_figures(tmp_path):
     """Two workers that timed other pieces of the same backbone save one after the other:
     the file holds both (merged on save), not only the last writer's."""
     store = FigureStore(tmp_path)
-    store.save("k", Kept(figures([(1, 4)]), {"1:4": 1.0}, {"a": [4, STOPS]}), {"backbone": "vgg16"})
-    store.save("k", Kept(figures([(4, 7)]), {"4:7": 2.0}, {"b": [7, STOPS]}), {"backbone": "vgg16"})
+    store.save("k", Kept(figures([(1, 4)]), {"1:4": 1.0}, BF16), {"backbone": "vgg16"})
+    store.save("k", Kept(figures([(4, 7)]), {"4:7": 2.0}), {"backbone": "vgg16"})
     kept = store.load("k")
     assert set(kept.figures) == {"1:4", "4:7"} and kept.cost_s == {"1:4": 1.0, "4:7": 2.0}
-    assert kept.cuts == {"a": [4, STOPS], "b": [7, STOPS]}
+    assert kept.last == BF16  # a save without a choice keeps the one on disk
     (tmp_path / "k.json").write_text("{not json")
     assert store.load("k") == Kept()  # unreadable: measured again, never an error
 
@@ -204,25 +264,30 @@ def test_a_prefix_too_quick_to_repay_its_bfloat16_timing_is_not_timed_so(tmp_pat
         def __init__(self, backbone, batch_size):
             super().__init__(backbone, batch_size, f32=1e-4, cost=20.0)
 
-    d, _, timed = choose(tmp_path, images=10_000, timer=Slow)
+    d, timed = choose(tmp_path, images=10_000, timer=Slow)
     assert [side for side, _ in timed] == ["float32"] and d.choice["prefix"] == F32
     assert "bfloat16 could save at most 2 s, timing it would take about 80 s" in d.reasons["prefix"]
-    d, _, timed = choose(tmp_path, images=10_000_000, timer=Slow)
+    d, timed = choose(tmp_path, images=10_000_000, timer=Slow)
     assert [side for side, _ in timed] == ["both"] and d.source == "measured"
 
 
 @pytest.mark.slow
 def test_the_timer_times_real_pieces_both_ways():
-    """PieceTimer on a real backbone: a figure per piece each way, the layers in bfloat16 after."""
-    from tlexp.model import PieceTimer, build_backbone
+    """PieceTimer on a real backbone: a figure per piece each way, each side computing in its
+    own dtype whatever the backbone was built under, and the layers' policies given back."""
+    from tlexp.model import PieceTimer, build_backbone, global_policy
 
-    backbone = build_backbone("vgg16", 32)
+    with global_policy(BF16):  # built under bfloat16: the float32 side must still be float32
+        backbone = build_backbone("vgg16", 32)
     timer = PieceTimer(backbone, 8)
-    kept = timer.float32([(1, 4), (4, 6)], built_s=0.5)
-    assert set(kept.figures) == {"1:4", "4:6"} and all(c > 0.25 for c in kept.cost_s.values())
+    kept = timer.float32([(1, 4), (4, 6)])
+    assert set(kept.figures) == {"1:4", "4:6"} and all(c > 0 for c in kept.cost_s.values())
+    assert backbone.layers[5].compute_dtype == "float32"
     both = timer.both([(1, 4), (4, 6)])
     assert all(v[F32] > 0 and v[BF16] > 0 for v in both.figures.values())
     assert backbone.layers[5].compute_dtype == "bfloat16"
+    timer.restore()
+    assert {layer.dtype_policy.name for layer in backbone.layers[1:]} == {BF16}
 
 
 def test_gpu_rules_are_unchanged(monkeypatch):
@@ -295,35 +360,45 @@ def test_parts_compute_in_their_own_dtype(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_records_its_decision_and_the_cache_follows_the_prefix(tmp_path, flat_dataset, monkeypatch):
-    """A real tiny run: on whatever CPU, auto records a decision (float32 here: too little work);
+    """Real tiny runs: on whatever CPU, auto records a decision (float32 here: too little work);
     with figures injected, the prefix runs and is cached in bfloat16 and the trained part in
-    float32, as recorded."""
+    float32, as recorded; the next run takes the cached bfloat16 prefix without timing or a
+    second build, and trains exactly as the measured one did; a deeper cut charges bfloat16
+    only the layers above that entry."""
     from tlexp.api import run
     from tlexp.model import _precisionprobe as probe
     from tlexp.results import load_record
 
-    plain = load_record(run(tiny_config(tmp_path, flat_dataset, "name=plain")))
+    plain = load_record(run(tiny_config(tmp_path, flat_dataset, "name=plain", "train.prefix_cache.enabled=false")))
     d = plain.accelerator.precision_decision
     assert plain.accelerator.precision == "float32" and d is not None and d.choice["trained"] == F32
     assert d.source == "skipped" and d.reason
 
+    built_under = []
+
     class Timer(FakeTimer):  # the run's own backbone, its pieces' figures injected
         def __init__(self, backbone, batch_size):
             assert backbone.name == "vgg16" and batch_size == 8
+            built_under.append({layer.compute_dtype for layer in backbone.layers[1:]})
             super().__init__(backbone, batch_size)
 
     monkeypatch.setattr(probe, "cpu_info", lambda: AVX512)
     monkeypatch.setattr(probe, "can_pay", lambda *a: None)
     monkeypatch.setattr(probe, "worth_bf16", lambda *a: None)
     monkeypatch.setattr(probe, "PieceTimer", Timer)
-    rec = load_record(run(tiny_config(tmp_path, flat_dataset, "name=split", "train.prefix_cache.enabled=true")))
-    d = rec.accelerator.precision_decision
+
+    def split(name: str, *more: str):
+        cfg = tiny_config(tmp_path, flat_dataset, f"name={name}", "train.prefix_cache.enabled=true", *more)
+        rec = load_record(run(cfg))
+        return rec, rec.accelerator.precision_decision, Path(rec.run.dir, "run.log").read_text()
+
+    rec, d, log = split("split")
     assert d.source == "measured" and d.choice == {"prefix": BF16, "trained": F32}
     assert rec.accelerator.precision == BF16 and d.figures["prefix"]["speedup"] == 2.0
     assert rec.prefix_cache.used and rec.prefix_cache.dtype == "bfloat16"
-    log = Path(rec.run.dir, "run.log").read_text()
     assert "precision mixed_bfloat16 (frozen prefix), float32 (trained part)" in log
-    assert "model: precision auto on Test EPYC" in log
+    assert "model: precision auto on Test EPYC" in log and "built again under mixed_bfloat16" in log
+    assert built_under == [{"float32"}]  # nothing chosen for VGG16 before: built under float32, timed, built again
     config = json.loads(zipfile.ZipFile(Path(rec.run.dir, "model.keras")).read("config.json"))
     policies = {
         layer["config"]["name"]: layer["config"]["dtype"]["config"]["name"]
@@ -331,6 +406,26 @@ def test_a_run_records_its_decision_and_the_cache_follows_the_prefix(tmp_path, f
         if isinstance(layer["config"].get("dtype"), dict)  # an input layer's is a plain name
     }
     assert policies["block1_conv1"] == BF16 and policies["dense_1"] == F32 and policies["logits"] == F32
+
+    monkeypatch.setattr(probe, "PieceTimer", None)  # nothing may be timed from here on
+    again, d, log = split("again")
+    assert d.source == "cached" and d.choice["prefix"] == BF16 and "built again" not in log
+    assert again.prefix_cache.source == "reused" and again.prefix_cache.dtype == "bfloat16"
+
+    # Timing on the run's backbone and building it again left the run's random state alone.
+    def trained(r):
+        return {k: v for k, v in r.history.model_dump().items() if k != "seconds"}
+
+    assert trained(again) == trained(rec) and len(trained(rec)["loss"]) == 1
+    assert again.head.test.accuracy == rec.head.test.accuracy
+
+    monkeypatch.setattr(probe, "PieceTimer", Timer)
+    cut = rec.freeze.layers_frozen
+    deeper, d, log = split("deeper", "model.freeze=0.7")
+    assert d.source == "measured" and d.choice["prefix"] == BF16
+    assert built_under[1:] == [{"bfloat16"}] and "built again" not in log  # under the last choice: once
+    assert d.figures["prefix"]["mixed_bfloat16_from_layer"] == cut and d.figures["prefix"]["float32_from_layer"] == 1
+    assert deeper.prefix_cache.source == rec.freeze.last_frozen_layer
 
 
 def _layers(config: dict):

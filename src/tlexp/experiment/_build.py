@@ -116,12 +116,13 @@ class Built:
     stages: list[Any]  # tlexp.model.Stage: the backbone's stages, bottom first
 
 
-def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: contextlib.ExitStack) -> Built:
+def build(cfg: Config, ds, check, weights_path: Path | None, on_devices: contextlib.ExitStack) -> Built:
     """Backbone with weights, frozen per plan, head on top, compiled; logs the counts.
 
-    ``on_devices`` gets the run's device context (JAX's data parallel distribution), which
-    must hold from the first variable made to the last prediction: the caller's stack
-    closes it when the run ends.
+    ``ds`` and ``check``: the run's dataset and data check (``train.precision: auto`` weighs
+    what the activation cache holds for these images). ``on_devices`` gets the run's device
+    context (JAX's data parallel distribution), which must hold from the first variable made
+    to the last prediction: the caller's stack closes it when the run ends.
     """
     from tlexp.model import import_backend
 
@@ -130,14 +131,12 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
 
     from tlexp.model import (
         accel_scope,
-        apply_freeze,
         apply_precision,
         backbone_stages,
-        build_backbone,
         compile_model,
         data_parallel,
+        global_policy,
         param_counts,
-        plan_freeze,
         resolve_accel,
         set_determinism,
     )
@@ -145,19 +144,26 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
     t = cfg.train
     set_determinism(t.deterministic)
     accel = resolve_accel(t.precision, t.distribute, t.jit_compile, t.deterministic, t.batch_size)
-    # auto on a CPU: measured on a copy of the model, before the seed is set, so the run's own
-    # random state is the same whether the figures were measured or reused.
-    choice = _choose_precision(cfg, n_classes, accel) if t.precision == "auto" and not accel.gpus else None
+    probe = _precision_probe(cfg, accel) if t.precision == "auto" and not accel.gpus else None
+    if probe is not None:  # built under the policy last chosen for this backbone here: usually the one chosen now
+        accel.precision = probe.build_policy()
     keras.utils.set_random_seed(cfg.seed)
     on_devices.enter_context(data_parallel(accel))
     with accel_scope(accel):
-        backbone = build_backbone(cfg.model.backbone, cfg.data.image_size, weights_path)
-        plan = apply_freeze(backbone, plan_freeze(backbone, cfg.model.freeze, cfg.model.batchnorm, cfg.model.train))
-        whole = build_whole(cfg, backbone, n_classes)
+        backbone, plan = _frozen_backbone(cfg, weights_path)
+        choice = None
+        if probe is not None:
+            backbone, plan, choice = _choose_precision(cfg, ds, check, probe, backbone, plan, accel, weights_path)
+        with global_policy(accel.precision):
+            whole = build_whole(cfg, backbone, len(ds.class_names))
         if choice:  # built under the prefix's policy; the trained part gets its own
             apply_precision(whole, plan.layers_frozen, choice)
         compile_model(
-            whole.trainer, n_classes, optimizer=t.optimizer, learning_rate=t.learning_rate, jit_compile=t.jit_compile
+            whole.trainer,
+            len(ds.class_names),
+            optimizer=t.optimizer,
+            learning_rate=t.learning_rate,
+            jit_compile=t.jit_compile,
         )
     accel.jit_compile = bool(whole.trainer.jit_compile)  # what Keras resolved "auto" to
     counts = param_counts(whole.model)
@@ -165,60 +171,75 @@ def build(cfg: Config, n_classes: int, weights_path: Path | None, on_devices: co
     return Built(whole, plan, accel, counts, backbone_stages(backbone))
 
 
-def _choose_precision(cfg: Config, n_classes: int, accel) -> dict[str, str]:
-    """``train.precision: auto`` on a CPU: the frozen prefix's precision from its stages timed
-    both ways (:func:`tlexp.model.choose_precision`); logged, and kept in ``accel`` for the record.
+def _frozen_backbone(cfg: Config, weights_path: Path | None):
+    """The backbone with its weights, under Keras' global policy now, frozen per the config."""
+    from tlexp.model import apply_freeze, build_backbone, plan_freeze
 
-    Returns:
-        part -> policy; ``accel.precision`` becomes the one the model is built under.
-    """
+    m = cfg.model
+    backbone = build_backbone(m.backbone, cfg.data.image_size, weights_path)
+    return backbone, apply_freeze(backbone, plan_freeze(backbone, m.freeze, m.batchnorm, m.train))
+
+
+def _precision_probe(cfg: Config, accel):
+    """``train.precision: auto`` on a CPU: where its figures are kept, and what keys them."""
     from tlexp.data import cache_dir
-    from tlexp.model import build_backbone, choose_precision, numerics_fingerprint, plan_freeze
+    from tlexp.model import PrecisionProbe, numerics_fingerprint
 
-    t, m = cfg.train, cfg.model
-    key = {  # what changes a backbone's timing (the CPU is added by choose_precision)
-        "backbone": m.backbone,
+    t = cfg.train
+    key = {  # what changes a backbone's timing (the CPU is added by the probe)
+        "backbone": cfg.model.backbone,
         "image_size": cfg.data.image_size,
         "batch_size": t.batch_size,
         "jit_compile": t.jit_compile,
         "libraries": numerics_fingerprint([]),  # backend, its version, Keras, NumPy
     }
-    decision = choose_precision(
-        lambda: build_backbone(m.backbone, cfg.data.image_size, None),  # random weights time the same
-        lambda backbone: plan_freeze(backbone, m.freeze, m.batchnorm, m.train).layers_frozen,
-        images=_prefix_images(cfg, n_classes),
-        batch_size=t.batch_size,
-        key=key,
-        plan={"freeze": m.freeze, "train": m.train, "batchnorm": m.batchnorm},
-        store=cache_dir(cfg) / "precision",
-        deterministic=t.deterministic,
-        distribute=accel.distribute,
-    )
-    accel.precision = decision.build_policy
+    return PrecisionProbe(key, cache_dir(cfg) / "precision", deterministic=t.deterministic, distribute=accel.distribute)
+
+
+def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weights_path: Path | None):
+    """The frozen prefix's precision, timed on the run's own backbone against what the
+    activation cache holds (:class:`tlexp.model.PrecisionProbe`); logged, and kept in
+    ``accel`` for the record.
+
+    Where it is not the policy the backbone was built under, the backbone is built again
+    under it, from the same seed (the same weights): its graph's tensors carry the policy
+    it was built under, and the activation cache stores the frontier's dtype.
+
+    Returns:
+        the backbone and its freeze plan, and part -> policy.
+    """
+    import time
+
+    import keras
+
+    from tlexp.model import BF16, F32, global_policy
+    from tlexp.pipeline import cached_cuts
+
+    cut = plan.layers_frozen
+    images = _prefix_images(cfg, ds)
+    cached = cached_cuts(cfg, ds, check, backbone, cut, accel.distribute, (F32, BF16)) if images else {}
+    decision = probe.decide(backbone, cut, images=images, batch_size=cfg.train.batch_size, cached=cached)
+    if decision.build_policy != accel.precision:
+        t = time.perf_counter()
+        accel.precision = decision.build_policy
+        keras.utils.set_random_seed(cfg.seed)
+        with global_policy(accel.precision):
+            backbone, plan = _frozen_backbone(cfg, weights_path)
+        decision.seconds += time.perf_counter() - t
+        log.info("model: built again under %s, the precision chosen", accel.precision)
     accel.precision_decision = decision.to_dict()
     log.info("model: precision %s", decision.line())
-    return decision.choice
+    return backbone, plan, decision.choice
 
 
-def _prefix_images(cfg: Config, n_classes: int) -> int:
-    """About how many image-passes the run makes through its frozen prefix (0: none frozen).
-
-    Counted from the image files under ``data.root``, before the data check has run here: the
-    files the check rejects are still counted, which only matters to whether measuring could pay.
-    """
-    import os
-
-    from tlexp.data import is_image_name
-
+def _prefix_images(cfg: Config, ds) -> int:
+    """About how many image-passes the run makes through its frozen prefix (0: none frozen)."""
     t, m = cfg.train, cfg.model
     if m.freeze == 0 and not str(m.train).startswith("block:"):
         return 0
-    n = sum(1 for _, _, names in os.walk(cfg.data.root) for name in names if is_image_name(name))
-    if cfg.data.limit_per_class:
-        n = min(n, cfg.data.limit_per_class * n_classes)
     epochs = t.epochs + (t.probe_epochs if t.schedule == "lp-ft" else 0)
     # A cached prefix runs once per image; uncached, in every epoch and in the prediction pass.
-    return n * (1 if t.prefix_cache.enabled is not False else epochs + 1)
+    return len(ds.paths) * (1 if t.prefix_cache.enabled is not False else epochs + 1)
 
 
 def _log_model(cfg: Config, accel, plan, counts: dict[str, int]) -> None:

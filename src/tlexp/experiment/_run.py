@@ -61,7 +61,7 @@ def run_experiment(cfg: Config, run_dir: str | os.PathLike | None = None, *, mlf
         with clock("decode"):  # before the run folder: a full cache disk fails a run that left nothing
             decoder = make_decoder(cfg, ds, check)
         with clock("build"):
-            built = build(cfg, len(ds.class_names), weights_path, on_devices)
+            built = build(cfg, ds, check, weights_path, on_devices)
         run_dir = _open_run_dir(cfg, run_dir, run_log)
         with _stopped_says_why(run_dir, run_log):  # from here on, whatever stops the run says so in its run.log
             files.write_yaml(run_dir / runfolder.CONFIG_FILE, cfg.to_dict())

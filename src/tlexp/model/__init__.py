@@ -13,12 +13,15 @@ from tlexp._lazy import lazy_exports
 # Each public name and the private module that holds it, imported on first use (tlexp._lazy).
 _EXPORTS = {
     "Accel": "_accel",
+    "BF16": "_precision",
     "CpuInfo": "_precision",
+    "F32": "_precision",
     "FreezePlan": "_freeze",
     "HeadSpec": "_head",
     "InferenceMode": "_layers",
     "Network": "_head",
     "PrecisionDecision": "_precision",
+    "PrecisionProbe": "_precisionprobe",
     "Predictions": "_training",
     "REGISTRY": "_backbones",
     "Stage": "_stages",
@@ -34,7 +37,7 @@ _EXPORTS = {
     "build_backbone": "_backbones",
     "build_model": "_head",
     "check_backend": "_backend",
-    "choose_precision": "_precisionprobe",
+    "global_policy": "_precisionprobe",
     "choose_prefix": "_freeze",
     "compile_model": "_training",
     "constructors": "_discover",
@@ -73,12 +76,15 @@ _EXPORTS = {
 }
 __all__ = [
     "Accel",
+    "BF16",
     "CpuInfo",
+    "F32",
     "FreezePlan",
     "HeadSpec",
     "InferenceMode",
     "Network",
     "PrecisionDecision",
+    "PrecisionProbe",
     "Predictions",
     "REGISTRY",
     "Stage",
@@ -94,7 +100,7 @@ __all__ = [
     "build_backbone",
     "build_model",
     "check_backend",
-    "choose_precision",
+    "global_policy",
     "choose_prefix",
     "compile_model",
     "constructors",
@@ -157,8 +163,8 @@ if TYPE_CHECKING:
     from tlexp.model._freeze import FreezePlan, apply_freeze, choose_prefix, plan_freeze
     from tlexp.model._head import HeadSpec, Network, TransferModel, build_model, suffix_model
     from tlexp.model._layers import InferenceMode, plain_model
-    from tlexp.model._precision import CpuInfo, PrecisionDecision, cpu_info, decide_precision
-    from tlexp.model._precisionprobe import PieceTimer, apply_precision, choose_precision
+    from tlexp.model._precision import BF16, F32, CpuInfo, PrecisionDecision, cpu_info, decide_precision
+    from tlexp.model._precisionprobe import PieceTimer, PrecisionProbe, apply_precision, global_policy
     from tlexp.model._randomness import randomness
     from tlexp.model._rates import stage_depths
     from tlexp.model._segments import frontier, frontier_spec, inference_fn, segment

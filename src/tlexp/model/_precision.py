@@ -24,10 +24,21 @@ image size, batch size, libraries and CPU, not per cut, so a sweep over freeze s
 each stage once: the 30 % cell reuses the stages the 10 % cell timed and times only what
 lies above them. A prefix's figure is the sum of its pieces'.
 
-The model is built under the prefix's policy (so the activation cache is stored in the
-prefix's compute dtype, which its key already holds), then the trained part's layers get
-float32 (:func:`tlexp.model.apply_precision`). Variables stay float32 under both policies,
-and the output layer and the loss stay float32 always.
+**Against what the activation cache already holds.** In a sweep, a deeper cut computes its
+prefix from a shallower cell's cached activations (:mod:`tlexp.pipeline._prefix`), and only in
+the precision they were computed in. So each precision is charged only the layers it would
+still have to compute for this run: float32 from its deepest cached float32 entry, bfloat16
+from its own. A cut cached whole in one precision takes it (nothing to compute). Otherwise a
+ResNet50 whose 10 % cell kept float32 would give its 30 % cell bfloat16 for the whole prefix
+(1.3x faster) over float32 for the two stages above the cached ones (far cheaper).
+
+The timing runs on the run's own backbone (the layers' policies switched and restored), so
+deciding builds nothing. The backbone is built under the policy last chosen for it on this
+CPU (:attr:`Kept.last`), so that a graph whose tensors carry the prefix's dtype is usually
+built once; where the decision differs, the run builds it again under the decided one. The
+activation cache then stores the prefix's compute dtype (its key holds it), and the trained
+part's layers get float32 (:func:`tlexp.model.apply_precision`). Variables stay float32
+under both policies, and the output layer and the loss stay float32 always.
 
 Not measured (float32, the reason recorded): a CPU without ``avx512_bf16`` / ``amx_bf16``
 (Linux's /proc/cpuinfo; elsewhere tlexp cannot tell), ``train.deterministic``, data
@@ -37,8 +48,6 @@ No Keras here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 from collections.abc import Sequence
@@ -54,8 +63,6 @@ F32, BF16 = "float32", "mixed_bfloat16"
 # inside that noise could as well be slower and would trade digits for nothing.
 MARGIN = 1.2
 ROUNDS = 3  # timed calls per piece and precision, after one untimed call (the trace); the median counts
-# Of the measurement: figures measured another way are not reused (3: per stage piece, per backbone).
-METHOD = 3
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Why auto keeps the trained part in float32 on a CPU, however fast bfloat16 trains: on the
 # demo (VGG16 from random weights, 48 px, seed 0) bfloat16 training moved the head's test
@@ -122,20 +129,23 @@ def cpu_info(cpuinfo: str | None = None, system: str | None = None) -> CpuInfo:
     return CpuInfo(model, tuple(f for f in BF16_FLAGS if f in flags), True, threads, " ".join(sorted(flags)))
 
 
-def prefix_pieces(stage_stops: Sequence[int], cut: int) -> list[Piece]:
-    """The pieces the prefix ``backbone.layers[1:cut]`` is timed in: each stage wholly below
-    the cut, then the part of the stage the cut falls in (none where the cut is a stage's end).
+def prefix_pieces(stage_stops: Sequence[int], cut: int, start: int = 1) -> list[Piece]:
+    """The pieces the prefix ``backbone.layers[start:cut]`` is timed in: each stage wholly
+    inside it, then the part of the stage the cut falls in (none where the cut is a stage's
+    end). A ``start`` inside a stage (a cached shallower cut) begins with the rest of that stage.
 
     Args:
         stage_stops: where each stage ends (``Stage.stop``), bottom first; the first starts at 1.
         cut: the prefix's layer count (``FreezePlan.layers_frozen``).
+        start: the first layer to compute (1: from the images).
     """
-    pieces, start = [], 1
+    pieces = []
     for stop in stage_stops:
         if stop > cut:
             break
-        pieces.append((start, stop))
-        start = stop
+        if stop > start:
+            pieces.append((start, stop))
+            start = stop
     if start < cut:
         pieces.append((start, cut))
     return pieces
@@ -182,15 +192,24 @@ def per_image(figures: Figures, pieces: Sequence[Piece], policy: str) -> float:
     return sum(figures[piece_key(piece)][policy] for piece in pieces)
 
 
-def worth_bf16(f32_s: float, cap: float | None, cost_s: float) -> str | None:
-    """Why timing the prefix in bfloat16 cannot pay, from its float32 seconds over the run;
-    None where it might.
+def worth_bf16(f32_s: float, floor_s: float, cost_s: float) -> str | None:
+    """Why timing the prefix in bfloat16 cannot pay, from float32's seconds over the run; None
+    where it might.
 
-    ``cost_s``: what timing the missing pieces' float32 side took (building and tracing
-    their steps, then running them), about what their bfloat16 side would take. Tracing a
-    DenseNet's stages costs seconds that a small run's forward passes never earn back.
+    Args:
+        f32_s: what float32 would compute, over the run (from its cached entry, if any).
+        floor_s: the least bfloat16 could take over the run: its layers' float32 seconds
+            over the CPU's bound (:attr:`CpuInfo.cap`), 0 unbounded.
+        cost_s: what timing the missing pieces' float32 side took (tracing their steps,
+            then running them), about what their bfloat16 side would take. Tracing a
+            DenseNet's stages costs seconds that a small run's forward passes never earn back.
     """
-    best = f32_s * most_saved(cap)
+    if f32_s < MARGIN * floor_s:
+        return (
+            f"bfloat16 cannot win: float32 computes {f32_s:.3g} s over this run, bfloat16 would take at "
+            f"least {floor_s:.3g} s"
+        )
+    best = f32_s - floor_s
     if best > cost_s:
         return None
     return (
@@ -207,9 +226,11 @@ class PrecisionDecision:
         choice: part (``prefix``, ``trained``) -> Keras dtype policy.
         reasons: part -> why, with the figures.
         source: ``measured`` (this run timed at least one piece), ``reused`` (figures of
-            earlier runs only), ``skipped``.
+            earlier runs only), ``cached`` (the cut's activations are cached in that
+            precision), ``skipped``.
         cpu: the CPU, its bfloat16 flags and threads.
-        seconds: what deciding cost this run (building the measurement's backbone, timing).
+        seconds: what deciding cost this run (timing, and building the backbone again
+            where the decision differs from the policy it was built under).
         figures: part -> the record's figures (ms per image each way, images, totals).
     """
 
@@ -233,6 +254,7 @@ class PrecisionDecision:
         how = {
             "measured": f"measured in {self.seconds:.1f} s",
             "reused": f"figures of earlier runs reused ({self.seconds:.1f} s)",
+            "cached": f"decided in {self.seconds:.1f} s",
         }
         return f"auto on {self.cpu}: {parts}; bfloat16 where >= {self.margin:g}x faster" + (
             f"; {how[self.source]}" if self.source in how else ""
@@ -261,26 +283,43 @@ def skipped(parts: tuple[str, ...], reason: str, cpu: str) -> PrecisionDecision:
 
 
 def decide_precision(
-    figures: Figures, pieces: Sequence[Piece], images: int, cpu: str, why_not: str | None = None
+    figures: Figures,
+    pieces: Sequence[Piece] | dict[str, Sequence[Piece]],
+    images: int,
+    cpu: str,
+    why_not: str | None = None,
 ) -> PrecisionDecision:
     """float32 or bfloat16 for the frozen prefix, from measured seconds per image of its pieces
     (pure: tests inject them); the trained part stays float32 (:data:`TRAINED_STAYS_F32`).
 
-    The prefix gets bfloat16 only when every piece is timed both ways and bfloat16 makes the
-    whole prefix at least :data:`MARGIN` times faster; ``why_not`` says why it was not
-    measured (it stays float32).
+    Args:
+        pieces: what each precision would compute for this run: one list for both (nothing
+            cached), or policy -> its pieces (from its own cached shallower entry, if any).
+        why_not: why bfloat16 was not measured (the prefix stays float32).
+
+    The prefix gets bfloat16 only when every piece is timed and bfloat16's share of the run
+    is at least :data:`MARGIN` times faster than float32's.
     """
-    if why_not is not None or not complete(figures, pieces):
+    sides = {p: list(pieces) for p in (F32, BF16)} if not isinstance(pieces, dict) else dict(pieces)
+    if why_not is not None or not all(complete(figures, sides[p], (p,)) for p in (F32, BF16)):
         reasons = {"prefix": why_not or "not measured", "trained": TRAINED_STAYS_F32}
         return PrecisionDecision({"prefix": F32, "trained": F32}, reasons, "skipped", cpu)
-    f32, bf16 = (per_image(figures, pieces, p) for p in (F32, BF16))
+    f32, bf16 = (per_image(figures, sides[p], p) for p in (F32, BF16))
     speedup = f32 / bf16 if bf16 > 0 else float("inf")
     verdict = ">=" if speedup >= MARGIN else "<"
     slower = ", slower" if round(speedup, 2) < 1 else ""
-    where = f"layers 1-{pieces[-1][1]} timed in {len(pieces)} stage piece{'s' if len(pieces) > 1 else ''}"
+    same = sides[F32] == sides[BF16]
+    if same:
+        where = f"layers {_span(sides[F32])} timed in {_count(sides[F32])}"
+        forward = f"forward {1e3 * f32:.3g} -> {1e3 * bf16:.3g} ms/image, {where}"
+    else:
+        forward = "; ".join(
+            f"{_SHORT[p]} {_span(sides[p])}{_cached_below(sides[p])}: {1e3 * t:.3g} ms/image"
+            for p, t in ((F32, f32), (BF16, bf16))
+        )
     reason = (
-        f"forward {1e3 * f32:.3g} -> {1e3 * bf16:.3g} ms/image, {where}; over {images:,} images: "
-        f"{images * f32:.3g} s -> {images * bf16:.3g} s, {speedup:.2f}x {verdict} {MARGIN:g}x{slower}"
+        f"{forward}; over {images:,} images: {images * f32:.3g} s -> {images * bf16:.3g} s, "
+        f"{speedup:.2f}x {verdict} {MARGIN:g}x{slower}"
     )
     record = {
         f"forward_{F32}_ms": round(1e3 * f32, 4),
@@ -289,7 +328,9 @@ def decide_precision(
         f"{F32}_s": round(images * f32, 3),
         f"{BF16}_s": round(images * bf16, 3),
         "speedup": round(speedup, 3),
-        "pieces": len(pieces),
+        "pieces": len(set(sides[F32]) | set(sides[BF16])),
+        f"{F32}_from_layer": sides[F32][0][0],
+        f"{BF16}_from_layer": sides[BF16][0][0],
     }
     return PrecisionDecision(
         {"prefix": BF16 if speedup >= MARGIN else F32, "trained": F32},
@@ -300,70 +341,27 @@ def decide_precision(
     )
 
 
-def figures_key(**what: Any) -> str:
-    """The key of a backbone's figures: a hash of everything given (backbone, image size,
-    batch size, backend and versions, CPU and its flags and threads), sorted, with :data:`METHOD`."""
-    text = json.dumps({**what, "method": METHOD}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+def cached_whole(policy: str, cut: int, cpu: str) -> PrecisionDecision:
+    """The prefix in ``policy``, whose activations at this cut the cache holds already: nothing to compute."""
+    reason = f"its activations at layer {cut} are cached in {policy} for these images: nothing to compute"
+    return PrecisionDecision(
+        {"prefix": policy, "trained": F32}, {"prefix": reason, "trained": TRAINED_STAYS_F32}, "cached", cpu
+    )
 
 
-@dataclass
-class Kept:
-    """The figures of one backbone on one machine, as measured so far.
-
-    Attributes:
-        figures: piece key -> policy -> seconds per image.
-        cost_s: piece key -> seconds its float32 side took to time (its share of the
-            build, the trace, the call).
-        cuts: what fixes a run's cut (freeze share, what trains, BatchNorm policy, as JSON)
-            -> ``[cut, stage stops]``: a later run with the same plan needs no backbone built.
-    """
-
-    figures: Figures = field(default_factory=dict)
-    cost_s: dict[str, float] = field(default_factory=dict)
-    cuts: dict[str, list] = field(default_factory=dict)
-
-    def merged(self, other: Kept) -> Kept:
-        """These figures with ``other``'s added (``other`` wins where both have one)."""
-        figures = {k: dict(v) for k, v in self.figures.items()}
-        for k, v in other.figures.items():
-            figures.setdefault(k, {}).update(v)
-        return Kept(figures, {**self.cost_s, **other.cost_s}, {**self.cuts, **other.cuts})
+_SHORT = {F32: "float32", BF16: "bfloat16"}
 
 
-class FigureStore:
-    """Measured figures on disk, one small JSON file per key (``<folder>/<key>.json``).
+def _span(pieces: Sequence[Piece]) -> str:
+    """``backbone.layers[a:b]`` as layers counted from 1 with the input layer, as the freeze
+    plan counts them ("13 frozen layers": layers 1-13); from the images, the input layer is in."""
+    a, b = pieces[0][0], pieces[-1][1]
+    return f"{1 if a == 1 else a + 1}-{b}"
 
-    Written atomically, after merging with what is on disk then: concurrent sweep workers
-    timing other stages of the same backbone keep each other's figures, and the worst a
-    race does is time the same piece twice.
-    """
 
-    def __init__(self, folder: Path | None):
-        self.folder = folder
+def _count(pieces: Sequence[Piece]) -> str:
+    return f"{len(pieces)} stage piece{'s' if len(pieces) > 1 else ''}"
 
-    def load(self, key: str) -> Kept:
-        """What is kept for ``key`` (an empty :class:`Kept` if nothing, or nothing readable)."""
-        if self.folder is None:
-            return Kept()
-        try:
-            data = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
-            figures = {str(k): {str(p): float(s) for p, s in v.items()} for k, v in data["figures"].items()}
-            cost = {str(k): float(s) for k, s in data["cost_s"].items()}
-            cuts = {str(k): [int(v[0]), [int(s) for s in v[1]]] for k, v in data["cuts"].items()}
-            return Kept(figures, cost, cuts)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
-            return Kept()  # none yet, or unreadable: measured again
 
-    def save(self, key: str, kept: Kept, what: dict[str, Any]) -> None:
-        if self.folder is None:
-            return
-        from tlexp.files import write_json
-
-        kept = self.load(key).merged(kept)
-        data = {"key": what, "figures": kept.figures, "cost_s": kept.cost_s, "cuts": kept.cuts}
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_json(self.folder / f"{key}.json", data)
-        except OSError:
-            pass  # a read-only or full cache only costs measuring again next time
+def _cached_below(pieces: Sequence[Piece]) -> str:
+    return f" (layers 1-{pieces[0][0]} cached)" if pieces[0][0] > 1 else ""

@@ -1,23 +1,22 @@
 """Timing a backbone's stages in float32 and in ``mixed_bfloat16``, and giving a run's parts their policies.
 
-The figures :mod:`tlexp.model._precision` decides from come from a copy of the run's
-backbone (same architecture and image size; random weights, which time the same), built
-only when a run needs a piece no earlier run timed. Keras lets a built layer's compute
-dtype change (the ``dtype_policy`` setter; variables stay float32 under both policies),
-and a traced function keeps the dtypes it was traced with. So each piece's float32
-forward pass is traced and timed first, the layers are switched to bfloat16 and the
-pieces traced again through new segment models over the same layers, and then the two
-sides are timed in alternation, round by round: a load that comes and goes on a shared
-machine slows both sides alike instead of the one that ran during it.
+The figures :mod:`tlexp.model._precision` decides from are timed on the run's own backbone,
+after it is built and frozen and before anything of it is traced (random or pretrained
+weights time the same). Keras lets a built layer's compute dtype change (the
+``dtype_policy`` setter; variables stay float32 under both policies), and a traced function
+keeps the dtypes it was traced with. So each piece's forward pass is traced under float32
+through a segment model over the backbone's own layers, then again under bfloat16, and the
+two sides are timed in alternation, round by round: a load that comes and goes on a shared
+machine slows both sides alike instead of the one that ran during it. The layers get their
+policies back afterwards.
 
-The same setter gives a real run's trained part float32 after the model is built under
-the prefix's policy (:func:`apply_precision`), on TensorFlow and on JAX.
+The same setter gives a run's trained part float32 (:func:`apply_precision`), on TensorFlow
+and on JAX.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,133 +30,131 @@ from tlexp.model._precision import (
     ROUNDS,
     TRAINED_STAYS_F32,
     CpuInfo,
-    FigureStore,
-    Kept,
     Piece,
     PrecisionDecision,
+    cached_whole,
     can_pay,
     complete,
     cpu_info,
     decide_precision,
-    figures_key,
     per_image,
     piece_key,
     prefix_pieces,
     skipped,
     worth_bf16,
 )
+from tlexp.model._precisionstore import FigureStore, Kept, figures_key
 
 PINNED = ("logits", "output")  # float32 under every policy: the loss is computed from them (tlexp.model._head)
 
 
-def choose_precision(
-    make_backbone: Callable[[], Any],
-    plan_cut: Callable[[Any], int],
-    *,
-    images: int,
-    batch_size: int,
-    key: dict[str, Any],
-    plan: dict[str, Any],
-    store: Path | None,
-    deterministic: bool,
-    distribute: str,
-    cpu: CpuInfo | None = None,
-    timer: Callable[[Any, int], PieceTimer] | None = None,
-    stage_stops: Callable[[Any], list[int]] | None = None,
-) -> PrecisionDecision:
-    """``train.precision: auto`` on a CPU: float32 or mixed_bfloat16 for the frozen prefix
-    (the trained part stays float32).
+class PrecisionProbe:
+    """``train.precision: auto`` on a CPU for one run: the policy to build the backbone under
+    (:meth:`build_policy`), then float32 or mixed_bfloat16 for its frozen prefix (:meth:`decide`;
+    the trained part stays float32).
 
     Args:
-        make_backbone: builds the run's backbone with random weights, under the Keras dtype
-            policy in force.
-        plan_cut: the run's cut on such a backbone (``FreezePlan.layers_frozen``).
-        images: image-passes through the frozen prefix in the run (0: nothing is frozen).
-        batch_size: rows per forward pass, the run's and the measurement's.
         key: what identifies the backbone's timing besides the CPU (backbone, image size,
             batch size, backend and versions): the figures' file.
-        plan: what fixes the cut on that backbone (freeze share, what trains, BatchNorm
-            policy): kept beside the figures, so a later run with the same plan builds nothing.
         store: folder of kept figures (None: keep none).
+        deterministic, distribute: the run's settings (either keeps float32 unmeasured).
         cpu, timer, stage_stops: this CPU, :class:`PieceTimer` and where the backbone's
             stages end, replaced by tests.
     """
-    cpu = cpu or cpu_info()
-    why = _not_measured(cpu, deterministic, distribute)
-    if why is not None:
-        return skipped(("prefix", "trained") if images else ("trained",), why, cpu.describe())
-    if not images:
-        return skipped(("trained",), TRAINED_STAYS_F32, cpu.describe())
-    started = time.perf_counter()
-    what = {**key, "cpu": cpu.model, "flags": cpu.all_flags, "threads": cpu.threads}
-    name, figure_store = figures_key(**what), FigureStore(store)
-    kept, plan_name = figure_store.load(name), json.dumps(plan, sort_keys=True)
-    new, backbone = Kept(), None
 
-    def done(decision: PrecisionDecision, source: str | None = None) -> PrecisionDecision:
-        if new.figures or new.cuts:
-            figure_store.save(name, new, what)
+    def __init__(
+        self,
+        key: dict[str, Any],
+        store: Path | None,
+        *,
+        deterministic: bool,
+        distribute: str,
+        cpu: CpuInfo | None = None,
+        timer: Callable[[Any, int], PieceTimer] | None = None,
+        stage_stops: Callable[[Any], list[int]] | None = None,
+    ):
+        self.cpu = cpu or cpu_info()
+        self.why_not = _not_measured(self.cpu, deterministic, distribute)
+        self.what = {**key, "cpu": self.cpu.model, "flags": self.cpu.all_flags, "threads": self.cpu.threads}
+        self.name, self.store = figures_key(**self.what), FigureStore(store)
+        self.timer, self.stage_stops = timer or PieceTimer, stage_stops or _stage_stops
+
+    def build_policy(self) -> str:
+        """The policy to build the backbone under: the one last chosen for it on this CPU
+        (float32 where none was, or none is measured)."""
+        return (self.why_not is None and self.store.load(self.name).last) or F32
+
+    def decide(
+        self, backbone, cut: int, *, images: int, batch_size: int, cached: dict[str, int] | None = None
+    ) -> PrecisionDecision:
+        """The prefix ``backbone.layers[:cut]``'s precision, from its pieces timed on ``backbone``
+        (float32 first, then both ways where bfloat16 could repay its timing).
+
+        Args:
+            backbone: the run's backbone, built and frozen, nothing traced yet; its layers
+                have their policies back when this returns.
+            cut: the frozen prefix's layer count (``FreezePlan.layers_frozen``).
+            images: image-passes through the frozen prefix in the run (0: nothing is frozen).
+            batch_size: rows per forward pass, the run's and the measurement's.
+            cached: policy -> the deepest cut up to ``cut`` whose activations the cache holds
+                for this run's images (0 or absent: none).
+        """
+        started = time.perf_counter()
+        decision = self._decide(backbone, cut, images, batch_size, cached or {})
         decision.seconds = time.perf_counter() - started
-        decision.source = source or decision.source
+        if "prefix" in decision.choice and decision.source != "skipped":
+            self.store.save(self.name, Kept(last=decision.choice["prefix"]), self.what)
         return decision
 
-    why = can_pay(images, batch_size, cpu.cap)  # before anything is built or traced
-    if plan_name not in kept.cuts:
-        # The cut decides which pieces are needed; a run that cannot pay for measuring
-        # builds nothing to find it.
+    def _decide(self, backbone, cut: int, images: int, batch_size: int, cached: dict[str, int]) -> PrecisionDecision:
+        cpu = self.cpu.describe()
+        if self.why_not is not None:
+            return skipped(("prefix", "trained") if images else ("trained",), self.why_not, cpu)
+        if not images or cut <= 1:
+            return skipped(("trained",), TRAINED_STAYS_F32, cpu)
+        for policy in (F32, BF16):  # a cut cached whole: nothing to compute, float32 first
+            if cached.get(policy) == cut:
+                return cached_whole(policy, cut, cpu)
+        why = can_pay(images, batch_size, self.cpu.cap)  # before anything is traced
         if why is not None:
-            return done(decide_precision({}, [], images, cpu.describe(), why))
-        backbone, _ = _built(make_backbone)
-        new.cuts[plan_name] = [plan_cut(backbone), (stage_stops or _stage_stops)(backbone)]
-        kept = kept.merged(new)
-    cut, stops = kept.cuts[plan_name]
-    if cut <= 1:
-        return done(skipped(("trained",), TRAINED_STAYS_F32, cpu.describe()))
-    pieces = prefix_pieces(stops, cut)
-    if complete(kept.figures, pieces):
-        return done(decide_precision(kept.figures, pieces, images, cpu.describe()), "reused")
-    if why is None:
-        timer = timer or PieceTimer
-        timed, why = _time_pieces(backbone, make_backbone, timer, pieces, kept, images, batch_size, cpu.cap)
-        new, kept = new.merged(timed), kept.merged(timed)
-    decision = decide_precision(kept.figures, pieces, images, cpu.describe(), why)
-    return done(decision, "measured" if new.figures else None)
+            return decide_precision({}, [], images, cpu, why)
+        stops = self.stage_stops(backbone)
+        sides = {p: prefix_pieces(stops, cut, max(1, cached.get(p, 0))) for p in (F32, BF16)}
+        kept = self.store.load(self.name)
+        if complete(kept.figures, sides[F32], (F32,)) and complete(kept.figures, sides[BF16], (F32, BF16)):
+            return _sourced(decide_precision(kept.figures, sides, images, cpu), "reused")
+        timed, why = _time_pieces(self.timer(backbone, batch_size), sides, kept, images, self.cpu.cap)
+        self.store.save(self.name, timed, self.what)
+        decision = decide_precision(kept.merged(timed).figures, sides, images, cpu, why)
+        return _sourced(decision, "measured" if timed.figures else decision.source)
 
 
-def _built(make_backbone: Callable[[], Any]) -> tuple[Any, float]:
-    """A backbone built under float32, and the seconds that took."""
-    t = time.perf_counter()
-    with _global_policy(F32):
-        return make_backbone(), time.perf_counter() - t
+def _sourced(decision: PrecisionDecision, source: str) -> PrecisionDecision:
+    decision.source = source
+    return decision
 
 
 def _time_pieces(
-    backbone: Any | None,
-    make_backbone: Callable[[], Any],
-    timer: Callable[[Any, int], PieceTimer],
-    pieces: list[Piece],
-    kept: Kept,
-    images: int,
-    batch_size: int,
-    cap: float | None,
+    timer: PieceTimer, sides: dict[str, list[Piece]], kept: Kept, images: int, cap: float | None
 ) -> tuple[Kept, str | None]:
-    """Time the pieces ``kept`` lacks, on ``backbone`` (built here if None): float32 first,
-    then both ways where bfloat16 could repay its timing; the new figures, and why bfloat16
-    was not timed (or None)."""
-    built_s = 0.0  # not counted where finding the cut built the backbone: it was needed anyway
-    if backbone is None:
-        backbone, built_s = _built(make_backbone)
-    pieces_timer, new = timer(backbone, batch_size), Kept()
-    todo = [p for p in pieces if not complete(kept.figures, [p], (F32,))]
-    if todo:
-        new = pieces_timer.float32(todo, built_s)
-    now = kept.merged(new)
-    lacking = [p for p in pieces if not complete(now.figures, [p])]
-    cost = sum(now.cost_s.get(piece_key(p), 0.0) for p in lacking)
-    why = worth_bf16(images * per_image(now.figures, pieces, F32), cap, cost)
-    if why is None:
-        new = new.merged(pieces_timer.both(lacking))
-    return new, why
+    """Time the pieces ``kept`` lacks: float32 first (both sides' pieces: bfloat16's best
+    is bounded by them), then both ways where bfloat16 could win and repay its timing; the
+    new figures, and why bfloat16 was not timed (or None)."""
+    every = sorted({*sides[F32], *sides[BF16]})
+    try:
+        todo = [p for p in every if not complete(kept.figures, [p], (F32,))]
+        new = timer.float32(todo) if todo else Kept()
+        now = kept.merged(new)
+        lacking = [p for p in sides[BF16] if not complete(now.figures, [p])]
+        cost = sum(now.cost_s.get(piece_key(p), 0.0) for p in lacking)
+        f32_s = images * per_image(now.figures, sides[F32], F32)
+        floor_s = images * per_image(now.figures, sides[BF16], F32) / cap if cap else 0.0
+        why = worth_bf16(f32_s, floor_s, cost)
+        if why is None and lacking:
+            new = new.merged(timer.both(lacking))
+        return new, why
+    finally:
+        timer.restore()
 
 
 def _not_measured(cpu: CpuInfo, deterministic: bool, distribute: str) -> str | None:
@@ -187,19 +184,19 @@ def _stage_stops(backbone) -> list[int]:
 class PieceTimer:
     """Forward passes through pieces of one backbone, timed in float32 and in mixed_bfloat16.
 
-    Built over a backbone made under float32; :meth:`both` switches its layers to bfloat16
-    for good (it is the measurement's own copy).
+    Each piece's layers are switched to the side's policy before its step is traced;
+    :meth:`restore` gives every layer back the policy it had.
     """
 
     def __init__(self, backbone, batch_size: int):
         self.backbone, self.batch_size = backbone, batch_size
         self.rng = np.random.default_rng(0)
         self.steps: dict[str, dict[Piece, Callable[[], Any]]] = {F32: {}, BF16: {}}
+        self.policies = [layer.dtype_policy.name for layer in backbone.layers]
 
-    def float32(self, pieces: Sequence[Piece], built_s: float = 0.0) -> Kept:
+    def float32(self, pieces: Sequence[Piece]) -> Kept:
         """Each piece traced and timed once in float32: seconds per image, and what timing
-        its bfloat16 side would cost (its share of ``built_s`` and its trace, and the
-        rounds both ways)."""
+        its bfloat16 side would cost (its trace, and the rounds both ways)."""
         figures, cost = {}, {}
         for piece in pieces:
             t = time.perf_counter()
@@ -207,18 +204,15 @@ class PieceTimer:
             call = _timed(step)
             traced = time.perf_counter() - t - call
             figures[piece_key(piece)] = {F32: call / self.batch_size}
-            cost[piece_key(piece)] = built_s / len(pieces) + traced + (1 + 2 * ROUNDS) * call
+            cost[piece_key(piece)] = traced + (1 + 2 * ROUNDS) * call
         return Kept(figures, cost)
 
     def both(self, pieces: Sequence[Piece]) -> Kept:
         """Each piece in both precisions, :data:`ROUNDS` calls each, in alternation; the medians."""
         for piece in pieces:
-            if piece not in self.steps[F32]:
-                self._step(piece, F32)
-        _set_policy(self.backbone.layers[1:], BF16)
-        with _global_policy(BF16):
-            for piece in pieces:
-                self._step(piece, BF16)
+            for policy in (F32, BF16):
+                if piece not in self.steps[policy]:
+                    self._step(piece, policy)
         times: dict[tuple[Piece, str], list[float]] = {}
         for r in range(ROUNDS):  # in alternation, each round in the other order
             for piece in pieces:
@@ -230,10 +224,16 @@ class PieceTimer:
         }
         return Kept(figures)
 
+    def restore(self) -> None:
+        """Every layer's policy as it was built."""
+        for layer, policy in zip(self.backbone.layers, self.policies, strict=True):
+            _set_policy([layer], policy)
+
     def _step(self, piece: Piece, policy: str) -> Callable[[], Any]:
-        """The piece's forward pass under the layers' policy now, traced (run once, untimed)."""
+        """The piece's forward pass with its layers under ``policy``, traced (run once, untimed)."""
         from tlexp.model._segments import inference_fn, segment
 
+        _set_policy(self.backbone.layers[piece[0] : piece[1]], policy)
         seg = segment(self.backbone, *piece)
         fn = inference_fn(seg)
         x = _random(seg.inputs, self.batch_size, self.rng)
@@ -269,7 +269,7 @@ def _timed(step: Callable[[], Any]) -> float:
 
 
 @contextlib.contextmanager
-def _global_policy(policy: str) -> Iterator[None]:
+def global_policy(policy: str) -> Iterator[None]:
     """Keras' global dtype policy for what is built inside, restored after."""
     import keras
 

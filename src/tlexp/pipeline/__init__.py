@@ -26,6 +26,7 @@ _EXPORTS = {
     "Source": "_sources",
     "TFBatches": "_loaders",
     "blocker": "_prefix",
+    "cached_cuts": "_feed",
     "numpy_dtype": "_rowfile",
     "open_feed": "_feed",
     "padded": "_loaders",
@@ -46,6 +47,7 @@ __all__ = [
     "Source",
     "TFBatches",
     "blocker",
+    "cached_cuts",
     "numpy_dtype",
     "open_feed",
     "padded",
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from tlexp.pipeline._feed import Feed, open_feed
+    from tlexp.pipeline._feed import Feed, cached_cuts, open_feed
     from tlexp.pipeline._loaders import Batches, TFBatches, padded, stream
     from tlexp.pipeline._plan import BatchPlan, FitInput
     from tlexp.pipeline._prefix import blocker, prefix_activations

@@ -102,29 +102,52 @@ def open_feed(cfg: Config, ds: Dataset, whole, plan, accel, check, decoder) -> F
     return Feed(suffix, ds, source, batches, acts.describe())
 
 
+def cached_cuts(cfg: Config, ds: Dataset, check, backbone, cut: int, distribute: str, precisions) -> dict[str, int]:
+    """For each compute precision (a Keras policy name), the deepest cut up to ``cut`` whose
+    activations the cache holds for this run's images, backbone and weights on this CPU
+    (0: none); what ``train.precision: auto`` weighs. Empty where this run caches no prefix."""
+    from tlexp.pipeline._prefix import blocker
+    from tlexp.pipeline._prefix import cached_cuts as held
+
+    pc = cfg.train.prefix_cache
+    if blocker(backbone, cut, enabled=pc.enabled, batchnorm=cfg.model.batchnorm, distribute=distribute):
+        return {}
+    keys = {p: _data_key(cfg, ds, check, p, []) for p in precisions}
+    return held(backbone, cut, store=_store(cfg), n_files=len(ds.paths), data_keys=keys, dtype=pc.dtype)
+
+
+def _data_key(cfg: Config, ds: Dataset, check, precision: str, gpus: list[str]) -> str:
+    """What identifies the prefix's input: the images (paths and content), their size, and
+    everything else that changes the values: the compute dtype (mixed precision), the
+    library versions and the device (kernels differ in their last bits)."""
+    from tlexp.data import image_key
+    from tlexp.model import numerics_fingerprint
+
+    sha = {f.path: f.sha256 for f in check.usable()}
+    images = image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size)
+    return "|".join([images, precision, numerics_fingerprint(gpus)])
+
+
+def _store(cfg: Config):
+    from tlexp.data import cache_dir
+    from tlexp.pipeline._store import ActivationStore
+
+    max_gb = cfg.train.prefix_cache.max_gb
+    return ActivationStore(cache_dir(cfg), None if max_gb == "auto" else int(max_gb * 1e9))
+
+
 def _prefix_activations(cfg: Config, ds: Dataset, whole, plan, accel, check, images: ImageSource, batches: BatchPlan):
     """``(activations, None, False)`` of the frozen prefix for every image, or ``(None, why not, warn)``."""
-    from tlexp.data import cache_dir, image_key
-    from tlexp.model import numerics_fingerprint
     from tlexp.pipeline._cachecost import run_passes
     from tlexp.pipeline._prefix import blocker, prefix_activations
-    from tlexp.pipeline._store import ActivationStore, Fallback
+    from tlexp.pipeline._store import Fallback
 
     pc, cut = cfg.train.prefix_cache, plan.layers_frozen
     why = blocker(whole.backbone, cut, enabled=pc.enabled, batchnorm=cfg.model.batchnorm, distribute=accel.distribute)
     if why is not None:
         return None, why, False
-    sha = {f.path: f.sha256 for f in check.usable()}
-    # Everything else that changes the values is in the key: the compute dtype (mixed
-    # precision), the library versions and the device (kernels differ in their last bits).
-    key = "|".join(
-        [
-            image_key(ds.paths, [sha[p] for p in ds.paths], cfg.data.image_size),
-            accel.precision,
-            numerics_fingerprint(accel.gpus),
-        ]
-    )
-    store = ActivationStore(cache_dir(cfg), None if pc.max_gb == "auto" else int(pc.max_gb * 1e9))
+    key = _data_key(cfg, ds, check, accel.precision, accel.gpus)
+    store = _store(cfg)
     # enabled=auto: cache only where it pays over the passes this run makes (figures measured).
     split = [len(ds.indices(s)) for s in ("train", "val")]
     passes = run_passes(cfg.train.epochs, *split, len(ds.paths)) if pc.enabled == "auto" else None

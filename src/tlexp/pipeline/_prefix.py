@@ -56,26 +56,54 @@ def blocker(backbone, cut: int, *, enabled: bool, batchnorm: str, distribute: st
     return None
 
 
-def layer_hashes(backbone, cut: int, seed_text: str) -> list[str]:
+def layer_hashes(backbone, cut: int, seed_text: str, digests: list[bytes] | None = None) -> list[str]:
     """Chained hashes: entry ``j`` identifies ``backbone.layers[:j]`` (architecture and weights).
 
     ``seed_text`` identifies everything before the first layer (images, preprocessing,
-    compute dtype). Entry 0 hashes only that.
+    compute dtype). Entry 0 hashes only that. ``digests``: :func:`layer_digests`, where the
+    caller has them already.
     """
     h = hashlib.sha256(seed_text.encode())
     out = [h.hexdigest()]
+    for digest in layer_digests(backbone, cut) if digests is None else digests[:cut]:
+        h = hashlib.sha256(h.digest() + digest)
+        out.append(h.hexdigest())
+    return out
+
+
+def layer_digests(backbone, cut: int) -> list[bytes]:
+    """One digest per layer of ``backbone.layers[:cut]``: its kind, configuration and weights."""
+    out = []
     for layer in backbone.layers[:cut]:
-        h = hashlib.sha256(h.digest())
-        h.update(type(layer).__name__.encode())
+        h = hashlib.sha256(type(layer).__name__.encode())
         # Not the layer's name: Keras numbers unnamed layers per session ("input_layer_3"),
-        # and a name changes no value.
-        config = {k: v for k, v in layer.get_config().items() if k != "name"}
+        # and a name changes no value. Not its dtype policy: the compute dtype is in the
+        # chain's ``seed_text``, and ``auto`` may set the policy after the build (so the keys
+        # of either precision can be found before it is chosen: :func:`cached_cuts`).
+        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "dtype")}
         h.update(json.dumps(config, sort_keys=True, default=str).encode())
         for w in layer.weights:
             v = np.ascontiguousarray(w.numpy())
             h.update(f"{v.dtype}{v.shape}".encode())
             h.update(v.tobytes())
-        out.append(h.hexdigest())
+        out.append(h.digest())
+    return out
+
+
+def cached_cuts(backbone, cut: int, *, store: ActivationStore, n_files: int, data_keys: dict[str, str], dtype: str):
+    """For each compute precision, the deepest cut up to ``cut`` whose entry the store holds.
+
+    Args:
+        data_keys: precision -> the ``data_key`` its entries would have (the compute dtype is in it).
+        n_files, dtype: as :func:`prefix_activations` takes them.
+
+    Returns:
+        precision -> cut (0 where none is held).
+    """
+    digests, out = layer_digests(backbone, cut), {}
+    for precision, data_key in data_keys.items():
+        build = _Build(backbone, cut, store, n_files, data_key, dtype, None, digests)
+        out[precision] = next((j for j in range(cut, 1, -1) if store.holds(build.key(j))), 0)
     return out
 
 
@@ -140,13 +168,15 @@ class _Build:
     """One entry of :func:`prefix_activations`: its key, its size against the budget, the
     decision whether it pays, and the pass that fills it."""
 
-    def __init__(self, backbone, cut: int, store: ActivationStore, n_files: int, data_key: str, dtype: str, passes):
+    def __init__(
+        self, backbone, cut: int, store: ActivationStore, n_files: int, data_key: str, dtype: str, passes, digests=None
+    ):
         from tlexp.model import frontier_spec
 
         self.backbone, self.cut, self.store, self.n_files, self.dtype = backbone, cut, store, n_files, dtype
         self.passes = passes
+        self.hashes = layer_hashes(backbone, cut, f"{FORMAT_VERSION}|{backbone.name}|{data_key}", digests)
         self.specs = [(shape, dt if dtype == "auto" else dtype) for shape, dt in frontier_spec(backbone, cut)]
-        self.hashes = layer_hashes(backbone, cut, f"{FORMAT_VERSION}|{backbone.name}|{data_key}")
         self.layer = backbone.layers[cut - 1].name
         self.row_bytes = sum(int(np.prod(s)) * numpy_dtype(d).itemsize for s, d in self.specs)
         self.need = n_files * self.row_bytes

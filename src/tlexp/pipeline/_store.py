@@ -141,6 +141,10 @@ class ActivationStore:
         free = shutil.disk_usage(self.root).free
         return f"train.prefix_cache.max_gb=auto: {size_text(free)} free on the disk of {self.root}, 5 % of it kept free"
 
+    def holds(self, key: str) -> bool:
+        """Whether the finished entry ``key`` is there (not marked as used)."""
+        return (self.folder(key) / META).is_file()
+
     def open(self, key: str, source: str = "reused") -> PrefixActivations | None:
         """The finished entry ``key``, memory-mapped read-only; None if there is none."""
         folder = self.folder(key)

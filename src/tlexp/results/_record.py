@@ -200,18 +200,22 @@ class PrecisionDecisionInfo(_Part):
             the head, training and forward passes) -> the Keras dtype policy it ran under.
         reason: why, per part, with the figures.
         source: ``measured`` (this run timed stages of its backbone), ``reused`` (figures
-            earlier runs timed), or ``skipped`` (no fast bfloat16, train.deterministic, too
-            little work to measure).
+            earlier runs timed), ``cached`` (the cut's activations were cached in that
+            precision: nothing to compute), or ``skipped`` (no fast bfloat16,
+            train.deterministic, too little work to measure).
         margin: how much faster bfloat16 had to make the prefix to be chosen.
-        seconds: what deciding cost this run (a backbone built to find the cut, the timing).
+        seconds: what deciding cost this run (the timing, and building the backbone again
+            where the decision differs from the policy it was built under).
         figures: ``prefix`` -> ms per image forward in each precision (the sum of its
             stage pieces'), the images the run sends through it, the seconds that makes each
-            way, their ratio (``speedup``) and the number of pieces.
+            way, their ratio (``speedup``), the number of pieces, and the layer each
+            precision computes from (``<policy>_from_layer``: 1 from the images, else the
+            cut of its cached shallower entry).
     """
 
     choice: dict[str, str]
     reason: str
-    source: Literal["measured", "reused", "skipped"]
+    source: Literal["measured", "reused", "cached", "skipped"]
     margin: float
     cpu: str
     seconds: float = 0.0
