@@ -517,10 +517,18 @@ def describe_choice(decision: dict | None) -> str:
         return "-"
     short = {"mixed_bfloat16": "bf16", "float32": "f32"}
     parts = " / ".join(f"{p} {short.get(c, c)}" for p, c in decision["choice"].items())
+    if decision["source"] == "cached":
+        return parts + " (prefix cached in it)"
     if decision["source"] != "skipped":
-        speedup = decision.get("figures", {}).get("prefix", {}).get("speedup")
+        figures = decision.get("figures", {}).get("prefix", {})
         how = "timed" if decision["source"] == "measured" else "reused"
-        return parts + (f" (prefix {speedup:.2f}x, {how})" if speedup else "")
+        nested = {p: figures.get(f"{p}_from_layer", 1) for p in ("float32", "mixed_bfloat16")}
+        if any(v > 1 for v in nested.values()):  # a side computes from a cached shallower cut
+            how += ", from " + ", ".join(f"{short[p]} cache at {v}" for p, v in nested.items() if v > 1)
+        speedup = figures.get("speedup")
+        if speedup:
+            return parts + f" (prefix {speedup:.2f}x, {how})"
+        return f"{parts}, not timed: {decision['reason'].split('; ')[0].split(': ', 1)[1]}"
     # "frozen prefix: too little work to measure: 40 image-passes ...; trained part: ..." -> its first why
     return f"{parts}, not measured: {decision['reason'].split('; ')[0].split(': ')[1]}"
 
@@ -532,7 +540,8 @@ def precision_table(cells: list[dict], totals: dict) -> list[str]:
     lines = [
         "the plain recipe, tlexp in float32 and tlexp with train.precision=auto (two sweeps on TensorFlow, "
         "each with cold caches; s = each cell's total from its run record; deciding = what auto's decision "
-        "cost the cell (a backbone built to find its cut, the stages no earlier cell timed, timed both ways), "
+        "cost the cell (the stages no earlier cell timed, timed both ways on the cell's own backbone, and building "
+        "it again where the choice differed from the backbone's last one), "
         "included in its s; choice per part: prefix = the frozen layers, with bfloat16's speed-up on them, "
         "trained = the layers above them and the head):",
         "",

@@ -137,7 +137,7 @@ def test_float32_without_measuring(tmp_path, cpu, kw, reason):
     rec = d.to_dict()
     assert reason in rec["reason"] and rec["figures"] == {}
     assert not (tmp_path / "precision").exists()
-    assert probe(tmp_path, cpu, **kw).build_policy() == F32
+    assert probe(tmp_path, cpu, **kw).build_policy(10_000, 32) == F32
 
 
 def test_the_prefix_is_timed_stage_by_stage_and_training_stays_float32(tmp_path):
@@ -167,7 +167,7 @@ def test_too_little_work_to_pay_for_measuring(tmp_path):
     assert choose(tmp_path, images=edge)[1] == []
     amx = CpuInfo("Xeon", ("amx_bf16",), True, 2)
     assert choose(tmp_path, images=edge, cpu=amx)[1][0][0] == "float32"
-    assert probe(tmp_path).build_policy() == F32  # "too little work" says nothing of the backbone
+    assert probe(tmp_path).build_policy(10_000, 32) == F32  # "too little work" says nothing of the backbone
 
 
 def test_figures_are_kept_per_backbone_and_reused_across_cuts(tmp_path):
@@ -194,13 +194,14 @@ def test_figures_are_kept_per_backbone_and_reused_across_cuts(tmp_path):
 def test_the_backbone_is_built_under_the_last_choice_for_it(tmp_path):
     """A run builds its backbone under the precision last chosen for that backbone on this CPU
     (its graph then carries the prefix's dtype, usually without a second build)."""
-    assert probe(tmp_path).build_policy() == F32  # nothing chosen yet
+    assert probe(tmp_path).build_policy(10_000, 32) == F32  # nothing chosen yet
     choose(tmp_path)
-    assert probe(tmp_path).build_policy() == BF16
-    assert probe(tmp_path, key={"backbone": "resnet50"}).build_policy() == F32
+    assert probe(tmp_path).build_policy(10_000, 32) == BF16
+    assert probe(tmp_path).build_policy(100, 32) == F32  # too little work to measure: float32, not built twice
+    assert probe(tmp_path, key={"backbone": "resnet50"}).build_policy(10_000, 32) == F32
     choose(tmp_path, timer=lambda b, n: FakeTimer(b, n, speedup=1.05), key={"backbone": "resnet50"})
-    assert probe(tmp_path, key={"backbone": "resnet50"}).build_policy() == F32
-    assert probe(tmp_path).build_policy() == BF16
+    assert probe(tmp_path, key={"backbone": "resnet50"}).build_policy(10_000, 32) == F32
+    assert probe(tmp_path).build_policy(10_000, 32) == BF16
 
 
 def test_each_precision_is_charged_only_what_the_cache_does_not_hold(tmp_path):
@@ -238,7 +239,7 @@ def test_a_cut_cached_whole_takes_its_precision_untimed(tmp_path):
     d, timed = choose(tmp_path, cached={BF16: 13, F32: 7})
     assert timed == [] and d.choice == {"prefix": BF16, "trained": F32} and d.source == "cached"
     assert "activations at layer 13 are cached in mixed_bfloat16" in d.reasons["prefix"]
-    assert probe(tmp_path).build_policy() == BF16
+    assert probe(tmp_path).build_policy(10_000, 32) == BF16
     d, timed = choose(tmp_path, cached={BF16: 13, F32: 13})  # both: float32, which rounds nothing
     assert timed == [] and d.choice["prefix"] == F32 and d.source == "cached"
 
@@ -276,13 +277,15 @@ def test_the_timer_times_real_pieces_both_ways():
     """PieceTimer on a real backbone: a figure per piece each way, each side computing in its
     own dtype whatever the backbone was built under, and the layers' policies given back."""
     from tlexp.model import PieceTimer, build_backbone, global_policy
+    from tlexp.pipeline._prefix import layer_digests
 
     with global_policy(BF16):  # built under bfloat16: the float32 side must still be float32
         backbone = build_backbone("vgg16", 32)
     timer = PieceTimer(backbone, 8)
+    digests = layer_digests(backbone, 6)  # the activation cache's keys: the same under either policy
     kept = timer.float32([(1, 4), (4, 6)])
     assert set(kept.figures) == {"1:4", "4:6"} and all(c > 0 for c in kept.cost_s.values())
-    assert backbone.layers[5].compute_dtype == "float32"
+    assert backbone.layers[5].compute_dtype == "float32" and layer_digests(backbone, 6) == digests
     both = timer.both([(1, 4), (4, 6)])
     assert all(v[F32] > 0 and v[BF16] > 0 for v in both.figures.values())
     assert backbone.layers[5].compute_dtype == "bfloat16"

@@ -146,7 +146,7 @@ def build(cfg: Config, ds, check, weights_path: Path | None, on_devices: context
     accel = resolve_accel(t.precision, t.distribute, t.jit_compile, t.deterministic, t.batch_size)
     probe = _precision_probe(cfg, accel) if t.precision == "auto" and not accel.gpus else None
     if probe is not None:  # built under the policy last chosen for this backbone here: usually the one chosen now
-        accel.precision = probe.build_policy()
+        accel.precision = probe.build_policy(_prefix_images(cfg, ds), t.batch_size)
     keras.utils.set_random_seed(cfg.seed)
     on_devices.enter_context(data_parallel(accel))
     with accel_scope(accel):
@@ -217,7 +217,8 @@ def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weig
 
     cut = plan.layers_frozen
     images = _prefix_images(cfg, ds)
-    cached = cached_cuts(cfg, ds, check, backbone, cut, accel.distribute, (F32, BF16)) if images else {}
+    measured = images and probe.why_not is None
+    cached = cached_cuts(cfg, ds, check, backbone, cut, accel.distribute, (F32, BF16)) if measured else {}
     decision = probe.decide(backbone, cut, images=images, batch_size=cfg.train.batch_size, cached=cached)
     if decision.build_policy != accel.precision:
         t = time.perf_counter()

@@ -79,10 +79,12 @@ class PrecisionProbe:
         self.name, self.store = figures_key(**self.what), FigureStore(store)
         self.timer, self.stage_stops = timer or PieceTimer, stage_stops or _stage_stops
 
-    def build_policy(self) -> str:
+    def build_policy(self, images: int, batch_size: int) -> str:
         """The policy to build the backbone under: the one last chosen for it on this CPU
-        (float32 where none was, or none is measured)."""
-        return (self.why_not is None and self.store.load(self.name).last) or F32
+        (float32 where none was, or where this run cannot measure or could not repay it)."""
+        if self.why_not is not None or can_pay(images, batch_size, self.cpu.cap) is not None:
+            return F32
+        return self.store.load(self.name).last or F32
 
     def decide(
         self, backbone, cut: int, *, images: int, batch_size: int, cached: dict[str, int] | None = None
