@@ -208,6 +208,7 @@ def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weig
     Returns:
         the backbone and its freeze plan, and part -> policy.
     """
+    import gc
     import time
 
     import keras
@@ -220,14 +221,21 @@ def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weig
     measured = images and probe.why_not is None
     cached = cached_cuts(cfg, ds, check, backbone, cut, accel.distribute, (F32, BF16)) if measured else {}
     decision = probe.decide(backbone, cut, images=images, batch_size=cfg.train.batch_size, cached=cached)
-    if decision.build_policy != accel.precision:
-        t = time.perf_counter()
+    t, rebuilt = time.perf_counter(), decision.build_policy != accel.precision
+    if rebuilt:
         accel.precision = decision.build_policy
         keras.utils.set_random_seed(cfg.seed)
         with global_policy(accel.precision):
             backbone, plan = _frozen_backbone(cfg, weights_path)
-        decision.seconds += time.perf_counter() - t
         log.info("model: built again under %s, the precision chosen", accel.precision)
+    if decision.source == "measured" or rebuilt:
+        # The timing's segment models and traces (and a backbone built again: the first one)
+        # are garbage in reference cycles: tens of thousands of objects that every full
+        # collection during the first epoch's tracing would scan again until one frees them.
+        # (DenseNet121 cells that had timed took 2-4 s longer over their first epoch, the one
+        # that traces, and no longer over the second.) A collection here takes about 0.2 s.
+        gc.collect()
+    decision.seconds += time.perf_counter() - t
     accel.precision_decision = decision.to_dict()
     log.info("model: precision %s", decision.line())
     return backbone, plan, decision.choice
