@@ -181,6 +181,20 @@ def start_sweep(cfg: Path, *extra: str, cwd: Path, started: Path, **popen) -> su
     return proc
 
 
+def tlexp_here(capsys: pytest.CaptureFixture, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``tlexp ARGS`` run in ``cwd`` in this process (:func:`tlexp.cli.main`), its exit code
+    and output (from ``capsys``) as ``subprocess.run(..., capture_output=True, text=True)``
+    returns them: for a test about what a command does, not about its process, which would
+    only import TensorFlow again (seconds each)."""
+    from tlexp.cli import main
+
+    capsys.readouterr()  # what came before is not this command's
+    with contextlib.chdir(cwd):
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["tlexp", *args], code, out, err)
+
+
 def session_processes(sid: int) -> dict[int, str]:
     """Running processes of session ``sid``, pid -> command line (Linux: read from /proc;
     elsewhere none are found).

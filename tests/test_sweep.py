@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -18,7 +17,7 @@ import yaml
 from tlexp.config import expand_sweep, load_config
 from tlexp.errors import ConfigError, UserError
 
-from conftest import own_tmpdir, start_sweep, sweep_config
+from conftest import own_tmpdir, start_sweep, sweep_config, tlexp_here
 
 # --------------------------------------------------------------------------- grid (no TensorFlow)
 
@@ -104,19 +103,6 @@ def test_run_refuses_a_sweep_config(tmp_path):
 
 def tlexp(*args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tlexp", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-def tlexp_here(capsys: pytest.CaptureFixture, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``tlexp ARGS`` run in this process (tlexp.cli.main), its exit code and output as
-    :func:`tlexp` returns them: where the command's own process is not what a test is about,
-    one of its own would only import TensorFlow again."""
-    from tlexp.cli import main
-
-    capsys.readouterr()  # what came before is not this command's
-    with contextlib.chdir(cwd):
-        code = main(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["tlexp", *args], code, out, err)
 
 
 def summary(sweep_dir: Path) -> dict[str, dict[str, str]]:
