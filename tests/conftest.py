@@ -181,6 +181,34 @@ def start_sweep(cfg: Path, *extra: str, cwd: Path, started: Path, **popen) -> su
     return proc
 
 
+def tlexp_here(capsys: pytest.CaptureFixture, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``tlexp ARGS`` run in ``cwd`` in this process (:func:`tlexp.cli.main`), its exit code
+    and output (from ``capsys``) as ``subprocess.run(..., capture_output=True, text=True)``
+    returns them: for a test about what a command does, not about its process, which would
+    only import TensorFlow again (seconds each). The "tlexp" logger is left as it was found:
+    the CLI's terminal handler (on capsys' stream, closed after the test), its level and
+    propagation would otherwise reach later tests (caplog sees nothing that does not propagate)."""
+    import logging
+
+    from tlexp.cli import main
+
+    log = logging.getLogger("tlexp")
+    saved = list(log.handlers), log.level, log.propagate
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        with contextlib.chdir(cwd):
+            code = main(list(args))
+    finally:
+        for handler in log.handlers[:]:
+            log.removeHandler(handler)
+        for handler in saved[0]:
+            log.addHandler(handler)
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["tlexp", *args], code, out, err)
+
+
 def session_processes(sid: int) -> dict[int, str]:
     """Running processes of session ``sid``, pid -> command line (Linux: read from /proc;
     elsewhere none are found).

@@ -1,4 +1,5 @@
-"""The tlexp command, end to end, through a real subprocess."""
+"""The tlexp command, end to end, through a real subprocess (in this process where the
+command's process is not what a test checks: one of its own would only import TensorFlow again)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 
 from tlexp.results import load_record
 
-from conftest import COLORS, tiny_config_file, write_image
+from conftest import COLORS, tiny_config_file, tlexp_here, write_image
 
 RUN_FILES = {
     "config.yaml",
@@ -265,16 +266,23 @@ def test_missing_imagenet_weights_fail_before_any_work(tmp_path, flat_dataset):
 
 
 @pytest.mark.slow
-def test_bad_layer_name_is_a_user_error(tmp_path, flat_dataset):
-    proc = tlexp("plan", str(tiny_config(tmp_path, flat_dataset)), "model.freeze=block4_poll", cwd=tmp_path)
+def test_bad_layer_name_is_a_user_error(tmp_path, flat_dataset, capsys):
+    proc = tlexp_here(
+        capsys, "plan", str(tiny_config(tmp_path, flat_dataset)), "model.freeze=block4_poll", cwd=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Did you mean 'block4_pool'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
-def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_dataset):
-    proc = tlexp(
-        "plan", str(tiny_config(tmp_path, folder_dataset)), "model.freeze=0.3", "data.image_size=224", cwd=tmp_path
+def test_plan_shows_data_and_freeze_plan_without_training(tmp_path, folder_dataset, capsys):
+    proc = tlexp_here(
+        capsys,
+        "plan",
+        str(tiny_config(tmp_path, folder_dataset)),
+        "model.freeze=0.3",
+        "data.image_size=224",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -342,7 +350,7 @@ def test_dataset_with_no_decodable_image_is_a_user_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
+def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run, capsys):
     """tlexp predict reproduces the run's own predictions (same preprocessing, same model).
 
     The run is the module's first_run, whose data are these 24 files (same bytes, same
@@ -357,7 +365,8 @@ def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
 
     for clf in ("head", "forest", "logreg"):
         out = tmp_path / f"{clf}.csv"
-        p = tlexp(
+        p = tlexp_here(
+            capsys,
             "predict",
             str(run_dir),
             str(flat_dataset),
@@ -379,9 +388,11 @@ def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
                 assert r["prediction"] == expected[name][clf], (clf, name)
                 assert float(r["p_dog"]) == pytest.approx(float(expected[name][f"{clf}_p1"]), abs=1e-5)
     # refuses to overwrite, lists the classifiers it has
-    again = tlexp("predict", str(run_dir), str(flat_dataset), "--out", str(tmp_path / "head.csv"), cwd=tmp_path)
+    again = tlexp_here(
+        capsys, "predict", str(run_dir), str(flat_dataset), "--out", str(tmp_path / "head.csv"), cwd=tmp_path
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    unknown = tlexp("predict", str(run_dir), str(flat_dataset), "--classifier", "svm", cwd=tmp_path)
+    unknown = tlexp_here(capsys, "predict", str(run_dir), str(flat_dataset), "--classifier", "svm", cwd=tmp_path)
     assert unknown.returncode == 2 and "it has: head, forest, logreg" in unknown.stderr
 
     # Kaggle's test1/ layout: N.jpg -> id,label with P(dog), sorted by id
@@ -389,7 +400,7 @@ def test_predict_with_a_saved_run(tmp_path, flat_dataset, first_run):
     test1.mkdir()
     for i, name in ((10, "dog.3.jpg"), (2, "cat.4.jpg")):
         (test1 / f"{i}.jpg").write_bytes((flat_dataset / name).read_bytes())
-    sub = tlexp("predict", str(run_dir), str(test1), "--submission", cwd=tmp_path)
+    sub = tlexp_here(capsys, "predict", str(run_dir), str(test1), "--submission", cwd=tmp_path)
     assert sub.returncode == 0, sub.stderr
     lines = sub.stdout.strip().splitlines()
     assert lines[0] == "id,label" and [line.split(",")[0] for line in lines[1:]] == ["2", "10"]

@@ -17,7 +17,7 @@ import yaml
 from tlexp.config import expand_sweep, load_config
 from tlexp.errors import ConfigError, UserError
 
-from conftest import own_tmpdir, start_sweep, sweep_config
+from conftest import own_tmpdir, start_sweep, sweep_config, tlexp_here
 
 # --------------------------------------------------------------------------- grid (no TensorFlow)
 
@@ -119,9 +119,9 @@ CELLS = ["vgg16_f30_s0", "vgg16_f50_s0", "vgg16_f70_s0"]
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_dataset):
-    # The reference: the same grid, never interrupted.
-    ref = tlexp("sweep", str(sweep_config(tmp_path, flat_dataset, GRID, name="ref")), cwd=tmp_path)
+def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_dataset, capsys):
+    # The reference: the same grid, never interrupted (in this process; only the killed sweep needs its own).
+    ref = tlexp_here(capsys, "sweep", str(sweep_config(tmp_path, flat_dataset, GRID, name="ref")), cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     ref_dir = tmp_path / "results" / "ref"
     assert {n: c["status"] for n, c in status(ref_dir).items()} == dict.fromkeys(CELLS, "finished")
@@ -142,7 +142,7 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
     assert not (sweep_dir / "summary.csv").exists()
     first_done = (sweep_dir / CELLS[0] / "metrics.json").stat().st_mtime_ns
 
-    again = tlexp("sweep", str(cfg), cwd=tmp_path)
+    again = tlexp_here(capsys, "sweep", str(cfg), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "1 finished before, 2 to run" in again.stderr
     assert (sweep_dir / CELLS[0] / "metrics.json").stat().st_mtime_ns == first_done  # not redone
@@ -164,7 +164,8 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
     for machine, cells in (("m1", CELLS[:2]), ("m2", CELLS[2:])):
         for cell in cells:
             shutil.copytree(ref_dir / cell, tmp_path / "gathered" / machine / cell)
-    rep = tlexp(
+    rep = tlexp_here(
+        capsys,
         "report",
         str(tmp_path / "gathered" / "m1"),
         str(tmp_path / "gathered" / "m2"),
@@ -183,12 +184,12 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_one(tmp_path, flat_da
 
 
 @pytest.mark.slow
-def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
+def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset, capsys):
     bad = tmp_path / "bad.weights.h5"
     bad.write_bytes(b"not an HDF5 file")
     cfg = sweep_config(tmp_path, flat_dataset, {"model.weights": ["none", str(bad)]}, name="fails")
     sweep_dir = tmp_path / "results" / "fails"
-    first = tlexp("sweep", str(cfg), cwd=tmp_path)
+    first = tlexp_here(capsys, "sweep", str(cfg), cwd=tmp_path)
     assert first.returncode == 1, first.stderr  # some cells failed
     assert "Traceback" not in first.stderr
     st = status(sweep_dir)
@@ -207,7 +208,7 @@ def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
     keras.utils.set_random_seed(0)
     bad.unlink()
     build_backbone("vgg16", 32).save_weights(bad)
-    second = tlexp("sweep", str(cfg), cwd=tmp_path)
+    second = tlexp_here(capsys, "sweep", str(cfg), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     st = status(sweep_dir)
     assert st[broken["name"]]["status"] == "finished" and st[broken["name"]]["attempts"] == 2
@@ -216,28 +217,28 @@ def test_failing_cell_is_recorded_and_retried(tmp_path, flat_dataset):
 
 
 @pytest.mark.slow
-def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, monkeypatch):
+def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, monkeypatch, capsys):
     cfg = sweep_config(tmp_path, flat_dataset, {"model.freeze": [0.5]}, name="grow")
     store = tmp_path / "mlruns"
     cfg.write_text(cfg.read_text() + f"tracking: {{mlflow: {{uri: {store}, experiment: study}}}}\n")
     sweep_dir = tmp_path / "results" / "grow"
-    assert tlexp("sweep", str(cfg), cwd=tmp_path).returncode == 0
+    assert tlexp_here(capsys, "sweep", str(cfg), cwd=tmp_path).returncode == 0
     done = (sweep_dir / "vgg16_f50_s0" / "metrics.json").stat().st_mtime_ns
     assert (sweep_dir / "vgg16_f50_s0" / "run.log").read_text().count("mlflow: logged") == 1  # said once
 
-    changed = tlexp("sweep", str(cfg), "train.learning_rate=0.01", cwd=tmp_path)
+    changed = tlexp_here(capsys, "sweep", str(cfg), "train.learning_rate=0.01", cwd=tmp_path)
     assert changed.returncode == 2
     assert "The config changed since 1 cell(s)" in changed.stderr
     assert "train.learning_rate: 0.001 -> 0.01" in changed.stderr
     assert "--new" in changed.stderr and "Traceback" not in changed.stderr
 
-    grown = tlexp("sweep", str(cfg), "sweep.model.freeze=[0.5, 0.7]", cwd=tmp_path)
+    grown = tlexp_here(capsys, "sweep", str(cfg), "sweep.model.freeze=[0.5, 0.7]", cwd=tmp_path)
     assert grown.returncode == 0, grown.stderr
     assert "1 finished before, 1 to run" in grown.stderr
     assert (sweep_dir / "vgg16_f50_s0" / "metrics.json").stat().st_mtime_ns == done
     assert sorted(summary(sweep_dir)) == ["vgg16_f50_s0", "vgg16_f70_s0"]
 
-    fresh = tlexp("sweep", str(cfg), "train.learning_rate=0.01", "--new", cwd=tmp_path)
+    fresh = tlexp_here(capsys, "sweep", str(cfg), "train.learning_rate=0.01", "--new", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.strip().endswith("grow2")
     assert (
@@ -269,8 +270,9 @@ def test_changed_config_is_refused_added_cells_just_run(tmp_path, flat_dataset, 
 
 
 @pytest.mark.slow
-def test_plan_lists_cells_without_training(tmp_path, flat_dataset):
-    proc = tlexp(
+def test_plan_lists_cells_without_training(tmp_path, flat_dataset, capsys):
+    proc = tlexp_here(
+        capsys,
         "plan",
         str(
             sweep_config(tmp_path, flat_dataset, {"model.backbone": ["vgg16", "resnet50"], "model.freeze": [0.3, 0.7]})
