@@ -235,6 +235,20 @@ def test_each_precision_is_charged_only_what_the_cache_does_not_hold(tmp_path):
     assert decide_precision(f, sides, 100, "cpu").choice["prefix"] == BF16  # 0.02 vs 0.015: 1.33x
 
 
+def test_later_cells_of_a_backbone_keep_its_measured_choice_untimed(tmp_path):
+    """Once a cell chose bfloat16 by measurement and cached its prefix so, a deeper cut of the
+    same backbone whose only cached entry is that one keeps bfloat16 without timing anything;
+    an entry only in the other precision is weighed as above (timed)."""
+    choose(tmp_path)  # the first cell: measured, bfloat16
+    d, timed = choose(tmp_path, cut=17, cached={BF16: 13})
+    assert timed == [] and d.choice["prefix"] == BF16 and d.source == "cached"
+    assert "layers 1-13 of 17 are cached in mixed_bfloat16, the precision last chosen" in d.reasons["prefix"]
+    d, timed = choose(tmp_path, cut=17, cached={F32: 13})  # not the last choice: charged per side
+    assert timed and d.source == "measured"
+    d, timed = choose(tmp_path, cut=19, cached={F32: 13, BF16: 17})  # both hold some: each from its own
+    assert d.source in ("measured", "reused") and d.figures["prefix"]["mixed_bfloat16_from_layer"] == 17
+
+
 def test_a_cut_cached_whole_takes_its_precision_untimed(tmp_path):
     d, timed = choose(tmp_path, cached={BF16: 13, F32: 7})
     assert timed == [] and d.choice == {"prefix": BF16, "trained": F32} and d.source == "cached"
@@ -422,13 +436,14 @@ def test_a_run_records_its_decision_and_the_cache_follows_the_prefix(tmp_path, f
     assert trained(again) == trained(rec) and len(trained(rec)["loss"]) == 1
     assert again.head.test.accuracy == rec.head.test.accuracy
 
-    monkeypatch.setattr(probe, "PieceTimer", Timer)
+    # A deeper cut of the same backbone: the measured choice holds its lower layers in the cache,
+    # so it keeps that precision, untimed, built once under it, and computes only the layers above.
     cut = rec.freeze.layers_frozen
     deeper, d, log = split("deeper", "model.freeze=0.7")
-    assert d.source == "measured" and d.choice["prefix"] == BF16
-    assert built_under[1:] == [{"bfloat16"}] and "built again" not in log  # under the last choice: once
-    assert d.figures["prefix"]["mixed_bfloat16_from_layer"] == cut and d.figures["prefix"]["float32_from_layer"] == 1
-    assert deeper.prefix_cache.source == rec.freeze.last_frozen_layer
+    assert d.source == "cached" and d.choice["prefix"] == BF16 and deeper.accelerator.precision == BF16
+    assert f"layers 1-{cut} of {deeper.freeze.layers_frozen} are cached in mixed_bfloat16" in d.reason
+    assert "built again" not in log and built_under == [{"float32"}]
+    assert deeper.prefix_cache.source == rec.freeze.last_frozen_layer and deeper.prefix_cache.dtype == "bfloat16"
 
 
 def _layers(config: dict):

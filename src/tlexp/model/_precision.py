@@ -26,11 +26,14 @@ lies above them. A prefix's figure is the sum of its pieces'.
 
 **Against what the activation cache already holds.** In a sweep, a deeper cut computes its
 prefix from a shallower cell's cached activations (:mod:`tlexp.pipeline._prefix`), and only in
-the precision they were computed in. So each precision is charged only the layers it would
-still have to compute for this run: float32 from its deepest cached float32 entry, bfloat16
-from its own. A cut cached whole in one precision takes it (nothing to compute). Otherwise a
-ResNet50 whose 10 % cell kept float32 would give its 30 % cell bfloat16 for the whole prefix
-(1.3x faster) over float32 for the two stages above the cached ones (far cheaper).
+the precision they were computed in. A cut cached whole in one precision takes it (nothing to
+compute). A cut whose only cached shallower entry is in the precision last chosen for this
+backbone keeps it untimed: the cells of one backbone share the first cell's measured choice,
+and the cache's nesting with it (timing each later cell cost more than its prefix could save:
+1-2 s a cell at 64 px against 0.2-1 s). Otherwise each precision is charged only the layers it
+would still have to compute: float32 from its deepest cached float32 entry, bfloat16 from its
+own. Without that, a ResNet50 whose 10 % cell kept float32 gave its 30 % cell bfloat16 for the
+whole prefix (1.3x faster) over float32 for the two stages above the cached ones (far cheaper).
 
 The timing runs on the run's own backbone (the layers' policies switched and restored), so
 deciding builds nothing. The backbone is built under the policy last chosen for it on this
@@ -344,6 +347,20 @@ def decide_precision(
 def cached_whole(policy: str, cut: int, cpu: str) -> PrecisionDecision:
     """The prefix in ``policy``, whose activations at this cut the cache holds already: nothing to compute."""
     reason = f"its activations at layer {cut} are cached in {policy} for these images: nothing to compute"
+    return PrecisionDecision(
+        {"prefix": policy, "trained": F32}, {"prefix": reason, "trained": TRAINED_STAYS_F32}, "cached", cpu
+    )
+
+
+def cached_below(policy: str, held: int, cut: int, cpu: str) -> PrecisionDecision:
+    """The prefix in ``policy``, the precision last chosen for this backbone here, whose
+    activations up to layer ``held`` are cached (and none in the other precision): the cells
+    of one backbone keep one precision, and the cache's nesting with it."""
+    other = BF16 if policy == F32 else F32
+    reason = (
+        f"layers 1-{held} of {cut} are cached in {policy}, the precision last chosen for this backbone here; "
+        f"{other} would compute them again from the images"
+    )
     return PrecisionDecision(
         {"prefix": policy, "trained": F32}, {"prefix": reason, "trained": TRAINED_STAYS_F32}, "cached", cpu
     )

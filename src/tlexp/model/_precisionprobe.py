@@ -32,6 +32,7 @@ from tlexp.model._precision import (
     CpuInfo,
     Piece,
     PrecisionDecision,
+    cached_below,
     cached_whole,
     can_pay,
     complete,
@@ -117,6 +118,13 @@ class PrecisionProbe:
         for policy in (F32, BF16):  # a cut cached whole: nothing to compute, float32 first
             if cached.get(policy) == cut:
                 return cached_whole(policy, cut, cpu)
+        held = [(p, j) for p, j in cached.items() if j > 1]
+        if len(held) == 1 and held[0][0] == self.store.load(self.name).last:
+            # A later cell of a sweep over freeze shares: the precision an earlier cell of this
+            # backbone chose by measurement holds the layers below, the other would compute
+            # them again from the images. Timing the rest costs more than the prefix's
+            # few seconds could repay (64 px study: 1-2 s a cell against 0.2-1 s to save).
+            return cached_below(*held[0], cut, cpu)
         why = can_pay(images, batch_size, self.cpu.cap)  # before anything is traced
         if why is not None:
             return decide_precision({}, [], images, cpu, why)
