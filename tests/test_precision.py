@@ -386,7 +386,12 @@ def test_a_run_records_its_decision_and_the_cache_follows_the_prefix(tmp_path, f
     from tlexp.model import _precisionprobe as probe
     from tlexp.results import load_record
 
-    plain = load_record(run(tiny_config(tmp_path, flat_dataset, "name=plain", "train.prefix_cache.enabled=false")))
+    # Its own cache folder: the session's holds float32 entries of the same generated images
+    # and weights from other tests, which auto would rightly take (nothing to compute).
+    own_cache = f"data.cache_dir={tmp_path / 'cache'}"
+    plain = load_record(
+        run(tiny_config(tmp_path, flat_dataset, "name=plain", "train.prefix_cache.enabled=false", own_cache))
+    )
     d = plain.accelerator.precision_decision
     assert plain.accelerator.precision == "float32" and d is not None and d.choice["trained"] == F32
     assert d.source == "skipped" and d.reason
@@ -405,7 +410,7 @@ def test_a_run_records_its_decision_and_the_cache_follows_the_prefix(tmp_path, f
     monkeypatch.setattr(probe, "PieceTimer", Timer)
 
     def split(name: str, *more: str):
-        cfg = tiny_config(tmp_path, flat_dataset, f"name={name}", "train.prefix_cache.enabled=true", *more)
+        cfg = tiny_config(tmp_path, flat_dataset, f"name={name}", "train.prefix_cache.enabled=true", own_cache, *more)
         rec = load_record(run(cfg))
         return rec, rec.accelerator.precision_decision, Path(rec.run.dir, "run.log").read_text()
 
