@@ -188,25 +188,33 @@ def tlexp_here(capsys: pytest.CaptureFixture, *args: str, cwd: Path) -> subproce
     only import TensorFlow again (seconds each). The "tlexp" logger is left as it was found:
     the CLI's terminal handler (on capsys' stream, closed after the test), its level and
     propagation would otherwise reach later tests (caplog sees nothing that does not propagate)."""
-    import logging
-
     from tlexp.cli import main
 
-    log = logging.getLogger("tlexp")
-    saved = list(log.handlers), log.level, log.propagate
     capsys.readouterr()  # what came before is not this command's
+    with tlexp_logger_kept(), contextlib.chdir(cwd):
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["tlexp", *args], code, out, err)
+
+
+@contextlib.contextmanager
+def tlexp_logger_kept():
+    """The "tlexp" logger's handlers, level and propagation as they were, afterwards: an
+    in-process :func:`tlexp.cli.main` adds its terminal handler (on the test's captured
+    stream) and sets the level."""
+    import logging
+
+    log = logging.getLogger("tlexp")
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
     try:
-        with contextlib.chdir(cwd):
-            code = main(list(args))
+        yield
     finally:
         for handler in log.handlers[:]:
             log.removeHandler(handler)
-        for handler in saved[0]:
+        for handler in handlers:
             log.addHandler(handler)
-        log.setLevel(saved[1])
-        log.propagate = saved[2]
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["tlexp", *args], code, out, err)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def session_processes(sid: int) -> dict[int, str]:

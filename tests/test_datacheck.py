@@ -32,7 +32,7 @@ from tlexp.errors import DataError
 from tlexp.files import read_csv
 from tlexp.results import load_record
 
-from conftest import write_image
+from conftest import tlexp_logger_kept, write_image
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads a chmod 000 file anyway
 
@@ -394,15 +394,8 @@ def tlexp_main():
     terminal handler on the test's captured stderr)."""
     from tlexp.cli import main
 
-    log = logging.getLogger("tlexp")
-    saved = list(log.handlers), log.level, log.propagate
-    yield main
-    for h in log.handlers[:]:
-        log.removeHandler(h)
-    for h in saved[0]:
-        log.addHandler(h)
-    log.setLevel(saved[1])
-    log.propagate = saved[2]
+    with tlexp_logger_kept():
+        yield main
 
 
 def test_missing_folder_is_one_message_everywhere(tmp_path, capsys, tlexp_main):
