@@ -145,15 +145,18 @@ def build(cfg: Config, ds, check, weights_path: Path | None, on_devices: context
     set_determinism(t.deterministic)
     accel = resolve_accel(t.precision, t.distribute, t.jit_compile, t.deterministic, t.batch_size)
     probe = _precision_probe(cfg, accel) if t.precision == "auto" and not accel.gpus else None
+    images = _prefix_images(cfg, ds)
     if probe is not None:  # built under the policy last chosen for this backbone here: usually the one chosen now
-        accel.precision = probe.build_policy(_prefix_images(cfg, ds), t.batch_size)
+        accel.precision = probe.build_policy(images, t.batch_size)
     keras.utils.set_random_seed(cfg.seed)
     on_devices.enter_context(data_parallel(accel))
     with accel_scope(accel):
         backbone, plan = _frozen_backbone(cfg, weights_path)
         choice = None
         if probe is not None:
-            backbone, plan, choice = _choose_precision(cfg, ds, check, probe, backbone, plan, accel, weights_path)
+            backbone, plan, choice = _choose_precision(
+                cfg, ds, check, probe, backbone, plan, accel, weights_path, images=images
+            )
         with global_policy(accel.precision):
             whole = build_whole(cfg, backbone, len(ds.class_names))
         if choice:  # built under the prefix's policy; the trained part gets its own
@@ -196,14 +199,15 @@ def _precision_probe(cfg: Config, accel):
     return PrecisionProbe(key, cache_dir(cfg) / "precision", deterministic=t.deterministic, distribute=accel.distribute)
 
 
-def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weights_path: Path | None):
+def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weights_path: Path | None, *, images: int):
     """The frozen prefix's precision, timed on the run's own backbone against what the
     activation cache holds (:class:`tlexp.model.PrecisionProbe`); logged, and kept in
     ``accel`` for the record.
 
     Where it is not the policy the backbone was built under, the backbone is built again
     under it, from the same seed (the same weights): its graph's tensors carry the policy
-    it was built under, and the activation cache stores the frontier's dtype.
+    it was built under, and the activation cache stores the frontier's dtype. ``images``:
+    the run's image-passes through the prefix (:func:`_prefix_images`).
 
     Returns:
         the backbone and its freeze plan, and part -> policy.
@@ -217,7 +221,6 @@ def _choose_precision(cfg: Config, ds, check, probe, backbone, plan, accel, weig
     from tlexp.pipeline import cached_cuts
 
     cut = plan.layers_frozen
-    images = _prefix_images(cfg, ds)
     measured = images and probe.why_not is None
     cached = cached_cuts(cfg, ds, check, backbone, cut, accel.distribute, (F32, BF16)) if measured else {}
     decision = probe.decide(backbone, cut, images=images, batch_size=cfg.train.batch_size, cached=cached)

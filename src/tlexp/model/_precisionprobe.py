@@ -118,8 +118,9 @@ class PrecisionProbe:
         for policy in (F32, BF16):  # a cut cached whole: nothing to compute, float32 first
             if cached.get(policy) == cut:
                 return cached_whole(policy, cut, cpu)
+        kept = self.store.load(self.name)
         held = [(p, j) for p, j in cached.items() if j > 1]
-        if len(held) == 1 and held[0][0] == self.store.load(self.name).last:
+        if len(held) == 1 and held[0][0] == kept.last:
             # A later cell of a sweep over freeze shares: the precision an earlier cell of this
             # backbone chose by measurement holds the layers below, the other would compute
             # them again from the images. Timing the rest costs more than the prefix's
@@ -130,7 +131,6 @@ class PrecisionProbe:
             return decide_precision({}, [], images, cpu, why)
         stops = self.stage_stops(backbone)
         sides = {p: prefix_pieces(stops, cut, max(1, cached.get(p, 0))) for p in (F32, BF16)}
-        kept = self.store.load(self.name)
         if complete(kept.figures, sides[F32], (F32,)) and complete(kept.figures, sides[BF16], (F32, BF16)):
             return _sourced(decide_precision(kept.figures, sides, images, cpu), "reused")
         timed, why = _time_pieces(self.timer(backbone, batch_size), sides, kept, images, self.cpu.cap)
